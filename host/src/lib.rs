@@ -1,0 +1,18 @@
+//! sluice: a native host for windowed stream aggregation whose aggregation
+//! logic runs in sandboxed WebAssembly components.
+//!
+//! Events flow one way: [`source`] reads lines, [`decode`] extracts key, event
+//! time and values, [`watermark`] tracks event-time progress, [`window`] assigns
+//! events to windows and fires them, [`plugin`] runs the WASM aggregations in
+//! batches, and [`sink`] writes results, late events and dead letters.
+//! [`pipeline`] wires one run together from a [`config`].
+
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod pipeline;
+pub mod plugin;
+pub mod sink;
+pub mod source;
+pub mod watermark;
+pub mod window;

@@ -1,0 +1,125 @@
+//! The `sluice` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use sluice_host::error::Error;
+use sluice_host::pipeline::{self, RunOptions};
+use sluice_host::plugin::bindings::OutputKind;
+use sluice_host::plugin::registry::{self, BUILTIN_PREFIX};
+use sluice_host::plugin::{PluginEngine, PluginLimits};
+
+/// Windowed stream aggregation with WebAssembly plugins.
+#[derive(Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline to the end of its input.
+    Run {
+        /// The pipeline file (YAML); `SLUICE_`-prefixed environment variables override its keys.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Values buffered per plugin call; changes speed, never results.
+        #[arg(long)]
+        batch_size: Option<usize>,
+    },
+    /// Work with plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Print a plugin's self-description, outputs and WIT world.
+    Inspect {
+        /// A `.wasm` component, or `builtin/NAME`.
+        plugin: String,
+        /// The plugin config (JSON) to list outputs for.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
+    /// List the built-in plugins.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Run { config, batch_size } => {
+            pipeline::run_file(&config, &RunOptions { batch_size }).map(|summary| {
+                eprintln!("sluice: {summary}");
+            })
+        }
+        Command::Plugin {
+            command: PluginCommand::Inspect { plugin, config },
+        } => inspect(&plugin, &config),
+        Command::Plugin {
+            command: PluginCommand::List,
+        } => {
+            for name in registry::builtin_names() {
+                println!("{BUILTIN_PREFIX}{name}");
+            }
+            Ok(())
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: error: {e}");
+            ExitCode::from(match e {
+                Error::Config(_) | Error::Plugin(_) => 2,
+                Error::Io(_) => 1,
+            })
+        }
+    }
+}
+
+fn inspect(reference: &str, config: &str) -> Result<(), Error> {
+    let limits = PluginLimits::default();
+    let engine = PluginEngine::new(limits.clone())?;
+    let bytes = registry::plugin_bytes(reference, std::path::Path::new("."))?;
+    let plugin = engine.compile(reference, &bytes)?;
+    let (imports, exports) = engine.world(&plugin);
+    let instance = engine.open_aggregation(&plugin, config)?;
+    let info = instance.info();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    println!("plugin:        {reference} ({} bytes)", bytes.len());
+    println!("name:          {}", info.name);
+    println!("version:       {}", info.version);
+    println!("description:   {}", info.description);
+    println!("state version: {}", info.state_version);
+    println!("mergeable:     {}", yes(info.mergeable));
+    println!("commutative:   {}", yes(info.commutative));
+    println!("config:        {}", info.config_help);
+    println!("outputs with config {config}:");
+    for o in instance.outputs() {
+        let kind = match o.kind {
+            OutputKind::Integer => "integer",
+            OutputKind::Float => "float",
+        };
+        println!("  {:<14} {:<8} {}", o.name, kind, o.description);
+    }
+    println!("world:");
+    for e in &exports {
+        println!("  export {e}");
+    }
+    for i in &imports {
+        println!("  import {i}  (granted no capability)");
+    }
+    println!(
+        "limits:        call timeout {}, memory {} MiB, fuel {}",
+        humantime::format_duration(limits.call_timeout),
+        limits.memory_limit >> 20,
+        limits.fuel.map_or("off".to_string(), |f| f.to_string())
+    );
+    Ok(())
+}

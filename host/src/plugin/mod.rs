@@ -1,0 +1,11 @@
+//! The plugin boundary: compiling, sandboxing and calling WASM components
+//! that implement the `sluice:plugin` WIT interfaces.
+
+pub mod bindings;
+pub mod engine;
+pub mod limits;
+pub mod registry;
+
+pub use engine::{Accumulator, AggregationInstance, CompiledPlugin, PluginEngine};
+pub use limits::PluginLimits;
+pub use registry::PluginRegistry;

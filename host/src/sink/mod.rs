@@ -1,0 +1,82 @@
+//! Where records go: window results, late events and dead letters, each a
+//! JSON-lines file or stdout/stderr.
+
+mod record;
+
+pub use record::{OutputNames, write_dead_letter, write_late, write_result};
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::IoError;
+
+/// A JSON-lines output: a file (created or truncated), stdout (`-`) or stderr.
+pub struct JsonlWriter {
+    path: PathBuf,
+    out: BufWriter<Box<dyn Write>>,
+    records: u64,
+}
+
+impl JsonlWriter {
+    /// Creates `path`, or writes stdout for `-`.
+    pub fn create(path: &Path) -> Result<Self, IoError> {
+        let out: Box<dyn Write> = if path == Path::new("-") {
+            Box::new(std::io::stdout())
+        } else {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| IoError {
+                    action: "creating the directory of",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            }
+            Box::new(File::create(path).map_err(|source| IoError {
+                action: "creating",
+                path: path.to_path_buf(),
+                source,
+            })?)
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 16, out),
+            records: 0,
+        })
+    }
+
+    /// Writes to stderr, for late and dead-letter records nobody configured a place for.
+    pub fn stderr() -> Self {
+        Self {
+            path: PathBuf::from("<stderr>"),
+            out: BufWriter::new(Box::new(std::io::stderr())),
+            records: 0,
+        }
+    }
+
+    /// Writes one record (a JSON object without the newline).
+    pub fn write_line(&mut self, line: &str) -> Result<(), IoError> {
+        self.records += 1;
+        self.out
+            .write_all(line.as_bytes())
+            .and_then(|()| self.out.write_all(b"\n"))
+            .map_err(|source| self.error(source))
+    }
+
+    /// Records written so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Pushes buffered records to the file.
+    pub fn flush(&mut self) -> Result<(), IoError> {
+        self.out.flush().map_err(|source| self.error(source))
+    }
+
+    fn error(&self, source: std::io::Error) -> IoError {
+        IoError {
+            action: "writing",
+            path: self.path.clone(),
+            source,
+        }
+    }
+}

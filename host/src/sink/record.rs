@@ -1,0 +1,117 @@
+//! The JSON shapes of sluice's records, written by hand into a reused buffer
+//! because they are on the per-window (and per-bad-event) path.
+//!
+//! Result: `{"key":{..},"window":{"start":S,"end":E},"emit":"on_time","results":{"agg.out":V,..}}`
+//! Late:   `{"line":N,"reason":"..","key":{..},"event_time":T,"window":{..},"watermark":W,"event":{..}}`
+//! Dead:   `{"line":N,"reason":"..","raw":".."}`
+
+use std::fmt::Write as _;
+
+use crate::decode::write_json_string;
+use crate::plugin::bindings::{OutputKind, OutputSpec};
+use crate::window::{Window, WindowResult};
+
+/// The result keys of every aggregation (`"latency.p99"`), JSON-quoted once.
+#[derive(Debug, Clone)]
+pub struct OutputNames {
+    per_agg: Vec<Vec<(String, OutputKind)>>,
+}
+
+impl OutputNames {
+    /// Names for aggregations called `names`, with the outputs their plugins declare.
+    pub fn new<'a>(aggs: impl IntoIterator<Item = (&'a str, &'a [OutputSpec])>) -> Self {
+        let per_agg = aggs
+            .into_iter()
+            .map(|(name, outputs)| {
+                outputs
+                    .iter()
+                    .map(|o| {
+                        let mut quoted = String::new();
+                        write_json_string(&mut quoted, &format!("{name}.{}", o.name));
+                        (quoted, o.kind)
+                    })
+                    .collect()
+            })
+            .collect();
+        Self { per_agg }
+    }
+}
+
+fn write_window(out: &mut String, w: Window) {
+    let _ = write!(out, r#"{{"start":{},"end":{}}}"#, w.start, w.end);
+}
+
+fn write_number(out: &mut String, value: Option<f64>, kind: OutputKind) {
+    match value {
+        Some(v) if v.is_finite() => {
+            if kind == OutputKind::Integer && v.fract() == 0.0 && v.abs() < 9.0e15 {
+                let _ = write!(out, "{}", v as i64);
+            } else {
+                out.push_str(ryu::Buffer::new().format_finite(v));
+            }
+        }
+        _ => out.push_str("null"),
+    }
+}
+
+/// Renders one window result into `out` (cleared first).
+pub fn write_result(out: &mut String, key: &str, result: &WindowResult, names: &OutputNames) {
+    out.clear();
+    out.push_str(r#"{"key":"#);
+    out.push_str(key);
+    out.push_str(r#","window":"#);
+    write_window(out, result.window);
+    out.push_str(r#","emit":""#);
+    out.push_str(result.emit.as_str());
+    out.push_str(r#"","results":{"#);
+    let mut first = true;
+    for (values, names) in result.outputs.iter().zip(&names.per_agg) {
+        for (value, (name, kind)) in values.iter().zip(names) {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(name);
+            out.push(':');
+            write_number(out, *value, *kind);
+        }
+    }
+    out.push_str("}}");
+}
+
+/// Renders a late event: where it would have gone and why it did not.
+#[allow(clippy::too_many_arguments)]
+pub fn write_late(
+    out: &mut String,
+    line: u64,
+    key: &str,
+    event_time: i64,
+    window: Window,
+    watermark: i64,
+    lateness_ms: i64,
+    raw: &[u8],
+) {
+    out.clear();
+    let reason = format!(
+        "late: watermark {watermark} has passed window end {} plus allowed lateness {lateness_ms}ms",
+        window.end
+    );
+    let _ = write!(out, r#"{{"line":{line},"reason":"#);
+    write_json_string(out, &reason);
+    let _ = write!(out, r#","key":{key},"event_time":{event_time},"window":"#);
+    write_window(out, window);
+    let _ = write!(out, r#","watermark":{watermark},"event":"#);
+    // The raw line decoded successfully, so it is one valid JSON value.
+    out.push_str(&String::from_utf8_lossy(raw));
+    out.push('}');
+}
+
+/// Renders an event that could not be decoded.
+pub fn write_dead_letter(out: &mut String, line: u64, reason: &str, raw: &[u8]) {
+    out.clear();
+    let _ = write!(out, r#"{{"line":{line},"reason":"#);
+    write_json_string(out, reason);
+    out.push_str(r#","raw":"#);
+    write_json_string(out, &String::from_utf8_lossy(raw));
+    out.push('}');
+}

@@ -1,0 +1,92 @@
+//! A JSON-lines source over a file or stdin, read in batches of lines.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::error::IoError;
+
+/// A batch of lines: one buffer of bytes and where each line lies in it.
+#[derive(Debug, Default)]
+pub struct LineBatch {
+    data: Vec<u8>,
+    lines: Vec<(u64, Range<usize>)>,
+}
+
+impl LineBatch {
+    /// The lines, with their 1-based line numbers in the input.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.lines
+            .iter()
+            .map(|(n, range)| (*n, &self.data[range.clone()]))
+    }
+
+    /// How many lines the batch holds.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether the batch holds no line.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+/// Reads non-blank lines from a file (or stdin for `-`), numbering them.
+pub struct LineSource {
+    path: PathBuf,
+    reader: Box<dyn BufRead>,
+    line_no: u64,
+}
+
+impl LineSource {
+    /// Opens `path`; `-` is stdin.
+    pub fn open(path: &Path) -> Result<Self, IoError> {
+        let reader: Box<dyn Read> = if path == Path::new("-") {
+            Box::new(std::io::stdin())
+        } else {
+            Box::new(File::open(path).map_err(|source| IoError {
+                action: "opening",
+                path: path.to_path_buf(),
+                source,
+            })?)
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            reader: Box::new(BufReader::with_capacity(1 << 16, reader)),
+            line_no: 0,
+        })
+    }
+
+    /// Fills `batch` with up to `max` lines; returns false at end of input.
+    pub fn next_batch(&mut self, batch: &mut LineBatch, max: usize) -> Result<bool, IoError> {
+        batch.data.clear();
+        batch.lines.clear();
+        while batch.lines.len() < max {
+            let start = batch.data.len();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut batch.data)
+                .map_err(|source| IoError {
+                    action: "reading",
+                    path: self.path.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                return Ok(!batch.lines.is_empty());
+            }
+            self.line_no += 1;
+            let mut end = batch.data.len();
+            while end > start && matches!(batch.data[end - 1], b'\n' | b'\r') {
+                end -= 1;
+            }
+            if batch.data[start..end].iter().all(u8::is_ascii_whitespace) {
+                batch.data.truncate(start);
+                continue;
+            }
+            batch.lines.push((self.line_no, start..end));
+        }
+        Ok(true)
+    }
+}

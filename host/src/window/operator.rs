@@ -1,0 +1,162 @@
+//! The keyed window operator: routes decoded events into window state and
+//! fires windows as the watermark passes them.
+
+use super::sliding::{self, Sliding};
+use super::store::{Timer, TimerKind, WindowStore};
+use super::{EmitKind, Window, WindowResult, WindowSpec, session, tumbling};
+use crate::decode::KeyId;
+use crate::error::PluginError;
+use crate::plugin::AggregationInstance;
+
+/// What became of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Added to its window(s).
+    Accepted,
+    /// Too late for every window it belongs to; the window named is its latest.
+    Late(Window),
+}
+
+/// Window state for all keys of one pipeline, and the rules that fire it.
+pub struct WindowOperator {
+    spec: WindowSpec,
+    lateness: i64,
+    store: WindowStore,
+}
+
+impl WindowOperator {
+    /// An operator for `spec`, keeping windows `lateness_ms` past their end,
+    /// aggregating with `aggs` (one per configured aggregation, in order).
+    pub fn new(
+        spec: WindowSpec,
+        lateness_ms: i64,
+        aggs: Vec<AggregationInstance>,
+        batch_size: usize,
+    ) -> Self {
+        Self {
+            spec,
+            lateness: lateness_ms.max(0),
+            store: WindowStore::new(aggs, batch_size),
+        }
+    }
+
+    /// How many windows (or panes, or sessions) hold state now.
+    pub fn open_windows(&self) -> usize {
+        self.store.open_slots()
+    }
+
+    /// Adds one event, given the watermark as it was when the event arrived.
+    /// Late re-emissions it causes are appended to `out`.
+    pub fn on_event(
+        &mut self,
+        key: KeyId,
+        time: i64,
+        values: &[Option<f64>],
+        watermark: i64,
+        out: &mut Vec<WindowResult>,
+    ) -> Result<EventOutcome, PluginError> {
+        let store = &mut self.store;
+        let routed = match self.spec {
+            WindowSpec::Tumbling { size, offset } => tumbling::on_event(
+                store,
+                (size, offset, self.lateness),
+                key,
+                time,
+                values,
+                watermark,
+                out,
+            )?,
+            WindowSpec::Sliding {
+                size,
+                slide,
+                offset,
+            } => sliding::on_event(
+                store,
+                Sliding {
+                    size,
+                    slide,
+                    offset,
+                    lateness: self.lateness,
+                },
+                key,
+                time,
+                values,
+                watermark,
+                out,
+            )?,
+            WindowSpec::Session { gap } => session::on_event(
+                store,
+                (gap, self.lateness),
+                key,
+                time,
+                values,
+                watermark,
+                out,
+            )?,
+        };
+        Ok(match routed {
+            Ok(()) => EventOutcome::Accepted,
+            Err(window) => EventOutcome::Late(window),
+        })
+    }
+
+    /// Fires and cleans up every window the new `watermark` has passed, in
+    /// order of time, then key, then window start.
+    pub fn on_watermark(
+        &mut self,
+        watermark: i64,
+        out: &mut Vec<WindowResult>,
+    ) -> Result<(), PluginError> {
+        if !self.store.has_due(watermark) {
+            return Ok(());
+        }
+        self.store.flush_all()?;
+        while let Some(timer) = self.store.pop_due(watermark) {
+            match self.spec {
+                WindowSpec::Sliding {
+                    size,
+                    slide,
+                    offset,
+                } => {
+                    let geo = Sliding {
+                        size,
+                        slide,
+                        offset,
+                        lateness: self.lateness,
+                    };
+                    sliding::on_timer(&mut self.store, geo, timer, out)?;
+                }
+                WindowSpec::Tumbling { .. } | WindowSpec::Session { .. } => {
+                    slot_timer(&mut self.store, timer, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A due timer for a window kept as one slot (tumbling windows, sessions).
+fn slot_timer(
+    store: &mut WindowStore,
+    timer: Timer,
+    out: &mut Vec<WindowResult>,
+) -> Result<(), PluginError> {
+    let Some(id) = store.find(timer.key, timer.start) else {
+        return Ok(());
+    };
+    match timer.kind {
+        TimerKind::Fire => {
+            let outputs = store.finish(id)?;
+            if let Some(window) = store.bounds(id) {
+                out.push(WindowResult {
+                    key: timer.key,
+                    window,
+                    emit: EmitKind::OnTime,
+                    outputs,
+                });
+            }
+            Ok(())
+        }
+        TimerKind::Cleanup => store.close(id),
+    }
+}

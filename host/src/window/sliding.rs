@@ -1,0 +1,172 @@
+//! Sliding windows, kept as panes.
+//!
+//! A window of `size` starting every `slide` overlaps `size / slide` others, so
+//! adding each event to every window would multiply the work. Instead the
+//! timeline is cut into panes of `gcd(size, slide)`: each event updates exactly
+//! one pane, and a window's result merges the panes it covers when it fires.
+
+use super::store::{Timer, TimerKind, WindowStore};
+use super::{EmitKind, Window, WindowResult, align, gcd};
+use crate::decode::KeyId;
+use crate::error::PluginError;
+
+/// Sliding-window geometry in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sliding {
+    pub size: i64,
+    pub slide: i64,
+    pub offset: i64,
+    pub lateness: i64,
+}
+
+impl Sliding {
+    fn pane_size(&self) -> i64 {
+        gcd(self.size, self.slide)
+    }
+
+    /// Starts of the windows that contain the pane starting at `pane`, earliest first.
+    fn window_starts(&self, pane: i64) -> impl Iterator<Item = i64> + use<> {
+        let last = align(pane, self.slide, self.offset);
+        let (size, slide) = (self.size, self.slide);
+        // Windows start every `slide`; those with start + size > pane contain it.
+        let first = last - ((size - 1 - (pane - last)) / slide) * slide;
+        (0..)
+            .map(move |k| first + k * slide)
+            .take_while(move |&s| s <= last)
+    }
+}
+
+/// Routes one event into its pane; `Err(window)` when it is late for every window.
+pub(super) fn on_event(
+    store: &mut WindowStore,
+    geo: Sliding,
+    key: KeyId,
+    time: i64,
+    values: &[Option<f64>],
+    watermark: i64,
+    out: &mut Vec<WindowResult>,
+) -> Result<Result<(), Window>, PluginError> {
+    let pane_size = geo.pane_size();
+    let pane = align(time, pane_size, geo.offset);
+    let last_start = align(pane, geo.slide, geo.offset);
+    let last_window = Window {
+        start: last_start,
+        end: last_start + geo.size,
+    };
+    if watermark >= last_window.end.saturating_add(geo.lateness) {
+        return Ok(Err(last_window));
+    }
+    let id = match store.find(key, pane) {
+        Some(id) => id,
+        None => {
+            let id = store.open(
+                key,
+                Window {
+                    start: pane,
+                    end: pane + pane_size,
+                },
+            )?;
+            for start in geo.window_starts(pane) {
+                let end = start + geo.size;
+                if end > watermark {
+                    store.add_timer(Timer {
+                        time: end,
+                        kind: TimerKind::Fire,
+                        key,
+                        start,
+                    });
+                }
+            }
+            store.add_timer(Timer {
+                time: last_window.end.saturating_add(geo.lateness),
+                kind: TimerKind::Cleanup,
+                key,
+                start: pane,
+            });
+            id
+        }
+    };
+    store.push(id, values, time)?;
+    // Windows the watermark has passed but that are still within their allowed
+    // lateness have fired already: emit them again with this event in them.
+    for start in geo.window_starts(pane) {
+        let end = start + geo.size;
+        if end <= watermark && end.saturating_add(geo.lateness) > watermark {
+            fire(store, geo, key, start, EmitKind::Late, out)?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn fire(
+    store: &mut WindowStore,
+    geo: Sliding,
+    key: KeyId,
+    start: i64,
+    emit: EmitKind,
+    out: &mut Vec<WindowResult>,
+) -> Result<(), PluginError> {
+    let end = start + geo.size;
+    let panes = store.range(key, start, end);
+    if panes.is_empty() {
+        return Ok(());
+    }
+    let outputs = store.finish_merged(&panes)?;
+    out.push(WindowResult {
+        key,
+        window: Window { start, end },
+        emit,
+        outputs,
+    });
+    Ok(())
+}
+
+/// Handles a due timer: fire a window, or drop a pane no window needs any more.
+pub(super) fn on_timer(
+    store: &mut WindowStore,
+    geo: Sliding,
+    timer: Timer,
+    out: &mut Vec<WindowResult>,
+) -> Result<(), PluginError> {
+    match timer.kind {
+        TimerKind::Fire => fire(store, geo, timer.key, timer.start, EmitKind::OnTime, out),
+        TimerKind::Cleanup => match store.find(timer.key, timer.start) {
+            Some(id) => store.close(id),
+            None => Ok(()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_of_a_pane() {
+        let geo = Sliding {
+            size: 10_000,
+            slide: 5_000,
+            offset: 0,
+            lateness: 0,
+        };
+        assert_eq!(geo.pane_size(), 5_000);
+        assert_eq!(geo.window_starts(5_000).collect::<Vec<_>>(), vec![0, 5_000]);
+        let geo = Sliding {
+            size: 10_000,
+            slide: 4_000,
+            offset: 0,
+            lateness: 0,
+        };
+        // Panes of 2s; the pane [6s, 8s) lies in windows starting at 0s and 4s.
+        assert_eq!(geo.window_starts(6_000).collect::<Vec<_>>(), vec![0, 4_000]);
+        // The pane [8s, 10s) lies in windows starting at 0s, 4s and 8s.
+        assert_eq!(
+            geo.window_starts(8_000).collect::<Vec<_>>(),
+            vec![0, 4_000, 8_000]
+        );
+        assert_eq!(
+            geo.window_starts(-2_000).collect::<Vec<_>>(),
+            vec![-8_000, -4_000]
+        );
+    }
+}
