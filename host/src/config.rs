@@ -210,7 +210,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         )));
     }
     let pipeline: PipelineConfig = Figment::from(Yaml::file(path))
-        .merge(Env::prefixed("SLUICE_").split("__"))
+        .merge(env_overrides())
         .extract()
         .map_err(|e| ConfigError(format!("{}: {}", path.display(), describe(e))))?;
     pipeline.validate()?;
@@ -220,6 +220,33 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
     Ok(LoadedConfig { pipeline, base_dir })
+}
+
+/// The keys a pipeline file has at its top level; only `SLUICE_` variables
+/// that start with one of them are overrides, so an unrelated variable that
+/// happens to share the prefix cannot break a config.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "source",
+    "event",
+    "watermark",
+    "window",
+    "allowed_lateness",
+    "aggregations",
+    "sink",
+    "late_output",
+    "dead_letter",
+    "plugins",
+    "batch_size",
+];
+
+/// `SLUICE_SINK__FILE=x` overrides `sink.file`: `__` separates nested keys.
+fn env_overrides() -> Env {
+    Env::prefixed("SLUICE_").split("__").filter(|key| {
+        let top = key.as_str().split('.').next().unwrap_or_default();
+        TOP_LEVEL_KEYS
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(top))
+    })
 }
 
 /// Figment's errors, one line each, with the key path they concern.

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the main example: LLM request events through
+# per-service 10 s windows, aggregated by WASM plugins.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+cd "$ROOT"
+
+"$ROOT/scripts/setup.sh"
+echo "== building sluice, the example generator and the example plugin (first build: several minutes)"
+cargo build --quiet --release -p sluice -p sluice-gen
+build_example_plugins
+
+EVENTS="${EVENTS:-20000}"
+echo "== generating $EVENTS LLM request events into out/events.jsonl"
+mkdir -p "$OUT"
+"$GEN" --events "$EVENTS" --rate 200 --services 4 --out-of-order 0.05 --late 0.002 \
+    --malformed 0.001 --out "$OUT/events.jsonl"
+
+echo "== sluice run --config examples/llm-latency.yaml"
+"$SLUICE" run --config examples/llm-latency.yaml
+
+echo "== first results (out/results.jsonl)"
+head -n 4 "$OUT/results.jsonl"
+echo "== late events: out/late.jsonl ($(wc -l <"$OUT/late.jsonl")), dead letters: out/dead.jsonl ($(wc -l <"$OUT/dead.jsonl"))"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what building and testing sluice needs on a fresh machine, and
+# skips what is already there. Safe to run again.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+if ! command -v cargo >/dev/null || ! command -v rustup >/dev/null; then
+    log "cargo and rustup are required (https://rustup.rs); this machine has neither"
+    exit 1
+fi
+
+# Plugins are WebAssembly components built for WASI preview 2.
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    log "adding the wasm32-wasip2 target"
+    rustup target add wasm32-wasip2
+fi

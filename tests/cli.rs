@@ -1,0 +1,251 @@
+//! End-to-end tests of the `sluice` binary: determinism, bad input and bad
+//! configuration, custom plugins by path, stdin/stdout, `plugin inspect`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn sluice() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    // Only this test's overrides apply.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLUICE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The example plugin, built by scripts/test.sh into out/plugins/.
+fn example_plugin() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../out/plugins/slo_breach.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/test.sh, which builds the example plugins",
+        path.display()
+    );
+    path
+}
+
+/// Deterministic pseudo-random events: 5 services, ~10 events/s, 10% out of
+/// order by up to 3 s, 1% late by 30 s, 1% malformed lines.
+fn generate(n: usize) -> String {
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut out = String::new();
+    let mut t: i64 = 1_700_000_000_000;
+    for i in 0..n {
+        t += (next() % 200) as i64;
+        let r = next() % 100;
+        let ts = match r {
+            0 => t - 30_000,
+            1..=10 => t - (next() % 3_000) as i64,
+            _ => t,
+        };
+        if r == 99 {
+            let _ = writeln!(out, r#"{{"ts":{ts},"service":"svc-{}","latency_ms":"#, i % 5);
+            continue;
+        }
+        let latency = 50.0 + (next() % 400_000) as f64 / 100.0;
+        let _ = writeln!(
+            out,
+            r#"{{"ts":{ts},"service":"svc-{}","latency_ms":{latency},"error":{}}}"#,
+            next() % 5,
+            next() % 20 == 0
+        );
+    }
+    out
+}
+
+fn pipeline(dir: &Path, window: &str, extra: &str) -> PathBuf {
+    let path = dir.join("pipeline.yaml");
+    let yaml = format!(
+        "source: {{ file: input.jsonl }}\n\
+         event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
+         watermark: {{ max_out_of_orderness: 2s }}\n\
+         window: {window}\n\
+         allowed_lateness: 1s\n\
+         aggregations:\n\
+         \x20 - {{ name: latency, plugin: builtin/stats, field: latency_ms }}\n\
+         \x20 - {{ name: pct, plugin: builtin/percentiles, field: latency_ms, config: {{ quantiles: [0.5, 0.99] }} }}\n\
+         \x20 - {{ name: errors, plugin: builtin/mean, field: error }}\n\
+         sink: {{ file: results.jsonl }}\n\
+         late_output: {{ file: late.jsonl }}\n\
+         dead_letter: {{ file: dead.jsonl }}\n{extra}"
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn outputs(dir: &Path) -> [String; 3] {
+    ["results.jsonl", "late.jsonl", "dead.jsonl"]
+        .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+}
+
+#[test]
+fn output_is_identical_whatever_the_batch_size() {
+    let input = generate(6_000);
+    for window in [
+        "{ tumbling: { size: 10s } }",
+        "{ sliding: { size: 10s, slide: 2s } }",
+        "{ session: { gap: 1s } }",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("input.jsonl"), &input).unwrap();
+        let config = pipeline(dir.path(), window, "");
+        let mut reference: Option<[String; 3]> = None;
+        for batch in [1, 7, 256, 100_000] {
+            let out = sluice()
+                .args(["run", "--batch-size", &batch.to_string(), "--config"])
+                .arg(&config)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{window}: {}", stderr(&out));
+            let got = outputs(dir.path());
+            match &reference {
+                None => {
+                    let [results, late, dead] = &got;
+                    assert!(results.lines().count() > 50, "{window}: too few results");
+                    assert!(late.lines().count() > 5, "{window}: no late events");
+                    assert!(dead.lines().count() > 5, "{window}: no dead letters");
+                    assert!(results.contains(r#""emit":"late""#), "{window}: no late re-emission");
+                    reference = Some(got);
+                }
+                Some(r) => assert!(r == &got, "{window}: batch size {batch} changed the output"),
+            }
+        }
+    }
+}
+
+#[test]
+fn every_event_is_accounted_for() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.jsonl"), generate(3_000)).unwrap();
+    let config = pipeline(dir.path(), "{ tumbling: { size: 5s } }", "");
+    let out = sluice().args(["run", "--config"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let [results, late, dead] = outputs(dir.path());
+    // Each event is in exactly one window's count, or late, or dead-lettered.
+    // A window's last emission carries its full count.
+    let mut last = std::collections::BTreeMap::new();
+    for line in results.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = (v["key"].to_string(), v["window"].to_string());
+        last.insert(id, v["results"]["latency.count"].as_u64().unwrap());
+    }
+    let counted: u64 = last.values().sum();
+    let total = counted + late.lines().count() as u64 + dead.lines().count() as u64;
+    assert_eq!(total, 3_000);
+    assert!(stderr(&out).contains("3000 events read"), "{}", stderr(&out));
+}
+
+fn run_expecting_error(dir: &Path, config: &Path) -> String {
+    let out = sluice().args(["run", "--config"]).arg(config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        !dir.join("results.jsonl").exists(),
+        "outputs were opened before the config was checked"
+    );
+    stderr(&out)
+}
+
+#[test]
+fn bad_configs_fail_before_reading_events_and_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.jsonl"), generate(10)).unwrap();
+    std::fs::write(dir.path().join("garbage.wasm"), b"\0asm but not really").unwrap();
+    let cases = [
+        ("{ tumbling: { size: 10s } }", "bogus: 1\n", "bogus"),
+        ("{ tumbling: { size: soon } }", "", "window.tumbling.size"),
+        ("{ sliding: { size: 1s, slide: 2s } }", "", "window.sliding.slide"),
+        ("{ tumbling: { size: 10s } }", "plugins: { memory_limit: 12 parsecs }\n", "plugins.memory_limit"),
+    ];
+    for (window, extra, want) in cases {
+        let config = pipeline(dir.path(), window, extra);
+        let err = run_expecting_error(dir.path(), &config);
+        assert!(err.contains(want), "expected {want:?} in: {err}");
+    }
+    // Plugin problems name the aggregation and the plugin.
+    let base = std::fs::read_to_string(pipeline(dir.path(), "{ tumbling: { size: 10s } }", "")).unwrap();
+    let plugin_cases = [
+        ("builtin/stats", "builtin/nonesuch", "no such built-in plugin"),
+        ("builtin/stats", "missing.wasm", "missing.wasm"),
+        ("builtin/stats", "garbage.wasm", "not a valid WebAssembly component"),
+        ("quantiles: [0.5, 0.99]", "quantiles: [1.5]", "aggregations[1]"),
+    ];
+    for (from, to, want) in plugin_cases {
+        std::fs::write(dir.path().join("pipeline.yaml"), base.replacen(from, to, 1)).unwrap();
+        let err = run_expecting_error(dir.path(), &dir.path().join("pipeline.yaml"));
+        assert!(err.contains(want), "expected {want:?} in: {err}");
+    }
+    let out = sluice().args(["run", "--config", "/nonexistent/pipeline.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/pipeline.yaml"));
+}
+
+#[test]
+fn custom_plugin_by_path_over_stdin_and_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ file: '-' }}\n\
+             event: {{ key: [], time: {{ field: ts, format: epoch_seconds }} }}\n\
+             window: {{ tumbling: {{ size: 1m }} }}\n\
+             aggregations:\n\
+             \x20 - {{ name: slo, plugin: {}, field: latency_ms, config: {{ threshold: 100 }} }}\n\
+             sink: {{ file: '-' }}\n",
+            example_plugin().display()
+        ),
+    )
+    .unwrap();
+    let mut child = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"ts\":60,\"latency_ms\":50}\n{\"ts\":61,\"latency_ms\":150}\n{\"ts\":62,\"latency_ms\":101}\n{\"ts\":62.5,\"latency_ms\":100}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"key\":{},\"window\":{\"start\":60000,\"end\":120000},\"emit\":\"on_time\",\"results\":{\"slo.total\":4,\"slo.breaches\":2,\"slo.breach_ratio\":0.5}}\n"
+    );
+}
+
+#[test]
+fn plugin_inspect_describes_builtins_and_custom_plugins() {
+    let out = sluice().args(["plugin", "inspect", "builtin/stats"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in ["name:          stats", "mergeable:     yes", "count", "stddev_samp", "p99", "export sluice:plugin/aggregator@0.1.0"] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    let out = sluice().args(["plugin", "inspect"]).arg(example_plugin()).args(["--config", r#"{"threshold":5}"#]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("breach_ratio"));
+    let out = sluice().args(["plugin", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    for name in ["count", "sum", "mean", "min", "max", "variance", "stddev", "percentiles", "stats"] {
+        assert!(list.lines().any(|l| l == format!("builtin/{name}")), "{name} missing from {list}");
+    }
+}
