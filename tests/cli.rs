@@ -53,7 +53,11 @@ fn generate(n: usize) -> String {
             _ => t,
         };
         if r == 99 {
-            let _ = writeln!(out, r#"{{"ts":{ts},"service":"svc-{}","latency_ms":"#, i % 5);
+            let _ = writeln!(
+                out,
+                r#"{{"ts":{ts},"service":"svc-{}","latency_ms":"#,
+                i % 5
+            );
             continue;
         }
         let latency = 50.0 + (next() % 400_000) as f64 / 100.0;
@@ -118,7 +122,10 @@ fn output_is_identical_whatever_the_batch_size() {
                     assert!(results.lines().count() > 50, "{window}: too few results");
                     assert!(late.lines().count() > 5, "{window}: no late events");
                     assert!(dead.lines().count() > 5, "{window}: no dead letters");
-                    assert!(results.contains(r#""emit":"late""#), "{window}: no late re-emission");
+                    assert!(
+                        results.contains(r#""emit":"late""#),
+                        "{window}: no late re-emission"
+                    );
                     reference = Some(got);
                 }
                 Some(r) => assert!(r == &got, "{window}: batch size {batch} changed the output"),
@@ -132,7 +139,11 @@ fn every_event_is_accounted_for() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("input.jsonl"), generate(3_000)).unwrap();
     let config = pipeline(dir.path(), "{ tumbling: { size: 5s } }", "");
-    let out = sluice().args(["run", "--config"]).arg(&config).output().unwrap();
+    let out = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let [results, late, dead] = outputs(dir.path());
     // Each event is in exactly one window's count, or late, or dead-lettered.
@@ -146,11 +157,19 @@ fn every_event_is_accounted_for() {
     let counted: u64 = last.values().sum();
     let total = counted + late.lines().count() as u64 + dead.lines().count() as u64;
     assert_eq!(total, 3_000);
-    assert!(stderr(&out).contains("3000 events read"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("3000 events read"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn run_expecting_error(dir: &Path, config: &Path) -> String {
-    let out = sluice().args(["run", "--config"]).arg(config).output().unwrap();
+    let out = sluice()
+        .args(["run", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         !dir.join("results.jsonl").exists(),
@@ -167,8 +186,16 @@ fn bad_configs_fail_before_reading_events_and_name_the_problem() {
     let cases = [
         ("{ tumbling: { size: 10s } }", "bogus: 1\n", "bogus"),
         ("{ tumbling: { size: soon } }", "", "window.tumbling.size"),
-        ("{ sliding: { size: 1s, slide: 2s } }", "", "window.sliding.slide"),
-        ("{ tumbling: { size: 10s } }", "plugins: { memory_limit: 12 parsecs }\n", "plugins.memory_limit"),
+        (
+            "{ sliding: { size: 1s, slide: 2s } }",
+            "",
+            "window.sliding.slide",
+        ),
+        (
+            "{ tumbling: { size: 10s } }",
+            "plugins: { memory_limit: 12 parsecs }\n",
+            "plugins.memory_limit",
+        ),
     ];
     for (window, extra, want) in cases {
         let config = pipeline(dir.path(), window, extra);
@@ -176,19 +203,35 @@ fn bad_configs_fail_before_reading_events_and_name_the_problem() {
         assert!(err.contains(want), "expected {want:?} in: {err}");
     }
     // Plugin problems name the aggregation and the plugin.
-    let base = std::fs::read_to_string(pipeline(dir.path(), "{ tumbling: { size: 10s } }", "")).unwrap();
+    let base =
+        std::fs::read_to_string(pipeline(dir.path(), "{ tumbling: { size: 10s } }", "")).unwrap();
     let plugin_cases = [
-        ("builtin/stats", "builtin/nonesuch", "no such built-in plugin"),
+        (
+            "builtin/stats",
+            "builtin/nonesuch",
+            "no such built-in plugin",
+        ),
         ("builtin/stats", "missing.wasm", "missing.wasm"),
-        ("builtin/stats", "garbage.wasm", "not a valid WebAssembly component"),
-        ("quantiles: [0.5, 0.99]", "quantiles: [1.5]", "aggregations[1]"),
+        (
+            "builtin/stats",
+            "garbage.wasm",
+            "not a valid WebAssembly component",
+        ),
+        (
+            "quantiles: [0.5, 0.99]",
+            "quantiles: [1.5]",
+            "aggregations[1]",
+        ),
     ];
     for (from, to, want) in plugin_cases {
         std::fs::write(dir.path().join("pipeline.yaml"), base.replacen(from, to, 1)).unwrap();
         let err = run_expecting_error(dir.path(), &dir.path().join("pipeline.yaml"));
         assert!(err.contains(want), "expected {want:?} in: {err}");
     }
-    let out = sluice().args(["run", "--config", "/nonexistent/pipeline.yaml"]).output().unwrap();
+    let out = sluice()
+        .args(["run", "--config", "/nonexistent/pipeline.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/nonexistent/pipeline.yaml"));
 }
@@ -234,18 +277,46 @@ fn custom_plugin_by_path_over_stdin_and_stdout() {
 
 #[test]
 fn plugin_inspect_describes_builtins_and_custom_plugins() {
-    let out = sluice().args(["plugin", "inspect", "builtin/stats"]).output().unwrap();
+    let out = sluice()
+        .args(["plugin", "inspect", "builtin/stats"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    for want in ["name:          stats", "mergeable:     yes", "count", "stddev_samp", "p99", "export sluice:plugin/aggregator@0.1.0"] {
+    for want in [
+        "name:          stats",
+        "mergeable:     yes",
+        "count",
+        "stddev_samp",
+        "p99",
+        "export sluice:plugin/aggregator@0.1.0",
+    ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
-    let out = sluice().args(["plugin", "inspect"]).arg(example_plugin()).args(["--config", r#"{"threshold":5}"#]).output().unwrap();
+    let out = sluice()
+        .args(["plugin", "inspect"])
+        .arg(example_plugin())
+        .args(["--config", r#"{"threshold":5}"#])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("breach_ratio"));
     let out = sluice().args(["plugin", "list"]).output().unwrap();
     let list = String::from_utf8_lossy(&out.stdout);
-    for name in ["count", "sum", "mean", "min", "max", "variance", "stddev", "percentiles", "stats"] {
-        assert!(list.lines().any(|l| l == format!("builtin/{name}")), "{name} missing from {list}");
+    for name in [
+        "count",
+        "sum",
+        "mean",
+        "min",
+        "max",
+        "variance",
+        "stddev",
+        "percentiles",
+        "stats",
+    ] {
+        assert!(
+            list.lines().any(|l| l == format!("builtin/{name}")),
+            "{name} missing from {list}"
+        );
     }
 }

@@ -97,7 +97,10 @@ fn golden_cases_match() {
             dead.lines().count()
         );
         if !stderr.contains(&summary) {
-            failures.push(format!("{}: summary {stderr:?} lacks {summary:?}", case.display()));
+            failures.push(format!(
+                "{}: summary {stderr:?} lacks {summary:?}",
+                case.display()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

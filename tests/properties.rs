@@ -18,7 +18,11 @@ fn open(engine: &PluginEngine, name: &str, config: &str) -> AggregationInstance 
 }
 
 /// Adds `values` (times are their indices) in batches cut at `cuts`.
-fn feed(agg: &mut AggregationInstance, values: &[f64], batch: usize) -> sluice_host::plugin::Accumulator {
+fn feed(
+    agg: &mut AggregationInstance,
+    values: &[f64],
+    batch: usize,
+) -> sluice_host::plugin::Accumulator {
     let acc = agg.create().expect("create");
     let times: Vec<i64> = (0..values.len() as i64).collect();
     for (v, t) in values.chunks(batch.max(1)).zip(times.chunks(batch.max(1))) {
@@ -117,12 +121,19 @@ proptest! {
 /// One random event: key, time, value.
 type Ev = (u32, i64, f64);
 
-fn run_operator(spec: WindowSpec, delay: i64, events: &[Ev], aggs: Vec<AggregationInstance>) -> Vec<WindowResult> {
+fn run_operator(
+    spec: WindowSpec,
+    delay: i64,
+    events: &[Ev],
+    aggs: Vec<AggregationInstance>,
+) -> Vec<WindowResult> {
     let mut op = WindowOperator::new(spec, 0, aggs, 32);
     let mut wm = Watermarks::new(delay, 1);
     let mut out = Vec::new();
     for &(key, time, value) in events {
-        let outcome = op.on_event(key, time, &[Some(value)], wm.current(), &mut out).unwrap();
+        let outcome = op
+            .on_event(key, time, &[Some(value)], wm.current(), &mut out)
+            .unwrap();
         assert_eq!(outcome, sluice_host::window::EventOutcome::Accepted);
         if let Some(w) = wm.observe(0, time) {
             op.on_watermark(w, &mut out).unwrap();

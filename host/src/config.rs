@@ -243,9 +243,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 fn env_overrides() -> Env {
     Env::prefixed("SLUICE_").split("__").filter(|key| {
         let top = key.as_str().split('.').next().unwrap_or_default();
-        TOP_LEVEL_KEYS
-            .iter()
-            .any(|k| k.eq_ignore_ascii_case(top))
+        TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
     })
 }
 
