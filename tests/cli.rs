@@ -102,7 +102,7 @@ fn output_is_identical_whatever_the_batch_size() {
     for window in [
         "{ tumbling: { size: 10s } }",
         "{ sliding: { size: 10s, slide: 2s } }",
-        "{ session: { gap: 1s } }",
+        "{ session: { gap: 300ms } }",
     ] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("input.jsonl"), &input).unwrap();

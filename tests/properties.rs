@@ -1,20 +1,30 @@
 //! Property tests through the real WASM plugins (built from `plugins/` and
 //! embedded in the host): the laws windowing relies on, checked on random data.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use proptest::prelude::*;
 use sluice_host::plugin::registry::builtin_bytes;
-use sluice_host::plugin::{AggregationInstance, PluginEngine, PluginLimits};
+use sluice_host::plugin::{AggregationInstance, CompiledPlugin, PluginEngine, PluginLimits};
 use sluice_host::watermark::Watermarks;
 use sluice_host::window::{EmitKind, WindowOperator, WindowResult, WindowSpec};
 
-fn engine() -> PluginEngine {
-    PluginEngine::new(PluginLimits::default()).expect("engine")
+/// One engine and one compilation per plugin for the whole test binary:
+/// compiling a component takes far longer than a proptest case.
+fn engine() -> &'static PluginEngine {
+    static ENGINE: OnceLock<PluginEngine> = OnceLock::new();
+    ENGINE.get_or_init(|| PluginEngine::new(PluginLimits::default()).expect("engine"))
 }
 
 fn open(engine: &PluginEngine, name: &str, config: &str) -> AggregationInstance {
-    let bytes = builtin_bytes(name).unwrap_or_else(|| panic!("builtin {name} missing"));
-    let plugin = engine.compile(name, bytes).expect("compile");
-    engine.open_aggregation(&plugin, config).expect("open")
+    static COMPILED: OnceLock<Mutex<HashMap<String, CompiledPlugin>>> = OnceLock::new();
+    let mut compiled = COMPILED.get_or_init(Default::default).lock().unwrap();
+    let plugin = compiled.entry(name.to_owned()).or_insert_with(|| {
+        let bytes = builtin_bytes(name).unwrap_or_else(|| panic!("builtin {name} missing"));
+        engine.compile(name, bytes).expect("compile")
+    });
+    engine.open_aggregation(plugin, config).expect("open")
 }
 
 /// Adds `values` (times are their indices) in batches cut at `cuts`.
@@ -114,6 +124,43 @@ proptest! {
             agg.add(restored, &more, &times).unwrap();
             prop_assert_eq!(agg.finish(original).unwrap(), agg.finish(restored).unwrap(), "{}", plugin);
             prop_assert!(agg.restore(&bytes, version + 1).is_err(), "{} accepted an unknown state version", plugin);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Every quantile `percentiles` reports is within its relative accuracy of
+    /// the exact order statistic of rank floor(q * (n - 1)), the bound the
+    /// README documents, for skewed, signed and clustered data alike.
+    #[test]
+    fn percentiles_stay_within_the_documented_bound(
+        mut values in prop::collection::vec(
+            prop_oneof![
+                1.0..100.0f64,
+                (0.0..12.0f64).prop_map(f64::exp),
+                -5e4..-1e-2f64,
+                (1u32..20).prop_map(f64::from),
+            ],
+            1..2_000,
+        ),
+        accuracy in prop_oneof![Just(0.01), Just(0.005), Just(0.05)],
+    ) {
+        let engine = engine();
+        let quantiles = [0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0];
+        let config = format!(r#"{{"quantiles":{quantiles:?},"relative_accuracy":{accuracy}}}"#);
+        let mut agg = open(&engine, "percentiles", &config);
+        let acc = feed(&mut agg, &values, 256);
+        let got = agg.finish(acc).unwrap();
+        values.sort_by(f64::total_cmp);
+        for (q, est) in quantiles.iter().zip(got) {
+            let exact = values[(q * (values.len() - 1) as f64) as usize];
+            let est = est.expect("a quantile of a non-empty window");
+            prop_assert!(
+                (est - exact).abs() <= accuracy * exact.abs() * (1.0 + 1e-12),
+                "q={} estimate {} exact {} accuracy {}", q, est, exact, accuracy
+            );
         }
     }
 }

@@ -194,14 +194,19 @@ pub trait Aggregator: Sized + 'static {
 
 /// Exports a type that implements [`Aggregator`] as the plugin's component.
 ///
-/// Use it once, in a `cdylib` crate built for `wasm32-wasip2`.
+/// Use it once, in a `cdylib` crate built for `wasm32-wasip2`. On other
+/// targets it exports nothing, so that the same crate also builds natively
+/// for unit tests of its `Aggregator` methods.
 #[macro_export]
 macro_rules! export_aggregator {
     ($aggregator:ty) => {
-        type __SluiceComponent = $crate::__private::Component<$aggregator>;
-        $crate::__private::bindings::export_component!(
-            __SluiceComponent with_types_in $crate::__private::bindings
-        );
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type __SluiceComponent = $crate::__private::Component<$aggregator>;
+            $crate::__private::bindings::export_component!(
+                __SluiceComponent with_types_in $crate::__private::bindings
+            );
+        };
     };
 }
 

@@ -55,8 +55,17 @@ impl QuantileSketch {
     }
 
     /// The estimate of quantile `q` in [0, 1]; `None` for an empty sketch.
+    ///
+    /// Clamped to the exact minimum and maximum, which the sketch tracks: a
+    /// bucket's representative value can lie just outside the data, and a p50
+    /// below the window's `min` would puzzle a dashboard reader. Clamping only
+    /// moves an estimate towards the exact value, so the bound still holds.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        self.sketch.quantile(q).ok().flatten()
+        let estimate = self.sketch.quantile(q).ok().flatten()?;
+        match (self.sketch.min(), self.sketch.max()) {
+            (Some(min), Some(max)) => Some(estimate.clamp(min, max)),
+            _ => Some(estimate),
+        }
     }
 }
 

@@ -144,6 +144,12 @@ impl PluginEngine {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
+        // Instantiation runs guest start-up code: it gets the budget of one call.
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        if let Some(fuel) = self.limits.fuel {
+            // Only fails when fuel is disabled in the engine, which `fuel` enables.
+            let _ = store.set_fuel(fuel);
+        }
         store
     }
 
