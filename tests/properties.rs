@@ -80,7 +80,7 @@ proptest! {
     #[test]
     fn merge_of_parts_equals_the_whole(values in values(), cuts in prop::collection::vec(0usize..400, 0..5)) {
         let engine = engine();
-        let mut agg = open(&engine, "stats", r#"{"quantiles":[0.5,0.9,0.99]}"#);
+        let mut agg = open(engine, "stats", r#"{"quantiles":[0.5,0.9,0.99]}"#);
         let whole = feed(&mut agg, &values, 64);
         let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(values.len())).collect();
         cuts.push(0);
@@ -101,7 +101,7 @@ proptest! {
     fn batch_splits_do_not_change_results(values in values(), batch in 1usize..300) {
         let engine = engine();
         for plugin in ["stats", "percentiles", "sum", "mean", "variance", "stddev"] {
-            let mut agg = open(&engine, plugin, "{}");
+            let mut agg = open(engine, plugin, "{}");
             let a = feed(&mut agg, &values, batch);
             let b = feed(&mut agg, &values, 4096);
             prop_assert_eq!(agg.finish(a).unwrap(), agg.finish(b).unwrap(), "{}", plugin);
@@ -113,7 +113,7 @@ proptest! {
     fn snapshot_restore_round_trips(values in values(), more in values()) {
         let engine = engine();
         for plugin in ["stats", "percentiles", "count", "min", "max", "variance"] {
-            let mut agg = open(&engine, plugin, "{}");
+            let mut agg = open(engine, plugin, "{}");
             let original = feed(&mut agg, &values, 100);
             let bytes = agg.snapshot(original).unwrap();
             let version = agg.info().state_version;
@@ -150,7 +150,7 @@ proptest! {
         let engine = engine();
         let quantiles = [0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0];
         let config = format!(r#"{{"quantiles":{quantiles:?},"relative_accuracy":{accuracy}}}"#);
-        let mut agg = open(&engine, "percentiles", &config);
+        let mut agg = open(engine, "percentiles", &config);
         let acc = feed(&mut agg, &values, 256);
         let got = agg.finish(acc).unwrap();
         values.sort_by(f64::total_cmp);
@@ -209,9 +209,9 @@ proptest! {
         let engine = engine();
         let config = r#"{"quantiles":[0.5,0.99]}"#;
         let spec = WindowSpec::Sliding { size, slide, offset: 0 };
-        let results = run_operator(spec, 0, &events, vec![open(&engine, "stats", config)]);
+        let results = run_operator(spec, 0, &events, vec![open(engine, "stats", config)]);
 
-        let mut naive = open(&engine, "stats", config);
+        let mut naive = open(engine, "stats", config);
         let mut expected = Vec::new();
         let mut starts: Vec<(u32, i64)> = Vec::new();
         for &(key, t, _) in &events {
