@@ -17,4 +17,4 @@ pub mod v0_1 {
     pub use sluice::plugin::types::{OutputKind, OutputSpec, PluginInfo};
 }
 
-pub use v0_1::{AggregatorPlugin, OutputKind, OutputSpec, PluginInfo};
+pub use v0_1::{AggregatorPlugin, AggregatorPluginPre, OutputKind, OutputSpec, PluginInfo};

@@ -5,35 +5,76 @@
 //! new window costs one resource (~1 us), not one instance (~40 us), and a
 //! plugin that fails takes only its own aggregation down with it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, Trap};
+use wasmtime::component::{Component, HasData, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
+use wasmtime_wasi::p2::bindings::sync as wasi_sync;
+use wasmtime_wasi::p2::bindings::{cli, clocks, io, random};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::random::Deterministic;
+use wasmtime_wasi::random::{Deterministic, WasiRandom};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{AggregatorPlugin, OutputSpec, PluginInfo};
-use super::limits::{EpochTicker, PluginLimits};
+use super::bindings::{AggregatorPlugin, AggregatorPluginPre, OutputSpec, PluginInfo};
+use super::limits::{EpochTicker, MemoryCap, PluginLimits};
 use crate::error::PluginError;
 
 /// Bytes of a plugin's stderr kept to explain a failure (a Rust panic message).
 const STDERR_CAPACITY: usize = 8 << 10;
+
+/// The WIT interface the host implements, as a component names its export.
+pub const AGGREGATOR_EXPORT: &str = "sluice:plugin/aggregator@0.1.0";
+
+/// The interfaces (without version) a plugin may import, all satisfied with
+/// no capability: no preopened directory, no environment variables or
+/// arguments, empty stdin, stdout dropped, stderr kept to explain failures,
+/// clocks stopped at the epoch and fixed randomness.
+///
+/// A Rust guest's standard library imports these whatever the plugin does;
+/// anything else (files, sockets, HTTP) gives a plugin a way to depend on or
+/// reach the machine, so a component importing it is refused at load.
+pub const GRANTED_IMPORTS: &[&str] = &[
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    // Types only: the aggregator interface's records.
+    "sluice:plugin/types",
+];
 
 /// Compiles plugin components and instantiates them under the configured limits.
 pub struct PluginEngine {
     engine: Engine,
     linker: Linker<PluginState>,
     limits: PluginLimits,
-    _ticker: EpochTicker,
+    ticker: Arc<EpochTicker>,
 }
 
-/// A compiled plugin component, ready to be instantiated any number of times.
+/// A compiled plugin component whose imports and exports have been checked,
+/// ready to be instantiated any number of times.
 #[derive(Clone)]
 pub struct CompiledPlugin {
     /// Where the plugin came from (`builtin/stats` or a path), for messages.
     pub source: String,
     component: Component,
+    pre: AggregatorPluginPre<PluginState>,
 }
 
 /// What a plugin's store holds besides wasm state: a WASI context that grants
@@ -41,7 +82,7 @@ pub struct CompiledPlugin {
 struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: MemoryCap,
     stderr: MemoryOutputPipe,
 }
 
@@ -52,6 +93,13 @@ impl WasiView for PluginState {
             table: &mut self.table,
         }
     }
+}
+
+/// `wasi:io` works on the resource table alone.
+struct IoTable;
+
+impl HasData for IoTable {
+    type Data<'a> = &'a mut ResourceTable;
 }
 
 /// A clock stopped at the epoch: plugins get no time source, so their results
@@ -76,21 +124,50 @@ impl HostMonotonicClock for StoppedClock {
     }
 }
 
+/// Links exactly the [`GRANTED_IMPORTS`] of WASI p2, so that even a check
+/// missed at load could not hand a plugin a file or a socket.
+fn link_granted_wasi(l: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    type S = PluginState;
+    io::error::add_to_linker::<S, IoTable>(l, |s| &mut s.table)?;
+    wasi_sync::io::poll::add_to_linker::<S, IoTable>(l, |s| &mut s.table)?;
+    wasi_sync::io::streams::add_to_linker::<S, IoTable>(l, |s| &mut s.table)?;
+    cli::environment::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::exit::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::stdin::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::stdout::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::stderr::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::terminal_input::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::terminal_output::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::terminal_stdin::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::terminal_stdout::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::terminal_stderr::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    clocks::wall_clock::add_to_linker::<S, WasiClocks>(l, S::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<S, WasiClocks>(l, S::clocks)?;
+    random::random::add_to_linker::<S, WasiRandom>(l, |s| s.wasi.random())?;
+    random::insecure::add_to_linker::<S, WasiRandom>(l, |s| s.wasi.random())?;
+    random::insecure_seed::add_to_linker::<S, WasiRandom>(l, |s| s.wasi.random())?;
+    Ok(())
+}
+
+/// The interface name of an import without its version: `wasi:io/poll`.
+fn unversioned(name: &str) -> &str {
+    name.split_once('@').map_or(name, |(n, _)| n)
+}
+
 impl PluginEngine {
     /// An engine enforcing `limits`, with its epoch ticker running.
     pub fn new(limits: PluginLimits) -> Result<Self, PluginError> {
         let engine = Engine::new(&limits.engine_config())
             .map_err(|e| PluginError::setup("creating the wasm engine", e))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| PluginError::setup("linking WASI", e))?;
+        link_granted_wasi(&mut linker).map_err(|e| PluginError::setup("linking WASI", e))?;
         let ticker = EpochTicker::start(&engine)
             .map_err(|e| PluginError::setup("starting the epoch ticker", e))?;
         Ok(Self {
             engine,
             linker,
             limits,
-            _ticker: ticker,
+            ticker: Arc::new(ticker),
         })
     }
 
@@ -99,15 +176,60 @@ impl PluginEngine {
         &self.limits
     }
 
-    /// Compiles a component from its bytes; `source` names it in errors.
+    /// Compiles a component from its bytes and checks it against the
+    /// aggregator-plugin world; `source` names it in errors.
+    ///
+    /// Refuses, before anything of the plugin runs, a component that imports
+    /// something not in [`GRANTED_IMPORTS`] (naming the imports) or that does
+    /// not export [`AGGREGATOR_EXPORT`] with the types this host expects.
     pub fn compile(&self, source: &str, bytes: &[u8]) -> Result<CompiledPlugin, PluginError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Load {
+        let refuse = |message: String| PluginError::Load {
             plugin: source.to_string(),
-            message: format!("not a valid WebAssembly component: {e:#}"),
-        })?;
+            message,
+        };
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| refuse(format!("not a valid WebAssembly component: {e:#}")))?;
+        let ty = component.component_type();
+        let refused: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name)
+            .filter(|name| !GRANTED_IMPORTS.contains(&unversioned(name)))
+            .map(str::to_string)
+            .collect();
+        if !refused.is_empty() {
+            return Err(refuse(format!(
+                "imports {}, which sluice does not grant (plugins get no files, network or environment)",
+                refused.join(", ")
+            )));
+        }
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        if !exports.iter().any(|e| e == AGGREGATOR_EXPORT) {
+            let found = if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            };
+            return Err(refuse(format!(
+                "does not export {AGGREGATOR_EXPORT} (it exports {found}); \
+                 this host runs plugins built against the WIT package sluice:plugin@0.1.0"
+            )));
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(AggregatorPluginPre::new)
+            .map_err(|e| {
+                refuse(format!(
+                    "does not match the sluice:plugin@0.1.0 aggregator-plugin world: {e:#}"
+                ))
+            })?;
         Ok(CompiledPlugin {
             source: source.to_string(),
             component,
+            pre,
         })
     }
 
@@ -125,57 +247,26 @@ impl PluginEngine {
         (imports, exports)
     }
 
-    fn new_store(&self) -> Store<PluginState> {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        let wasi = WasiCtx::builder()
-            .stderr(stderr.clone())
-            .wall_clock(StoppedClock)
-            .monotonic_clock(StoppedClock)
-            .secure_random(Deterministic::new(vec![0x5a; 32]))
-            .insecure_random(Deterministic::new(vec![0xa5; 32]))
-            .insecure_random_seed(0)
-            .build();
-        let state = PluginState {
-            wasi,
-            table: ResourceTable::new(),
-            limits: self.limits.store_limits(),
-            stderr,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        // Instantiation runs guest start-up code: it gets the budget of one call.
-        store.set_epoch_deadline(self.limits.deadline_ticks());
-        if let Some(fuel) = self.limits.fuel {
-            // Only fails when fuel is disabled in the engine, which `fuel` enables.
-            let _ = store.set_fuel(fuel);
-        }
-        store
-    }
-
     /// Instantiates `plugin` and opens one aggregation with `config` (JSON).
     ///
-    /// Fails with a message naming the plugin when the component does not
-    /// implement the `aggregator-plugin` world, imports something the host
-    /// does not provide, or rejects the configuration.
+    /// Fails with a message naming the plugin when instantiation traps or the
+    /// plugin rejects the configuration.
     pub fn open_aggregation(
         &self,
         plugin: &CompiledPlugin,
         config: &str,
     ) -> Result<AggregationInstance, PluginError> {
-        let mut store = self.new_store();
-        let bindings = AggregatorPlugin::instantiate(&mut store, &plugin.component, &self.linker)
-            .map_err(|e| PluginError::Load {
-            plugin: plugin.source.clone(),
-            message: format!(
-                "cannot instantiate as a sluice:plugin@0.1.0 aggregator-plugin: {e:#}"
-            ),
-        })?;
+        let (store, bindings) = instantiate(plugin, &self.limits)?;
         let mut instance = AggregationInstance {
             label: plugin.source.clone(),
+            plugin: plugin.clone(),
+            config: config.to_string(),
+            limits: self.limits.clone(),
+            _ticker: Arc::clone(&self.ticker),
             store,
             bindings,
             aggregation: None,
+            poisoned: false,
             info: PluginInfo {
                 name: String::new(),
                 version: String::new(),
@@ -187,30 +278,116 @@ impl PluginEngine {
             },
             outputs: Vec::new(),
             deadline: self.limits.deadline_ticks(),
-            fuel: self.limits.fuel,
         };
         instance.info = instance.call(|b, s| b.sluice_plugin_aggregator().call_info(s))?;
         instance.label = format!(
             "{} ({} {})",
             plugin.source, instance.info.name, instance.info.version
         );
-        let opened = instance.call(|b, s| {
-            b.sluice_plugin_aggregator()
-                .aggregation()
-                .call_open(s, config)
-        })?;
-        let aggregation = opened.map_err(|message| PluginError::Config {
-            plugin: instance.label.clone(),
-            message,
-        })?;
-        instance.aggregation = Some(aggregation);
-        instance.outputs = instance.call(|b, s| {
-            b.sluice_plugin_aggregator()
-                .aggregation()
-                .call_outputs(s, aggregation)
-        })?;
+        instance.outputs = instance.open()?;
         Ok(instance)
     }
+}
+
+fn new_store(engine: &Engine, limits: &PluginLimits) -> Store<PluginState> {
+    let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+    let wasi = WasiCtx::builder()
+        .stderr(stderr.clone())
+        .wall_clock(StoppedClock)
+        .monotonic_clock(StoppedClock)
+        .secure_random(Deterministic::new(vec![0x5a; 32]))
+        .insecure_random(Deterministic::new(vec![0xa5; 32]))
+        .insecure_random_seed(0)
+        .build();
+    let state = PluginState {
+        wasi,
+        table: ResourceTable::new(),
+        limits: limits.store_limits(),
+        stderr,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_trap();
+    // Instantiation runs guest start-up code: it gets the budget of one call.
+    store.set_epoch_deadline(limits.deadline_ticks());
+    if let Some(fuel) = limits.fuel {
+        // Only fails when fuel is disabled in the engine, which `fuel` enables.
+        let _ = store.set_fuel(fuel);
+    }
+    store
+}
+
+/// A fresh store running `plugin`, under `limits`.
+fn instantiate(
+    plugin: &CompiledPlugin,
+    limits: &PluginLimits,
+) -> Result<(Store<PluginState>, AggregatorPlugin), PluginError> {
+    let mut store = new_store(plugin.pre.engine(), limits);
+    match plugin.pre.instantiate(&mut store) {
+        Ok(bindings) => Ok((store, bindings)),
+        Err(e) => Err(PluginError::Load {
+            plugin: plugin.source.clone(),
+            message: format!(
+                "failed to start: {}",
+                describe(&e, store.data_mut(), limits)
+            ),
+        }),
+    }
+}
+
+/// Why a call failed, in the words of a pipeline author: what limit was hit
+/// or what the plugin did, with a Rust panic's message taken from its stderr.
+fn describe(error: &wasmtime::Error, state: &mut PluginState, limits: &PluginLimits) -> String {
+    let stderr = state.stderr.contents();
+    let stderr = String::from_utf8_lossy(&stderr);
+    if state.limits.exceeded() {
+        return format!(
+            "exceeded the memory limit of {}",
+            limits.memory_limit_text()
+        );
+    }
+    let cause = match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            return format!(
+                "timed out after {}",
+                humantime::format_duration(limits.call_timeout)
+            );
+        }
+        Some(Trap::OutOfFuel) => {
+            return format!(
+                "ran out of fuel (budget {} per call)",
+                limits.fuel.unwrap_or_default()
+            );
+        }
+        Some(Trap::StackOverflow) => return "stack overflow".to_string(),
+        Some(Trap::UnreachableCodeReached) => match panic_message(&stderr) {
+            // A Rust panic ends in `unreachable`; its message is the cause.
+            Some(message) => return format!("panicked: {message}"),
+            None => "trapped: unreachable".to_string(),
+        },
+        Some(trap) => format!("trapped: {trap}"),
+        None => format!("failed: {error:#}"),
+    };
+    let stderr = stderr.trim();
+    if stderr.is_empty() {
+        cause
+    } else {
+        format!("{cause}; plugin stderr: {stderr}")
+    }
+}
+
+/// The message of the last Rust panic in a guest's stderr:
+/// `thread '..' panicked at src/lib.rs:3:5:\nMESSAGE\nnote: ..`.
+fn panic_message(stderr: &str) -> Option<String> {
+    let at = stderr.rfind("panicked at ")?;
+    let rest = &stderr[at..];
+    let body = rest.split_once('\n').map_or("", |(_, body)| body);
+    let message = body.split("\nnote: ").next().unwrap_or(body).trim();
+    Some(if message.is_empty() {
+        "(no message)".to_string()
+    } else {
+        message.to_string()
+    })
 }
 
 /// One window's accumulator inside an [`AggregationInstance`].
@@ -221,15 +398,25 @@ impl PluginEngine {
 pub struct Accumulator(ResourceAny);
 
 /// A live plugin instance serving one configured aggregation.
+///
+/// It keeps what it was made from, so that after a failure it can be
+/// replaced by a fresh instance of the same plugin and config
+/// ([`Self::reopen`]): a wasm instance that trapped cannot be entered again.
 pub struct AggregationInstance {
     label: String,
+    plugin: CompiledPlugin,
+    config: String,
+    limits: PluginLimits,
+    // Instances outlive the engine value in some callers; the ticker must
+    // keep running while any of them can be called, or no call times out.
+    _ticker: Arc<EpochTicker>,
     store: Store<PluginState>,
     bindings: AggregatorPlugin,
     aggregation: Option<ResourceAny>,
+    poisoned: bool,
     info: PluginInfo,
     outputs: Vec<OutputSpec>,
     deadline: u64,
-    fuel: Option<u64>,
 }
 
 impl AggregationInstance {
@@ -248,38 +435,85 @@ impl AggregationInstance {
         &self.outputs
     }
 
+    /// Whether a call failed in a way that leaves the instance unusable (a
+    /// trap, a timeout, exhausted memory): every accumulator in it is lost
+    /// and it must be [reopened](Self::reopen) before it is called again.
+    ///
+    /// An error the plugin returned as a value (a refused merge, a wrong
+    /// number of outputs) does not poison it.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Replaces the instance with a fresh one of the same plugin and config.
+    /// Every [`Accumulator`] of the old instance becomes invalid.
+    pub fn reopen(&mut self) -> Result<(), PluginError> {
+        let (store, bindings) = instantiate(&self.plugin, &self.limits)?;
+        self.store = store;
+        self.bindings = bindings;
+        self.aggregation = None;
+        self.poisoned = false;
+        let outputs = self.open()?;
+        let same = outputs.len() == self.outputs.len()
+            && outputs
+                .iter()
+                .zip(&self.outputs)
+                .all(|(a, b)| a.name == b.name && a.kind == b.kind);
+        if !same {
+            self.poisoned = true;
+            return Err(PluginError::Call {
+                plugin: self.label.clone(),
+                message: "declared different outputs when opened again with the same config".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens the aggregation with the instance's config; returns its outputs.
+    fn open(&mut self) -> Result<Vec<OutputSpec>, PluginError> {
+        let config = self.config.clone();
+        let opened = self.call(|b, s| {
+            b.sluice_plugin_aggregator()
+                .aggregation()
+                .call_open(s, &config)
+        })?;
+        let aggregation = opened.map_err(|message| PluginError::Config {
+            plugin: self.label.clone(),
+            message,
+        })?;
+        self.aggregation = Some(aggregation);
+        self.call(|b, s| {
+            b.sluice_plugin_aggregator()
+                .aggregation()
+                .call_outputs(s, aggregation)
+        })
+    }
+
     /// Runs one guest call under a fresh deadline (and fuel budget), turning
     /// traps into errors that say what happened.
     fn call<R>(
         &mut self,
         f: impl FnOnce(&AggregatorPlugin, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
+        if self.poisoned {
+            return Err(PluginError::Call {
+                plugin: self.label.clone(),
+                message: "was called after a failure without being reopened".into(),
+            });
+        }
         self.store.set_epoch_deadline(self.deadline);
-        if let Some(fuel) = self.fuel {
+        if let Some(fuel) = self.limits.fuel {
             // Cannot fail: fuel is enabled on the engine whenever a budget is set.
             let _ = self.store.set_fuel(fuel);
         }
-        f(&self.bindings, &mut self.store).map_err(|e| self.describe_failure(e))
-    }
-
-    fn describe_failure(&mut self, error: wasmtime::Error) -> PluginError {
-        let cause = match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => "exceeded its call time limit".to_string(),
-            Some(Trap::OutOfFuel) => "ran out of fuel".to_string(),
-            Some(trap) => format!("trapped: {trap}"),
-            None => format!("failed: {error:#}"),
-        };
-        let stderr = self.store.data().stderr.contents();
-        let stderr = String::from_utf8_lossy(&stderr);
-        let stderr = stderr.trim();
-        PluginError::Call {
-            plugin: self.label.clone(),
-            message: if stderr.is_empty() {
-                cause
-            } else {
-                format!("{cause}; plugin stderr: {stderr}")
-            },
-        }
+        self.store.data_mut().limits.reset();
+        f(&self.bindings, &mut self.store).map_err(|e| {
+            self.poisoned = true;
+            PluginError::Call {
+                plugin: self.label.clone(),
+                message: describe(&e, self.store.data_mut(), &self.limits),
+            }
+        })
     }
 
     fn aggregation(&self) -> Result<ResourceAny, PluginError> {
@@ -328,6 +562,11 @@ impl AggregationInstance {
     }
 
     /// The accumulator's current outputs, checked against the declared outputs.
+    ///
+    /// A list of any other length is refused. What the host takes in is
+    /// bounded by the plugin's memory limit: a list must lie in the plugin's
+    /// memory to be lifted, and one option<f64> takes as many bytes there as
+    /// here.
     pub fn finish(&mut self, acc: Accumulator) -> Result<Vec<Option<f64>>, PluginError> {
         let values = self.call(|b, s| {
             b.sluice_plugin_aggregator()
@@ -338,7 +577,7 @@ impl AggregationInstance {
             return Err(PluginError::Call {
                 plugin: self.label.clone(),
                 message: format!(
-                    "finish returned {} values but the plugin declares {} outputs",
+                    "returned {} values from finish but declares {} outputs",
                     values.len(),
                     self.outputs.len()
                 ),
@@ -381,9 +620,6 @@ impl AggregationInstance {
 
     /// Gives an accumulator back to the plugin, which frees its state.
     pub fn release(&mut self, acc: Accumulator) -> Result<(), PluginError> {
-        self.store.set_epoch_deadline(self.deadline);
-        acc.0
-            .resource_drop(&mut self.store)
-            .map_err(|e| self.describe_failure(e))
+        self.call(|_, s| acc.0.resource_drop(s))
     }
 }

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::Deserialize;
-use wasmtime::{Config, Engine, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 use crate::config::{de_bytes, de_duration};
 
@@ -33,6 +33,15 @@ pub struct PluginLimits {
     /// Optional fuel (roughly, wasm instructions) per call: a deterministic
     /// limit, at some cost in speed, for when wall-clock limits are not wanted.
     pub fuel: Option<u64>,
+    /// Consecutive failed calls after which an aggregation is quarantined:
+    /// its plugin is no longer called and its results carry an error until
+    /// the run ends. `0` never quarantines.
+    ///
+    /// A count of consecutive failures rather than failures per second keeps
+    /// the output a function of the input alone (for deterministic failures),
+    /// and still stops a plugin that fails on every window from costing a
+    /// fresh instance and a restore of every open window each time.
+    pub quarantine_after: u32,
 }
 
 impl Default for PluginLimits {
@@ -41,6 +50,7 @@ impl Default for PluginLimits {
             call_timeout: Duration::from_secs(1),
             memory_limit: 64 << 20,
             fuel: None,
+            quarantine_after: 5,
         }
     }
 }
@@ -56,17 +66,88 @@ impl PluginLimits {
     }
 
     /// The per-store resource limits (memory, tables, instances).
-    pub fn store_limits(&self) -> StoreLimits {
-        StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(self.memory_limit).unwrap_or(usize::MAX))
-            .trap_on_grow_failure(true)
-            .build()
+    pub fn store_limits(&self) -> MemoryCap {
+        MemoryCap {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(usize::try_from(self.memory_limit).unwrap_or(usize::MAX))
+                .trap_on_grow_failure(true)
+                .build(),
+            exceeded: false,
+        }
+    }
+
+    /// The memory limit as people write it (`64 MiB`), for error messages.
+    pub fn memory_limit_text(&self) -> String {
+        const MIB: u64 = 1 << 20;
+        if self.memory_limit >= MIB && self.memory_limit.is_multiple_of(MIB) {
+            format!("{} MiB", self.memory_limit / MIB)
+        } else {
+            format!("{} bytes", self.memory_limit)
+        }
     }
 
     /// How many epoch ticks a call may last.
     pub fn deadline_ticks(&self) -> u64 {
         let ticks = self.call_timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
         u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+/// A store's resource limits, remembering whether a memory growth was refused.
+///
+/// A refused growth traps with wasmtime's generic message (or, in a guest
+/// that handles allocation failure itself, ends in `unreachable`); the flag
+/// lets the host say "exceeded the memory limit" instead.
+pub struct MemoryCap {
+    limits: StoreLimits,
+    exceeded: bool,
+}
+
+impl MemoryCap {
+    /// Whether a memory growth has been refused since the last [`Self::reset`].
+    pub fn exceeded(&self) -> bool {
+        self.exceeded
+    }
+
+    /// Forgets earlier refusals, so that a failure is blamed on its own call.
+    pub fn reset(&mut self) {
+        self.exceeded = false;
+    }
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.exceeded = true;
+        }
+        allowed
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 
