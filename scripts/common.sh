@@ -23,3 +23,22 @@ build_example_plugins() {
             "$OUT/plugins/${name//-/_}.wasm"
     done
 }
+
+# Builds the hostile test plugins in tests/plugins/ (the sandbox tests load
+# them) and copies them to out/zoo/.
+build_zoo_plugins() {
+    local pkgs=() dir name
+    for dir in "$ROOT"/tests/plugins/*/; do
+        [ -f "$dir/Cargo.toml" ] || continue
+        name="$(basename "$dir")"
+        pkgs+=(-p "sluice-zoo-$name")
+    done
+    cargo build --quiet --target wasm32-wasip2 --profile plugin "${pkgs[@]}"
+    mkdir -p "$OUT/zoo"
+    for dir in "$ROOT"/tests/plugins/*/; do
+        [ -f "$dir/Cargo.toml" ] || continue
+        name="$(basename "$dir")"
+        cp "$TARGET_DIR/wasm32-wasip2/plugin/sluice_zoo_${name//-/_}.wasm" \
+            "$OUT/zoo/$name.wasm"
+    done
+}

@@ -1,0 +1,254 @@
+//! The sandbox, proven with hostile plugins: every member of the zoo in
+//! `tests/plugins/` (real components built from source by
+//! `scripts/test.sh` into `out/zoo/`) is contained, reported clearly, and
+//! leaves the engine able to serve a healthy plugin.
+//!
+//! The zoo plugins count values like `builtin/count` and misbehave on a
+//! negative value, so a test chooses which call (and, end to end, which
+//! window) goes wrong.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sluice_host::plugin::registry::builtin_bytes;
+use sluice_host::plugin::{AggregationInstance, PluginEngine, PluginLimits};
+
+/// Small limits, so that the hostile plugins fail fast.
+fn limits() -> PluginLimits {
+    PluginLimits {
+        call_timeout: Duration::from_millis(200),
+        memory_limit: 16 << 20,
+        fuel: None,
+        quarantine_after: 5,
+    }
+}
+
+/// A misbehaving call must fail within this, timeouts included (generous:
+/// the tests share two cores with builds).
+const BOUND: Duration = Duration::from_secs(10);
+
+fn zoo_path(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../out/zoo/{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/test.sh, which builds the zoo (build_zoo_plugins)",
+        path.display()
+    );
+    path
+}
+
+fn zoo(name: &str) -> Vec<u8> {
+    std::fs::read(zoo_path(name)).expect("readable zoo plugin")
+}
+
+/// Opens a zoo plugin with `config`.
+fn open(engine: &PluginEngine, name: &str, config: &str) -> AggregationInstance {
+    let plugin = engine
+        .compile(&format!("zoo/{name}"), &zoo(name))
+        .unwrap_or_else(|e| panic!("zoo/{name} should load: {e}"));
+    engine
+        .open_aggregation(&plugin, config)
+        .unwrap_or_else(|e| panic!("zoo/{name} should open: {e}"))
+}
+
+/// `builtin/count` still gives the right answer on this engine.
+fn assert_engine_serves_a_healthy_plugin(engine: &PluginEngine) {
+    let plugin = engine
+        .compile(
+            "builtin/count",
+            builtin_bytes("count").expect("built-in count"),
+        )
+        .expect("count compiles");
+    let mut count = engine.open_aggregation(&plugin, "{}").expect("count opens");
+    let acc = count.create().expect("create");
+    count.add(acc, &[1.0, 2.0, 3.0], &[0, 0, 0]).expect("add");
+    assert_eq!(count.finish(acc).expect("finish"), vec![Some(3.0)]);
+}
+
+/// Adds a good batch, then a batch with a negative value; returns the second
+/// call's error and how long it took. Checks the instance is poisoned, then
+/// reopens it and shows the fresh instance works.
+fn misbehave_in_add(name: &str) -> (String, Duration) {
+    let engine = PluginEngine::new(limits()).expect("engine");
+    let mut agg = open(&engine, name, "{}");
+    let acc = agg.create().expect("create");
+    agg.add(acc, &[1.0, 2.0], &[0, 0])
+        .expect("a good batch is fine");
+    let started = Instant::now();
+    let err = agg
+        .add(acc, &[3.0, -1.0], &[0, 0])
+        .expect_err("a negative value makes the plugin misbehave");
+    let took = started.elapsed();
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!("plugin zoo/{name} (zoo-{name} 0.1.0) ")),
+        "the error names the plugin and its version: {message}"
+    );
+    assert!(took < BOUND, "{name} took {took:?} to be stopped");
+    assert!(agg.is_poisoned(), "a trapped instance is not called again");
+    agg.reopen().expect("a fresh instance of the same plugin");
+    let acc = agg.create().expect("create after reopen");
+    agg.add(acc, &[5.0], &[0]).expect("add after reopen");
+    assert_eq!(agg.finish(acc).expect("finish"), vec![Some(1.0)]);
+    assert_engine_serves_a_healthy_plugin(&engine);
+    (message, took)
+}
+
+#[test]
+fn an_infinite_loop_times_out() {
+    let (message, took) = misbehave_in_add("infinite-loop");
+    assert!(message.ends_with("timed out after 200ms"), "{message}");
+    assert!(
+        took >= Duration::from_millis(190),
+        "stopped early: {took:?}"
+    );
+}
+
+#[test]
+fn a_memory_bomb_hits_the_memory_limit() {
+    let (message, _) = misbehave_in_add("memory-bomb");
+    assert!(
+        message.ends_with("exceeded the memory limit of 16 MiB"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unbounded_recursion_is_a_stack_overflow() {
+    let (message, _) = misbehave_in_add("stack-overflow");
+    assert!(message.ends_with("stack overflow"), "{message}");
+}
+
+#[test]
+fn an_explicit_trap_is_reported_as_such() {
+    let (message, _) = misbehave_in_add("unreachable");
+    assert!(message.ends_with("trapped: unreachable"), "{message}");
+}
+
+#[test]
+fn a_rust_panic_is_reported_with_its_message() {
+    let (message, _) = misbehave_in_add("panic");
+    assert!(
+        message.ends_with("panicked: zoo plugin refuses negative values"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_finish_with_the_wrong_number_of_outputs_is_refused() {
+    let engine = PluginEngine::new(limits()).expect("engine");
+    let mut agg = open(&engine, "huge-output", r#"{"entries": 100000}"#);
+    let acc = agg.create().expect("create");
+    agg.add(acc, &[-1.0], &[0])
+        .expect("add only notes the value");
+    let err = agg.finish(acc).expect_err("100000 outputs, 1 declared");
+    assert_eq!(
+        err.to_string(),
+        "plugin zoo/huge-output (zoo-huge-output 0.1.0) returned 100000 values from finish \
+         but declares 1 outputs"
+    );
+    // The plugin returned a value: the instance is intact and keeps serving.
+    assert!(!agg.is_poisoned());
+    let fine = agg.create().expect("create");
+    agg.add(fine, &[2.0], &[0]).expect("add");
+    assert_eq!(agg.finish(fine).expect("finish"), vec![Some(1.0)]);
+}
+
+#[test]
+fn a_finish_of_ten_million_outputs_is_bounded_by_the_memory_limit() {
+    let engine = PluginEngine::new(limits()).expect("engine");
+    // Ten million option<f64> take 160 MB in the guest: the plugin cannot
+    // build the list within its limit, so the host never lifts it.
+    let mut agg = open(&engine, "huge-output", "{}");
+    let acc = agg.create().expect("create");
+    agg.add(acc, &[-1.0], &[0]).expect("add");
+    let started = Instant::now();
+    let err = agg.finish(acc).expect_err("too big").to_string();
+    assert!(started.elapsed() < BOUND);
+    assert!(
+        err.ends_with("exceeded the memory limit of 16 MiB"),
+        "{err}"
+    );
+    assert!(agg.is_poisoned());
+    assert_engine_serves_a_healthy_plugin(&engine);
+}
+
+fn refusal(name: &str, bytes: &[u8]) -> String {
+    let engine = PluginEngine::new(limits()).expect("engine");
+    let err = match engine.compile(name, bytes) {
+        Ok(_) => panic!("{name} should be refused at load"),
+        Err(e) => e.to_string(),
+    };
+    assert_engine_serves_a_healthy_plugin(&engine);
+    err
+}
+
+#[test]
+fn a_plugin_importing_the_filesystem_is_refused_at_load() {
+    let err = refusal("zoo/filesystem", &zoo("filesystem"));
+    assert!(
+        err.starts_with("plugin zoo/filesystem: imports wasi:filesystem/types@0.2."),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("which sluice does not grant (plugins get no files, network or environment)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_plugin_importing_sockets_is_refused_at_load() {
+    let err = refusal("zoo/sockets", &zoo("sockets"));
+    assert!(
+        err.contains("imports wasi:sockets/") && err.contains("wasi:sockets/tcp@0.2."),
+        "{err}"
+    );
+    assert!(err.contains("which sluice does not grant"), "{err}");
+}
+
+#[test]
+fn a_plugin_of_another_wit_version_is_refused_at_load() {
+    let err = refusal("zoo/wrong-world", &zoo("wrong-world"));
+    assert_eq!(
+        err,
+        "plugin zoo/wrong-world: does not export sluice:plugin/aggregator@0.1.0 \
+         (it exports sluice:plugin/aggregator@9.0.0); this host runs plugins built \
+         against the WIT package sluice:plugin@0.1.0"
+    );
+}
+
+#[test]
+fn garbage_bytes_are_refused_at_load() {
+    let garbage: Vec<u8> = (0u32..4096)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let err = refusal("zoo/garbage.wasm", &garbage);
+    assert!(
+        err.starts_with("plugin zoo/garbage.wasm: not a valid WebAssembly component"),
+        "{err}"
+    );
+    // A wasm header followed by garbage is no better.
+    let mut headed = b"\0asm\x0d\0\x01\0".to_vec();
+    headed.extend_from_slice(&garbage);
+    let err = refusal("zoo/headed.wasm", &headed);
+    assert!(err.contains("not a valid WebAssembly component"), "{err}");
+}
+
+#[test]
+fn the_builtins_import_only_what_is_granted() {
+    let engine = PluginEngine::new(limits()).expect("engine");
+    for name in sluice_host::plugin::registry::builtin_names() {
+        let bytes = builtin_bytes(name).expect("built-in");
+        let plugin = engine
+            .compile(name, bytes)
+            .unwrap_or_else(|e| panic!("built-in {name} must load: {e}"));
+        let (imports, exports) = engine.world(&plugin);
+        assert_eq!(exports, vec!["sluice:plugin/aggregator@0.1.0".to_string()]);
+        assert!(
+            imports
+                .iter()
+                .all(|i| !i.starts_with("wasi:filesystem") && !i.starts_with("wasi:sockets")),
+            "{name}: {imports:?}"
+        );
+    }
+}
