@@ -22,3 +22,10 @@ echo "== sluice run --config examples/llm-latency.yaml"
 echo "== first results (out/results.jsonl)"
 head -n 4 "$OUT/results.jsonl"
 echo "== late events: out/late.jsonl ($(wc -l <"$OUT/late.jsonl")), dead letters: out/dead.jsonl ($(wc -l <"$OUT/dead.jsonl"))"
+
+echo "== the same events through Kafka: sluice-gen | sluice run --config examples/llm-kafka.yaml"
+echo "   (an embedded broker, 4 partitions keyed by service, per-partition watermarks)"
+"$GEN" --events "$EVENTS" --rate 200 --services 4 --out-of-order 0.05 --late 0.002 \
+    --malformed 0.001 --out - | "$SLUICE" run --config examples/llm-kafka.yaml
+echo "== first results (out/kafka-results.jsonl)"
+head -n 2 "$OUT/kafka-results.jsonl"

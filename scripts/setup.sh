@@ -15,3 +15,12 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     log "adding the wasm32-wasip2 target"
     rustup target add wasm32-wasip2
 fi
+
+# The end-to-end Kafka tests run against Tansu, a Kafka-protocol broker written
+# in Rust, as a separate process: installed from crates.io once per machine
+# (about 8 minutes on 2 cores). `dynostore` brings its in-memory and SQLite
+# storage engines.
+if ! command -v tansu >/dev/null; then
+    log "installing the Tansu broker (cargo install tansu, once per machine)"
+    cargo install tansu --locked --version '~0.6' --features dynostore,libsql
+fi

@@ -54,20 +54,91 @@ fn default_batch_size() -> usize {
     1024
 }
 
-/// Where events come from.
+/// Where events come from: exactly one of `file` or `kafka`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SourceConfig {
     /// A JSON-lines file; `-` reads stdin.
-    pub file: PathBuf,
+    File(PathBuf),
+    /// Topics of a Kafka cluster, read as a consumer group.
+    Kafka(KafkaSourceConfig),
 }
 
-/// Where records go.
+/// A Kafka consumer group over one or more topics.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OutputConfig {
+pub struct KafkaSourceConfig {
+    /// Bootstrap servers (`host:port,...`), or `embedded` for an in-process
+    /// broker that lives as long as the run (for demos and trials).
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Consumer group id; members of one group share the topics' partitions.
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// Read up to the end offsets seen at start, then fire everything, commit
+    /// and exit (a bounded source, for backfills and tests).
+    #[serde(default)]
+    pub stop_at_end: bool,
+    /// A partition that delivers nothing for this long stops holding the
+    /// watermark back (Flink's idleness); it counts again with its next event.
+    #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// How often offsets are committed (after the outputs are flushed).
+    #[serde(default = "default_commit_interval", deserialize_with = "de_duration")]
+    pub commit_interval: Duration,
+    /// Extra librdkafka consumer settings, passed through as they are.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// With `brokers: embedded`: a JSON-lines file (`-` for stdin) that the
+    /// run produces into the first topic while it consumes; the run ends once
+    /// the feed is exhausted and everything it wrote has been consumed.
+    #[serde(default)]
+    pub feed: Option<PathBuf>,
+}
+
+/// Partitions of each topic the embedded broker creates.
+pub const EMBEDDED_PARTITIONS: i32 = 4;
+
+fn default_brokers() -> String {
+    "embedded".into()
+}
+
+fn default_group() -> String {
+    "sluice".into()
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_commit_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Where records go: exactly one of `file` or `kafka`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum OutputConfig {
     /// A JSON-lines file, created or truncated; `-` writes stdout.
-    pub file: PathBuf,
+    File(PathBuf),
+    /// A Kafka topic.
+    Kafka(KafkaOutputConfig),
+}
+
+/// A Kafka topic written by an idempotent producer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaOutputConfig {
+    /// The topic.
+    pub topic: String,
+    /// Bootstrap servers; by default the Kafka source's.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Extra librdkafka producer settings, passed through as they are.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 /// The fields of an event that sluice reads.
@@ -319,6 +390,38 @@ impl PipelineConfig {
             }
             if agg.plugin.is_empty() {
                 return err(format!("key `aggregations[{i}].plugin`: must not be empty"));
+            }
+        }
+        if let SourceConfig::Kafka(k) = &self.source {
+            if k.topics.is_empty() || k.topics.iter().any(String::is_empty) {
+                return err("key `source.kafka.topics`: list at least one topic".into());
+            }
+            if k.brokers.is_empty() {
+                return err("key `source.kafka.brokers`: must not be empty".into());
+            }
+            if k.feed.is_some() && k.brokers != "embedded" {
+                return err(
+                    "key `source.kafka.feed`: only for `brokers: embedded` (produce into a real \
+                     cluster with `sluice produce`)"
+                        .into(),
+                );
+            }
+        }
+        let outputs = [
+            ("sink", Some(&self.sink)),
+            ("late_output", self.late_output.as_ref()),
+            ("dead_letter", self.dead_letter.as_ref()),
+        ];
+        for (key, output) in outputs {
+            if let Some(OutputConfig::Kafka(k)) = output {
+                if k.topic.is_empty() {
+                    return err(format!("key `{key}.kafka.topic`: must not be empty"));
+                }
+                if k.brokers.is_none() && !matches!(self.source, SourceConfig::Kafka(_)) {
+                    return err(format!(
+                        "key `{key}.kafka.brokers`: needed when the source is not Kafka"
+                    ));
+                }
             }
         }
         if self.event.time.field.is_empty() {

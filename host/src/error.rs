@@ -73,6 +73,17 @@ pub struct IoError {
     pub source: std::io::Error,
 }
 
+/// The Kafka cluster refused or failed a request: the environment's problem
+/// (brokers down, topic missing), to be retried after it is fixed.
+#[derive(Debug, Error)]
+#[error("kafka: {what}: {message}")]
+pub struct KafkaError {
+    /// What the host was doing.
+    pub what: String,
+    /// librdkafka's explanation.
+    pub message: String,
+}
+
 /// Any error that stops a run.
 #[derive(Debug, Error)]
 pub enum Error {
@@ -85,4 +96,7 @@ pub enum Error {
     /// See [`IoError`].
     #[error(transparent)]
     Io(#[from] IoError),
+    /// See [`KafkaError`].
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
 }

@@ -77,7 +77,7 @@ fn main() -> ExitCode {
             eprintln!("sluice: error: {e}");
             ExitCode::from(match e {
                 Error::Config(_) | Error::Plugin(_) => 2,
-                Error::Io(_) => 1,
+                Error::Io(_) | Error::Kafka(_) => 1,
             })
         }
     }

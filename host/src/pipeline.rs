@@ -5,15 +5,19 @@
 
 use std::path::Path;
 
-use crate::config::{LoadedConfig, OutputConfig, PipelineConfig, WindowConfig, millis};
+use crate::config::{
+    LoadedConfig, OutputConfig, PipelineConfig, SourceConfig, WindowConfig, millis,
+};
 use crate::decode::{Event, EventDecoder, KeyTable};
 use crate::error::{ConfigError, Error};
 use crate::plugin::bindings::OutputSpec;
 use crate::plugin::{AggregationInstance, PluginEngine, PluginRegistry};
-use crate::sink::{self, JsonlWriter, OutputNames};
-use crate::source::{LineBatch, LineSource};
+use crate::sink::{self, JsonlWriter, KafkaWriter, Output, OutputNames};
+use crate::source::{LineBatch, LineSource, Origin};
 use crate::watermark::Watermarks;
 use crate::window::{EventOutcome, WindowOperator, WindowResult, WindowSpec};
+
+mod kafka;
 
 /// Run-time choices that are not part of the pipeline's meaning.
 #[derive(Debug, Clone, Default)]
@@ -34,6 +38,9 @@ pub struct RunSummary {
     pub late: u64,
     /// Lines written to the dead-letter output.
     pub dead_lettered: u64,
+    /// Kafka messages read again after a rebalance or restart whose effect
+    /// had already been written, and so were not counted again.
+    pub replayed_skipped: u64,
 }
 
 impl std::fmt::Display for RunSummary {
@@ -42,7 +49,11 @@ impl std::fmt::Display for RunSummary {
             f,
             "{} events read, {} windows emitted, {} late, {} dead-lettered",
             self.events_read, self.windows_emitted, self.late, self.dead_lettered
-        )
+        )?;
+        if self.replayed_skipped > 0 {
+            write!(f, ", {} replayed and skipped", self.replayed_skipped)?;
+        }
+        Ok(())
     }
 }
 
@@ -123,11 +134,163 @@ fn check_outputs(outputs: &[OutputSpec]) -> Result<(), String> {
     Ok(())
 }
 
-fn open_output(loaded: &LoadedConfig, output: Option<&OutputConfig>) -> Result<JsonlWriter, Error> {
+fn open_output(
+    loaded: &LoadedConfig,
+    output: Option<&OutputConfig>,
+    source_brokers: Option<&str>,
+) -> Result<Output, Error> {
     Ok(match output {
-        Some(o) => JsonlWriter::create(&loaded.resolve(&o.file))?,
-        None => JsonlWriter::stderr(),
+        Some(OutputConfig::File(path)) => Output::File(JsonlWriter::create(&loaded.resolve(path))?),
+        Some(OutputConfig::Kafka(k)) => {
+            let brokers = k.brokers.as_deref().or(source_brokers).unwrap_or_default();
+            Output::Kafka(KafkaWriter::create(k, brokers)?)
+        }
+        None => Output::File(JsonlWriter::stderr()),
     })
+}
+
+/// The processing half of a run, whatever the source: decode, watermark,
+/// windows, plugins, outputs.
+struct Flow {
+    operator: WindowOperator,
+    watermarks: Watermarks,
+    decoder: EventDecoder,
+    keys: KeyTable,
+    event: Event,
+    emitted: Vec<WindowResult>,
+    names: OutputNames,
+    results: Output,
+    late_out: Output,
+    dead_out: Output,
+    lateness: i64,
+    watermark_delay: i64,
+    summary: RunSummary,
+    line: String,
+}
+
+impl Flow {
+    /// Opens the plugins and outputs of `loaded`, for a source of `partitions`.
+    fn open(
+        loaded: &LoadedConfig,
+        engine: &PluginEngine,
+        batch_size: usize,
+        partitions: usize,
+        source_brokers: Option<&str>,
+    ) -> Result<Self, Error> {
+        let config = &loaded.pipeline;
+        let mut registry = PluginRegistry::new(engine, &loaded.base_dir);
+        let aggs = open_aggregations(engine, &mut registry, config)?;
+        let names = OutputNames::new(
+            config
+                .aggregations
+                .iter()
+                .zip(&aggs)
+                .map(|(c, a)| (c.name.as_str(), a.outputs())),
+        );
+        let results = open_output(loaded, Some(&config.sink), source_brokers)?;
+        let late_out = open_output(loaded, config.late_output.as_ref(), source_brokers)?;
+        let dead_out = open_output(loaded, config.dead_letter.as_ref(), source_brokers)?;
+        let lateness = millis(config.allowed_lateness);
+        Ok(Self {
+            operator: WindowOperator::new(window_spec(&config.window), lateness, aggs, batch_size),
+            watermarks: Watermarks::new(millis(config.watermark.max_out_of_orderness), partitions),
+            decoder: EventDecoder::new(&config.event.key, &config.event.time, &config.aggregations),
+            keys: KeyTable::default(),
+            event: Event::default(),
+            emitted: Vec::new(),
+            names,
+            results,
+            late_out,
+            dead_out,
+            lateness,
+            watermark_delay: millis(config.watermark.max_out_of_orderness),
+            summary: RunSummary::default(),
+            line: String::new(),
+        })
+    }
+
+    /// Processes one raw event from `partition`. Returns its event time, or
+    /// `i64::MIN` when it left no window state (a dead letter).
+    ///
+    /// A `replayed` event was processed before by a previous owner of its
+    /// partition: it rebuilds window state, but if it is late now its effect
+    /// was already written, so it is skipped rather than reported again.
+    fn on_record(
+        &mut self,
+        origin: Origin<'_>,
+        partition: usize,
+        raw: &[u8],
+        replayed: bool,
+    ) -> Result<i64, Error> {
+        self.summary.events_read += 1;
+        if let Err(reason) = self.decoder.decode(raw, &mut self.event) {
+            if replayed {
+                self.summary.replayed_skipped += 1;
+                return Ok(i64::MIN);
+            }
+            sink::write_dead_letter(&mut self.line, &origin, &reason, raw);
+            self.dead_out.write(None, &self.line, Some(&reason))?;
+            self.summary.dead_lettered += 1;
+            return Ok(i64::MIN);
+        }
+        let key = self.keys.intern(&self.event.key);
+        let watermark = self.watermarks.current();
+        let time = self.event.time;
+        let outcome =
+            self.operator
+                .on_event(key, time, &self.event.values, watermark, &mut self.emitted)?;
+        if let EventOutcome::Late(window) = outcome {
+            if replayed {
+                self.summary.replayed_skipped += 1;
+            } else {
+                sink::write_late(
+                    &mut self.line,
+                    &origin,
+                    &self.event.key,
+                    time,
+                    window,
+                    watermark,
+                    self.lateness,
+                    raw,
+                );
+                let reason = sink::late_reason(window, watermark, self.lateness);
+                self.late_out
+                    .write(Some(&self.event.key), &self.line, Some(&reason))?;
+                self.summary.late += 1;
+            }
+        }
+        let advanced = self.watermarks.observe(partition, time);
+        self.advance(advanced)?;
+        Ok(time)
+    }
+
+    /// Fires what a new watermark (if any) completes and writes what was emitted.
+    fn advance(&mut self, watermark: Option<i64>) -> Result<(), Error> {
+        if let Some(w) = watermark {
+            self.operator.on_watermark(w, &mut self.emitted)?;
+        }
+        for result in self.emitted.drain(..) {
+            let key = self.keys.render(result.key);
+            sink::write_result(&mut self.line, key, &result, &self.names);
+            self.results.write(Some(key), &self.line, None)?;
+            self.summary.windows_emitted += 1;
+        }
+        Ok(())
+    }
+
+    /// End of input: the watermark goes to +infinity and every window fires.
+    fn finish(&mut self) -> Result<(), Error> {
+        let end = self.watermarks.finish();
+        self.advance(Some(end))?;
+        self.flush()
+    }
+
+    /// Makes every record written so far durable.
+    fn flush(&mut self) -> Result<(), Error> {
+        self.results.flush()?;
+        self.late_out.flush()?;
+        self.dead_out.flush()
+    }
 }
 
 /// Runs a loaded pipeline over its whole input.
@@ -135,87 +298,29 @@ pub fn run(loaded: &LoadedConfig, options: &RunOptions) -> Result<RunSummary, Er
     let config = &loaded.pipeline;
     let batch_size = options.batch_size.unwrap_or(config.batch_size).max(1);
     let engine = PluginEngine::new(config.plugins.clone())?;
-    let mut registry = PluginRegistry::new(&engine, &loaded.base_dir);
-    let aggs = open_aggregations(&engine, &mut registry, config)?;
-    let names = OutputNames::new(
-        config
-            .aggregations
-            .iter()
-            .zip(&aggs)
-            .map(|(c, a)| (c.name.as_str(), a.outputs())),
-    );
+    match &config.source {
+        SourceConfig::File(path) => run_file_source(loaded, &engine, path, batch_size),
+        SourceConfig::Kafka(kafka) => kafka::run(loaded, &engine, kafka, batch_size),
+    }
+}
 
-    let mut source = LineSource::open(&loaded.resolve(&config.source.file))?;
-    let mut results = JsonlWriter::create(&loaded.resolve(&config.sink.file))?;
-    let mut late_out = open_output(loaded, config.late_output.as_ref())?;
-    let mut dead_out = open_output(loaded, config.dead_letter.as_ref())?;
-
-    let lateness = millis(config.allowed_lateness);
-    let mut operator = WindowOperator::new(window_spec(&config.window), lateness, aggs, batch_size);
-    let mut watermarks = Watermarks::new(millis(config.watermark.max_out_of_orderness), 1);
-    let mut decoder =
-        EventDecoder::new(&config.event.key, &config.event.time, &config.aggregations);
-    let mut keys = KeyTable::default();
-    let mut event = Event::default();
+fn run_file_source(
+    loaded: &LoadedConfig,
+    engine: &PluginEngine,
+    path: &Path,
+    batch_size: usize,
+) -> Result<RunSummary, Error> {
+    // Plugins and outputs first: a bad plugin is reported before the input is touched.
+    let mut flow = Flow::open(loaded, engine, batch_size, 1, None)?;
+    let mut source = LineSource::open(&loaded.resolve(path))?;
     let mut batch = LineBatch::default();
-    let mut emitted: Vec<WindowResult> = Vec::new();
-    let mut line = String::new();
-    let mut summary = RunSummary::default();
-
-    let mut write_results = |emitted: &mut Vec<WindowResult>,
-                             keys: &KeyTable,
-                             summary: &mut RunSummary|
-     -> Result<(), Error> {
-        for result in emitted.drain(..) {
-            sink::write_result(&mut line, keys.render(result.key), &result, &names);
-            results.write_line(&line)?;
-            summary.windows_emitted += 1;
-        }
-        Ok(())
-    };
-
-    let mut scratch = String::new();
     while source.next_batch(&mut batch, batch_size)? {
         for (line_no, raw) in batch.iter() {
-            summary.events_read += 1;
-            if let Err(reason) = decoder.decode(raw, &mut event) {
-                sink::write_dead_letter(&mut scratch, line_no, &reason, raw);
-                dead_out.write_line(&scratch)?;
-                summary.dead_lettered += 1;
-                continue;
-            }
-            let key = keys.intern(&event.key);
-            let watermark = watermarks.current();
-            let outcome =
-                operator.on_event(key, event.time, &event.values, watermark, &mut emitted)?;
-            if let EventOutcome::Late(window) = outcome {
-                sink::write_late(
-                    &mut scratch,
-                    line_no,
-                    &event.key,
-                    event.time,
-                    window,
-                    watermark,
-                    lateness,
-                    raw,
-                );
-                late_out.write_line(&scratch)?;
-                summary.late += 1;
-            }
-            if let Some(advanced) = watermarks.observe(0, event.time) {
-                operator.on_watermark(advanced, &mut emitted)?;
-            }
-            if !emitted.is_empty() {
-                write_results(&mut emitted, &keys, &mut summary)?;
-            }
+            flow.on_record(Origin::Line(line_no), 0, raw, false)?;
         }
     }
-    operator.on_watermark(watermarks.finish(), &mut emitted)?;
-    write_results(&mut emitted, &keys, &mut summary)?;
-    results.flush()?;
-    late_out.flush()?;
-    dead_out.flush()?;
-    Ok(summary)
+    flow.finish()?;
+    Ok(flow.summary)
 }
 
 /// Loads the config at `path` and runs it.

@@ -17,6 +17,9 @@ pub const END_OF_INPUT: i64 = i64::MAX;
 pub struct Watermarks {
     delay: i64,
     max_seen: Vec<i64>,
+    /// Partitions that delivered nothing for a while (or are finished) and so
+    /// do not hold the minimum back.
+    idle: Vec<bool>,
     current: i64,
 }
 
@@ -26,6 +29,7 @@ impl Watermarks {
         Self {
             delay: delay_ms.max(0),
             max_seen: vec![MIN_WATERMARK; partitions.max(1)],
+            idle: vec![false; partitions.max(1)],
             current: MIN_WATERMARK,
         }
     }
@@ -36,13 +40,62 @@ impl Watermarks {
     }
 
     /// Notes an event time from `partition`; returns the new watermark if it advanced.
+    ///
+    /// An event makes an idle partition active again.
     pub fn observe(&mut self, partition: usize, time: i64) -> Option<i64> {
         let slot = self.max_seen.get_mut(partition)?;
-        if time <= *slot {
+        let was_idle = std::mem::replace(&mut self.idle[partition], false);
+        if time <= *slot && !was_idle {
             return None;
         }
-        *slot = time;
-        let min = self.max_seen.iter().copied().min().unwrap_or(MIN_WATERMARK);
+        *slot = (*slot).max(time);
+        self.advance()
+    }
+
+    /// Marks `partition` idle (or active again); returns the new watermark if
+    /// that let it advance.
+    ///
+    /// While every partition is idle the watermark stays where it is: with no
+    /// events there is no evidence that time has moved on.
+    pub fn set_idle(&mut self, partition: usize, idle: bool) -> Option<i64> {
+        let flag = self.idle.get_mut(partition)?;
+        if *flag == idle {
+            return None;
+        }
+        *flag = idle;
+        self.advance()
+    }
+
+    /// Whether `partition` is idle.
+    pub fn is_idle(&self, partition: usize) -> bool {
+        self.idle.get(partition).copied().unwrap_or(false)
+    }
+
+    /// Starts `partition` as if events up to `time` had been seen: a resumed
+    /// consumer continues from the watermark its predecessor committed.
+    pub fn seed(&mut self, partition: usize, time: i64) {
+        if let Some(slot) = self.max_seen.get_mut(partition) {
+            *slot = (*slot).max(time);
+        }
+        self.advance();
+    }
+
+    /// The largest event time seen on `partition`.
+    pub fn max_seen(&self, partition: usize) -> i64 {
+        self.max_seen
+            .get(partition)
+            .copied()
+            .unwrap_or(MIN_WATERMARK)
+    }
+
+    fn advance(&mut self) -> Option<i64> {
+        let min = self
+            .max_seen
+            .iter()
+            .zip(&self.idle)
+            .filter(|(_, idle)| !**idle)
+            .map(|(t, _)| *t)
+            .min()?;
         let candidate = if min == MIN_WATERMARK {
             MIN_WATERMARK
         } else {
@@ -85,5 +138,21 @@ mod tests {
         assert_eq!(w.observe(1, 50), Some(50));
         assert_eq!(w.observe(0, 200), None);
         assert_eq!(w.observe(1, 300), Some(200));
+    }
+
+    #[test]
+    fn an_idle_partition_stops_holding_it_back_until_it_speaks_again() {
+        let mut w = Watermarks::new(0, 2);
+        assert_eq!(w.observe(0, 100), None);
+        assert_eq!(w.set_idle(1, true), Some(100));
+        assert_eq!(w.observe(0, 150), Some(150));
+        // Its next event is behind: the watermark waits for it again, never goes back.
+        assert_eq!(w.observe(1, 120), None);
+        assert_eq!(w.observe(0, 200), None);
+        assert_eq!(w.observe(1, 180), Some(180));
+        // All idle: no evidence that time moved on.
+        w.set_idle(0, true);
+        assert_eq!(w.set_idle(1, true), None);
+        assert_eq!(w.current(), 180);
     }
 }

@@ -1,9 +1,11 @@
 //! Where records go: window results, late events and dead letters, each a
-//! JSON-lines file or stdout/stderr.
+//! JSON-lines file, stdout/stderr, or a Kafka topic.
 
+mod kafka;
 mod record;
 
-pub use record::{OutputNames, write_dead_letter, write_late, write_result};
+pub use kafka::KafkaWriter;
+pub use record::{OutputNames, late_reason, write_dead_letter, write_late, write_result};
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -78,5 +80,40 @@ impl JsonlWriter {
             path: self.path.clone(),
             source,
         }
+    }
+}
+
+/// One output of a pipeline, wherever it goes.
+pub enum Output {
+    /// A JSON-lines file or a standard stream.
+    File(JsonlWriter),
+    /// A Kafka topic.
+    Kafka(KafkaWriter),
+}
+
+impl Output {
+    /// Writes one record; `key` becomes the Kafka message key and `reason`
+    /// a `reason` header (files carry both inside the record already).
+    pub fn write(
+        &mut self,
+        key: Option<&str>,
+        line: &str,
+        reason: Option<&str>,
+    ) -> Result<(), crate::error::Error> {
+        match self {
+            Output::File(w) => w.write_line(line)?,
+            Output::Kafka(w) => w.send(key, line, reason)?,
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable (written to the file, or
+    /// acknowledged by the brokers).
+    pub fn flush(&mut self) -> Result<(), crate::error::Error> {
+        match self {
+            Output::File(w) => w.flush()?,
+            Output::Kafka(w) => w.flush()?,
+        }
+        Ok(())
     }
 }

@@ -2,6 +2,12 @@
 //! because they are on the per-window (and per-bad-event) path.
 //!
 //! Result: `{"key":{..},"window":{"start":S,"end":E},"emit":"on_time","results":{"agg.out":V,..}}`
+//!
+//! A result for a window in which an aggregation's plugin failed keeps that
+//! aggregation's outputs, as `null`, and adds an `errors` object after
+//! `results`, keyed by aggregation name, with why:
+//! `..,"results":{"requests.count":3,"latency.mean":null},"errors":{"latency":"plugin builtin/stats (stats 0.1.0) timed out after 1s"}}`.
+//! A record without failures has no `errors` key.
 //! Late:   `{"line":N,"reason":"..","key":{..},"event_time":T,"window":{..},"watermark":W,"event":{..}}`
 //! Dead:   `{"line":N,"reason":"..","raw":".."}`
 
@@ -9,20 +15,26 @@ use std::fmt::Write as _;
 
 use crate::decode::write_json_string;
 use crate::plugin::bindings::{OutputKind, OutputSpec};
+use crate::source::Origin;
 use crate::window::{Window, WindowResult};
 
 /// The result keys of every aggregation (`"latency.p99"`), JSON-quoted once.
 #[derive(Debug, Clone)]
 pub struct OutputNames {
     per_agg: Vec<Vec<(String, OutputKind)>>,
+    /// Aggregation names, JSON-quoted, for the `errors` object.
+    aggs: Vec<String>,
 }
 
 impl OutputNames {
     /// Names for aggregations called `names`, with the outputs their plugins declare.
     pub fn new<'a>(aggs: impl IntoIterator<Item = (&'a str, &'a [OutputSpec])>) -> Self {
-        let per_agg = aggs
-            .into_iter()
-            .map(|(name, outputs)| {
+        let mut names = Self {
+            per_agg: Vec::new(),
+            aggs: Vec::new(),
+        };
+        for (name, outputs) in aggs {
+            names.per_agg.push(
                 outputs
                     .iter()
                     .map(|o| {
@@ -30,10 +42,13 @@ impl OutputNames {
                         write_json_string(&mut quoted, &format!("{name}.{}", o.name));
                         (quoted, o.kind)
                     })
-                    .collect()
-            })
-            .collect();
-        Self { per_agg }
+                    .collect(),
+            );
+            let mut quoted = String::new();
+            write_json_string(&mut quoted, name);
+            names.aggs.push(quoted);
+        }
+        names
     }
 }
 
@@ -76,14 +91,40 @@ pub fn write_result(out: &mut String, key: &str, result: &WindowResult, names: &
             write_number(out, *value, *kind);
         }
     }
-    out.push_str("}}");
+    out.push('}');
+    if !result.errors.is_empty() {
+        out.push_str(r#","errors":{"#);
+        for (i, (agg, why)) in result.errors.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            match names.aggs.get(*agg) {
+                Some(name) => out.push_str(name),
+                None => write_json_string(out, &agg.to_string()),
+            }
+            out.push(':');
+            write_json_string(out, why);
+        }
+        out.push('}');
+    }
+    out.push('}');
 }
 
-/// Renders a late event: where it would have gone and why it did not.
+/// Why an event is late, in words: the late record's `reason` and the
+/// `reason` header of a late record on Kafka.
+pub fn late_reason(window: Window, watermark: i64, lateness_ms: i64) -> String {
+    format!(
+        "late: watermark {watermark} has passed window end {} plus allowed lateness {lateness_ms}ms",
+        window.end
+    )
+}
+
+/// Renders a late event: where it came from, where it would have gone and why
+/// it did not.
 #[allow(clippy::too_many_arguments)]
 pub fn write_late(
     out: &mut String,
-    line: u64,
+    origin: &Origin<'_>,
     key: &str,
     event_time: i64,
     window: Window,
@@ -92,12 +133,8 @@ pub fn write_late(
     raw: &[u8],
 ) {
     out.clear();
-    let reason = format!(
-        "late: watermark {watermark} has passed window end {} plus allowed lateness {lateness_ms}ms",
-        window.end
-    );
-    let _ = write!(out, r#"{{"line":{line},"reason":"#);
-    write_json_string(out, &reason);
+    let _ = write!(out, r#"{{{origin},"reason":"#);
+    write_json_string(out, &late_reason(window, watermark, lateness_ms));
     let _ = write!(out, r#","key":{key},"event_time":{event_time},"window":"#);
     write_window(out, window);
     let _ = write!(out, r#","watermark":{watermark},"event":"#);
@@ -106,12 +143,56 @@ pub fn write_late(
     out.push('}');
 }
 
-/// Renders an event that could not be decoded.
-pub fn write_dead_letter(out: &mut String, line: u64, reason: &str, raw: &[u8]) {
+/// Renders an event that could not be decoded, with where it came from.
+pub fn write_dead_letter(out: &mut String, origin: &Origin<'_>, reason: &str, raw: &[u8]) {
     out.clear();
-    let _ = write!(out, r#"{{"line":{line},"reason":"#);
+    let _ = write!(out, r#"{{{origin},"reason":"#);
     write_json_string(out, reason);
     out.push_str(r#","raw":"#);
     write_json_string(out, &String::from_utf8_lossy(raw));
     out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::EmitKind;
+
+    fn spec(name: &str, kind: OutputKind) -> OutputSpec {
+        OutputSpec {
+            name: name.into(),
+            kind,
+            description: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_aggregation_keeps_its_columns_as_null_and_says_why() {
+        let count = [spec("count", OutputKind::Integer)];
+        let stats = [
+            spec("mean", OutputKind::Float),
+            spec("p99", OutputKind::Float),
+        ];
+        let names = OutputNames::new([("requests", &count[..]), ("latency", &stats[..])]);
+        let mut result = WindowResult {
+            key: 0,
+            window: Window { start: 0, end: 10 },
+            emit: EmitKind::OnTime,
+            outputs: vec![vec![Some(3.0)], vec![None, None]],
+            errors: vec![(
+                1,
+                "plugin builtin/stats (stats 0.1.0) timed out after 1s".into(),
+            )],
+        };
+        let mut out = String::new();
+        write_result(&mut out, r#"{"service":"a"}"#, &result, &names);
+        assert_eq!(
+            out,
+            r#"{"key":{"service":"a"},"window":{"start":0,"end":10},"emit":"on_time","results":{"requests.count":3,"latency.mean":null,"latency.p99":null},"errors":{"latency":"plugin builtin/stats (stats 0.1.0) timed out after 1s"}}"#
+        );
+        // Without failures the record has no `errors` key at all.
+        result.errors.clear();
+        write_result(&mut out, r#"{"service":"a"}"#, &result, &names);
+        assert!(out.ends_with(r#""latency.p99":null}}"#), "{out}");
+    }
 }

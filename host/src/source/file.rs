@@ -90,3 +90,18 @@ impl LineSource {
         Ok(true)
     }
 }
+
+/// A buffered reader of `path`, or of stdin for `-`.
+pub fn open_reader(path: &Path) -> Result<Box<dyn BufRead + Send>, IoError> {
+    Ok(if path == Path::new("-") {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(BufReader::new(File::open(path).map_err(|source| {
+            IoError {
+                action: "opening",
+                path: path.to_path_buf(),
+                source,
+            }
+        })?))
+    })
+}

@@ -14,6 +14,9 @@ mod store;
 mod tumbling;
 
 pub use operator::{EventOutcome, WindowOperator};
+pub use store::PluginHealth;
+
+use std::sync::Arc;
 
 use crate::decode::KeyId;
 
@@ -57,8 +60,15 @@ pub struct WindowResult {
     pub window: Window,
     /// Why it is emitted.
     pub emit: EmitKind,
-    /// Per aggregation, its outputs in declared order.
+    /// Per aggregation, its outputs in declared order (all `None` for an
+    /// aggregation that failed).
     pub outputs: Vec<Vec<Option<f64>>>,
+    /// `(aggregation index, why)` for each aggregation whose plugin failed
+    /// for this window, in aggregation order; empty when all succeeded.
+    ///
+    /// Kept beside the outputs rather than instead of them, so a record has
+    /// the same columns whatever failed.
+    pub errors: Vec<(usize, Arc<str>)>,
 }
 
 /// The start of the window of length `size` (shifted by `offset`) holding `t`.

@@ -1,8 +1,12 @@
 //! The keyed window operator: routes decoded events into window state and
 //! fires windows as the watermark passes them.
+//!
+//! A plugin that fails does not stop it: the failure becomes an `errors`
+//! entry of the windows concerned (see `store` for how the other windows
+//! keep their state), so the `Result`s here carry no plugin failure.
 
 use super::sliding::{self, Sliding};
-use super::store::{Timer, TimerKind, WindowStore};
+use super::store::{PluginHealth, Timer, TimerKind, WindowStore};
 use super::{EmitKind, Window, WindowResult, WindowSpec, session, tumbling};
 use crate::decode::KeyId;
 use crate::error::PluginError;
@@ -40,6 +44,12 @@ impl WindowOperator {
         }
     }
 
+    /// How each aggregation's plugin has fared so far (failed calls,
+    /// quarantine), in configuration order: for metrics and the run summary.
+    pub fn plugin_health(&self) -> Vec<PluginHealth> {
+        self.store.health()
+    }
+
     /// How many windows (or panes, or sessions) hold state now.
     pub fn open_windows(&self) -> usize {
         self.store.open_slots()
@@ -65,7 +75,7 @@ impl WindowOperator {
                 values,
                 watermark,
                 out,
-            )?,
+            ),
             WindowSpec::Sliding {
                 size,
                 slide,
@@ -83,7 +93,7 @@ impl WindowOperator {
                 values,
                 watermark,
                 out,
-            )?,
+            ),
             WindowSpec::Session { gap } => session::on_event(
                 store,
                 (gap, self.lateness),
@@ -92,7 +102,7 @@ impl WindowOperator {
                 values,
                 watermark,
                 out,
-            )?,
+            ),
         };
         Ok(match routed {
             Ok(()) => EventOutcome::Accepted,
@@ -110,7 +120,7 @@ impl WindowOperator {
         if !self.store.has_due(watermark) {
             return Ok(());
         }
-        self.store.flush_all()?;
+        self.store.flush_all();
         while let Some(timer) = self.store.pop_due(watermark) {
             match self.spec {
                 WindowSpec::Sliding {
@@ -124,10 +134,10 @@ impl WindowOperator {
                         offset,
                         lateness: self.lateness,
                     };
-                    sliding::on_timer(&mut self.store, geo, timer, out)?;
+                    sliding::on_timer(&mut self.store, geo, timer, out);
                 }
                 WindowSpec::Tumbling { .. } | WindowSpec::Session { .. } => {
-                    slot_timer(&mut self.store, timer, out)?;
+                    slot_timer(&mut self.store, timer, out);
                 }
             }
         }
@@ -135,27 +145,39 @@ impl WindowOperator {
     }
 }
 
+impl WindowOperator {
+    /// The earliest start of any open window, pane or session; events older
+    /// than it no longer affect any state, so their source positions may be
+    /// committed.
+    pub fn oldest_open_start(&self) -> Option<i64> {
+        self.store.oldest_start()
+    }
+
+    /// Drops all window state without emitting it: a consumer that lost its
+    /// partitions leaves their windows to the new owner, who rebuilds them by
+    /// replaying from the committed offsets.
+    pub fn clear(&mut self) -> Result<(), PluginError> {
+        self.store.clear()
+    }
+}
+
 /// A due timer for a window kept as one slot (tumbling windows, sessions).
-fn slot_timer(
-    store: &mut WindowStore,
-    timer: Timer,
-    out: &mut Vec<WindowResult>,
-) -> Result<(), PluginError> {
+fn slot_timer(store: &mut WindowStore, timer: Timer, out: &mut Vec<WindowResult>) {
     let Some(id) = store.find(timer.key, timer.start) else {
-        return Ok(());
+        return;
     };
     match timer.kind {
         TimerKind::Fire => {
-            let outputs = store.finish(id)?;
+            let outputs = store.finish(id);
             if let Some(window) = store.bounds(id) {
                 out.push(WindowResult {
                     key: timer.key,
                     window,
                     emit: EmitKind::OnTime,
-                    outputs,
+                    outputs: outputs.values,
+                    errors: outputs.errors,
                 });
             }
-            Ok(())
         }
         TimerKind::Cleanup => store.close(id),
     }

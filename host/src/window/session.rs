@@ -5,7 +5,6 @@
 use super::store::{Timer, TimerKind, WindowStore};
 use super::{EmitKind, Window, WindowResult};
 use crate::decode::KeyId;
-use crate::error::PluginError;
 
 fn timers(key: KeyId, window: Window, lateness: i64) -> [Timer; 2] {
     [
@@ -33,7 +32,7 @@ pub(super) fn on_event(
     values: &[Option<f64>],
     watermark: i64,
     out: &mut Vec<WindowResult>,
-) -> Result<Result<(), Window>, PluginError> {
+) -> Result<(), Window> {
     let own = Window {
         start: time,
         end: time + gap,
@@ -58,30 +57,31 @@ pub(super) fn on_event(
             }
         }
         for &other in &touching[1..] {
-            store.merge_into(first, other)?;
+            store.merge_into(first, other);
         }
         store.set_bounds(first, merged);
         (first, merged)
     } else {
         if watermark >= own.end.saturating_add(lateness) {
-            return Ok(Err(own));
+            return Err(own);
         }
-        (store.open(key, own)?, own)
+        (store.open(key, own), own)
     };
     let [fire, cleanup] = timers(key, window, lateness);
     if window.end > watermark {
         store.add_timer(fire);
     }
     store.add_timer(cleanup);
-    store.push(id, values, time)?;
+    store.push(id, values, time);
     if window.end <= watermark {
-        let outputs = store.finish(id)?;
+        let outputs = store.finish(id);
         out.push(WindowResult {
             key,
             window,
             emit: EmitKind::Late,
-            outputs,
+            outputs: outputs.values,
+            errors: outputs.errors,
         });
     }
-    Ok(Ok(()))
+    Ok(())
 }

@@ -8,7 +8,6 @@
 use super::store::{Timer, TimerKind, WindowStore};
 use super::{EmitKind, Window, WindowResult, align, gcd};
 use crate::decode::KeyId;
-use crate::error::PluginError;
 
 /// Sliding-window geometry in milliseconds.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +44,7 @@ pub(super) fn on_event(
     values: &[Option<f64>],
     watermark: i64,
     out: &mut Vec<WindowResult>,
-) -> Result<Result<(), Window>, PluginError> {
+) -> Result<(), Window> {
     let pane_size = geo.pane_size();
     let pane = align(time, pane_size, geo.offset);
     let last_start = align(pane, geo.slide, geo.offset);
@@ -54,7 +53,7 @@ pub(super) fn on_event(
         end: last_start + geo.size,
     };
     if watermark >= last_window.end.saturating_add(geo.lateness) {
-        return Ok(Err(last_window));
+        return Err(last_window);
     }
     let id = match store.find(key, pane) {
         Some(id) => id,
@@ -65,7 +64,7 @@ pub(super) fn on_event(
                     start: pane,
                     end: pane + pane_size,
                 },
-            )?;
+            );
             for start in geo.window_starts(pane) {
                 let end = start + geo.size;
                 if end > watermark {
@@ -86,16 +85,16 @@ pub(super) fn on_event(
             id
         }
     };
-    store.push(id, values, time)?;
+    store.push(id, values, time);
     // Windows the watermark has passed but that are still within their allowed
     // lateness have fired already: emit them again with this event in them.
     for start in geo.window_starts(pane) {
         let end = start + geo.size;
         if end <= watermark && end.saturating_add(geo.lateness) > watermark {
-            fire(store, geo, key, start, EmitKind::Late, out)?;
+            fire(store, geo, key, start, EmitKind::Late, out);
         }
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 fn fire(
@@ -105,20 +104,20 @@ fn fire(
     start: i64,
     emit: EmitKind,
     out: &mut Vec<WindowResult>,
-) -> Result<(), PluginError> {
+) {
     let end = start + geo.size;
     let panes = store.range(key, start, end);
     if panes.is_empty() {
-        return Ok(());
+        return;
     }
-    let outputs = store.finish_merged(&panes)?;
+    let outputs = store.finish_merged(&panes);
     out.push(WindowResult {
         key,
         window: Window { start, end },
         emit,
-        outputs,
+        outputs: outputs.values,
+        errors: outputs.errors,
     });
-    Ok(())
 }
 
 /// Handles a due timer: fire a window, or drop a pane no window needs any more.
@@ -127,13 +126,14 @@ pub(super) fn on_timer(
     geo: Sliding,
     timer: Timer,
     out: &mut Vec<WindowResult>,
-) -> Result<(), PluginError> {
+) {
     match timer.kind {
         TimerKind::Fire => fire(store, geo, timer.key, timer.start, EmitKind::OnTime, out),
-        TimerKind::Cleanup => match store.find(timer.key, timer.start) {
-            Some(id) => store.close(id),
-            None => Ok(()),
-        },
+        TimerKind::Cleanup => {
+            if let Some(id) = store.find(timer.key, timer.start) {
+                store.close(id);
+            }
+        }
     }
 }
 

@@ -5,8 +5,35 @@
 //! buffers together reach the batch size, or before a slot is read, merged or
 //! closed. Plugins accumulate sequentially, so when a batch is cut changes
 //! speed, never results.
+//!
+//! # When a plugin fails
+//!
+//! A failed call never leaves this module as an error: the window whose call
+//! failed reports it for that aggregation (an `errors` entry in its result)
+//! and the run goes on. A call that traps, times out or runs out of memory
+//! takes the whole instance with it, and with it every accumulator of that
+//! aggregation, in every open window. Those are rebuilt in a fresh instance.
+//!
+//! To rebuild them the store keeps, per accumulator, the state as of its last
+//! snapshot (none: a fresh `create`) and the values handed to it since, and
+//! replays those values after restoring the snapshot: the rebuilt state is
+//! exactly the lost one, so a failure in one window changes no other window's
+//! result. The alternatives cost more or lose more: a snapshot after every
+//! batch doubles the calls on the hot path; snapshots taken after the failure
+//! are impossible (a trapped instance cannot be entered); failing every open
+//! window of the aggregation turns one bad window into many. Here a snapshot
+//! is taken only after [`REPLAY_LIMIT`] values (one extra call per that many
+//! values, and a bound on the replay buffer's memory) and after a session
+//! merge, which values cannot replay.
+//!
+//! The window whose call failed is not retried: a plugin that fails on some
+//! input fails on it again, and retrying would make a window's result depend
+//! on how often that was tried. After `quarantine_after` consecutive failures
+//! the aggregation is quarantined: its plugin is no longer called and every
+//! window reports the error.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use slab::Slab;
 
@@ -14,6 +41,11 @@ use super::Window;
 use crate::decode::KeyId;
 use crate::error::PluginError;
 use crate::plugin::{Accumulator, AggregationInstance};
+
+/// How many values an accumulator takes in after its last snapshot before the
+/// store snapshots it again: bounds the replay buffer at 16 KiB per
+/// accumulator while keeping the snapshot calls to one per that many values.
+pub(crate) const REPLAY_LIMIT: usize = 1024;
 
 /// What a timer does when the watermark reaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -35,11 +67,40 @@ pub(crate) struct Timer {
     pub start: i64,
 }
 
-/// Values waiting to be added to one accumulator.
-#[derive(Debug, Default)]
-struct Pending {
+/// One aggregation's state in one slot.
+#[derive(Debug)]
+struct Lane {
+    /// The accumulator, or why this window has no result for the aggregation.
+    acc: Result<Accumulator, Arc<str>>,
+    /// The accumulator's state when `values` began; `None`: a new accumulator.
+    snapshot: Option<Vec<u8>>,
+    /// `values[..handed]` are in the accumulator (the replay log since the
+    /// snapshot); `values[handed..]` wait for the next batch.
     values: Vec<f64>,
     times: Vec<i64>,
+    handed: usize,
+}
+
+impl Lane {
+    fn new(acc: Result<Accumulator, Arc<str>>) -> Self {
+        Self {
+            acc,
+            snapshot: None,
+            values: Vec::new(),
+            times: Vec::new(),
+            handed: 0,
+        }
+    }
+
+    /// Gives up on this window for the aggregation, keeping why.
+    fn fail(&mut self, why: Arc<str>) -> Option<Accumulator> {
+        let old = std::mem::replace(&mut self.acc, Err(why)).ok();
+        self.snapshot = None;
+        self.values = Vec::new();
+        self.times = Vec::new();
+        self.handed = 0;
+        old
+    }
 }
 
 /// One unit of window state: a tumbling window, a sliding-window pane, or a session.
@@ -47,14 +108,48 @@ struct Pending {
 struct Slot {
     key: KeyId,
     bounds: Window,
-    accs: Vec<Accumulator>,
-    pending: Vec<Pending>,
+    lanes: Vec<Lane>,
     pending_len: usize,
+}
+
+/// One configured aggregation's plugin and its failure record.
+struct Plugin {
+    instance: AggregationInstance,
+    /// Failed calls since the last `add`, `merge` or `finish` that
+    /// succeeded. Only those count as the plugin working: a plugin whose
+    /// every `create` succeeds and every `add` traps must still end up
+    /// quarantined.
+    consecutive_failures: u32,
+    /// Failed calls over the whole run.
+    failures: u64,
+    /// Why the plugin is no longer called, once it is quarantined.
+    quarantined: Option<Arc<str>>,
+}
+
+/// How one aggregation's plugin has fared so far in a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginHealth {
+    /// The plugin, with its name and version.
+    pub plugin: String,
+    /// Calls that failed over the run.
+    pub failures: u64,
+    /// Why it is quarantined, if it is.
+    pub quarantined: Option<String>,
+}
+
+/// The outputs of one slot (or merged slots), per aggregation, with the
+/// aggregations that could not give any.
+pub(crate) struct Outputs {
+    /// Per aggregation, its outputs in declared order (`None` where it failed).
+    pub values: Vec<Vec<Option<f64>>>,
+    /// `(aggregation, why)` for each aggregation that failed, in order.
+    pub errors: Vec<(usize, Arc<str>)>,
 }
 
 /// All open window state of an operator, and the plugins that hold it.
 pub(crate) struct WindowStore {
-    aggs: Vec<AggregationInstance>,
+    plugins: Vec<Plugin>,
+    quarantine_after: u32,
     slots: Slab<Slot>,
     by_key: HashMap<KeyId, BTreeMap<i64, usize>>,
     timers: BTreeSet<Timer>,
@@ -65,8 +160,18 @@ pub(crate) struct WindowStore {
 
 impl WindowStore {
     pub fn new(aggs: Vec<AggregationInstance>, batch_size: usize) -> Self {
+        let quarantine_after = aggs.first().map_or(0, |a| a.limits().quarantine_after);
         Self {
-            aggs,
+            plugins: aggs
+                .into_iter()
+                .map(|instance| Plugin {
+                    instance,
+                    consecutive_failures: 0,
+                    failures: 0,
+                    quarantined: None,
+                })
+                .collect(),
+            quarantine_after,
             slots: Slab::new(),
             by_key: HashMap::new(),
             timers: BTreeSet::new(),
@@ -79,6 +184,23 @@ impl WindowStore {
     /// How many slots are open.
     pub fn open_slots(&self) -> usize {
         self.slots.len()
+    }
+
+    /// How each aggregation's plugin has fared, in configuration order.
+    pub fn health(&self) -> Vec<PluginHealth> {
+        self.plugins
+            .iter()
+            .map(|p| PluginHealth {
+                plugin: p.instance.label().to_string(),
+                failures: p.failures,
+                quarantined: p.quarantined.as_deref().map(str::to_string),
+            })
+            .collect()
+    }
+
+    /// How many outputs aggregation `a` declares.
+    fn output_count(&self, a: usize) -> usize {
+        self.plugins[a].instance.outputs().len()
     }
 
     /// The slot of `key` starting at `start`.
@@ -108,130 +230,277 @@ impl WindowStore {
     }
 
     /// Opens a slot with a new accumulator per aggregation.
-    pub fn open(&mut self, key: KeyId, bounds: Window) -> Result<usize, PluginError> {
-        let mut accs = Vec::with_capacity(self.aggs.len());
-        for agg in &mut self.aggs {
-            accs.push(agg.create()?);
-        }
-        let pending = (0..self.aggs.len()).map(|_| Pending::default()).collect();
+    pub fn open(&mut self, key: KeyId, bounds: Window) -> usize {
         let id = self.slots.insert(Slot {
             key,
             bounds,
-            accs,
-            pending,
+            lanes: Vec::with_capacity(self.plugins.len()),
             pending_len: 0,
         });
         self.by_key.entry(key).or_default().insert(bounds.start, id);
-        Ok(id)
+        for a in 0..self.plugins.len() {
+            let plugin = &mut self.plugins[a];
+            let acc = match &plugin.quarantined {
+                Some(why) => Err(Arc::clone(why)),
+                None => match plugin.instance.create() {
+                    Ok(acc) => Ok(acc),
+                    Err(e) => {
+                        // The lane must exist for the failure to be recorded
+                        // in it (and for a rebuild to pass it over).
+                        self.slots[id].lanes.push(Lane::new(Err(Arc::from(""))));
+                        self.fail(a, Some(id), e);
+                        continue;
+                    }
+                },
+            };
+            self.slots[id].lanes.push(Lane::new(acc));
+        }
+        id
     }
 
     /// Buffers one event's values (`None` skips that aggregation).
-    pub fn push(
-        &mut self,
-        id: usize,
-        values: &[Option<f64>],
-        time: i64,
-    ) -> Result<(), PluginError> {
+    pub fn push(&mut self, id: usize, values: &[Option<f64>], time: i64) {
         let Some(slot) = self.slots.get_mut(id) else {
-            return Ok(());
+            return;
         };
         if slot.pending_len == 0 {
             self.dirty.push(id);
         }
-        for (pending, value) in slot.pending.iter_mut().zip(values) {
-            if let Some(v) = value {
-                pending.values.push(*v);
-                pending.times.push(time);
+        for (lane, value) in slot.lanes.iter_mut().zip(values) {
+            // A window that failed for this aggregation reports that instead
+            // of a result, so it needs no more values.
+            if let (Some(v), Ok(_)) = (value, &lane.acc) {
+                lane.values.push(*v);
+                lane.times.push(time);
             }
         }
         slot.pending_len += 1;
         self.pending_total += 1;
         if self.pending_total >= self.batch_size {
-            self.flush_all()?;
+            self.flush_all();
         }
-        Ok(())
     }
 
     /// Hands one slot's buffered values to the plugins.
-    pub fn flush(&mut self, id: usize) -> Result<(), PluginError> {
+    pub fn flush(&mut self, id: usize) {
         let Some(slot) = self.slots.get_mut(id) else {
-            return Ok(());
+            return;
         };
         if slot.pending_len == 0 {
-            return Ok(());
+            return;
         }
         self.pending_total -= slot.pending_len;
         slot.pending_len = 0;
-        for ((agg, acc), pending) in self.aggs.iter_mut().zip(&slot.accs).zip(&mut slot.pending) {
-            if !pending.values.is_empty() {
-                agg.add(*acc, &pending.values, &pending.times)?;
-                pending.values.clear();
-                pending.times.clear();
+        for a in 0..self.plugins.len() {
+            let lane = &self.slots[id].lanes[a];
+            let Ok(acc) = lane.acc else { continue };
+            if lane.handed == lane.values.len() {
+                continue;
+            }
+            let added = self.plugins[a].instance.add(
+                acc,
+                &lane.values[lane.handed..],
+                &lane.times[lane.handed..],
+            );
+            match added {
+                Ok(()) => {
+                    self.plugins[a].consecutive_failures = 0;
+                    let lane = &mut self.slots[id].lanes[a];
+                    lane.handed = lane.values.len();
+                    if lane.handed >= REPLAY_LIMIT {
+                        self.checkpoint(a, id);
+                    }
+                }
+                Err(e) => {
+                    self.fail(a, Some(id), e);
+                }
             }
         }
-        Ok(())
+    }
+
+    /// Snapshots one accumulator so that its replay log can be dropped.
+    fn checkpoint(&mut self, a: usize, id: usize) {
+        let Some(lane) = self.slots.get_mut(id).map(|s| &mut s.lanes[a]) else {
+            return;
+        };
+        let Ok(acc) = lane.acc else { return };
+        match self.plugins[a].instance.snapshot(acc) {
+            Ok(bytes) => {
+                lane.snapshot = Some(bytes);
+                lane.values.drain(..lane.handed);
+                lane.times.drain(..lane.handed);
+                lane.handed = 0;
+            }
+            Err(e) => {
+                self.fail(a, Some(id), e);
+            }
+        }
     }
 
     /// Hands every buffered value to the plugins.
-    pub fn flush_all(&mut self) -> Result<(), PluginError> {
+    pub fn flush_all(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         for &id in &dirty {
-            self.flush(id)?;
+            self.flush(id);
         }
         // Keep the list's capacity for the next round.
         self.dirty = dirty;
         self.dirty.clear();
-        Ok(())
     }
 
     /// The current outputs of one slot, per aggregation.
-    pub fn finish(&mut self, id: usize) -> Result<Vec<Vec<Option<f64>>>, PluginError> {
-        self.flush(id)?;
-        let Some(slot) = self.slots.get(id) else {
-            return Ok(Vec::new());
+    pub fn finish(&mut self, id: usize) -> Outputs {
+        self.flush(id);
+        let mut out = Outputs {
+            values: Vec::with_capacity(self.plugins.len()),
+            errors: Vec::new(),
         };
-        let mut out = Vec::with_capacity(self.aggs.len());
-        for (agg, acc) in self.aggs.iter_mut().zip(&slot.accs) {
-            out.push(agg.finish(*acc)?);
+        for a in 0..self.plugins.len() {
+            let acc = match self.slots.get(id).map(|s| &s.lanes[a].acc) {
+                Some(Ok(acc)) => Ok(*acc),
+                Some(Err(why)) => Err(Arc::clone(why)),
+                None => Err(Arc::from("window state missing")),
+            };
+            let values = match acc {
+                Ok(acc) => match self.plugins[a].instance.finish(acc) {
+                    Ok(values) => {
+                        self.plugins[a].consecutive_failures = 0;
+                        Ok(values)
+                    }
+                    Err(e) => {
+                        // A refused result leaves the state intact; a trap
+                        // does not, and the window cannot be restored from it.
+                        let mark = self.plugins[a].instance.is_poisoned().then_some(id);
+                        Err(self.fail(a, mark, e))
+                    }
+                },
+                Err(why) => Err(why),
+            };
+            self.push_outputs(&mut out, a, values);
         }
-        Ok(out)
+        out
+    }
+
+    fn push_outputs(
+        &self,
+        out: &mut Outputs,
+        a: usize,
+        values: Result<Vec<Option<f64>>, Arc<str>>,
+    ) {
+        match values {
+            Ok(values) => out.values.push(values),
+            Err(why) => {
+                out.values.push(vec![None; self.output_count(a)]);
+                out.errors.push((a, why));
+            }
+        }
     }
 
     /// The outputs of the union of several slots (a sliding window's panes),
     /// merged in the given order into a scratch accumulator.
-    pub fn finish_merged(&mut self, ids: &[usize]) -> Result<Vec<Vec<Option<f64>>>, PluginError> {
+    pub fn finish_merged(&mut self, ids: &[usize]) -> Outputs {
         for &id in ids {
-            self.flush(id)?;
+            self.flush(id);
         }
-        let mut out = Vec::with_capacity(self.aggs.len());
-        for (a, agg) in self.aggs.iter_mut().enumerate() {
-            let scratch = agg.create()?;
-            let mut result = Ok(());
+        let mut out = Outputs {
+            values: Vec::with_capacity(self.plugins.len()),
+            errors: Vec::new(),
+        };
+        for a in 0..self.plugins.len() {
+            let mut panes = Vec::with_capacity(ids.len());
+            let mut failed = None;
             for &id in ids {
-                if let Some(slot) = self.slots.get(id) {
-                    result = agg.merge(scratch, slot.accs[a]);
-                    if result.is_err() {
+                match self.slots.get(id).map(|s| &s.lanes[a].acc) {
+                    Some(Ok(acc)) => panes.push(*acc),
+                    Some(Err(why)) => {
+                        failed = Some(Arc::clone(why));
                         break;
                     }
+                    None => {}
                 }
             }
-            let values = result.and_then(|()| agg.finish(scratch));
-            agg.release(scratch)?;
-            out.push(values?);
+            let values = match failed {
+                Some(why) => Err(why),
+                None => self.merge_and_finish(a, &panes),
+            };
+            self.push_outputs(&mut out, a, values);
         }
-        Ok(out)
+        out
+    }
+
+    /// Merges `panes` into a scratch accumulator of aggregation `a` and
+    /// finishes it. A failure fails this emission only: merging leaves the
+    /// panes unchanged, and if the instance was lost they are rebuilt.
+    fn merge_and_finish(
+        &mut self,
+        a: usize,
+        panes: &[Accumulator],
+    ) -> Result<Vec<Option<f64>>, Arc<str>> {
+        if let Some(why) = &self.plugins[a].quarantined {
+            return Err(Arc::clone(why));
+        }
+        let instance = &mut self.plugins[a].instance;
+        let result = instance.create().and_then(|scratch| {
+            let mut merged = Ok(());
+            for &pane in panes {
+                merged = instance.merge(scratch, pane);
+                if merged.is_err() {
+                    break;
+                }
+            }
+            let values = merged.and_then(|()| instance.finish(scratch));
+            if instance.is_poisoned() {
+                return values;
+            }
+            let released = instance.release(scratch);
+            values.and_then(|values| released.map(|()| values))
+        });
+        match result {
+            Ok(values) => {
+                self.plugins[a].consecutive_failures = 0;
+                Ok(values)
+            }
+            Err(e) => Err(self.fail(a, None, e)),
+        }
     }
 
     /// Folds slot `from` into slot `into` and closes `from` (session merges).
-    pub fn merge_into(&mut self, into: usize, from: usize) -> Result<(), PluginError> {
-        self.flush(into)?;
-        self.flush(from)?;
-        if let (Some(target), Some(source)) = (self.slots.get(into), self.slots.get(from)) {
-            for ((agg, t), s) in self.aggs.iter_mut().zip(&target.accs).zip(&source.accs) {
-                agg.merge(*t, *s)?;
+    pub fn merge_into(&mut self, into: usize, from: usize) {
+        self.flush(into);
+        self.flush(from);
+        if self.slots.contains(into) && self.slots.contains(from) {
+            for a in 0..self.plugins.len() {
+                let source = match &self.slots[from].lanes[a].acc {
+                    Ok(acc) => Ok(*acc),
+                    Err(why) => Err(Arc::clone(why)),
+                };
+                let Ok(target) = self.slots[into].lanes[a].acc else {
+                    continue;
+                };
+                match source {
+                    Ok(source) => match self.plugins[a].instance.merge(target, source) {
+                        Ok(()) => {
+                            self.plugins[a].consecutive_failures = 0;
+                            // A merge is not a replay of values: start the
+                            // replay log afresh from a snapshot of the result.
+                            self.slots[into].lanes[a].handed =
+                                self.slots[into].lanes[a].values.len();
+                            self.checkpoint(a, into);
+                        }
+                        Err(e) => {
+                            self.fail(a, Some(into), e);
+                        }
+                    },
+                    Err(why) => {
+                        // Half a session has no result: neither has the whole.
+                        if let Some(acc) = self.slots[into].lanes[a].fail(why) {
+                            self.release(a, acc);
+                        }
+                    }
+                }
             }
         }
-        self.close(from)
+        self.close(from);
     }
 
     /// Moves a slot to new bounds (a session that grew), re-indexing it by its new start.
@@ -247,9 +516,9 @@ impl WindowStore {
     }
 
     /// Drops a slot and gives its accumulators back to the plugins.
-    pub fn close(&mut self, id: usize) -> Result<(), PluginError> {
+    pub fn close(&mut self, id: usize) {
         let Some(slot) = self.slots.try_remove(id) else {
-            return Ok(());
+            return;
         };
         self.pending_total -= slot.pending_len;
         if let Some(map) = self.by_key.get_mut(&slot.key) {
@@ -258,9 +527,153 @@ impl WindowStore {
                 self.by_key.remove(&slot.key);
             }
         }
-        for (agg, acc) in self.aggs.iter_mut().zip(slot.accs) {
-            agg.release(acc)?;
+        for (a, lane) in slot.lanes.into_iter().enumerate() {
+            if let Ok(acc) = lane.acc {
+                self.release(a, acc);
+            }
         }
+    }
+
+    /// Gives one accumulator back to its plugin.
+    fn release(&mut self, a: usize, acc: Accumulator) {
+        let plugin = &mut self.plugins[a];
+        if plugin.quarantined.is_some() || plugin.instance.is_poisoned() {
+            return;
+        }
+        if let Err(e) = plugin.instance.release(acc) {
+            self.fail(a, None, e);
+        }
+    }
+
+    /// Handles a failed call of aggregation `a`: marks slot `failed` (the
+    /// window whose call it was, if its state is lost or suspect), rebuilds
+    /// the instance if the call took it down, quarantines the aggregation
+    /// after too many failures in a row. Returns what to report.
+    fn fail(&mut self, a: usize, failed: Option<usize>, error: PluginError) -> Arc<str> {
+        let why: Arc<str> = Arc::from(error.to_string());
+        eprintln!("sluice: {why}");
+        if let Some(acc) = failed
+            .and_then(|id| self.slots.get_mut(id))
+            .and_then(|slot| slot.lanes[a].fail(Arc::clone(&why)))
+        {
+            self.release(a, acc);
+        }
+        let plugin = &mut self.plugins[a];
+        plugin.failures += 1;
+        plugin.consecutive_failures += 1;
+        if self.quarantine_after > 0 && plugin.consecutive_failures >= self.quarantine_after {
+            self.quarantine(a, &why);
+        } else if plugin.instance.is_poisoned() {
+            self.rebuild(a, &why);
+        }
+        why
+    }
+
+    /// Stops calling aggregation `a`'s plugin for the rest of the run.
+    fn quarantine(&mut self, a: usize, last: &str) {
+        let plugin = &mut self.plugins[a];
+        let why: Arc<str> = Arc::from(format!(
+            "{last} (failure {} in a row: plugin {} is quarantined for the rest of the run)",
+            plugin.consecutive_failures,
+            plugin.instance.label()
+        ));
+        eprintln!(
+            "sluice: quarantined plugin {} after {} consecutive failures",
+            plugin.instance.label(),
+            plugin.consecutive_failures
+        );
+        plugin.quarantined = Some(Arc::clone(&why));
+        for (_, slot) in self.slots.iter_mut() {
+            let lane = &mut slot.lanes[a];
+            // A window that failed already keeps its own cause. Accumulators
+            // are not released: the plugin is not called again.
+            if lane.acc.is_ok() {
+                let _ = lane.fail(Arc::clone(&why));
+            }
+        }
+    }
+
+    /// Replaces aggregation `a`'s lost instance with a fresh one and rebuilds
+    /// every open window's accumulator in it from its snapshot and replay log.
+    ///
+    /// A window whose rebuild fails is marked failed; if that failure takes
+    /// the new instance down too, the rebuild starts over in another one,
+    /// without that window. Each round fails one window more (and counts
+    /// towards quarantine), so this ends.
+    fn rebuild(&mut self, a: usize, cause: &str) {
+        loop {
+            let plugin = &mut self.plugins[a];
+            if let Err(e) = plugin.instance.reopen() {
+                plugin.failures += 1;
+                plugin.consecutive_failures += 1;
+                self.quarantine(a, &format!("{e} (restarting it after: {cause})"));
+                return;
+            }
+            let state_version = plugin.instance.info().state_version;
+            let mut lost_instance = None;
+            for (_, slot) in self.slots.iter_mut() {
+                let lane = &mut slot.lanes[a];
+                if lane.acc.is_err() {
+                    continue;
+                }
+                let instance = &mut self.plugins[a].instance;
+                let rebuilt = match &lane.snapshot {
+                    Some(bytes) => instance.restore(bytes, state_version),
+                    None => instance.create(),
+                }
+                .and_then(|acc| {
+                    if lane.handed > 0 {
+                        instance.add(
+                            acc,
+                            &lane.values[..lane.handed],
+                            &lane.times[..lane.handed],
+                        )?;
+                    }
+                    Ok(acc)
+                });
+                match rebuilt {
+                    Ok(acc) => lane.acc = Ok(acc),
+                    Err(e) => {
+                        let why: Arc<str> = Arc::from(format!(
+                            "{e} (rebuilding this window's state after: {cause})"
+                        ));
+                        eprintln!("sluice: {why}");
+                        let _ = lane.fail(why);
+                        let plugin = &mut self.plugins[a];
+                        plugin.failures += 1;
+                        plugin.consecutive_failures += 1;
+                        if plugin.instance.is_poisoned() {
+                            lost_instance = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            let Some(e) = lost_instance else {
+                return;
+            };
+            let plugin = &self.plugins[a];
+            if self.quarantine_after > 0 && plugin.consecutive_failures >= self.quarantine_after {
+                self.quarantine(a, &e.to_string());
+                return;
+            }
+        }
+    }
+
+    /// The earliest start of any open slot: every event older than it has
+    /// left the window state (emitted and cleaned up, or reported late).
+    pub fn oldest_start(&self) -> Option<i64> {
+        self.slots.iter().map(|(_, s)| s.bounds.start).min()
+    }
+
+    /// Drops every slot and timer without firing anything.
+    pub fn clear(&mut self) -> Result<(), PluginError> {
+        let ids: Vec<usize> = self.slots.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.close(id);
+        }
+        self.timers.clear();
+        self.dirty.clear();
         Ok(())
     }
 

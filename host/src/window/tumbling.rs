@@ -3,7 +3,6 @@
 use super::store::{Timer, TimerKind, WindowStore};
 use super::{EmitKind, Window, WindowResult, align};
 use crate::decode::KeyId;
-use crate::error::PluginError;
 
 /// Routes one event into its tumbling window; `Err(window)` when it is late for it.
 #[allow(clippy::too_many_arguments)]
@@ -15,19 +14,19 @@ pub(super) fn on_event(
     values: &[Option<f64>],
     watermark: i64,
     out: &mut Vec<WindowResult>,
-) -> Result<Result<(), Window>, PluginError> {
+) -> Result<(), Window> {
     let start = align(time, size, offset);
     let window = Window {
         start,
         end: start + size,
     };
     if watermark >= window.end.saturating_add(lateness) {
-        return Ok(Err(window));
+        return Err(window);
     }
     let id = match store.find(key, start) {
         Some(id) => id,
         None => {
-            let id = store.open(key, window)?;
+            let id = store.open(key, window);
             if window.end > watermark {
                 store.add_timer(Timer {
                     time: window.end,
@@ -45,16 +44,17 @@ pub(super) fn on_event(
             id
         }
     };
-    store.push(id, values, time)?;
+    store.push(id, values, time);
     if window.end <= watermark {
         // Within the allowed lateness of a window that has already fired.
-        let outputs = store.finish(id)?;
+        let outputs = store.finish(id);
         out.push(WindowResult {
             key,
             window,
             emit: EmitKind::Late,
-            outputs,
+            outputs: outputs.values,
+            errors: outputs.errors,
         });
     }
-    Ok(Ok(()))
+    Ok(())
 }

@@ -1,0 +1,319 @@
+//! A run over Kafka: the poll loop around [`Flow`], with per-partition
+//! watermarks and idleness, periodic commits of the offsets whose effects are
+//! written, rebalances, graceful shutdown, and the embedded broker.
+
+use std::io::BufRead;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use super::{Flow, RunSummary};
+use crate::config::{EMBEDDED_PARTITIONS, KafkaSourceConfig, LoadedConfig, OutputConfig};
+use crate::error::{Error, IoError, KafkaError};
+use crate::plugin::PluginEngine;
+use crate::source::{KafkaSource, Origin};
+use crate::watermark::Watermarks;
+
+/// How long one poll waits for a message: also how often shutdown, idleness
+/// and commit deadlines are checked.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Runs `loaded` against the Kafka source `config` until a bounded source
+/// reaches its end or a SIGINT/SIGTERM asks it to stop.
+pub(super) fn run(
+    loaded: &LoadedConfig,
+    engine: &PluginEngine,
+    config: &KafkaSourceConfig,
+    batch_size: usize,
+) -> Result<RunSummary, Error> {
+    // Declared first so that it is dropped last, after every client of it.
+    let embedded = match config.brokers.as_str() {
+        "embedded" => Some(EmbeddedBroker::start(loaded, config)?),
+        _ => None,
+    };
+    let brokers = embedded
+        .as_ref()
+        .map_or_else(|| config.brokers.clone(), EmbeddedBroker::bootstrap);
+
+    // Plugins and outputs before the source: a bad plugin is reported before
+    // the consumer joins its group.
+    let mut flow = Flow::open(loaded, engine, batch_size, 1, Some(&brokers))?;
+    let mut source = KafkaSource::open(config, &brokers)?;
+    flow.watermarks = Watermarks::new(flow.watermark_delay, source.partition_count());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|source| IoError {
+            action: "installing a handler for",
+            path: "SIGINT/SIGTERM".into(),
+            source,
+        })?;
+    }
+    let mut feed = match (&embedded, &config.feed) {
+        (Some(_), Some(path)) => Some(Feed::start(
+            &brokers,
+            &config.topics[0],
+            &loaded.resolve(path),
+            &loaded.pipeline.event.key,
+        )?),
+        _ => None,
+    };
+
+    let mut last_commit = Instant::now();
+    let mut last_idle_check = Instant::now();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            // Fire nothing early: open windows are rebuilt from the committed
+            // offsets by the next run.
+            flow.flush()?;
+            commit(&mut source, &flow)?;
+            break;
+        }
+        if let Some(f) = feed.as_mut()
+            && f.done()
+        {
+            f.join()?;
+            feed = None;
+            source.stop_at_current_end()?;
+        }
+        if feed.is_none() && source.at_end() {
+            let watermark = flow.watermarks.current();
+            flow.finish()?;
+            let offsets = source.plan_commit(None, watermark);
+            source.commit(&offsets)?;
+            break;
+        }
+
+        let polled = source.poll(POLL, |record| {
+            let origin = Origin::Kafka {
+                topic: record.topic,
+                partition: record.kafka_partition,
+                offset: record.offset,
+            };
+            let time = flow.on_record(origin, record.partition, record.payload, record.replayed);
+            (record.partition, record.offset, time)
+        })?;
+        if let Some((partition, offset, time)) = polled {
+            source.processed(partition, offset, time?);
+        }
+
+        let reassignment = source.take_reassignment()?;
+        if reassignment.revoked {
+            // The partitions' next owners (perhaps us again) rebuild these
+            // windows from the committed offsets.
+            flow.operator.clear()?;
+            flow.watermarks = Watermarks::new(flow.watermark_delay, source.partition_count());
+        }
+        for (partition, watermark) in reassignment.resumed {
+            flow.watermarks
+                .seed(partition, watermark.saturating_add(flow.watermark_delay));
+        }
+
+        let now = Instant::now();
+        if now.duration_since(last_idle_check) >= POLL {
+            last_idle_check = now;
+            let changes: Vec<(usize, bool)> = source.idleness(now).collect();
+            for (partition, idle) in changes {
+                let advanced = flow.watermarks.set_idle(partition, idle);
+                flow.advance(advanced)?;
+            }
+        }
+        if now.duration_since(last_commit) >= config.commit_interval {
+            last_commit = now;
+            flow.flush()?;
+            commit(&mut source, &flow)?;
+        }
+    }
+    source.close();
+    Ok(flow.summary)
+}
+
+/// Commits what the flushed outputs cover.
+fn commit(source: &mut KafkaSource, flow: &Flow) -> Result<(), Error> {
+    let offsets = source.plan_commit(flow.operator.oldest_open_start(), flow.watermarks.current());
+    source.commit(&offsets)?;
+    Ok(())
+}
+
+/// librdkafka's in-process mock cluster, for `brokers: embedded`: a real
+/// Kafka-protocol broker on a local port that lives as long as the run.
+///
+/// It keeps at most 5 MiB per partition (older data is dropped), which suits
+/// demos and trials, not production.
+struct EmbeddedBroker {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+}
+
+impl EmbeddedBroker {
+    fn start(loaded: &LoadedConfig, config: &KafkaSourceConfig) -> Result<Self, KafkaError> {
+        let error = |what: &str| {
+            let what = what.to_string();
+            move |e: rdkafka::error::KafkaError| KafkaError {
+                what,
+                message: e.to_string(),
+            }
+        };
+        let cluster = MockCluster::new(1).map_err(error("starting the embedded broker"))?;
+        for topic in &config.topics {
+            cluster
+                .create_topic(topic, EMBEDDED_PARTITIONS, 1)
+                .map_err(error("creating a topic on the embedded broker"))?;
+        }
+        let pipeline = &loaded.pipeline;
+        let outputs = [
+            Some(&pipeline.sink),
+            pipeline.late_output.as_ref(),
+            pipeline.dead_letter.as_ref(),
+        ];
+        for output in outputs.into_iter().flatten() {
+            if let OutputConfig::Kafka(k) = output
+                && k.brokers.is_none()
+            {
+                cluster
+                    .create_topic(&k.topic, 1, 1)
+                    .map_err(error("creating a topic on the embedded broker"))?;
+            }
+        }
+        eprintln!(
+            "sluice: embedded Kafka broker at {}",
+            cluster.bootstrap_servers()
+        );
+        Ok(Self { cluster })
+    }
+
+    fn bootstrap(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+}
+
+/// Produces a JSON-lines file into a topic on a thread of its own, keyed by
+/// the pipeline's key fields so that each key stays in one partition.
+struct Feed {
+    done: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<u64, Error>>>,
+}
+
+impl Feed {
+    fn start(
+        brokers: &str,
+        topic: &str,
+        path: &std::path::Path,
+        key_fields: &[String],
+    ) -> Result<Self, Error> {
+        let reader = crate::source::open_reader(path)?;
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| KafkaError {
+                what: "creating the feed producer".into(),
+                message: e.to_string(),
+            })?;
+        let done = Arc::new(AtomicBool::new(false));
+        let finished = Arc::clone(&done);
+        let topic = topic.to_string();
+        let key_fields = key_fields.to_vec();
+        let path = path.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let result = produce_lines(&producer, &topic, reader, &path, &key_fields);
+            finished.store(true, Ordering::Release);
+            result
+        });
+        Ok(Self {
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    fn done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    fn join(&mut self) -> Result<u64, Error> {
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(KafkaError {
+                what: "feeding the embedded broker".into(),
+                message: "the feed thread panicked".into(),
+            }
+            .into()),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Produces every non-blank line of `reader` to `topic`; returns how many.
+fn produce_lines(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    reader: Box<dyn BufRead + Send>,
+    path: &std::path::Path,
+    key_fields: &[String],
+) -> Result<u64, Error> {
+    let mut count = 0;
+    for line in reader.lines() {
+        let line = line.map_err(|source| IoError {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let key = message_key(&line, key_fields);
+        let mut record = BaseRecord::<String, str>::to(topic).payload(line.as_str());
+        if let Some(key) = &key {
+            record = record.key(key);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => {
+                    return Err(KafkaError {
+                        what: format!("producing to topic {topic}"),
+                        message: e.to_string(),
+                    }
+                    .into());
+                }
+            }
+        }
+        count += 1;
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|e| KafkaError {
+            what: format!("flushing topic {topic}"),
+            message: e.to_string(),
+        })?;
+    Ok(count)
+}
+
+/// The values of `fields` in a JSON line, joined: a message key that keeps
+/// each pipeline key in one partition. `None` for a line that is not an
+/// object with those fields (it still gets produced, to be dead-lettered).
+fn message_key(line: &str, fields: &[String]) -> Option<String> {
+    if fields.is_empty() {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let parts: Option<Vec<String>> = fields
+        .iter()
+        .map(|f| value.get(f).map(|v| v.to_string()))
+        .collect();
+    parts.map(|p| p.join("|"))
+}

@@ -1,0 +1,480 @@
+//! A Kafka source: a consumer group over one or more topics, with the
+//! bookkeeping that lets offsets be committed only for events whose effects
+//! are safely written.
+//!
+//! Recovery is by replay, not by moving state: committed offsets lag to the
+//! oldest event still inside an open window, so whoever owns a partition next
+//! (this process after a restart, or another member after a rebalance)
+//! rebuilds those windows by reading again from the committed offset. Each
+//! commit carries, as offset metadata, the watermark and the position reached
+//! when it was made; a new owner seeds its watermark from it and skips replayed
+//! events whose windows were already emitted, so nothing is counted twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::config::KafkaSourceConfig;
+use crate::error::KafkaError;
+
+/// How long a metadata or offset request may take before the run gives up.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Events per bookkeeping chunk: offsets are tracked in runs, not one by one.
+const CHUNK: u32 = 256;
+
+/// A run of consecutive offsets of one partition and the latest event time in it.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    first: i64,
+    last: i64,
+    max_time: i64,
+    len: u32,
+}
+
+/// The commit state of one partition.
+#[derive(Debug, Default)]
+struct PartitionProgress {
+    /// Offsets read but not yet safe to commit, oldest first.
+    held: VecDeque<Chunk>,
+    /// The next offset to read.
+    next: Option<i64>,
+    /// Offsets below this were processed by a previous owner: replays.
+    replay_end: i64,
+    /// When the partition last delivered a message.
+    last_message: Option<Instant>,
+}
+
+impl PartitionProgress {
+    /// A partition just assigned: its idle clock starts now, so that it is
+    /// not taken for idle before its first fetch could have returned.
+    fn fresh() -> Self {
+        Self {
+            last_message: Some(Instant::now()),
+            ..Self::default()
+        }
+    }
+}
+
+/// What the rebalance callback saw, for the poll loop to act on.
+#[derive(Debug, Default)]
+struct RebalanceLog {
+    revoked: bool,
+    assigned: Vec<(String, i32)>,
+}
+
+/// Commits the latest safe offsets when partitions are taken away, so that
+/// the next owner replays as little as possible.
+struct SourceContext {
+    log: Arc<Mutex<RebalanceLog>>,
+    safe: Arc<Mutex<Option<TopicPartitionList>>>,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            if let Some(tpl) = self.safe.lock().ok().and_then(|mut s| s.take()) {
+                // Best effort: a failed commit only means a longer replay.
+                let _ = consumer.commit(&tpl, CommitMode::Sync);
+            }
+            if let Ok(mut log) = self.log.lock() {
+                log.revoked = true;
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance
+            && let Ok(mut log) = self.log.lock()
+        {
+            log.assigned.extend(
+                tpl.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition())),
+            );
+        }
+    }
+}
+
+/// One message, borrowed from the consumer until the next poll.
+pub struct KafkaRecord<'a> {
+    /// Index of its partition among all partitions of the source's topics.
+    pub partition: usize,
+    /// Topic name.
+    pub topic: &'a str,
+    /// Partition number within the topic.
+    pub kafka_partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// The message value (empty for a null value).
+    pub payload: &'a [u8],
+    /// Whether a previous owner already processed this message.
+    pub replayed: bool,
+}
+
+/// What the poll loop must do after a rebalance.
+#[derive(Debug, Default)]
+pub struct Reassignment {
+    /// Partitions were taken away: drop all window state without emitting.
+    pub revoked: bool,
+    /// Newly assigned partitions with the watermark their previous owner
+    /// committed, to seed the watermark with.
+    pub resumed: Vec<(usize, i64)>,
+}
+
+/// A consumer group member over the configured topics.
+pub struct KafkaSource {
+    consumer: BaseConsumer<SourceContext>,
+    partitions: Vec<(String, i32)>,
+    index: HashMap<(String, i32), usize>,
+    progress: Vec<PartitionProgress>,
+    /// End offsets to stop at, for a bounded source.
+    stop_at: Option<Vec<i64>>,
+    log: Arc<Mutex<RebalanceLog>>,
+    safe: Arc<Mutex<Option<TopicPartitionList>>>,
+    idle_timeout: Duration,
+}
+
+fn kafka_error(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError {
+    let what = what.into();
+    move |e| KafkaError {
+        what,
+        message: e.to_string(),
+    }
+}
+
+impl KafkaSource {
+    /// Joins the consumer group at `brokers` and learns the topics' partitions.
+    pub fn open(config: &KafkaSourceConfig, brokers: &str) -> Result<Self, KafkaError> {
+        let log = Arc::new(Mutex::new(RebalanceLog::default()));
+        let safe = Arc::new(Mutex::new(None));
+        let context = SourceContext {
+            log: Arc::clone(&log),
+            safe: Arc::clone(&safe),
+        };
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", brokers)
+            .set("group.id", &config.group)
+            // Offsets are committed by hand, only for events whose effects are written.
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        for (k, v) in &config.properties {
+            client.set(k, v);
+        }
+        let consumer: BaseConsumer<SourceContext> = client
+            .create_with_context(context)
+            .map_err(kafka_error("creating the consumer"))?;
+
+        let mut partitions = Vec::new();
+        for topic in &config.topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+                .map_err(kafka_error(format!(
+                    "reading the metadata of topic {topic}"
+                )))?;
+            let count = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .filter(|t| t.error().is_none())
+                .map_or(0, |t| t.partitions().len());
+            if count == 0 {
+                return Err(KafkaError {
+                    what: format!("subscribing to topic {topic}"),
+                    message: "the topic does not exist or has no partitions".into(),
+                });
+            }
+            partitions.extend((0..count as i32).map(|p| (topic.clone(), p)));
+        }
+        let index = partitions
+            .iter()
+            .enumerate()
+            .map(|(i, tp)| (tp.clone(), i))
+            .collect();
+        let stop_at = if config.stop_at_end {
+            let mut ends = Vec::with_capacity(partitions.len());
+            for (topic, p) in &partitions {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, *p, REQUEST_TIMEOUT)
+                    .map_err(kafka_error(format!(
+                        "reading the end offset of {topic}/{p}"
+                    )))?;
+                ends.push(high);
+            }
+            Some(ends)
+        } else {
+            None
+        };
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(kafka_error("subscribing"))?;
+        let progress = partitions
+            .iter()
+            .map(|_| PartitionProgress::fresh())
+            .collect();
+        Ok(Self {
+            consumer,
+            partitions,
+            index,
+            progress,
+            stop_at,
+            log,
+            safe,
+            idle_timeout: config.idle_timeout,
+        })
+    }
+
+    /// How many partitions the source's topics have (the watermark tracks each).
+    pub fn partition_count(&self) -> usize {
+        self.partitions.len()
+    }
+
+    /// Sets the end offsets of a bounded source after the fact (the embedded
+    /// broker's feed knows them only when it has written its input).
+    pub fn stop_at_current_end(&mut self) -> Result<(), KafkaError> {
+        let mut ends = Vec::with_capacity(self.partitions.len());
+        for (topic, p) in &self.partitions {
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(topic, *p, REQUEST_TIMEOUT)
+                .map_err(kafka_error(format!(
+                    "reading the end offset of {topic}/{p}"
+                )))?;
+            ends.push(high);
+        }
+        self.stop_at = Some(ends);
+        Ok(())
+    }
+
+    /// Whether a bounded source has read everything up to its end offsets.
+    pub fn at_end(&self) -> bool {
+        self.stop_at.as_ref().is_some_and(|ends| {
+            ends.iter()
+                .zip(&self.progress)
+                .all(|(&end, p)| end <= 0 || p.next.is_some_and(|n| n >= end))
+        })
+    }
+
+    /// Whether partition `i` has nothing more to give a bounded source.
+    pub fn partition_done(&self, i: usize) -> bool {
+        match (&self.stop_at, self.progress.get(i)) {
+            (Some(ends), Some(p)) => {
+                let end = ends[i];
+                end <= 0 || p.next.is_some_and(|n| n >= end)
+            }
+            _ => false,
+        }
+    }
+
+    /// Handles what rebalances did since the last call.
+    pub fn take_reassignment(&mut self) -> Result<Reassignment, KafkaError> {
+        let (revoked, assigned) = {
+            let mut log = self.log.lock().map_err(|_| KafkaError {
+                what: "rebalancing".into(),
+                message: "the rebalance log is poisoned".into(),
+            })?;
+            (
+                std::mem::take(&mut log.revoked),
+                std::mem::take(&mut log.assigned),
+            )
+        };
+        let mut out = Reassignment {
+            revoked,
+            resumed: Vec::new(),
+        };
+        if revoked {
+            for p in &mut self.progress {
+                *p = PartitionProgress::fresh();
+            }
+        }
+        if assigned.is_empty() {
+            return Ok(out);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (topic, p) in &assigned {
+            tpl.add_partition(topic, *p);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, REQUEST_TIMEOUT)
+            .map_err(kafka_error("reading committed offsets"))?;
+        for elem in committed.elements() {
+            let Some(&i) = self
+                .index
+                .get(&(elem.topic().to_string(), elem.partition()))
+            else {
+                continue;
+            };
+            let progress = &mut self.progress[i];
+            *progress = PartitionProgress::fresh();
+            if let Some((watermark, replay_end)) = parse_metadata(elem.metadata()) {
+                progress.replay_end = replay_end;
+                out.resumed.push((i, watermark));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits up to `timeout` for one message and hands it to `f`.
+    ///
+    /// Messages at or past a bounded source's end offsets are not handed on.
+    pub fn poll<R>(
+        &mut self,
+        timeout: Duration,
+        f: impl FnOnce(KafkaRecord<'_>) -> R,
+    ) -> Result<Option<R>, KafkaError> {
+        let Some(result) = self.consumer.poll(timeout) else {
+            return Ok(None);
+        };
+        let message = result.map_err(kafka_error("consuming"))?;
+        let key = (message.topic().to_string(), message.partition());
+        let Some(&i) = self.index.get(&key) else {
+            // A partition added after start: not tracked by this run.
+            return Ok(None);
+        };
+        let offset = message.offset();
+        if let Some(ends) = &self.stop_at
+            && offset >= ends[i]
+        {
+            self.progress[i].next = Some(offset);
+            return Ok(None);
+        }
+        let progress = &mut self.progress[i];
+        progress.last_message = Some(Instant::now());
+        let record = KafkaRecord {
+            partition: i,
+            topic: message.topic(),
+            kafka_partition: message.partition(),
+            offset,
+            payload: message.payload().unwrap_or_default(),
+            replayed: offset < progress.replay_end,
+        };
+        Ok(Some(f(record)))
+    }
+
+    /// Notes that the message at `offset` of partition `i`, with event time
+    /// `time` (`i64::MIN` for one that held no state), was processed.
+    pub fn processed(&mut self, i: usize, offset: i64, time: i64) {
+        let Some(p) = self.progress.get_mut(i) else {
+            return;
+        };
+        p.next = Some(offset + 1);
+        match p.held.back_mut() {
+            Some(c) if c.len < CHUNK && c.last + 1 == offset => {
+                c.last = offset;
+                c.max_time = c.max_time.max(time);
+                c.len += 1;
+            }
+            _ => p.held.push_back(Chunk {
+                first: offset,
+                last: offset,
+                max_time: time,
+                len: 1,
+            }),
+        }
+    }
+
+    /// Partitions that have delivered nothing for the idle timeout, and those
+    /// that are active: `(index, idle)` for every assigned partition.
+    pub fn idleness(&self, now: Instant) -> impl Iterator<Item = (usize, bool)> + '_ {
+        self.progress.iter().enumerate().map(move |(i, p)| {
+            let quiet = p
+                .last_message
+                .is_none_or(|t| now.duration_since(t) >= self.idle_timeout);
+            (i, quiet || self.partition_done(i))
+        })
+    }
+
+    /// The offsets safe to commit, given that no open window starts before
+    /// `oldest_open` and the pipeline watermark is `watermark`; they are
+    /// remembered for a commit on revocation.
+    ///
+    /// Call only after every output has been flushed and acknowledged.
+    pub fn plan_commit(&mut self, oldest_open: Option<i64>, watermark: i64) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (i, p) in self.progress.iter_mut().enumerate() {
+            while let Some(front) = p.held.front() {
+                if oldest_open.is_none_or(|start| front.max_time < start) {
+                    p.held.pop_front();
+                } else {
+                    break;
+                }
+            }
+            let Some(next) = p.next else { continue };
+            let commit = p.held.front().map_or(next, |c| c.first);
+            let (topic, partition) = &self.partitions[i];
+            if tpl
+                .add_partition_offset(topic, *partition, Offset::Offset(commit))
+                .is_ok()
+                && let Some(mut elem) = tpl.find_partition(topic, *partition)
+            {
+                elem.set_metadata(format!("w={watermark};end={next}"));
+            }
+        }
+        if let Ok(mut safe) = self.safe.lock() {
+            *safe = Some(tpl.clone());
+        }
+        tpl
+    }
+
+    /// Commits `offsets` synchronously.
+    pub fn commit(&self, offsets: &TopicPartitionList) -> Result<(), KafkaError> {
+        if offsets.count() == 0 {
+            return Ok(());
+        }
+        self.consumer
+            .commit(offsets, CommitMode::Sync)
+            .map_err(kafka_error("committing offsets"))
+    }
+
+    /// Leaves the group cleanly (avoids a hang seen in librdkafka when a
+    /// consumer is dropped right after a manual commit).
+    pub fn close(self) {
+        self.consumer.unsubscribe();
+        let _ = self.consumer.poll(Duration::from_millis(100));
+    }
+}
+
+/// Reads `w=<watermark>;end=<offset>` written by [`KafkaSource::plan_commit`].
+fn parse_metadata(metadata: &str) -> Option<(i64, i64)> {
+    let mut watermark = None;
+    let mut end = None;
+    for part in metadata.split(';') {
+        match part.split_once('=') {
+            Some(("w", v)) => watermark = v.parse().ok(),
+            Some(("end", v)) => end = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((watermark?, end?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_metadata;
+
+    #[test]
+    fn commit_metadata_round_trips() {
+        assert_eq!(
+            parse_metadata("w=1700000000000;end=42"),
+            Some((1_700_000_000_000, 42))
+        );
+        assert_eq!(
+            parse_metadata("w=-9223372036854775808;end=0"),
+            Some((i64::MIN, 0))
+        );
+        assert_eq!(parse_metadata(""), None);
+        assert_eq!(parse_metadata("end=5"), None);
+    }
+}

@@ -1,0 +1,390 @@
+//! End-to-end tests of `sluice run` against a real Kafka-protocol broker:
+//! Tansu, started here as a separate process (scripts/setup.sh installs it),
+//! and librdkafka's in-process mock cluster for `brokers: embedded`.
+//!
+//! Broker features relied on: topic creation with several partitions,
+//! produce to an explicit partition, consumer groups with manual offset
+//! commits (with metadata) and committed-offset fetch, message headers.
+//! Tansu runs with SQLite storage: its in-memory storage returns nothing to a
+//! consumer that resumes from an offset inside a record batch.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// A Tansu broker on a free local port, stopped on drop.
+struct Broker {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tansu() -> PathBuf {
+    if let Ok(path) = which("tansu") {
+        return path;
+    }
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
+    let path = home.join("bin/tansu");
+    assert!(
+        path.is_file(),
+        "the tansu broker is not installed: run scripts/setup.sh (cargo install tansu)"
+    );
+    path
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
+
+impl Broker {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let storage = format!("sqlite://{}", dir.path().join("tansu.db").display());
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", &storage])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("broker.log")).expect("log file"))
+            .spawn()
+            .expect("starting tansu");
+        let broker = Broker {
+            child,
+            address: format!("127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&broker.address).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start listening");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        broker
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let status = Command::new(tansu())
+            .args([
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .args(["--broker", &format!("tcp://{}", self.address)])
+            .stdout(Stdio::null())
+            .status()
+            .expect("tansu topic create");
+        assert!(status.success(), "creating topic {name}");
+    }
+}
+
+/// Events for 6 services over ~2 minutes, 10% out of order within the 2 s
+/// bound, none late; service `svc-i` goes to partition `i % 3`, so partition
+/// 3 of the topic stays empty (an idle partition).
+fn events() -> Vec<(usize, String)> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut out = Vec::new();
+    let mut t: i64 = 1_700_000_000_000;
+    for _ in 0..3_000 {
+        t += (next() % 80) as i64;
+        let svc = (next() % 6) as usize;
+        let ts = if next() % 10 == 0 {
+            t - (next() % 1_500) as i64
+        } else {
+            t
+        };
+        let latency = 20.0 + (next() % 200_000) as f64 / 100.0;
+        out.push((
+            svc % 3,
+            format!(
+                r#"{{"ts":{ts},"service":"svc-{svc}","latency_ms":{latency},"error":{}}}"#,
+                next() % 17 == 0
+            ),
+        ));
+    }
+    // Two undecodable messages: dead letters with their reason.
+    out.push((
+        0,
+        r#"{"ts":1700000001000,"service":"svc-0","latency_ms":"slow"}"#.into(),
+    ));
+    out.push((1, "not json".into()));
+    out
+}
+
+fn produce(brokers: &str, topic: &str, events: &[(usize, String)]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for (partition, line) in events {
+        producer
+            .send(
+                BaseRecord::<str, str>::to(topic)
+                    .partition(*partition as i32)
+                    .payload(line.as_str()),
+            )
+            .map_err(|(e, _)| e)
+            .expect("queue a message");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Every message of `topic` (all partitions), with its `reason` header.
+fn consume_all(brokers: &str, topic: &str) -> Vec<(String, Option<String>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        ends.insert(p, high);
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut got = Vec::new();
+    let mut next: BTreeMap<i32, i64> = ends.keys().map(|&p| (p, 0)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next.iter().any(|(p, n)| *n < ends[p]) {
+        assert!(Instant::now() < deadline, "timed out reading {topic}");
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("a message");
+        next.insert(message.partition(), message.offset() + 1);
+        let reason = message.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == "reason")
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        });
+        let value = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+        got.push((value, reason));
+    }
+    got
+}
+
+const PIPELINE: &str = "\
+event: { key: [service], time: { field: ts, format: epoch_millis } }
+watermark: { max_out_of_orderness: 2s }
+window: { tumbling: { size: 10s } }
+aggregations:
+  - { name: latency, plugin: builtin/stats, field: latency_ms }
+  - { name: errors, plugin: builtin/mean, field: error }
+";
+
+fn sluice(config: &Path) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLUICE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .output()
+        .expect("running sluice")
+}
+
+fn sorted_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+/// The same events through Kafka (3 busy partitions and an idle one) and
+/// through a file give the same window results; dead letters reach their
+/// topic with the reason in a header; the group's offsets end up committed
+/// at the end of every partition.
+#[test]
+fn kafka_run_matches_the_file_run() {
+    let broker = Broker::start();
+    broker.create_topic("events", 4);
+    for topic in ["results", "late", "dead"] {
+        broker.create_topic(topic, 1);
+    }
+    let events = events();
+    produce(&broker.address, "events", &events);
+
+    let dir = tempfile::tempdir().unwrap();
+    let input: String = events.iter().map(|(_, l)| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("events.jsonl"), input).unwrap();
+    let file_config = dir.path().join("file.yaml");
+    std::fs::write(
+        &file_config,
+        format!(
+            "source: {{ file: events.jsonl }}\n{PIPELINE}sink: {{ file: results.jsonl }}\n\
+             late_output: {{ file: late.jsonl }}\ndead_letter: {{ file: dead.jsonl }}\n"
+        ),
+    )
+    .unwrap();
+    let out = sluice(&file_config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file_results = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
+    assert!(file_results.lines().count() > 50);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("late.jsonl")).unwrap(),
+        ""
+    );
+
+    let kafka_config = dir.path().join("kafka.yaml");
+    std::fs::write(
+        &kafka_config,
+        format!(
+            "source: {{ kafka: {{ brokers: \"{b}\", topics: [events], group: e2e, stop_at_end: true }} }}\n\
+             {PIPELINE}sink: {{ kafka: {{ topic: results }} }}\n\
+             late_output: {{ kafka: {{ topic: late }} }}\ndead_letter: {{ kafka: {{ topic: dead }} }}\n",
+            b = broker.address
+        ),
+    )
+    .unwrap();
+    let out = sluice(&kafka_config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3002 events read") && stderr.contains("2 dead-lettered"),
+        "{stderr}"
+    );
+
+    let results: Vec<String> = consume_all(&broker.address, "results")
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
+    assert_eq!(
+        sorted_lines(&results.join("\n")),
+        sorted_lines(&file_results)
+    );
+
+    let dead = consume_all(&broker.address, "dead");
+    assert_eq!(dead.len(), 2);
+    for (record, reason) in &dead {
+        let reason = reason.as_deref().expect("a reason header");
+        assert!(record.contains(r#""topic":"events""#), "{record}");
+        assert!(
+            record.contains(reason.split(':').next().unwrap()),
+            "{record} / {reason}"
+        );
+    }
+    assert!(consume_all(&broker.address, "late").is_empty());
+
+    // Offsets: committed at the end of each partition, nothing held back.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .set("group.id", "e2e")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition("events", p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    for elem in committed.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks("events", elem.partition(), Duration::from_secs(10))
+            .unwrap();
+        if high > 0 {
+            assert_eq!(
+                elem.offset(),
+                Offset::Offset(high),
+                "partition {}",
+                elem.partition()
+            );
+        }
+    }
+}
+
+/// `brokers: embedded` with a feed: the run starts the in-process broker,
+/// produces the file into it while consuming, and ends when all is consumed,
+/// with the same results as the file run.
+#[test]
+fn embedded_broker_with_a_feed_matches_the_file_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // Keyed by service, each key keeps its order within one partition.
+    let input: String = events().iter().map(|(_, l)| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("events.jsonl"), input).unwrap();
+    let file_config = dir.path().join("file.yaml");
+    std::fs::write(
+        &file_config,
+        format!(
+            "source: {{ file: events.jsonl }}\n{PIPELINE}sink: {{ file: file-results.jsonl }}\n\
+             late_output: {{ file: late.jsonl }}\ndead_letter: {{ file: dead.jsonl }}\n"
+        ),
+    )
+    .unwrap();
+    assert!(sluice(&file_config).status.success());
+    let embedded_config = dir.path().join("embedded.yaml");
+    std::fs::write(
+        &embedded_config,
+        format!(
+            "source: {{ kafka: {{ brokers: embedded, topics: [events], feed: events.jsonl }} }}\n\
+             {PIPELINE}sink: {{ file: results.jsonl }}\n\
+             late_output: {{ file: late.jsonl }}\ndead_letter: {{ file: dead.jsonl }}\n"
+        ),
+    )
+    .unwrap();
+    let out = sluice(&embedded_config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("3002 events read"), "{stderr}");
+    let want = std::fs::read_to_string(dir.path().join("file-results.jsonl")).unwrap();
+    let got = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
+    assert_eq!(sorted_lines(&got), sorted_lines(&want));
+}
