@@ -252,3 +252,260 @@ fn the_builtins_import_only_what_is_granted() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// End to end: the `sluice` binary with a zoo plugin beside builtin/count.
+
+/// One event: `(time in ms, service, value)`.
+type Ev = (i64, &'static str, f64);
+
+/// Runs a tumbling 10 s pipeline of `requests` (builtin/count) and `zoo` (the
+/// zoo plugin `name` on field `v`) over `events`. Returns the exit code, the
+/// result records and stderr.
+fn run_pipeline(
+    name: &str,
+    zoo_config: &str,
+    plugins: &str,
+    events: &[Ev],
+    batch_size: usize,
+) -> (i32, Vec<serde_json::Value>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lines = String::new();
+    for (t, service, v) in events {
+        lines.push_str(&format!(r#"{{"ts":{t},"service":"{service}","v":{v}}}"#));
+        lines.push('\n');
+    }
+    std::fs::write(dir.path().join("events.jsonl"), lines).expect("write events");
+    let config = format!(
+        "source: {{ file: events.jsonl }}
+event:
+  key: [service]
+  time: {{ field: ts, format: epoch_millis }}
+watermark: {{ max_out_of_orderness: 0s }}
+window: {{ tumbling: {{ size: 10s }} }}
+aggregations:
+  - {{ name: requests, plugin: builtin/count }}
+  - {{ name: zoo, plugin: '{}', field: v, config: {zoo_config} }}
+sink: {{ file: results.jsonl }}
+late_output: {{ file: late.jsonl }}
+dead_letter: {{ file: dead.jsonl }}
+plugins: {plugins}
+",
+        zoo_path(name).display()
+    );
+    let config_path = dir.path().join("pipeline.yaml");
+    std::fs::write(&config_path, config).expect("write config");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SLUICE_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .args(["--batch-size", &batch_size.to_string()])
+        .output()
+        .expect("run sluice");
+    let results = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap_or_default();
+    let records = results
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l}: {e}")))
+        .collect();
+    (
+        out.status.code().unwrap_or(-1),
+        records,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const SMALL_LIMITS: &str = "{ call_timeout: 200ms, memory_limit: 16MiB }";
+
+/// Three services over three windows; only `a` in [10 s, 20 s) sees a
+/// negative value. `c` gets 1500 values in that window, so its accumulator
+/// has been snapshotted (after 1024 values) and must be restored from the
+/// snapshot plus the values since when the instance is lost.
+fn events() -> Vec<Ev> {
+    let mut ev = vec![
+        (1_000, "a", 1.0),
+        (2_000, "b", 4.0),
+        (3_000, "a", 2.0),
+        (4_000, "b", 5.0),
+        (5_000, "a", 3.0),
+        (11_000, "a", 2.0),
+        (12_000, "b", 6.0),
+    ];
+    for i in 0..1500 {
+        ev.push((12_000 + i, "c", 1.0));
+    }
+    ev.extend([
+        (14_000, "a", -1.0),
+        (15_000, "a", 2.5),
+        (16_000, "b", 7.0),
+        (21_000, "a", 7.0),
+        (22_000, "b", 8.0),
+        (23_000, "b", 9.0),
+    ]);
+    ev
+}
+
+/// `(service, window start, requests.count, zoo.count, errors.zoo)` of a record.
+type Row = (String, i64, i64, Option<i64>, Option<String>);
+
+fn summarize(records: &[serde_json::Value]) -> Vec<Row> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                r["key"]["service"].as_str().expect("service").to_string(),
+                r["window"]["start"].as_i64().expect("start"),
+                r["results"]["requests.count"].as_i64().expect("count"),
+                r["results"]["zoo.count"].as_i64(),
+                r.get("errors")
+                    .map(|e| e["zoo"].as_str().expect("zoo error").to_string()),
+            )
+        })
+        .collect()
+}
+
+/// The failing window reports `cause` for `zoo` only; every other window,
+/// including those whose accumulators were lost with the instance, is exact.
+fn assert_contained(name: &str, config: &str, cause: &str) {
+    let mut outputs = Vec::new();
+    for batch_size in [1, 1024] {
+        let started = Instant::now();
+        let (code, records, stderr) =
+            run_pipeline(name, config, SMALL_LIMITS, &events(), batch_size);
+        assert_eq!(code, 0, "{name}: the run must succeed; stderr: {stderr}");
+        assert!(
+            started.elapsed() < BOUND * 3,
+            "{name}: took {:?}",
+            started.elapsed()
+        );
+        let label = format!(
+            "plugin {} (zoo-{name} 0.1.0) {cause}",
+            zoo_path(name).display()
+        );
+        let got = summarize(&records);
+        let want: Vec<Row> = vec![
+            ("a".into(), 0, 3, Some(3), None),
+            ("b".into(), 0, 2, Some(2), None),
+            ("a".into(), 10_000, 3, None, Some(label.clone())),
+            ("b".into(), 10_000, 2, Some(2), None),
+            ("c".into(), 10_000, 1500, Some(1500), None),
+            ("a".into(), 20_000, 1, Some(1), None),
+            ("b".into(), 20_000, 2, Some(2), None),
+        ];
+        assert_eq!(got, want, "{name} with batch size {batch_size}");
+        assert!(
+            stderr.contains(&label),
+            "{name}: the failure is logged: {stderr}"
+        );
+        assert!(
+            stderr.contains("1513 events read, 7 windows emitted, 0 late, 0 dead-lettered"),
+            "{name}: no event lost: {stderr}"
+        );
+        let failing = records
+            .iter()
+            .find(|r| r.get("errors").is_some())
+            .expect("a record with errors");
+        assert_eq!(failing["results"]["zoo.count"], serde_json::Value::Null);
+        outputs.push(records);
+    }
+    assert_eq!(
+        outputs[0], outputs[1],
+        "{name}: batch size changed the output"
+    );
+}
+
+#[test]
+fn end_to_end_a_panic_fails_one_window_of_one_aggregation() {
+    assert_contained(
+        "panic",
+        "{}",
+        "panicked: zoo plugin refuses negative values",
+    );
+}
+
+#[test]
+fn end_to_end_an_infinite_loop_fails_one_window_of_one_aggregation() {
+    assert_contained("infinite-loop", "{}", "timed out after 200ms");
+}
+
+#[test]
+fn end_to_end_a_memory_bomb_fails_one_window_of_one_aggregation() {
+    assert_contained("memory-bomb", "{}", "exceeded the memory limit of 16 MiB");
+}
+
+#[test]
+fn end_to_end_a_stack_overflow_fails_one_window_of_one_aggregation() {
+    assert_contained("stack-overflow", "{}", "stack overflow");
+}
+
+#[test]
+fn end_to_end_a_trap_fails_one_window_of_one_aggregation() {
+    assert_contained("unreachable", "{}", "trapped: unreachable");
+}
+
+#[test]
+fn end_to_end_a_huge_finish_fails_one_window_of_one_aggregation() {
+    // Refused without losing the instance.
+    assert_contained(
+        "huge-output",
+        r#"{"entries": 100000}"#,
+        "returned 100000 values from finish but declares 1 outputs",
+    );
+    // Too big to build: the instance is lost and the others rebuilt.
+    assert_contained("huge-output", "{}", "exceeded the memory limit of 16 MiB");
+}
+
+#[test]
+fn end_to_end_consecutive_failures_quarantine_the_aggregation_only() {
+    let events: Vec<Ev> = vec![
+        (1_000, "a", 1.0),
+        (2_000, "a", -1.0),
+        (3_000, "b", -2.0),
+        (4_000, "c", 1.0),
+        (11_000, "a", 1.0),
+        (12_000, "b", 2.0),
+    ];
+    let limits = "{ call_timeout: 200ms, memory_limit: 16MiB, quarantine_after: 2 }";
+    for batch_size in [1, 1024] {
+        let (code, records, stderr) = run_pipeline("panic", "{}", limits, &events, batch_size);
+        assert_eq!(code, 0, "stderr: {stderr}");
+        let label = format!("plugin {} (zoo-panic 0.1.0)", zoo_path("panic").display());
+        let panicked = format!("{label} panicked: zoo plugin refuses negative values");
+        let quarantined = format!(
+            "{panicked} (failure 2 in a row: {label} is quarantined for the rest of the run)"
+        );
+        let got = summarize(&records);
+        let want: Vec<Row> = vec![
+            ("a".into(), 0, 2, None, Some(panicked.clone())),
+            ("b".into(), 0, 1, None, Some(panicked.clone())),
+            ("c".into(), 0, 1, None, Some(quarantined.clone())),
+            ("a".into(), 10_000, 1, None, Some(quarantined.clone())),
+            ("b".into(), 10_000, 1, None, Some(quarantined.clone())),
+        ];
+        assert_eq!(got, want, "batch size {batch_size}");
+        assert!(
+            stderr.contains(&format!("quarantined {label} after 2 consecutive failures")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("6 events read, 5 windows emitted"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn end_to_end_a_refused_plugin_stops_the_run_before_any_event() {
+    let (code, records, stderr) = run_pipeline("filesystem", "{}", SMALL_LIMITS, &events(), 1024);
+    assert_eq!(code, 2, "a bad plugin is a configuration error: {stderr}");
+    assert!(records.is_empty());
+    assert!(
+        stderr.contains("imports wasi:filesystem/types@0.2.")
+            && stderr.contains("which sluice does not grant"),
+        "{stderr}"
+    );
+}

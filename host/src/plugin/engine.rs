@@ -435,6 +435,11 @@ impl AggregationInstance {
         &self.outputs
     }
 
+    /// The limits the instance runs under (and that decide when it is quarantined).
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
     /// Whether a call failed in a way that leaves the instance unusable (a
     /// trap, a timeout, exhausted memory): every accumulator in it is lost
     /// and it must be [reopened](Self::reopen) before it is called again.
