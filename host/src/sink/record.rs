@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 
 use crate::decode::write_json_string;
 use crate::plugin::bindings::{OutputKind, OutputSpec};
+use crate::source::Origin;
 use crate::window::{Window, WindowResult};
 
 /// The result keys of every aggregation (`"latency.p99"`), JSON-quoted once.
@@ -109,11 +110,21 @@ pub fn write_result(out: &mut String, key: &str, result: &WindowResult, names: &
     out.push('}');
 }
 
-/// Renders a late event: where it would have gone and why it did not.
+/// Why an event is late, in words: the late record's `reason` and the
+/// `reason` header of a late record on Kafka.
+pub fn late_reason(window: Window, watermark: i64, lateness_ms: i64) -> String {
+    format!(
+        "late: watermark {watermark} has passed window end {} plus allowed lateness {lateness_ms}ms",
+        window.end
+    )
+}
+
+/// Renders a late event: where it came from, where it would have gone and why
+/// it did not.
 #[allow(clippy::too_many_arguments)]
 pub fn write_late(
     out: &mut String,
-    line: u64,
+    origin: &Origin<'_>,
     key: &str,
     event_time: i64,
     window: Window,
@@ -122,12 +133,8 @@ pub fn write_late(
     raw: &[u8],
 ) {
     out.clear();
-    let reason = format!(
-        "late: watermark {watermark} has passed window end {} plus allowed lateness {lateness_ms}ms",
-        window.end
-    );
-    let _ = write!(out, r#"{{"line":{line},"reason":"#);
-    write_json_string(out, &reason);
+    let _ = write!(out, r#"{{{origin},"reason":"#);
+    write_json_string(out, &late_reason(window, watermark, lateness_ms));
     let _ = write!(out, r#","key":{key},"event_time":{event_time},"window":"#);
     write_window(out, window);
     let _ = write!(out, r#","watermark":{watermark},"event":"#);
@@ -136,10 +143,10 @@ pub fn write_late(
     out.push('}');
 }
 
-/// Renders an event that could not be decoded.
-pub fn write_dead_letter(out: &mut String, line: u64, reason: &str, raw: &[u8]) {
+/// Renders an event that could not be decoded, with where it came from.
+pub fn write_dead_letter(out: &mut String, origin: &Origin<'_>, reason: &str, raw: &[u8]) {
     out.clear();
-    let _ = write!(out, r#"{{"line":{line},"reason":"#);
+    let _ = write!(out, r#"{{{origin},"reason":"#);
     write_json_string(out, reason);
     out.push_str(r#","raw":"#);
     write_json_string(out, &String::from_utf8_lossy(raw));

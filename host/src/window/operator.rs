@@ -145,6 +145,22 @@ impl WindowOperator {
     }
 }
 
+impl WindowOperator {
+    /// The earliest start of any open window, pane or session; events older
+    /// than it no longer affect any state, so their source positions may be
+    /// committed.
+    pub fn oldest_open_start(&self) -> Option<i64> {
+        self.store.oldest_start()
+    }
+
+    /// Drops all window state without emitting it: a consumer that lost its
+    /// partitions leaves their windows to the new owner, who rebuilds them by
+    /// replaying from the committed offsets.
+    pub fn clear(&mut self) -> Result<(), PluginError> {
+        self.store.clear()
+    }
+}
+
 /// A due timer for a window kept as one slot (tumbling windows, sessions).
 fn slot_timer(store: &mut WindowStore, timer: Timer, out: &mut Vec<WindowResult>) {
     let Some(id) = store.find(timer.key, timer.start) else {

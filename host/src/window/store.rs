@@ -660,6 +660,23 @@ impl WindowStore {
         }
     }
 
+    /// The earliest start of any open slot: every event older than it has
+    /// left the window state (emitted and cleaned up, or reported late).
+    pub fn oldest_start(&self) -> Option<i64> {
+        self.slots.iter().map(|(_, s)| s.bounds.start).min()
+    }
+
+    /// Drops every slot and timer without firing anything.
+    pub fn clear(&mut self) -> Result<(), PluginError> {
+        let ids: Vec<usize> = self.slots.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            self.close(id);
+        }
+        self.timers.clear();
+        self.dirty.clear();
+        Ok(())
+    }
+
     pub fn add_timer(&mut self, timer: Timer) {
         self.timers.insert(timer);
     }
