@@ -259,10 +259,14 @@ fn the_builtins_import_only_what_is_granted() {
 /// One event: `(time in ms, service, value)`.
 type Ev = (i64, &'static str, f64);
 
-/// Runs a tumbling 10 s pipeline of `requests` (builtin/count) and `zoo` (the
-/// zoo plugin `name` on field `v`) over `events`. Returns the exit code, the
-/// result records and stderr.
+/// Tumbling windows of 10 s.
+const TUMBLING: &str = "{ tumbling: { size: 10s } }";
+
+/// Runs a pipeline of `requests` (builtin/count) and `zoo` (the zoo plugin
+/// `name` on field `v`) over `events`. Returns the exit code, the result
+/// records and stderr.
 fn run_pipeline(
+    window: &str,
     name: &str,
     zoo_config: &str,
     plugins: &str,
@@ -282,7 +286,7 @@ event:
   key: [service]
   time: {{ field: ts, format: epoch_millis }}
 watermark: {{ max_out_of_orderness: 0s }}
-window: {{ tumbling: {{ size: 10s }} }}
+window: {window}
 aggregations:
   - {{ name: requests, plugin: builtin/count }}
   - {{ name: zoo, plugin: '{}', field: v, config: {zoo_config} }}
@@ -375,7 +379,7 @@ fn assert_contained(name: &str, config: &str, cause: &str) {
     for batch_size in [1, 1024] {
         let started = Instant::now();
         let (code, records, stderr) =
-            run_pipeline(name, config, SMALL_LIMITS, &events(), batch_size);
+            run_pipeline(TUMBLING, name, config, SMALL_LIMITS, &events(), batch_size);
         assert_eq!(code, 0, "{name}: the run must succeed; stderr: {stderr}");
         assert!(
             started.elapsed() < BOUND * 3,
@@ -471,7 +475,8 @@ fn end_to_end_consecutive_failures_quarantine_the_aggregation_only() {
     ];
     let limits = "{ call_timeout: 200ms, memory_limit: 16MiB, quarantine_after: 2 }";
     for batch_size in [1, 1024] {
-        let (code, records, stderr) = run_pipeline("panic", "{}", limits, &events, batch_size);
+        let (code, records, stderr) =
+            run_pipeline(TUMBLING, "panic", "{}", limits, &events, batch_size);
         assert_eq!(code, 0, "stderr: {stderr}");
         let label = format!("plugin {} (zoo-panic 0.1.0)", zoo_path("panic").display());
         let panicked = format!("{label} panicked: zoo plugin refuses negative values");
@@ -500,7 +505,8 @@ fn end_to_end_consecutive_failures_quarantine_the_aggregation_only() {
 
 #[test]
 fn end_to_end_a_refused_plugin_stops_the_run_before_any_event() {
-    let (code, records, stderr) = run_pipeline("filesystem", "{}", SMALL_LIMITS, &events(), 1024);
+    let (code, records, stderr) =
+        run_pipeline(TUMBLING, "filesystem", "{}", SMALL_LIMITS, &events(), 1024);
     assert_eq!(code, 2, "a bad plugin is a configuration error: {stderr}");
     assert!(records.is_empty());
     assert!(
@@ -508,4 +514,73 @@ fn end_to_end_a_refused_plugin_stops_the_run_before_any_event() {
             && stderr.contains("which sluice does not grant"),
         "{stderr}"
     );
+}
+
+#[test]
+fn end_to_end_a_failed_pane_fails_the_sliding_windows_that_cover_it() {
+    let events: Vec<Ev> = vec![
+        (1_000, "a", 1.0),
+        (6_000, "a", 2.0),
+        (7_000, "b", 2.0),
+        (11_000, "a", -1.0),
+        (12_000, "b", 3.0),
+        (16_000, "a", 3.0),
+    ];
+    let sliding = "{ sliding: { size: 10s, slide: 5s } }";
+    let label = format!("plugin {} (zoo-panic 0.1.0)", zoo_path("panic").display());
+    let panicked = Some(format!(
+        "{label} panicked: zoo plugin refuses negative values"
+    ));
+    for batch_size in [1, 1024] {
+        let (code, records, stderr) =
+            run_pipeline(sliding, "panic", "{}", SMALL_LIMITS, &events, batch_size);
+        assert_eq!(code, 0, "stderr: {stderr}");
+        let mut got = summarize(&records);
+        got.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+        let want: Vec<Row> = vec![
+            ("a".into(), -5_000, 1, Some(1), None),
+            ("a".into(), 0, 2, Some(2), None),
+            ("a".into(), 5_000, 2, None, panicked.clone()),
+            ("a".into(), 10_000, 2, None, panicked.clone()),
+            ("a".into(), 15_000, 1, Some(1), None),
+            ("b".into(), 0, 1, Some(1), None),
+            ("b".into(), 5_000, 2, Some(2), None),
+            ("b".into(), 10_000, 1, Some(1), None),
+        ];
+        assert_eq!(got, want, "batch size {batch_size}");
+    }
+}
+
+#[test]
+fn end_to_end_a_failed_session_half_fails_the_merged_session() {
+    // Sessions with a 3 s gap and 10 s of allowed lateness. a's [1 s, 4 s)
+    // fires when the event at 6 s (which fails) opens [6 s, 9 s); the late
+    // event at 3.5 s then bridges the two. Half the merged session has no
+    // result for `zoo`, so neither has the whole; `requests` counts all 3.
+    let events: Vec<Ev> = vec![
+        (1_000, "a", 1.0),
+        (1_500, "b", 1.0),
+        (2_500, "b", 1.0),
+        (6_000, "a", -1.0),
+        (3_500, "a", 2.0),
+        (30_000, "c", 1.0),
+    ];
+    let session = "{ session: { gap: 3s } }\nallowed_lateness: 10s";
+    let label = format!("plugin {} (zoo-panic 0.1.0)", zoo_path("panic").display());
+    let panicked = Some(format!(
+        "{label} panicked: zoo plugin refuses negative values"
+    ));
+    for batch_size in [1, 1024] {
+        let (code, records, stderr) =
+            run_pipeline(session, "panic", "{}", SMALL_LIMITS, &events, batch_size);
+        assert_eq!(code, 0, "stderr: {stderr}");
+        let got = summarize(&records);
+        let want: Vec<Row> = vec![
+            ("a".into(), 1_000, 1, Some(1), None),
+            ("b".into(), 1_500, 2, Some(2), None),
+            ("a".into(), 1_000, 3, None, panicked.clone()),
+            ("c".into(), 30_000, 1, Some(1), None),
+        ];
+        assert_eq!(got, want, "batch size {batch_size}: {stderr}");
+    }
 }
