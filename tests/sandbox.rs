@@ -105,6 +105,30 @@ fn an_infinite_loop_times_out() {
 }
 
 #[test]
+fn fuel_stops_an_infinite_loop_whatever_the_clock() {
+    let engine = PluginEngine::new(PluginLimits {
+        call_timeout: Duration::from_secs(60),
+        fuel: Some(5_000_000),
+        ..limits()
+    })
+    .expect("engine");
+    let mut agg = open(&engine, "infinite-loop", "{}");
+    let acc = agg.create().expect("create");
+    agg.add(acc, &[1.0], &[0])
+        .expect("a good batch fits the budget");
+    let started = Instant::now();
+    let err = agg.add(acc, &[-1.0], &[0]).expect_err("loops").to_string();
+    assert!(
+        started.elapsed() < BOUND,
+        "fuel, not the 60 s timeout, stopped it"
+    );
+    assert!(
+        err.ends_with("ran out of fuel (budget 5000000 per call)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_memory_bomb_hits_the_memory_limit() {
     let (message, _) = misbehave_in_add("memory-bomb");
     assert!(
