@@ -68,8 +68,10 @@ impl Broker {
             .port();
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("tcp://127.0.0.1:{port}");
-        let storage = format!("sqlite://{}", dir.path().join("tansu.db").display());
+        // Tansu resolves a SQLite URL's path against its working directory.
+        let storage = "sqlite://tansu.db";
         let child = Command::new(tansu())
+            .current_dir(dir.path())
             .args([
                 "broker",
                 "--listener-url",
@@ -77,7 +79,7 @@ impl Broker {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", &storage])
+            .args(["--storage-engine", storage])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("broker.log")).expect("log file"))
             .spawn()
@@ -315,11 +317,9 @@ fn kafka_run_matches_the_file_run() {
     assert_eq!(dead.len(), 2);
     for (record, reason) in &dead {
         let reason = reason.as_deref().expect("a reason header");
-        assert!(record.contains(r#""topic":"events""#), "{record}");
-        assert!(
-            record.contains(reason.split(':').next().unwrap()),
-            "{record} / {reason}"
-        );
+        let record: serde_json::Value = serde_json::from_str(record).expect("a JSON record");
+        assert_eq!(record["topic"], "events");
+        assert_eq!(record["reason"], reason);
     }
     assert!(consume_all(&broker.address, "late").is_empty());
 
