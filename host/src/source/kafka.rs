@@ -26,7 +26,7 @@ use crate::error::KafkaError;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Events per bookkeeping chunk: offsets are tracked in runs, not one by one.
-const CHUNK: u32 = 256;
+const CHUNK: u32 = 32;
 
 /// A run of consecutive offsets of one partition and the latest event time in it.
 #[derive(Debug, Clone, Copy)]
