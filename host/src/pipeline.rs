@@ -41,6 +41,10 @@ pub struct RunSummary {
     /// Kafka messages read again after a rebalance or restart whose effect
     /// had already been written, and so were not counted again.
     pub replayed_skipped: u64,
+    /// Plugin calls that failed (each gave a window an `errors` entry).
+    pub plugin_failures: u64,
+    /// Plugins quarantined during the run.
+    pub quarantined: u64,
 }
 
 impl std::fmt::Display for RunSummary {
@@ -52,6 +56,13 @@ impl std::fmt::Display for RunSummary {
         )?;
         if self.replayed_skipped > 0 {
             write!(f, ", {} replayed and skipped", self.replayed_skipped)?;
+        }
+        if self.plugin_failures > 0 {
+            write!(
+                f,
+                ", {} failed plugin calls ({} plugins quarantined)",
+                self.plugin_failures, self.quarantined
+            )?;
         }
         Ok(())
     }
@@ -285,6 +296,16 @@ impl Flow {
         self.flush()
     }
 
+    /// The summary so far, with the plugins' failure counts.
+    fn summary(&self) -> RunSummary {
+        let health = self.operator.plugin_health();
+        RunSummary {
+            plugin_failures: health.iter().map(|h| h.failures).sum(),
+            quarantined: health.iter().filter(|h| h.quarantined.is_some()).count() as u64,
+            ..self.summary
+        }
+    }
+
     /// Makes every record written so far durable.
     fn flush(&mut self) -> Result<(), Error> {
         self.results.flush()?;
@@ -320,7 +341,7 @@ fn run_file_source(
         }
     }
     flow.finish()?;
-    Ok(flow.summary)
+    Ok(flow.summary())
 }
 
 /// Loads the config at `path` and runs it.

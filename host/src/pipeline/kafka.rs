@@ -130,7 +130,7 @@ pub(super) fn run(
         }
     }
     source.close();
-    Ok(flow.summary)
+    Ok(flow.summary())
 }
 
 /// Commits what the flushed outputs cover.
