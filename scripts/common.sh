@@ -7,38 +7,33 @@ SLUICE="$TARGET_DIR/release/sluice"
 GEN="$TARGET_DIR/release/sluice-gen"
 OUT="$ROOT/out"
 
-# Builds the example plugins in examples/plugins/ and copies them to out/plugins/.
-build_example_plugins() {
-    local pkgs=() dir name
-    for dir in "$ROOT"/examples/plugins/*/; do
+# Builds every plugin crate under $1 (package "$2<dir name>") for wasm32-wasip2
+# and copies the components to $3/<dir name, with "-" turned into "_" when $4
+# is "underscore">.wasm.
+build_plugin_crates() {
+    local src="$1" prefix="$2" dest="$3" style="$4" pkgs=() dir name file
+    for dir in "$src"/*/; do
         [ -f "$dir/Cargo.toml" ] || continue
-        name="$(basename "$dir")"
-        pkgs+=(-p "sluice-example-$name")
+        pkgs+=(-p "$prefix$(basename "$dir")")
     done
     cargo build --quiet --target wasm32-wasip2 --profile plugin "${pkgs[@]}"
-    mkdir -p "$OUT/plugins"
-    for dir in "$ROOT"/examples/plugins/*/; do
+    mkdir -p "$dest"
+    for dir in "$src"/*/; do
+        [ -f "$dir/Cargo.toml" ] || continue
         name="$(basename "$dir")"
-        cp "$TARGET_DIR/wasm32-wasip2/plugin/sluice_example_${name//-/_}.wasm" \
-            "$OUT/plugins/${name//-/_}.wasm"
+        file="$name"
+        [ "$style" = underscore ] && file="${name//-/_}"
+        cp "$TARGET_DIR/wasm32-wasip2/plugin/${prefix//-/_}${name//-/_}.wasm" "$dest/$file.wasm"
     done
 }
 
-# Builds the hostile test plugins in tests/plugins/ (the sandbox tests load
-# them) and copies them to out/zoo/.
+# The example plugins in examples/plugins/, to out/plugins/ (slo_breach.wasm).
+build_example_plugins() {
+    build_plugin_crates "$ROOT/examples/plugins" sluice-example- "$OUT/plugins" underscore
+}
+
+# The hostile test plugins in tests/plugins/ (the sandbox tests load them),
+# to out/zoo/ (infinite-loop.wasm).
 build_zoo_plugins() {
-    local pkgs=() dir name
-    for dir in "$ROOT"/tests/plugins/*/; do
-        [ -f "$dir/Cargo.toml" ] || continue
-        name="$(basename "$dir")"
-        pkgs+=(-p "sluice-zoo-$name")
-    done
-    cargo build --quiet --target wasm32-wasip2 --profile plugin "${pkgs[@]}"
-    mkdir -p "$OUT/zoo"
-    for dir in "$ROOT"/tests/plugins/*/; do
-        [ -f "$dir/Cargo.toml" ] || continue
-        name="$(basename "$dir")"
-        cp "$TARGET_DIR/wasm32-wasip2/plugin/sluice_zoo_${name//-/_}.wasm" \
-            "$OUT/zoo/$name.wasm"
-    done
+    build_plugin_crates "$ROOT/tests/plugins" sluice-zoo- "$OUT/zoo" keep
 }

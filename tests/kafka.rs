@@ -240,6 +240,33 @@ fn sluice(config: &Path) -> std::process::Output {
         .expect("running sluice")
 }
 
+/// Writes `events` to `dir/events.jsonl` and runs [`PIPELINE`] over it as a
+/// file: the reference a Kafka run is compared with. Returns the results.
+fn file_run(dir: &Path, events: &[(usize, String)]) -> String {
+    let input: String = events.iter().map(|(_, l)| format!("{l}\n")).collect();
+    std::fs::write(dir.join("events.jsonl"), input).unwrap();
+    let config = dir.join("file.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ file: events.jsonl }}\n{PIPELINE}sink: {{ file: file-results.jsonl }}\n\
+             late_output: {{ file: file-late.jsonl }}\ndead_letter: {{ file: file-dead.jsonl }}\n"
+        ),
+    )
+    .unwrap();
+    let out = sluice(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("file-late.jsonl")).unwrap(),
+        ""
+    );
+    std::fs::read_to_string(dir.join("file-results.jsonl")).unwrap()
+}
+
 fn sorted_lines(text: &str) -> Vec<String> {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     lines.sort();
@@ -261,29 +288,8 @@ fn kafka_run_matches_the_file_run() {
     produce(&broker.address, "events", &events);
 
     let dir = tempfile::tempdir().unwrap();
-    let input: String = events.iter().map(|(_, l)| format!("{l}\n")).collect();
-    std::fs::write(dir.path().join("events.jsonl"), input).unwrap();
-    let file_config = dir.path().join("file.yaml");
-    std::fs::write(
-        &file_config,
-        format!(
-            "source: {{ file: events.jsonl }}\n{PIPELINE}sink: {{ file: results.jsonl }}\n\
-             late_output: {{ file: late.jsonl }}\ndead_letter: {{ file: dead.jsonl }}\n"
-        ),
-    )
-    .unwrap();
-    let out = sluice(&file_config);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let file_results = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
+    let file_results = file_run(dir.path(), &events);
     assert!(file_results.lines().count() > 50);
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("late.jsonl")).unwrap(),
-        ""
-    );
 
     let kafka_config = dir.path().join("kafka.yaml");
     std::fs::write(
@@ -358,18 +364,7 @@ fn kafka_run_matches_the_file_run() {
 fn embedded_broker_with_a_feed_matches_the_file_run() {
     let dir = tempfile::tempdir().unwrap();
     // Keyed by service, each key keeps its order within one partition.
-    let input: String = events().iter().map(|(_, l)| format!("{l}\n")).collect();
-    std::fs::write(dir.path().join("events.jsonl"), input).unwrap();
-    let file_config = dir.path().join("file.yaml");
-    std::fs::write(
-        &file_config,
-        format!(
-            "source: {{ file: events.jsonl }}\n{PIPELINE}sink: {{ file: file-results.jsonl }}\n\
-             late_output: {{ file: late.jsonl }}\ndead_letter: {{ file: dead.jsonl }}\n"
-        ),
-    )
-    .unwrap();
-    assert!(sluice(&file_config).status.success());
+    let want = file_run(dir.path(), &events());
     let embedded_config = dir.path().join("embedded.yaml");
     std::fs::write(
         &embedded_config,
@@ -384,7 +379,6 @@ fn embedded_broker_with_a_feed_matches_the_file_run() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("3002 events read"), "{stderr}");
-    let want = std::fs::read_to_string(dir.path().join("file-results.jsonl")).unwrap();
     let got = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
     assert_eq!(sorted_lines(&got), sorted_lines(&want));
 }
@@ -441,19 +435,7 @@ fn sigterm_then_restart_loses_nothing() {
     produce(&broker.address, "events", first);
 
     let dir = tempfile::tempdir().unwrap();
-    let input: String = events.iter().map(|(_, l)| format!("{l}\n")).collect();
-    std::fs::write(dir.path().join("events.jsonl"), input).unwrap();
-    let file_config = dir.path().join("file.yaml");
-    std::fs::write(
-        &file_config,
-        format!(
-            "source: {{ file: events.jsonl }}\n{PIPELINE}sink: {{ file: results.jsonl }}\n\
-             late_output: {{ file: late.jsonl }}\ndead_letter: {{ file: dead.jsonl }}\n"
-        ),
-    )
-    .unwrap();
-    assert!(sluice(&file_config).status.success());
-    let file_results = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
+    let file_results = file_run(dir.path(), &events);
 
     let config = |stop_at_end: bool| {
         let path = dir.path().join(format!("kafka-{stop_at_end}.yaml"));
