@@ -383,6 +383,16 @@ fn embedded_broker_with_a_feed_matches_the_file_run() {
     assert_eq!(sorted_lines(&got), sorted_lines(&want));
 }
 
+/// The whole HTTP/1.0 response to `GET path` on a local port.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 /// A child process that is killed if still running when dropped.
 struct KillOnDrop(Option<Child>);
 
@@ -437,15 +447,24 @@ fn sigterm_then_restart_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file_results = file_run(dir.path(), &events);
 
+    let metrics_port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
     let config = |stop_at_end: bool| {
         let path = dir.path().join(format!("kafka-{stop_at_end}.yaml"));
+        let metrics = if stop_at_end {
+            String::new()
+        } else {
+            format!("metrics: {{ listen: \"127.0.0.1:{metrics_port}\" }}\n")
+        };
         std::fs::write(
             &path,
             format!(
                 "source: {{ kafka: {{ brokers: \"{b}\", topics: [events], group: restart, \
                  stop_at_end: {stop_at_end}, idle_timeout: 1s, commit_interval: 200ms }} }}\n\
                  {PIPELINE}sink: {{ kafka: {{ topic: results }} }}\n\
-                 late_output: {{ file: late.jsonl }}\ndead_letter: {{ file: dead.jsonl }}\n",
+                 late_output: {{ file: late.jsonl }}\ndead_letter: {{ file: dead.jsonl }}\n{metrics}",
                 b = broker.address
             ),
         )
@@ -502,6 +521,25 @@ fn sigterm_then_restart_loses_nothing() {
             ends[p]
         );
     }
+    // The operations endpoints of the running process.
+    let metrics = http_get(metrics_port, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
+    let first_half = first.len();
+    assert!(
+        metrics.contains(&format!("sluice_events_in_total {first_half}\n")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"sluice_consumer_lag_messages{topic="events",partition="0"} 0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_commit_duration_seconds_count"),
+        "{metrics}"
+    );
+    assert!(http_get(metrics_port, "/healthz").starts_with("HTTP/1.0 200"));
+    assert!(http_get(metrics_port, "/readyz").starts_with("HTTP/1.0 200"));
+
     let run1 = run1.0.take().unwrap();
     let status = Command::new("kill")
         .args(["-TERM", &run1.id().to_string()])

@@ -48,6 +48,17 @@ pub struct PipelineConfig {
     /// lines are read at a time. Changes speed, never results.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Operations endpoints (`/metrics`, `/healthz`, `/readyz`) of a Kafka run.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// Where the operations endpoints listen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port`, e.g. `127.0.0.1:9464`.
+    pub listen: String,
 }
 
 fn default_batch_size() -> usize {
@@ -308,6 +319,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "dead_letter",
     "plugins",
     "batch_size",
+    "metrics",
 ];
 
 /// `SLUICE_SINK__FILE=x` overrides `sink.file`: `__` separates nested keys.

@@ -15,6 +15,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use super::{Flow, RunSummary};
 use crate::config::{EMBEDDED_PARTITIONS, KafkaSourceConfig, LoadedConfig, OutputConfig};
 use crate::error::{Error, IoError, KafkaError};
+use crate::metrics::{Metrics, MetricsServer};
 use crate::plugin::PluginEngine;
 use crate::source::{KafkaSource, Origin};
 use crate::watermark::Watermarks;
@@ -63,6 +64,13 @@ pub(super) fn run(
         )?),
         _ => None,
     };
+
+    let metrics = Arc::new(Metrics::new());
+    let _server = match &loaded.pipeline.metrics {
+        Some(m) => Some(MetricsServer::start(&m.listen, Arc::clone(&metrics))?),
+        None => None,
+    };
+    metrics.set_ready(true);
 
     let mut last_commit = Instant::now();
     let mut last_idle_check = Instant::now();
@@ -122,15 +130,49 @@ pub(super) fn run(
                 let advanced = flow.watermarks.set_idle(partition, idle);
                 flow.advance(advanced)?;
             }
+            publish(&metrics, &flow, &source, loaded, false);
         }
         if now.duration_since(last_commit) >= config.commit_interval {
             last_commit = now;
             flow.flush()?;
             commit(&mut source, &flow)?;
+            metrics.record_commit(now.elapsed());
+            publish(&metrics, &flow, &source, loaded, true);
         }
     }
     source.close();
     Ok(flow.summary())
+}
+
+/// Publishes the run's counters, plugin health and per-partition lags;
+/// consumer lag (a broker request per partition) only when `with_lag`.
+fn publish(
+    metrics: &Metrics,
+    flow: &Flow,
+    source: &KafkaSource,
+    loaded: &LoadedConfig,
+    with_lag: bool,
+) {
+    metrics.record_summary(&flow.summary(), flow.operator.open_windows());
+    let aggregations = &loaded.pipeline.aggregations;
+    for (agg, health) in aggregations.iter().zip(flow.operator.plugin_health()) {
+        metrics.record_plugin(&agg.name, health.failures, health.quarantined.is_some());
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    for i in 0..source.partition_count() {
+        let Some((topic, partition)) = source.partition_name(i) else {
+            continue;
+        };
+        let seen = flow.watermarks.max_seen(i);
+        if seen == crate::watermark::MIN_WATERMARK {
+            continue;
+        }
+        let watermark = seen.saturating_sub(flow.watermark_delay);
+        let lag = with_lag.then(|| source.consumer_lag(i)).flatten();
+        metrics.record_partition(topic, partition, now_ms.saturating_sub(watermark), lag);
+    }
 }
 
 /// Commits what the flushed outputs cover.

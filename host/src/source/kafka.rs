@@ -235,6 +235,23 @@ impl KafkaSource {
         })
     }
 
+    /// Topic and partition number of partition index `i`.
+    pub fn partition_name(&self, i: usize) -> Option<(&str, i32)> {
+        self.partitions.get(i).map(|(t, p)| (t.as_str(), *p))
+    }
+
+    /// Messages between this member's position in partition `i` and its end,
+    /// for partitions this member reads (asks the broker: call it rarely).
+    pub fn consumer_lag(&self, i: usize) -> Option<i64> {
+        let next = self.progress.get(i)?.next?;
+        let (topic, partition) = self.partitions.get(i)?;
+        let (_, high) = self
+            .consumer
+            .fetch_watermarks(topic, *partition, Duration::from_secs(1))
+            .ok()?;
+        Some((high - next).max(0))
+    }
+
     /// How many partitions the source's topics have (the watermark tracks each).
     pub fn partition_count(&self) -> usize {
         self.partitions.len()
