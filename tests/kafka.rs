@@ -567,3 +567,113 @@ fn sigterm_then_restart_loses_nothing() {
         assert!(results.contains(line), "lost: {line}");
     }
 }
+
+/// Waits until the group's committed offsets for partitions 0..3 stop moving
+/// (the members have read what there is) and returns them.
+fn settled_commits(brokers: &str, group: &str) -> BTreeMap<i32, i64> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = BTreeMap::new();
+    let mut stable = 0;
+    while stable < 15 {
+        assert!(
+            Instant::now() < deadline,
+            "the group never settled: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        let now = committed(brokers, group, "events", 3);
+        stable = if now == last && now.len() == 3 {
+            stable + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    last
+}
+
+/// Two members of one group: the second joins mid-stream (a rebalance moves
+/// partitions to it, the first drops their windows without emitting), then
+/// both stop and a bounded run finishes the open windows. Together they lose
+/// no result of the uninterrupted run.
+#[test]
+fn a_member_joining_mid_stream_loses_nothing() {
+    let broker = Broker::start();
+    broker.create_topic("events", 4);
+    broker.create_topic("results", 1);
+    let events = events();
+    let (first, second) = events.split_at(events.len() / 2);
+    produce(&broker.address, "events", first);
+    let dir = tempfile::tempdir().unwrap();
+    let file_results = file_run(dir.path(), &events);
+
+    let config = |name: &str, stop_at_end: bool| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "source: {{ kafka: {{ brokers: \"{b}\", topics: [events], group: shared, \
+                 stop_at_end: {stop_at_end}, idle_timeout: 1s, commit_interval: 200ms }} }}\n\
+                 {PIPELINE}sink: {{ kafka: {{ topic: results }} }}\n\
+                 late_output: {{ file: {name}-late.jsonl }}\ndead_letter: {{ file: {name}-dead.jsonl }}\n",
+                b = broker.address
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let spawn = |name: &str| {
+        KillOnDrop(Some(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["run", "--config"])
+                .arg(config(name, false))
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ))
+    };
+    let stop = |mut member: KillOnDrop| {
+        let child = member.0.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+
+    let a = spawn("a");
+    let before = settled_commits(&broker.address, "shared");
+    let b = spawn("b");
+    produce(&broker.address, "events", second);
+    let after = settled_commits(&broker.address, "shared");
+    assert!(
+        after.iter().all(|(p, o)| *o >= before[p]),
+        "{before:?} -> {after:?}"
+    );
+    let a_summary = stop(a);
+    let b_summary = stop(b);
+    eprintln!("member a: {a_summary}member b: {b_summary}");
+    // The joiner got partitions and read from them.
+    assert!(!b_summary.contains(" 0 events read"), "{b_summary}");
+
+    let out = sluice(&config("c", true));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let results: std::collections::HashSet<String> = consume_all(&broker.address, "results")
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
+    for line in file_results.lines() {
+        assert!(
+            results.contains(line),
+            "lost: {line}\na: {a_summary}\nb: {b_summary}"
+        );
+    }
+}
