@@ -677,3 +677,63 @@ fn a_member_joining_mid_stream_loses_nothing() {
         );
     }
 }
+
+/// `time: { format: kafka_timestamp }` takes event time from the message
+/// timestamp: events produced with their time as the message timestamp (and
+/// no time field) give the results of the file run.
+#[test]
+fn event_time_from_the_message_timestamp() {
+    let broker = Broker::start();
+    broker.create_topic("stamped", 4);
+    let events = events();
+    let dir = tempfile::tempdir().unwrap();
+    let file_results = file_run(dir.path(), &events);
+
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .create()
+        .expect("producer");
+    for (partition, line) in &events {
+        // Move `ts` from the payload to the message timestamp.
+        let mut record = BaseRecord::<str, str>::to("stamped").partition(*partition as i32);
+        let payload;
+        if let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(line) {
+            if let Some(ts) = object.remove("ts").and_then(|t| t.as_i64()) {
+                record = record.timestamp(ts);
+            }
+            payload = serde_json::Value::Object(object).to_string();
+        } else {
+            payload = line.clone();
+        }
+        producer
+            .send(record.payload(payload.as_str()))
+            .map_err(|(e, _)| e)
+            .expect("queue a message");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+
+    let config = dir.path().join("stamped.yaml");
+    let pipeline = PIPELINE.replace(
+        "time: { field: ts, format: epoch_millis }",
+        "time: { format: kafka_timestamp }",
+    );
+    assert_ne!(pipeline, PIPELINE);
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ kafka: {{ brokers: \"{b}\", topics: [stamped], group: stamped, stop_at_end: true }} }}\n\
+             {pipeline}sink: {{ file: stamped-results.jsonl }}\n\
+             late_output: {{ file: stamped-late.jsonl }}\ndead_letter: {{ file: stamped-dead.jsonl }}\n",
+            b = broker.address
+        ),
+    )
+    .unwrap();
+    let out = sluice(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = std::fs::read_to_string(dir.path().join("stamped-results.jsonl")).unwrap();
+    assert_eq!(sorted_lines(&got), sorted_lines(&file_results));
+}

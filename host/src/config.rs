@@ -167,7 +167,8 @@ pub struct EventConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeConfig {
-    /// The field name.
+    /// The field name (unused, and may be left out, with `kafka_timestamp`).
+    #[serde(default)]
     pub field: String,
     /// Its format.
     pub format: TimeFormat,
@@ -187,6 +188,9 @@ pub enum TimeFormat {
     EpochNanos,
     /// An RFC 3339 string such as `2024-05-01T12:00:00.250Z`.
     Rfc3339,
+    /// Not a field: the Kafka message's timestamp (producer or log-append
+    /// time, as the topic is configured). Only for a Kafka source.
+    KafkaTimestamp,
 }
 
 /// The watermark strategy.
@@ -436,7 +440,11 @@ impl PipelineConfig {
                 }
             }
         }
-        if self.event.time.field.is_empty() {
+        let from_message = self.event.time.format == TimeFormat::KafkaTimestamp;
+        if from_message && !matches!(self.source, SourceConfig::Kafka(_)) {
+            return err("key `event.time.format`: kafka_timestamp needs a Kafka source".into());
+        }
+        if self.event.time.field.is_empty() && !from_message {
             return err("key `event.time.field`: must not be empty".into());
         }
         if self.batch_size == 0 {

@@ -121,6 +121,18 @@ impl EventDecoder {
 
     /// Decodes `line` into `event`, or says why it cannot be.
     pub fn decode(&mut self, line: &[u8], event: &mut Event) -> Result<(), String> {
+        self.decode_at(line, None, event)
+    }
+
+    /// Decodes `line`, a message stamped `message_time` (epoch ms) by its
+    /// source, into `event`; the stamp is the event time when the time format
+    /// is `kafka_timestamp`.
+    pub fn decode_at(
+        &mut self,
+        line: &[u8],
+        message_time: Option<i64>,
+        event: &mut Event,
+    ) -> Result<(), String> {
         let s = &mut self.scratch;
         s.keys.resize(self.key_fields.len(), String::new());
         s.key_seen.clear();
@@ -141,9 +153,13 @@ impl EventDecoder {
         .and_then(|()| de.end())
         .map_err(|e| format!("malformed JSON: {e}"))?;
 
-        event.time = match s.time.take() {
-            None => return Err(format!("missing time field `{}`", self.time.field)),
-            Some(r) => r?,
+        event.time = if self.time.format == TimeFormat::KafkaTimestamp {
+            message_time.ok_or("the message has no timestamp")?
+        } else {
+            match s.time.take() {
+                None => return Err(format!("missing time field `{}`", self.time.field)),
+                Some(r) => r?,
+            }
         };
 
         if let Some(reason) = s.key_error.take() {
@@ -376,7 +392,7 @@ impl Scalar<'_> {
                 TimeFormat::EpochMillis => *i,
                 TimeFormat::EpochMicros => i.div_euclid(1000),
                 TimeFormat::EpochNanos => i.div_euclid(1_000_000),
-                TimeFormat::Rfc3339 => return Err(bad()),
+                TimeFormat::Rfc3339 | TimeFormat::KafkaTimestamp => return Err(bad()),
             },
             (Scalar::Float(x), f) => {
                 let scaled = match f {
@@ -384,7 +400,7 @@ impl Scalar<'_> {
                     TimeFormat::EpochMillis => *x,
                     TimeFormat::EpochMicros => x / 1e3,
                     TimeFormat::EpochNanos => x / 1e6,
-                    TimeFormat::Rfc3339 => return Err(bad()),
+                    TimeFormat::Rfc3339 | TimeFormat::KafkaTimestamp => return Err(bad()),
                 };
                 if !scaled.is_finite() || scaled.abs() >= MAX_ABS_TIME_MS as f64 {
                     return Err(bad());
@@ -407,6 +423,7 @@ fn format_name(format: TimeFormat) -> &'static str {
         TimeFormat::EpochMicros => "epoch microseconds",
         TimeFormat::EpochNanos => "epoch nanoseconds",
         TimeFormat::Rfc3339 => "an RFC 3339 timestamp",
+        TimeFormat::KafkaTimestamp => "read from a field",
     }
 }
 

@@ -231,10 +231,12 @@ impl Flow {
         origin: Origin<'_>,
         partition: usize,
         raw: &[u8],
+        message_time: Option<i64>,
         replayed: bool,
     ) -> Result<i64, Error> {
         self.summary.events_read += 1;
-        if let Err(reason) = self.decoder.decode(raw, &mut self.event) {
+        let decoded = self.decoder.decode_at(raw, message_time, &mut self.event);
+        if let Err(reason) = decoded {
             if replayed {
                 self.summary.replayed_skipped += 1;
                 return Ok(i64::MIN);
@@ -337,7 +339,7 @@ fn run_file_source(
     let mut batch = LineBatch::default();
     while source.next_batch(&mut batch, batch_size)? {
         for (line_no, raw) in batch.iter() {
-            flow.on_record(Origin::Line(line_no), 0, raw, false)?;
+            flow.on_record(Origin::Line(line_no), 0, raw, None, false)?;
         }
     }
     flow.finish()?;

@@ -103,7 +103,13 @@ pub(super) fn run(
                 partition: record.kafka_partition,
                 offset: record.offset,
             };
-            let time = flow.on_record(origin, record.partition, record.payload, record.replayed);
+            let time = flow.on_record(
+                origin,
+                record.partition,
+                record.payload,
+                record.timestamp,
+                record.replayed,
+            );
             (record.partition, record.offset, time)
         })?;
         if let Some((partition, offset, time)) = polled {

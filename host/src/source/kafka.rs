@@ -115,6 +115,8 @@ pub struct KafkaRecord<'a> {
     pub offset: i64,
     /// The message value (empty for a null value).
     pub payload: &'a [u8],
+    /// The message timestamp, epoch milliseconds, if it has one.
+    pub timestamp: Option<i64>,
     /// Whether a previous owner already processed this message.
     pub replayed: bool,
 }
@@ -375,6 +377,7 @@ impl KafkaSource {
             kafka_partition: message.partition(),
             offset,
             payload: message.payload().unwrap_or_default(),
+            timestamp: message.timestamp().to_millis(),
             replayed: offset < progress.replay_end,
         };
         Ok(Some(f(record)))
