@@ -320,3 +320,63 @@ fn plugin_inspect_describes_builtins_and_custom_plugins() {
         );
     }
 }
+
+/// `log: { format: json }` writes diagnostics (here a plugin failure) as JSON
+/// lines on stderr, while the run goes on and its summary stays plain.
+#[test]
+fn json_logs_report_plugin_failures() {
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../out/zoo/panic.wasm");
+    assert!(
+        zoo.is_file(),
+        "{} is missing: run scripts/test.sh",
+        zoo.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("input.jsonl"),
+        "{\"ts\":1000,\"service\":\"a\",\"latency_ms\":5}\n\
+         {\"ts\":2000,\"service\":\"a\",\"latency_ms\":-1}\n",
+    )
+    .unwrap();
+    let config = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ file: input.jsonl }}\n\
+             event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
+             window: {{ tumbling: {{ size: 10s }} }}\n\
+             aggregations:\n\
+             \x20 - {{ name: n, plugin: builtin/count }}\n\
+             \x20 - {{ name: zoo, plugin: {}, field: latency_ms }}\n\
+             sink: {{ file: results.jsonl }}\n\
+             log: {{ format: json, level: warn }}\n",
+            zoo.display()
+        ),
+    )
+    .unwrap();
+    let out = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let logs: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect();
+    assert!(
+        logs.iter().any(|l| l["level"] == "WARN"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("panicked"))),
+        "{err}"
+    );
+    assert!(
+        err.contains("sluice: 2 events read, 1 windows emitted"),
+        "{err}"
+    );
+    let results = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
+    assert!(results.contains(r#""n.count":2"#), "{results}");
+}

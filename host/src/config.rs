@@ -51,6 +51,9 @@ pub struct PipelineConfig {
     /// Operations endpoints (`/metrics`, `/healthz`, `/readyz`) of a Kafka run.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// Diagnostic log format and level.
+    #[serde(default)]
+    pub log: crate::logging::LogConfig,
 }
 
 /// Where the operations endpoints listen.
@@ -324,6 +327,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "plugins",
     "batch_size",
     "metrics",
+    "log",
 ];
 
 /// `SLUICE_SINK__FILE=x` overrides `sink.file`: `__` separates nested keys.

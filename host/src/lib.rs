@@ -10,6 +10,7 @@
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;

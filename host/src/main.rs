@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use sluice_host::error::Error;
 use sluice_host::pipeline::{self, RunOptions};
 use sluice_host::plugin::bindings::OutputKind;
+use sluice_host::plugin::laws::{self, LawOptions};
 use sluice_host::plugin::registry::{self, BUILTIN_PREFIX};
 use sluice_host::plugin::{PluginEngine, PluginLimits};
 
@@ -49,6 +50,22 @@ enum PluginCommand {
     },
     /// List the built-in plugins.
     List,
+    /// Check the laws a correct aggregator satisfies (merge associativity,
+    /// snapshot round trips, determinism, batch independence) on generated
+    /// data; exits 1 if any fails, 2 if the plugin cannot be loaded.
+    Test {
+        /// A `.wasm` component, or `builtin/NAME`.
+        plugin: String,
+        /// The plugin config (JSON) to test with.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// Generated cases per law.
+        #[arg(long, default_value_t = 100)]
+        cases: usize,
+        /// Seed of the data generator; the same seed checks the same inputs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,22 +74,32 @@ fn main() -> ExitCode {
         Command::Run { config, batch_size } => {
             pipeline::run_file(&config, &RunOptions { batch_size }).map(|summary| {
                 eprintln!("sluice: {summary}");
+                ExitCode::SUCCESS
             })
         }
         Command::Plugin {
             command: PluginCommand::Inspect { plugin, config },
-        } => inspect(&plugin, &config),
+        } => inspect(&plugin, &config).map(|()| ExitCode::SUCCESS),
+        Command::Plugin {
+            command:
+                PluginCommand::Test {
+                    plugin,
+                    config,
+                    cases,
+                    seed,
+                },
+        } => test_laws(&plugin, &config, LawOptions { cases, seed }),
         Command::Plugin {
             command: PluginCommand::List,
         } => {
             for name in registry::builtin_names() {
                 println!("{BUILTIN_PREFIX}{name}");
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     };
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("sluice: error: {e}");
             ExitCode::from(match e {
@@ -81,6 +108,29 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// `sluice plugin test`: one line per law; exit 1 if any law fails.
+fn test_laws(reference: &str, config: &str, options: LawOptions) -> Result<ExitCode, Error> {
+    let engine = PluginEngine::new(PluginLimits::default())?;
+    let bytes = registry::plugin_bytes(reference, std::path::Path::new("."))?;
+    let plugin = engine.compile(reference, &bytes)?;
+    let mut instance = engine.open_aggregation(&plugin, config)?;
+    println!(
+        "testing {} with config {config}, {} cases per law, seed {}",
+        instance.label(),
+        options.cases,
+        options.seed
+    );
+    let report = laws::check(&mut instance, &options);
+    for result in &report.results {
+        println!("{result}");
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn inspect(reference: &str, config: &str) -> Result<(), Error> {

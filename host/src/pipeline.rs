@@ -320,6 +320,7 @@ impl Flow {
 pub fn run(loaded: &LoadedConfig, options: &RunOptions) -> Result<RunSummary, Error> {
     let config = &loaded.pipeline;
     let batch_size = options.batch_size.unwrap_or(config.batch_size).max(1);
+    crate::logging::init(&config.log);
     let engine = PluginEngine::new(config.plugins.clone())?;
     match &config.source {
         SourceConfig::File(path) => run_file_source(loaded, &engine, path, batch_size),

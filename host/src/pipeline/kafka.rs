@@ -76,6 +76,7 @@ pub(super) fn run(
     let mut last_idle_check = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
+            tracing::info!("stop requested: flushing, committing behind open windows");
             // Fire nothing early: open windows are rebuilt from the committed
             // offsets by the next run.
             flow.flush()?;
@@ -90,6 +91,7 @@ pub(super) fn run(
             source.stop_at_current_end()?;
         }
         if feed.is_none() && source.at_end() {
+            tracing::info!("end offsets reached: firing every window");
             let watermark = flow.watermarks.current();
             flow.finish()?;
             let offsets = source.plan_commit(None, watermark);
@@ -118,10 +120,20 @@ pub(super) fn run(
 
         let reassignment = source.take_reassignment()?;
         if reassignment.revoked {
+            tracing::info!(
+                open_windows = flow.operator.open_windows(),
+                "partitions revoked: dropping window state for replay by the next owner"
+            );
             // The partitions' next owners (perhaps us again) rebuild these
             // windows from the committed offsets.
             flow.operator.clear()?;
             flow.watermarks = Watermarks::new(flow.watermark_delay, source.partition_count());
+        }
+        if !reassignment.resumed.is_empty() {
+            tracing::info!(
+                partitions = reassignment.resumed.len(),
+                "partitions assigned with a committed watermark: replaying"
+            );
         }
         for (partition, watermark) in reassignment.resumed {
             flow.watermarks
@@ -185,6 +197,7 @@ fn publish(
 fn commit(source: &mut KafkaSource, flow: &Flow) -> Result<(), Error> {
     let offsets = source.plan_commit(flow.operator.oldest_open_start(), flow.watermarks.current());
     source.commit(&offsets)?;
+    tracing::debug!(partitions = offsets.count(), "committed offsets");
     Ok(())
 }
 
@@ -227,8 +240,9 @@ impl EmbeddedBroker {
                     .map_err(error("creating a topic on the embedded broker"))?;
             }
         }
-        eprintln!(
-            "sluice: embedded Kafka broker at {}",
+        tracing::info!(
+            brokers = cluster.bootstrap_servers(),
+            "embedded Kafka broker at {}",
             cluster.bootstrap_servers()
         );
         Ok(Self { cluster })

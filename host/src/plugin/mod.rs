@@ -3,6 +3,7 @@
 
 pub mod bindings;
 pub mod engine;
+pub mod laws;
 pub mod limits;
 pub mod registry;
 

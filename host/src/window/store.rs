@@ -551,7 +551,7 @@ impl WindowStore {
     /// after too many failures in a row. Returns what to report.
     fn fail(&mut self, a: usize, failed: Option<usize>, error: PluginError) -> Arc<str> {
         let why: Arc<str> = Arc::from(error.to_string());
-        eprintln!("sluice: {why}");
+        tracing::warn!(aggregation = a, "{why}");
         if let Some(acc) = failed
             .and_then(|id| self.slots.get_mut(id))
             .and_then(|slot| slot.lanes[a].fail(Arc::clone(&why)))
@@ -577,8 +577,10 @@ impl WindowStore {
             plugin.consecutive_failures,
             plugin.instance.label()
         ));
-        eprintln!(
-            "sluice: quarantined plugin {} after {} consecutive failures",
+        tracing::warn!(
+            plugin = plugin.instance.label(),
+            failures = plugin.consecutive_failures,
+            "quarantined plugin {} after {} consecutive failures",
             plugin.instance.label(),
             plugin.consecutive_failures
         );
@@ -637,7 +639,7 @@ impl WindowStore {
                         let why: Arc<str> = Arc::from(format!(
                             "{e} (rebuilding this window's state after: {cause})"
                         ));
-                        eprintln!("sluice: {why}");
+                        tracing::warn!(aggregation = a, "{why}");
                         let _ = lane.fail(why);
                         let plugin = &mut self.plugins[a];
                         plugin.failures += 1;

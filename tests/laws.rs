@@ -1,0 +1,147 @@
+//! `sluice plugin test`, the law checker, run as users run it: every
+//! built-in and the example plugin pass every law, a deliberately wrong
+//! plugin (`tests/plugins/bad-merge`, a mean whose merge averages the two
+//! means) is caught with a small failing input, and a file that is not a
+//! plugin is refused with exit code 2.
+//!
+//! The example and zoo plugins are built by `scripts/test.sh`
+//! (`build_example_plugins`, `build_zoo_plugins`) into `out/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Runs `sluice plugin test ARGS`; returns exit code and stdout.
+fn plugin_test(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["plugin", "test"])
+        .args(args)
+        .output()
+        .expect("sluice runs");
+    (
+        output.status.code().expect("exited normally"),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn built(relative: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/test.sh, which builds the example and zoo plugins",
+        path.display()
+    );
+    path
+}
+
+/// The law lines of a run (everything after the header line).
+fn law_lines(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL ") || l.starts_with("SKIP "))
+        .collect()
+}
+
+fn assert_all_pass(args: &[&str]) {
+    let (code, stdout, stderr) = plugin_test(args);
+    assert_eq!(code, 0, "{args:?} should pass:\n{stdout}{stderr}");
+    let lines = law_lines(&stdout);
+    assert_eq!(lines.len(), 7, "one line per law:\n{stdout}");
+    for line in lines {
+        assert!(
+            line.starts_with("PASS ") && line.ends_with(" (100 cases)"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn every_builtin_passes_every_law() {
+    for name in ["stats", "percentiles", "count", "mean"] {
+        assert_all_pass(&[&format!("builtin/{name}")]);
+    }
+}
+
+#[test]
+fn the_example_plugin_passes_every_law() {
+    let plugin = built("out/plugins/slo_breach.wasm");
+    assert_all_pass(&[
+        plugin.to_str().expect("utf-8 path"),
+        "--config",
+        r#"{"threshold":100}"#,
+    ]);
+}
+
+#[test]
+fn an_unweighted_merge_of_means_is_caught_with_a_small_input() {
+    let plugin = built("out/zoo/bad-merge.wasm");
+    let (code, stdout, stderr) = plugin_test(&[plugin.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "a law fails:\n{stdout}{stderr}");
+    let caught: Vec<&str> = law_lines(&stdout)
+        .into_iter()
+        .filter(|l| {
+            l.starts_with("FAIL merge is associative: minimal failing input a=[")
+                || l.starts_with(
+                    "FAIL merging parts equals aggregating the whole: minimal failing input parts=[",
+                )
+        })
+        .collect();
+    assert!(!caught.is_empty(), "{stdout}");
+    for line in &caught {
+        assert!(
+            line.contains(": got [") && line.contains("] want ["),
+            "{line}"
+        );
+        // Shrunk: a handful of values, not the generated case.
+        let input = line
+            .split("minimal failing input ")
+            .nth(1)
+            .and_then(|rest| rest.split(": got").next())
+            .expect("an input");
+        assert!(input.matches(',').count() <= 3, "not shrunk: {line}");
+    }
+    // Each accumulator on its own is right: only the merge laws fail.
+    for law in [
+        "snapshot/restore round-trips exactly",
+        "the same input gives the same output",
+        "splitting batches differently changes nothing",
+    ] {
+        assert!(
+            stdout.contains(&format!("PASS {law} (100 cases)")),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn the_same_seed_checks_the_same_inputs() {
+    let plugin = built("out/zoo/bad-merge.wasm");
+    let path = plugin.to_str().expect("utf-8 path");
+    let run = |seed: &str| plugin_test(&[path, "--cases", "30", "--seed", seed]).1;
+    assert_eq!(run("7"), run("7"));
+    assert!(run("7").contains("30 cases per law, seed 7"));
+}
+
+#[test]
+fn a_file_that_is_not_a_plugin_exits_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"not a component").expect("write");
+    let (code, stdout, stderr) = plugin_test(&[garbage.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("not a valid WebAssembly component"),
+        "{stderr}"
+    );
+    assert!(law_lines(&stdout).is_empty(), "{stdout}");
+}
+
+#[test]
+fn a_plugin_that_rejects_its_config_exits_2() {
+    let plugin = built("out/plugins/slo_breach.wasm");
+    let (code, _, stderr) = plugin_test(&[plugin.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("rejected its config"), "{stderr}");
+}
