@@ -537,6 +537,15 @@ fn sigterm_then_restart_loses_nothing() {
         metrics.contains("sluice_commit_duration_seconds_count"),
         "{metrics}"
     );
+    let calls = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"sluice_plugin_calls_total{aggregation="latency"} "#))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(calls.is_some_and(|n| n > 0), "{metrics}");
+    assert!(
+        metrics.contains(r#"sluice_plugin_call_seconds_total{aggregation="latency"}"#),
+        "{metrics}"
+    );
     assert!(http_get(metrics_port, "/healthz").starts_with("HTTP/1.0 200"));
     assert!(http_get(metrics_port, "/readyz").starts_with("HTTP/1.0 200"));
 

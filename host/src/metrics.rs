@@ -47,6 +47,8 @@ pub struct Metrics {
     windows_open: Gauge,
     plugin_failures: Family<PluginLabels, Counter>,
     plugin_quarantined: Family<PluginLabels, Gauge>,
+    plugin_calls: Family<PluginLabels, Counter>,
+    plugin_call_seconds: Family<PluginLabels, Counter<f64, AtomicU64>>,
     /// Wall-clock time minus the partition's watermark, in milliseconds.
     watermark_lag_ms: Family<PartitionLabels, Gauge>,
     /// Messages between the consumer's position and the partition's end.
@@ -90,6 +92,8 @@ impl Metrics {
             windows_open: Gauge::default(),
             plugin_failures: Family::default(),
             plugin_quarantined: Family::default(),
+            plugin_calls: Family::default(),
+            plugin_call_seconds: Family::default(),
             watermark_lag_ms: Family::default(),
             consumer_lag: Family::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
@@ -138,6 +142,16 @@ impl Metrics {
             m.plugin_quarantined.clone(),
         );
         registry.register(
+            "plugin_calls",
+            "Calls into the aggregation's plugin (each carries a batch)",
+            m.plugin_calls.clone(),
+        );
+        registry.register(
+            "plugin_call_seconds",
+            "Time spent in calls into the aggregation's plugin; divide by plugin_calls for latency",
+            m.plugin_call_seconds.clone(),
+        );
+        registry.register(
             "watermark_lag_milliseconds",
             "Wall-clock time minus the partition's watermark",
             m.watermark_lag_ms.clone(),
@@ -171,11 +185,19 @@ impl Metrics {
             .set(i64::try_from(windows_open).unwrap_or(i64::MAX));
     }
 
-    /// Publishes one aggregation's plugin health.
-    pub fn record_plugin(&self, aggregation: &str, failures: u64, quarantined: bool) {
+    /// Publishes one aggregation's plugin health and call statistics.
+    pub fn record_plugin(&self, aggregation: &str, health: &crate::window::PluginHealth) {
         let labels = PluginLabels {
             aggregation: aggregation.to_string(),
         };
+        let (failures, quarantined) = (health.failures, health.quarantined.is_some());
+        let calls = self.plugin_calls.get_or_create(&labels);
+        calls.inc_by(health.calls.saturating_sub(calls.get()));
+        let seconds = self.plugin_call_seconds.get_or_create(&labels);
+        let more = health.call_time.as_secs_f64() - seconds.get();
+        if more > 0.0 {
+            seconds.inc_by(more);
+        }
         let counter = self.plugin_failures.get_or_create(&labels);
         let seen = counter.get();
         counter.inc_by(failures.saturating_sub(seen));

@@ -174,7 +174,7 @@ fn publish(
     metrics.record_summary(&flow.summary(), flow.operator.open_windows());
     let aggregations = &loaded.pipeline.aggregations;
     for (agg, health) in aggregations.iter().zip(flow.operator.plugin_health()) {
-        metrics.record_plugin(&agg.name, health.failures, health.quarantined.is_some());
+        metrics.record_plugin(&agg.name, &health);
     }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

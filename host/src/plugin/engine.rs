@@ -6,7 +6,7 @@
 //! plugin that fails takes only its own aggregation down with it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasData, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
@@ -267,6 +267,8 @@ impl PluginEngine {
             bindings,
             aggregation: None,
             poisoned: false,
+            calls: 0,
+            call_time: Duration::ZERO,
             info: PluginInfo {
                 name: String::new(),
                 version: String::new(),
@@ -414,6 +416,9 @@ pub struct AggregationInstance {
     bindings: AggregatorPlugin,
     aggregation: Option<ResourceAny>,
     poisoned: bool,
+    /// Calls made and the time spent in them, across reopens: for metrics.
+    calls: u64,
+    call_time: Duration,
     info: PluginInfo,
     outputs: Vec<OutputSpec>,
     deadline: u64,
@@ -448,6 +453,12 @@ impl AggregationInstance {
     /// number of outputs) does not poison it.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// How many calls were made into the plugin and how long they took in
+    /// all, over the instance's life (reopens included).
+    pub fn call_stats(&self) -> (u64, Duration) {
+        (self.calls, self.call_time)
     }
 
     /// Replaces the instance with a fresh one of the same plugin and config.
@@ -512,7 +523,13 @@ impl AggregationInstance {
             let _ = self.store.set_fuel(fuel);
         }
         self.store.data_mut().limits.reset();
-        f(&self.bindings, &mut self.store).map_err(|e| {
+        // Timed per call, and calls carry whole batches: two clock reads
+        // are small next to a component call.
+        let started = Instant::now();
+        let result = f(&self.bindings, &mut self.store);
+        self.calls += 1;
+        self.call_time += started.elapsed();
+        result.map_err(|e| {
             self.poisoned = true;
             PluginError::Call {
                 plugin: self.label.clone(),

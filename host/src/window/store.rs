@@ -135,6 +135,10 @@ pub struct PluginHealth {
     pub failures: u64,
     /// Why it is quarantined, if it is.
     pub quarantined: Option<String>,
+    /// Calls made into the plugin.
+    pub calls: u64,
+    /// Time spent in those calls.
+    pub call_time: std::time::Duration,
 }
 
 /// The outputs of one slot (or merged slots), per aggregation, with the
@@ -194,6 +198,8 @@ impl WindowStore {
                 plugin: p.instance.label().to_string(),
                 failures: p.failures,
                 quarantined: p.quarantined.as_deref().map(str::to_string),
+                calls: p.instance.call_stats().0,
+                call_time: p.instance.call_stats().1,
             })
             .collect()
     }
