@@ -380,3 +380,50 @@ fn json_logs_report_plugin_failures() {
     let results = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
     assert!(results.contains(r#""n.count":2"#), "{results}");
 }
+
+/// `sluice plugin new` makes a crate that builds for wasm32-wasip2 as it is
+/// and whose plugin passes the law checker.
+#[test]
+fn plugin_new_scaffolds_a_crate_that_builds_and_passes_the_laws() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sluice()
+        .args(["plugin", "new", "p95-guard", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let root = dir.path().join("p95-guard");
+    // Again: refused, the directory exists.
+    let again = sluice()
+        .args(["plugin", "new", "p95-guard", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+
+    // A target dir of its own beside this build's (cargo holds the lock of
+    // the one running this test), kept between runs as a cache.
+    let target = Path::new(env!("CARGO_BIN_EXE_sluice"))
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("scaffold");
+    let build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", stderr(&build));
+    let wasm = target.join("wasm32-wasip2/release/p95_guard.wasm");
+    let laws = sluice()
+        .args(["plugin", "test", "--config", r#"{"above": 10}"#])
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&laws.stdout);
+    assert!(laws.status.success(), "{report}{}", stderr(&laws));
+    assert_eq!(report.matches("PASS").count(), 7, "{report}");
+}

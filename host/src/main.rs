@@ -50,6 +50,17 @@ enum PluginCommand {
     },
     /// List the built-in plugins.
     List,
+    /// Create a Rust plugin crate against the SDK that builds as it is.
+    New {
+        /// Crate and plugin name (lowercase letters, digits, `-`, `_`).
+        name: String,
+        /// Directory to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The SDK to depend on (default: this checkout's `sdk/`).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Check the laws a correct aggregator satisfies (merge associativity,
     /// snapshot round trips, determinism, batch independence) on generated
     /// data; exits 1 if any fails, 2 if the plugin cannot be loaded.
@@ -89,6 +100,19 @@ fn main() -> ExitCode {
                     seed,
                 },
         } => test_laws(&plugin, &config, LawOptions { cases, seed }),
+        Command::Plugin {
+            command: PluginCommand::New { name, dir, sdk },
+        } => {
+            let sdk = sdk.unwrap_or_else(sluice_host::plugin::scaffold::default_sdk_dir);
+            sluice_host::plugin::scaffold::new_plugin(&name, &dir, &sdk).map(|root| {
+                println!("created {}", root.display());
+                println!(
+                    "build it: cd {} && cargo build --release --target wasm32-wasip2",
+                    root.display()
+                );
+                ExitCode::SUCCESS
+            })
+        }
         Command::Plugin {
             command: PluginCommand::List,
         } => {

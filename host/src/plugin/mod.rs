@@ -6,6 +6,7 @@ pub mod engine;
 pub mod laws;
 pub mod limits;
 pub mod registry;
+pub mod scaffold;
 
 pub use engine::{Accumulator, AggregationInstance, CompiledPlugin, PluginEngine};
 pub use limits::PluginLimits;
