@@ -507,7 +507,9 @@ fn sigterm_then_restart_loses_nothing() {
         );
         std::thread::sleep(Duration::from_millis(200));
         let now = committed(&broker.address, "restart", "events", 3);
-        stable = if now == last && now.len() == 3 {
+        // Settled: every partition has committed past its first events
+        // (windows have fired) and nothing moved for a while.
+        stable = if now == last && now.len() == 3 && now.values().all(|&o| o > 0) {
             stable + 1
         } else {
             0
@@ -590,7 +592,9 @@ fn settled_commits(brokers: &str, group: &str) -> BTreeMap<i32, i64> {
         );
         std::thread::sleep(Duration::from_millis(200));
         let now = committed(brokers, group, "events", 3);
-        stable = if now == last && now.len() == 3 {
+        // Settled: every partition has committed past its first events
+        // (windows have fired) and nothing moved for a while.
+        stable = if now == last && now.len() == 3 && now.values().all(|&o| o > 0) {
             stable + 1
         } else {
             0
