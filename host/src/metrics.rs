@@ -51,7 +51,8 @@ pub struct Metrics {
     plugin_call_seconds: Family<PluginLabels, Counter<f64, AtomicU64>>,
     /// Wall-clock time minus the partition's watermark, in milliseconds.
     watermark_lag_ms: Family<PartitionLabels, Gauge>,
-    /// Messages between the consumer's position and the partition's end.
+    /// Messages between the committed offset and the partition's end, as
+    /// librdkafka's statistics report it (commits lag behind open windows).
     consumer_lag: Family<PartitionLabels, Gauge>,
     commit_seconds: Histogram,
     published: Published,
@@ -158,7 +159,7 @@ impl Metrics {
         );
         registry.register(
             "consumer_lag_messages",
-            "Messages between the consumer's position and the partition's end",
+            "Messages between the committed offset and the partition's end (librdkafka statistics)",
             m.consumer_lag.clone(),
         );
         registry.register(

@@ -162,8 +162,8 @@ pub(super) fn run(
     Ok(flow.summary())
 }
 
-/// Publishes the run's counters, plugin health and per-partition lags;
-/// consumer lag (a broker request per partition) only when `with_lag`.
+/// Publishes the run's counters, plugin health and per-partition lags
+/// (consumer lag too when `with_lag`).
 fn publish(
     metrics: &Metrics,
     flow: &Flow,

@@ -73,9 +73,25 @@ struct RebalanceLog {
 struct SourceContext {
     log: Arc<Mutex<RebalanceLog>>,
     safe: Arc<Mutex<Option<TopicPartitionList>>>,
+    lag: Arc<Mutex<HashMap<(String, i32), i64>>>,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    /// librdkafka's periodic statistics (during poll): the consumer lag per
+    /// partition, known without a request to the brokers.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Ok(mut lag) = self.lag.lock() else {
+            return;
+        };
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    lag.insert((topic.clone(), partition), p.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -141,6 +157,7 @@ pub struct KafkaSource {
     stop_at: Option<Vec<i64>>,
     log: Arc<Mutex<RebalanceLog>>,
     safe: Arc<Mutex<Option<TopicPartitionList>>>,
+    lag: Arc<Mutex<HashMap<(String, i32), i64>>>,
     idle_timeout: Duration,
 }
 
@@ -157,9 +174,11 @@ impl KafkaSource {
     pub fn open(config: &KafkaSourceConfig, brokers: &str) -> Result<Self, KafkaError> {
         let log = Arc::new(Mutex::new(RebalanceLog::default()));
         let safe = Arc::new(Mutex::new(None));
+        let lag = Arc::new(Mutex::new(HashMap::new()));
         let context = SourceContext {
             log: Arc::clone(&log),
             safe: Arc::clone(&safe),
+            lag: Arc::clone(&lag),
         };
         let mut client = ClientConfig::new();
         client
@@ -169,7 +188,9 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // Statistics (consumer lag) every second, delivered during poll.
+            .set("statistics.interval.ms", "1000");
         for (k, v) in &config.properties {
             client.set(k, v);
         }
@@ -233,6 +254,7 @@ impl KafkaSource {
             stop_at,
             log,
             safe,
+            lag,
             idle_timeout: config.idle_timeout,
         })
     }
@@ -242,16 +264,11 @@ impl KafkaSource {
         self.partitions.get(i).map(|(t, p)| (t.as_str(), *p))
     }
 
-    /// Messages between this member's position in partition `i` and its end,
-    /// for partitions this member reads (asks the broker: call it rarely).
+    /// Messages between the committed offset of partition `i` and its end,
+    /// as librdkafka's last statistics (at most a second old) report it.
     pub fn consumer_lag(&self, i: usize) -> Option<i64> {
-        let next = self.progress.get(i)?.next?;
-        let (topic, partition) = self.partitions.get(i)?;
-        let (_, high) = self
-            .consumer
-            .fetch_watermarks(topic, *partition, Duration::from_secs(1))
-            .ok()?;
-        Some((high - next).max(0))
+        let key = self.partitions.get(i)?;
+        self.lag.lock().ok()?.get(key).copied()
     }
 
     /// How many partitions the source's topics have (the watermark tracks each).
@@ -357,6 +374,25 @@ impl KafkaSource {
             return Ok(None);
         };
         let message = result.map_err(kafka_error("consuming"))?;
+        let rebalanced = self
+            .log
+            .lock()
+            .map(|log| log.revoked || !log.assigned.is_empty())
+            .unwrap_or(true);
+        if rebalanced {
+            // The poll that ran the rebalance callbacks also returned a message
+            // of the new assignment: put it back, so that it is processed
+            // after the old windows are dropped, not into them.
+            self.consumer
+                .seek(
+                    message.topic(),
+                    message.partition(),
+                    Offset::Offset(message.offset()),
+                    REQUEST_TIMEOUT,
+                )
+                .map_err(kafka_error("rewinding after a rebalance"))?;
+            return Ok(None);
+        }
         let key = (message.topic().to_string(), message.partition());
         let Some(&i) = self.index.get(&key) else {
             // A partition added after start: not tracked by this run.
