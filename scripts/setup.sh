@@ -24,3 +24,13 @@ if ! command -v tansu >/dev/null; then
     log "installing the Tansu broker (cargo install tansu, once per machine)"
     cargo install tansu --locked --version '~0.6' --features dynostore,libsql
 fi
+
+# The RocksDB state backend is compiled from source by librocksdb-sys, whose
+# bindgen step needs libclang.
+if ! dpkg -s libclang-dev >/dev/null 2>&1 || ! command -v clang >/dev/null; then
+    log "installing libclang-dev and clang (apt-get) for the RocksDB bindings"
+    apt_prefix=()
+    [ "$(id -u)" -eq 0 ] || apt_prefix=(sudo)
+    "${apt_prefix[@]}" apt-get update -qq
+    "${apt_prefix[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev clang
+fi

@@ -1,21 +1,12 @@
 //! End-to-end tests of the `sluice` binary: determinism, bad input and bad
 //! configuration, custom plugins by path, stdin/stdout, `plugin inspect`.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn sluice() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    // Only this test's overrides apply.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SLUICE_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
+mod common;
+use common::{generate, sluice};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -30,45 +21,6 @@ fn example_plugin() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// Deterministic pseudo-random events: 5 services, ~10 events/s, 10% out of
-/// order by up to 3 s, 1% late by 30 s, 1% malformed lines.
-fn generate(n: usize) -> String {
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let mut out = String::new();
-    let mut t: i64 = 1_700_000_000_000;
-    for i in 0..n {
-        t += (next() % 200) as i64;
-        let r = next() % 100;
-        let ts = match r {
-            0 => t - 30_000,
-            1..=10 => t - (next() % 3_000) as i64,
-            _ => t,
-        };
-        if r == 99 {
-            let _ = writeln!(
-                out,
-                r#"{{"ts":{ts},"service":"svc-{}","latency_ms":"#,
-                i % 5
-            );
-            continue;
-        }
-        let latency = 50.0 + (next() % 400_000) as f64 / 100.0;
-        let _ = writeln!(
-            out,
-            r#"{{"ts":{ts},"service":"svc-{}","latency_ms":{latency},"error":{}}}"#,
-            next() % 5,
-            next() % 20 == 0
-        );
-    }
-    out
 }
 
 fn pipeline(dir: &Path, window: &str, extra: &str) -> PathBuf {

@@ -48,6 +48,15 @@ impl KeyTable {
             .unwrap_or("{}")
     }
 
+    /// Keys from id `from` on, in id order: those a checkpoint has not stored yet.
+    pub fn since(&self, from: usize) -> impl Iterator<Item = (KeyId, &str)> {
+        self.rendered
+            .iter()
+            .enumerate()
+            .skip(from)
+            .map(|(i, k)| (i as KeyId, k.as_str()))
+    }
+
     /// How many distinct keys have been seen.
     pub fn len(&self) -> usize {
         self.rendered.len()

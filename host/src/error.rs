@@ -99,4 +99,7 @@ pub enum Error {
     /// See [`KafkaError`].
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    /// See [`crate::state::StateError`]: the state directory or a checkpoint.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }

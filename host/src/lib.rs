@@ -16,5 +16,6 @@ pub mod pipeline;
 pub mod plugin;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod watermark;
 pub mod window;

@@ -36,6 +36,24 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Work with a state directory (`state.path` of a RocksDB pipeline).
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// List the checkpoints of a state directory, and the newest one's
+    /// windows per key and state size per aggregation.
+    Inspect {
+        /// The state directory.
+        dir: PathBuf,
+        /// How many keys to list, those with most open windows first.
+        #[arg(long, default_value_t = 20)]
+        keys: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -113,6 +131,14 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        Command::State {
+            command: StateCommand::Inspect { dir, keys },
+        } => sluice_host::state::inspect::report(&dir, keys)
+            .map(|text| {
+                print!("{text}");
+                ExitCode::SUCCESS
+            })
+            .map_err(Error::from),
         Command::Plugin {
             command: PluginCommand::List,
         } => {
@@ -128,7 +154,7 @@ fn main() -> ExitCode {
             eprintln!("sluice: error: {e}");
             ExitCode::from(match e {
                 Error::Config(_) | Error::Plugin(_) => 2,
-                Error::Io(_) | Error::Kafka(_) => 1,
+                Error::Io(_) | Error::Kafka(_) | Error::State(_) => 1,
             })
         }
     }

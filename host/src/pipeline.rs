@@ -4,9 +4,11 @@
 //! own outputs on the way.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::config::{
-    LoadedConfig, OutputConfig, PipelineConfig, SourceConfig, WindowConfig, millis,
+    LoadedConfig, OutputConfig, PipelineConfig, SourceConfig, StateBackendKind, WindowConfig,
+    millis,
 };
 use crate::decode::{Event, EventDecoder, KeyTable};
 use crate::error::{ConfigError, Error};
@@ -14,6 +16,10 @@ use crate::plugin::bindings::OutputSpec;
 use crate::plugin::{AggregationInstance, PluginEngine, PluginRegistry};
 use crate::sink::{self, JsonlWriter, KafkaWriter, Output, OutputNames};
 use crate::source::{LineBatch, LineSource, Origin};
+use crate::state::{
+    AggregationMeta, CheckpointDelta, FORMAT_VERSION, Meta, Restored, RocksBackend, SinkLengths,
+    SourcePosition, StateBackend,
+};
 use crate::watermark::Watermarks;
 use crate::window::{EventOutcome, WindowOperator, WindowResult, WindowSpec};
 
@@ -28,7 +34,7 @@ pub struct RunOptions {
 }
 
 /// What a run did, for its closing summary line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunSummary {
     /// Non-blank input lines read.
     pub events_read: u64,
@@ -145,13 +151,22 @@ fn check_outputs(outputs: &[OutputSpec]) -> Result<(), String> {
     Ok(())
 }
 
+/// Opens one output; `resume_at` is its length in the checkpoint a run is
+/// restored from (the file is cut back to it), `None` for a fresh start.
 fn open_output(
     loaded: &LoadedConfig,
     output: Option<&OutputConfig>,
     source_brokers: Option<&str>,
+    resume_at: Option<u64>,
 ) -> Result<Output, Error> {
     Ok(match output {
-        Some(OutputConfig::File(path)) => Output::File(JsonlWriter::create(&loaded.resolve(path))?),
+        Some(OutputConfig::File(path)) => {
+            let path = loaded.resolve(path);
+            Output::File(match resume_at {
+                Some(length) => JsonlWriter::resume(&path, length)?,
+                None => JsonlWriter::create(&path)?,
+            })
+        }
         Some(OutputConfig::Kafka(k)) => {
             let brokers = k.brokers.as_deref().or(source_brokers).unwrap_or_default();
             Output::Kafka(KafkaWriter::create(k, brokers)?)
@@ -177,6 +192,24 @@ struct Flow {
     watermark_delay: i64,
     summary: RunSummary,
     line: String,
+    /// Checkpoints, when the state backend keeps them.
+    checkpoints: Option<Checkpointer>,
+    /// Where the source resumes, when the run was restored from a checkpoint.
+    resume: Option<SourcePosition>,
+}
+
+/// Takes checkpoints of a [`Flow`] into a state backend.
+struct Checkpointer {
+    backend: Box<dyn StateBackend>,
+    interval: Duration,
+    last: Instant,
+    next_id: u64,
+    /// How many keys the stored checkpoints hold.
+    keys_stored: usize,
+    /// The window shape and timing, as checkpoints record it.
+    window: String,
+    /// The aggregations' names, in order.
+    aggregations: Vec<String>,
 }
 
 impl Flow {
@@ -198,12 +231,51 @@ impl Flow {
                 .zip(&aggs)
                 .map(|(c, a)| (c.name.as_str(), a.outputs())),
         );
-        let results = open_output(loaded, Some(&config.sink), source_brokers)?;
-        let late_out = open_output(loaded, config.late_output.as_ref(), source_brokers)?;
-        let dead_out = open_output(loaded, config.dead_letter.as_ref(), source_brokers)?;
         let lateness = millis(config.allowed_lateness);
-        Ok(Self {
-            operator: WindowOperator::new(window_spec(&config.window), lateness, aggs, batch_size),
+        let spec = window_spec(&config.window);
+        let window = format!(
+            "{spec:?}, allowed lateness {lateness} ms, out-of-orderness {} ms",
+            millis(config.watermark.max_out_of_orderness)
+        );
+        let mut restore_started = None;
+        let (checkpoints, restored) = match config.state.backend {
+            StateBackendKind::Memory => (None, None),
+            StateBackendKind::Rocksdb => {
+                restore_started = Some(Instant::now());
+                let dir = loaded.resolve(&config.state.path);
+                let mut backend = RocksBackend::open(&dir, config.state.keep)?;
+                let restored = backend.restore()?;
+                let checkpoints = Checkpointer {
+                    backend: Box::new(backend),
+                    interval: config.state.checkpoint_interval,
+                    last: Instant::now(),
+                    next_id: 1,
+                    keys_stored: 0,
+                    window,
+                    aggregations: config.aggregations.iter().map(|a| a.name.clone()).collect(),
+                };
+                (Some(checkpoints), restored)
+            }
+        };
+        let sinks = restored
+            .as_ref()
+            .map(|r| r.meta.sinks.clone())
+            .unwrap_or_default();
+        let results = open_output(loaded, Some(&config.sink), source_brokers, sinks.results)?;
+        let late_out = open_output(
+            loaded,
+            config.late_output.as_ref(),
+            source_brokers,
+            sinks.late,
+        )?;
+        let dead_out = open_output(
+            loaded,
+            config.dead_letter.as_ref(),
+            source_brokers,
+            sinks.dead,
+        )?;
+        let mut flow = Self {
+            operator: WindowOperator::new(spec, lateness, aggs, batch_size),
             watermarks: Watermarks::new(millis(config.watermark.max_out_of_orderness), partitions),
             decoder: EventDecoder::new(&config.event.key, &config.event.time, &config.aggregations),
             keys: KeyTable::default(),
@@ -217,7 +289,185 @@ impl Flow {
             watermark_delay: millis(config.watermark.max_out_of_orderness),
             summary: RunSummary::default(),
             line: String::new(),
-        })
+            checkpoints,
+            resume: None,
+        };
+        if let Some(restored) = restored {
+            flow.restore(config, restored)?;
+            if let Some(started) = restore_started {
+                tracing::debug!(
+                    millis = started.elapsed().as_millis() as u64,
+                    "restore took {:?}",
+                    started.elapsed()
+                );
+            }
+        }
+        Ok(flow)
+    }
+
+    /// Carries on from a checkpoint: keys, watermarks, windows and counters
+    /// as they were, and the source position to resume from.
+    fn restore(&mut self, config: &PipelineConfig, restored: Restored) -> Result<(), Error> {
+        let meta = &restored.meta;
+        let Some(checkpoints) = self.checkpoints.as_mut() else {
+            return Ok(());
+        };
+        let refuse = |why: String| {
+            Err(Error::Config(ConfigError(format!(
+                "key `state.path`: checkpoint {} cannot be restored: {why}; restore the \
+                 pipeline it was taken with, or delete the state directory to start over",
+                meta.id
+            ))))
+        };
+        if meta.window != checkpoints.window {
+            return refuse(format!(
+                "it was taken with window {}, the config now says {}",
+                meta.window, checkpoints.window
+            ));
+        }
+        let now = self.operator.plugin_infos();
+        if meta.aggregations.len() != now.len() {
+            return refuse(format!(
+                "it holds {} aggregations, the config has {}",
+                meta.aggregations.len(),
+                now.len()
+            ));
+        }
+        for ((then, (plugin, version, state_version)), agg) in
+            meta.aggregations.iter().zip(&now).zip(&config.aggregations)
+        {
+            if then.name != agg.name || &then.plugin != plugin {
+                return refuse(format!(
+                    "aggregation `{}` ({}) is now `{}` ({plugin})",
+                    then.name, then.plugin, agg.name
+                ));
+            }
+            if then.state_version != *state_version {
+                return refuse(format!(
+                    "aggregation `{}`: the checkpoint holds state format {} of plugin {} {}, \
+                     but the configured {plugin} {version} reads format {state_version}",
+                    then.name, then.state_version, then.plugin, then.version
+                ));
+            }
+            if &then.version != version {
+                tracing::info!(
+                    "aggregation `{}`: restoring state of {} {} into {plugin} {version} \
+                     (same state format {state_version})",
+                    then.name,
+                    then.plugin,
+                    then.version
+                );
+            }
+        }
+        for key in &restored.keys {
+            self.keys.intern(key);
+        }
+        self.watermarks.restore(&meta.watermarks);
+        let watermark = self.watermarks.current();
+        self.operator
+            .restore(&meta.health, &restored.slots, watermark);
+        self.summary = meta.summary;
+        checkpoints.next_id = meta.id + 1;
+        checkpoints.keys_stored = restored.keys.len();
+        self.resume = Some(meta.source.clone());
+        tracing::info!(
+            checkpoint = meta.id,
+            windows = restored.slots.len(),
+            "restored checkpoint {} ({} open windows, {} events read before it)",
+            meta.id,
+            restored.slots.len(),
+            meta.summary.events_read
+        );
+        Ok(())
+    }
+
+    /// Takes a checkpoint if the interval has passed since the last one.
+    fn maybe_checkpoint(&mut self, position: impl FnOnce() -> SourcePosition) -> Result<(), Error> {
+        if self
+            .checkpoints
+            .as_ref()
+            .is_some_and(|c| c.last.elapsed() >= c.interval)
+        {
+            self.checkpoint(position())?;
+        }
+        Ok(())
+    }
+
+    /// Takes a checkpoint now, with the source at `position`: the outputs
+    /// are made durable first, so the checkpoint never counts on a record
+    /// that could still be lost.
+    fn checkpoint(&mut self, position: SourcePosition) -> Result<(), Error> {
+        if self.checkpoints.is_none() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.results.sync()?;
+        self.late_out.sync()?;
+        self.dead_out.sync()?;
+        let mut delta = CheckpointDelta::default();
+        let (slots, slot_crc_sum) = self.operator.checkpoint_into(&mut delta)?;
+        let names = self
+            .checkpoints
+            .as_ref()
+            .map(|c| c.aggregations.clone())
+            .unwrap_or_default();
+        let aggregations = self
+            .operator
+            .plugin_infos()
+            .into_iter()
+            .zip(names)
+            .map(|((plugin, version, state_version), name)| AggregationMeta {
+                name,
+                plugin,
+                version,
+                state_version,
+            })
+            .collect();
+        let health = self.operator.health_state();
+        let summary = self.summary;
+        let sinks = SinkLengths {
+            results: self.results.file_length(),
+            late: self.late_out.file_length(),
+            dead: self.dead_out.file_length(),
+        };
+        let watermarks = self.watermarks.state();
+        let Some(checkpoints) = self.checkpoints.as_mut() else {
+            return Ok(());
+        };
+        delta.new_keys = self
+            .keys
+            .since(checkpoints.keys_stored)
+            .map(|(id, k)| (id, k.to_string()))
+            .collect();
+        let id = checkpoints.next_id;
+        delta.meta = Some(Meta {
+            format: FORMAT_VERSION,
+            id,
+            taken_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+            window: checkpoints.window.clone(),
+            aggregations,
+            health,
+            watermarks,
+            source: position,
+            sinks,
+            summary,
+            keys: self.keys.len() as u64,
+            slots,
+            slot_crc_sum,
+        });
+        checkpoints.backend.commit(delta)?;
+        checkpoints.next_id += 1;
+        checkpoints.keys_stored = self.keys.len();
+        checkpoints.last = Instant::now();
+        tracing::debug!(
+            checkpoint = id,
+            windows = slots,
+            millis = started.elapsed().as_millis() as u64,
+            "checkpoint {id} written"
+        );
+        Ok(())
     }
 
     /// Processes one raw event from `partition`. Returns its event time, or
@@ -336,15 +586,30 @@ fn run_file_source(
 ) -> Result<RunSummary, Error> {
     // Plugins and outputs first: a bad plugin is reported before the input is touched.
     let mut flow = Flow::open(loaded, engine, batch_size, 1, None)?;
-    let mut source = LineSource::open(&loaded.resolve(path))?;
+    let path = loaded.resolve(path);
+    let mut source = match flow.resume.take() {
+        Some(SourcePosition::File { offset, line }) => LineSource::open_at(&path, offset, line)?,
+        None => LineSource::open(&path)?,
+    };
     let mut batch = LineBatch::default();
     while source.next_batch(&mut batch, batch_size)? {
         for (line_no, raw) in batch.iter() {
             flow.on_record(Origin::Line(line_no), 0, raw, None, false)?;
         }
+        flow.maybe_checkpoint(|| file_position(&source))?;
     }
+    // The end of a file is where a later run over a longer file would carry
+    // on, so the last checkpoint is taken before the end-of-input watermark:
+    // a restart after a finished run fires the same last windows again, into
+    // outputs cut back to where they were.
+    flow.checkpoint(file_position(&source))?;
     flow.finish()?;
     Ok(flow.summary())
+}
+
+fn file_position(source: &LineSource) -> SourcePosition {
+    let (offset, line) = source.position();
+    SourcePosition::File { offset, line }
 }
 
 /// Loads the config at `path` and runs it.

@@ -109,6 +109,27 @@ impl Watermarks {
         }
     }
 
+    /// The state a checkpoint keeps.
+    pub fn state(&self) -> crate::state::WatermarkState {
+        crate::state::WatermarkState {
+            current: self.current,
+            max_seen: self.max_seen.clone(),
+            idle: self.idle.clone(),
+        }
+    }
+
+    /// Takes back a checkpoint's state; partitions it does not name start
+    /// fresh, and the watermark never goes back.
+    pub fn restore(&mut self, state: &crate::state::WatermarkState) {
+        for (slot, t) in self.max_seen.iter_mut().zip(&state.max_seen) {
+            *slot = *t;
+        }
+        for (slot, idle) in self.idle.iter_mut().zip(&state.idle) {
+            *slot = *idle;
+        }
+        self.current = self.current.max(state.current);
+    }
+
     /// Marks the end of input: the watermark jumps to +infinity.
     pub fn finish(&mut self) -> i64 {
         self.current = END_OF_INPUT;

@@ -1,7 +1,7 @@
 //! A JSON-lines source over a file or stdin, read in batches of lines.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -38,25 +38,57 @@ pub struct LineSource {
     path: PathBuf,
     reader: Box<dyn BufRead>,
     line_no: u64,
+    /// Bytes consumed, blank lines included.
+    offset: u64,
 }
 
 impl LineSource {
     /// Opens `path`; `-` is stdin.
     pub fn open(path: &Path) -> Result<Self, IoError> {
-        let reader: Box<dyn Read> = if path == Path::new("-") {
-            Box::new(std::io::stdin())
-        } else {
-            Box::new(File::open(path).map_err(|source| IoError {
-                action: "opening",
+        Self::open_at(path, 0, 0)
+    }
+
+    /// Opens `path` to carry on after `offset` bytes holding `line` lines,
+    /// where a checkpoint left it. Stdin cannot seek: only offset 0 works.
+    pub fn open_at(path: &Path, offset: u64, line: u64) -> Result<Self, IoError> {
+        let fail = |action: &'static str| {
+            move |source| IoError {
+                action,
                 path: path.to_path_buf(),
                 source,
-            })?)
+            }
+        };
+        let reader: Box<dyn Read> = if path == Path::new("-") {
+            if offset > 0 {
+                return Err(fail("resuming")(std::io::Error::other(
+                    "stdin cannot seek back to a checkpoint",
+                )));
+            }
+            Box::new(std::io::stdin())
+        } else {
+            let mut file = File::open(path).map_err(fail("opening"))?;
+            let length = file.metadata().map_err(fail("reading the size of"))?.len();
+            if length < offset {
+                return Err(fail("resuming")(std::io::Error::other(format!(
+                    "the checkpoint read {offset} bytes of it but it now has {length}: \
+                     it is not the input the state was built from"
+                ))));
+            }
+            file.seek(SeekFrom::Start(offset))
+                .map_err(fail("seeking in"))?;
+            Box::new(file)
         };
         Ok(Self {
             path: path.to_path_buf(),
             reader: Box::new(BufReader::with_capacity(1 << 16, reader)),
-            line_no: 0,
+            line_no: line,
+            offset,
         })
+    }
+
+    /// `(bytes, lines)` consumed so far: where a checkpoint resumes.
+    pub fn position(&self) -> (u64, u64) {
+        (self.offset, self.line_no)
     }
 
     /// Fills `batch` with up to `max` lines; returns false at end of input.
@@ -76,6 +108,7 @@ impl LineSource {
             if n == 0 {
                 return Ok(!batch.lines.is_empty());
             }
+            self.offset += n as u64;
             self.line_no += 1;
             let mut end = batch.data.len();
             while end > start && matches!(batch.data[end - 1], b'\n' | b'\r') {

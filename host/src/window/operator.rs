@@ -11,6 +11,7 @@ use super::{EmitKind, Window, WindowResult, WindowSpec, session, tumbling};
 use crate::decode::KeyId;
 use crate::error::PluginError;
 use crate::plugin::AggregationInstance;
+use crate::state::{CheckpointDelta, HealthState, SlotState, StateError};
 
 /// What became of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +159,90 @@ impl WindowOperator {
     /// replaying from the committed offsets.
     pub fn clear(&mut self) -> Result<(), PluginError> {
         self.store.clear()
+    }
+}
+
+impl WindowOperator {
+    /// Adds to `delta` the window state changed since the last checkpoint;
+    /// returns the checkpoint's window-record count and CRC sum.
+    pub fn checkpoint_into(
+        &mut self,
+        delta: &mut CheckpointDelta,
+    ) -> Result<(u64, u32), StateError> {
+        self.store.checkpoint_into(delta)
+    }
+
+    /// Each aggregation's plugin failure record, for a checkpoint.
+    pub fn health_state(&self) -> Vec<HealthState> {
+        self.store.health_state()
+    }
+
+    /// Each aggregation's plugin `(name, version, state version)`.
+    pub fn plugin_infos(&self) -> Vec<(String, String, u32)> {
+        self.store
+            .plugin_infos()
+            .map(|(n, v, s)| (n.to_string(), v.to_string(), s))
+            .collect()
+    }
+
+    /// Rebuilds the window state of a checkpoint taken at `watermark`.
+    ///
+    /// Timers are re-created rather than stored: a checkpoint is taken after
+    /// every timer due at its watermark has run, so the pending timers are
+    /// exactly those each open slot's shape sets that are due later.
+    pub fn restore(&mut self, health: &[HealthState], slots: &[(SlotState, u32)], watermark: i64) {
+        self.store.restore_health(health);
+        for (slot, crc) in slots {
+            self.store.restore_slot(slot, *crc);
+        }
+        let lateness = self.lateness;
+        for (key, bounds) in self.store.slot_bounds() {
+            let cleanup = |time: i64, start: i64| Timer {
+                time,
+                kind: TimerKind::Cleanup,
+                key,
+                start,
+            };
+            match self.spec {
+                WindowSpec::Tumbling { .. } | WindowSpec::Session { .. } => {
+                    if bounds.end > watermark {
+                        self.store.add_timer(Timer {
+                            time: bounds.end,
+                            kind: TimerKind::Fire,
+                            key,
+                            start: bounds.start,
+                        });
+                    }
+                    self.store
+                        .add_timer(cleanup(bounds.end.saturating_add(lateness), bounds.start));
+                }
+                WindowSpec::Sliding {
+                    size,
+                    slide,
+                    offset,
+                } => {
+                    let geo = Sliding {
+                        size,
+                        slide,
+                        offset,
+                        lateness,
+                    };
+                    for start in geo.window_starts(bounds.start) {
+                        if start + size > watermark {
+                            self.store.add_timer(Timer {
+                                time: start + size,
+                                kind: TimerKind::Fire,
+                                key,
+                                start,
+                            });
+                        }
+                    }
+                    let last = super::align(bounds.start, slide, offset) + size;
+                    self.store
+                        .add_timer(cleanup(last.saturating_add(lateness), bounds.start));
+                }
+            }
+        }
     }
 }
 

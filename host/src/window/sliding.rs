@@ -24,7 +24,7 @@ impl Sliding {
     }
 
     /// Starts of the windows that contain the pane starting at `pane`, earliest first.
-    fn window_starts(&self, pane: i64) -> impl Iterator<Item = i64> + use<> {
+    pub(super) fn window_starts(&self, pane: i64) -> impl Iterator<Item = i64> + use<> {
         let last = align(pane, self.slide, self.offset);
         let (size, slide) = (self.size, self.slide);
         // Windows start every `slide`; those with start + size > pane contain it.

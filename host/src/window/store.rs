@@ -41,6 +41,9 @@ use super::Window;
 use crate::decode::KeyId;
 use crate::error::PluginError;
 use crate::plugin::{Accumulator, AggregationInstance};
+use crate::state::{
+    CheckpointDelta, HealthState, LaneState, SlotKey, SlotState, StateError, encode_record,
+};
 
 /// How many values an accumulator takes in after its last snapshot before the
 /// store snapshots it again: bounds the replay buffer at 16 KiB per
@@ -110,6 +113,11 @@ struct Slot {
     bounds: Window,
     lanes: Vec<Lane>,
     pending_len: usize,
+    /// Changed since the last checkpoint wrote it.
+    changed: bool,
+    /// The start its last checkpoint record is stored under (a session's
+    /// start moves as it grows), and that record's CRC.
+    stored: Option<(i64, u32)>,
 }
 
 /// One configured aggregation's plugin and its failure record.
@@ -160,6 +168,20 @@ pub(crate) struct WindowStore {
     dirty: Vec<usize>,
     pending_total: usize,
     batch_size: usize,
+    /// What the stored checkpoint holds of this store, kept up to date so a
+    /// checkpoint writes only what changed.
+    persisted: Persisted,
+}
+
+/// The window records of the last checkpoint, as far as the store knows.
+#[derive(Debug, Default)]
+struct Persisted {
+    /// Records of slots closed since, with their CRCs: to delete.
+    removed: Vec<(SlotKey, u32)>,
+    /// How many window records the checkpoint holds.
+    count: u64,
+    /// The wrapping sum of their CRCs.
+    crc_sum: u32,
 }
 
 impl WindowStore {
@@ -182,6 +204,7 @@ impl WindowStore {
             dirty: Vec::new(),
             pending_total: 0,
             batch_size: batch_size.max(1),
+            persisted: Persisted::default(),
         }
     }
 
@@ -242,6 +265,8 @@ impl WindowStore {
             bounds,
             lanes: Vec::with_capacity(self.plugins.len()),
             pending_len: 0,
+            changed: true,
+            stored: None,
         });
         self.by_key.entry(key).or_default().insert(bounds.start, id);
         for a in 0..self.plugins.len() {
@@ -272,6 +297,7 @@ impl WindowStore {
         if slot.pending_len == 0 {
             self.dirty.push(id);
         }
+        slot.changed = true;
         for (lane, value) in slot.lanes.iter_mut().zip(values) {
             // A window that failed for this aggregation reports that instead
             // of a result, so it needs no more values.
@@ -474,6 +500,9 @@ impl WindowStore {
     pub fn merge_into(&mut self, into: usize, from: usize) {
         self.flush(into);
         self.flush(from);
+        if let Some(slot) = self.slots.get_mut(into) {
+            slot.changed = true;
+        }
         if self.slots.contains(into) && self.slots.contains(from) {
             for a in 0..self.plugins.len() {
                 let source = match &self.slots[from].lanes[a].acc {
@@ -519,6 +548,7 @@ impl WindowStore {
             map.insert(bounds.start, id);
         }
         slot.bounds = bounds;
+        slot.changed = true;
     }
 
     /// Drops a slot and gives its accumulators back to the plugins.
@@ -527,6 +557,13 @@ impl WindowStore {
             return;
         };
         self.pending_total -= slot.pending_len;
+        if let Some((start, crc)) = slot.stored {
+            let key = SlotKey {
+                key: slot.key,
+                start,
+            };
+            self.persisted.removed.push((key, crc));
+        }
         if let Some(map) = self.by_key.get_mut(&slot.key) {
             map.remove(&slot.bounds.start);
             if map.is_empty() {
@@ -560,7 +597,10 @@ impl WindowStore {
         tracing::warn!(aggregation = a, "{why}");
         if let Some(acc) = failed
             .and_then(|id| self.slots.get_mut(id))
-            .and_then(|slot| slot.lanes[a].fail(Arc::clone(&why)))
+            .and_then(|slot| {
+                slot.changed = true;
+                slot.lanes[a].fail(Arc::clone(&why))
+            })
         {
             self.release(a, acc);
         }
@@ -597,6 +637,7 @@ impl WindowStore {
             // are not released: the plugin is not called again.
             if lane.acc.is_ok() {
                 let _ = lane.fail(Arc::clone(&why));
+                slot.changed = true;
             }
         }
     }
@@ -647,6 +688,7 @@ impl WindowStore {
                         ));
                         tracing::warn!(aggregation = a, "{why}");
                         let _ = lane.fail(why);
+                        slot.changed = true;
                         let plugin = &mut self.plugins[a];
                         plugin.failures += 1;
                         plugin.consecutive_failures += 1;
@@ -683,6 +725,163 @@ impl WindowStore {
         self.timers.clear();
         self.dirty.clear();
         Ok(())
+    }
+
+    /// Writes into `delta` every slot changed since the last checkpoint and
+    /// every record of a slot closed since; returns the number of window
+    /// records and the sum of their CRCs once `delta` is committed.
+    ///
+    /// Every changed accumulator is snapshotted, which also empties its
+    /// replay log: the checkpoint and the failure-recovery snapshot are the
+    /// same bytes.
+    pub fn checkpoint_into(
+        &mut self,
+        delta: &mut CheckpointDelta,
+    ) -> Result<(u64, u32), StateError> {
+        self.flush_all();
+        for (key, crc) in self.persisted.removed.drain(..) {
+            delta.delete.push(key);
+            self.persisted.count -= 1;
+            self.persisted.crc_sum = self.persisted.crc_sum.wrapping_sub(crc);
+        }
+        let changed: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.changed)
+            .map(|(id, _)| id)
+            .collect();
+        for id in changed {
+            for a in 0..self.plugins.len() {
+                if self.slots[id].lanes[a].handed > 0 {
+                    self.checkpoint(a, id);
+                }
+            }
+            let slot = &mut self.slots[id];
+            let state = SlotState {
+                key: slot.key,
+                start: slot.bounds.start,
+                end: slot.bounds.end,
+                lanes: slot
+                    .lanes
+                    .iter()
+                    .map(|lane| match (&lane.acc, &lane.snapshot) {
+                        (Err(why), _) => LaneState::Failed(why.to_string()),
+                        (Ok(_), Some(bytes)) => LaneState::Snapshot(bytes.clone()),
+                        (Ok(_), None) => LaneState::Fresh,
+                    })
+                    .collect(),
+            };
+            let (bytes, crc) = encode_record(&state)?;
+            if let Some((start, old_crc)) = slot.stored {
+                if start != slot.bounds.start {
+                    delta.delete.push(SlotKey {
+                        key: slot.key,
+                        start,
+                    });
+                }
+                self.persisted.count -= 1;
+                self.persisted.crc_sum = self.persisted.crc_sum.wrapping_sub(old_crc);
+            }
+            let key = SlotKey {
+                key: slot.key,
+                start: slot.bounds.start,
+            };
+            delta.put.push((key, bytes));
+            self.persisted.count += 1;
+            self.persisted.crc_sum = self.persisted.crc_sum.wrapping_add(crc);
+            slot.stored = Some((slot.bounds.start, crc));
+            slot.changed = false;
+        }
+        Ok((self.persisted.count, self.persisted.crc_sum))
+    }
+
+    /// Reopens a slot from a checkpoint. `crc` is its record's checksum.
+    /// A lane whose plugin cannot restore its bytes reports that error
+    /// for the window instead of a result.
+    pub fn restore_slot(&mut self, state: &SlotState, crc: u32) -> usize {
+        let bounds = Window {
+            start: state.start,
+            end: state.end,
+        };
+        let id = self.slots.insert(Slot {
+            key: state.key,
+            bounds,
+            lanes: Vec::with_capacity(self.plugins.len()),
+            pending_len: 0,
+            changed: false,
+            stored: Some((state.start, crc)),
+        });
+        self.by_key
+            .entry(state.key)
+            .or_default()
+            .insert(bounds.start, id);
+        self.persisted.count += 1;
+        self.persisted.crc_sum = self.persisted.crc_sum.wrapping_add(crc);
+        for a in 0..self.plugins.len() {
+            let plugin = &mut self.plugins[a];
+            let state_version = plugin.instance.info().state_version;
+            let lane = state.lanes.get(a).unwrap_or(&LaneState::Fresh);
+            let called = match (lane, &plugin.quarantined) {
+                (LaneState::Failed(why), _) => Err(Arc::from(why.as_str())),
+                (_, Some(why)) => Err(Arc::clone(why)),
+                (LaneState::Fresh, None) => Ok((plugin.instance.create(), None)),
+                (LaneState::Snapshot(bytes), None) => Ok((
+                    plugin.instance.restore(bytes, state_version),
+                    Some(bytes.clone()),
+                )),
+            };
+            match called {
+                Ok((Ok(acc), snapshot)) => {
+                    let mut lane = Lane::new(Ok(acc));
+                    lane.snapshot = snapshot;
+                    self.slots[id].lanes.push(lane);
+                }
+                Ok((Err(e), _)) => {
+                    self.slots[id].lanes.push(Lane::new(Err(Arc::from(""))));
+                    self.fail(a, Some(id), e);
+                }
+                Err(why) => self.slots[id].lanes.push(Lane::new(Err(why))),
+            }
+        }
+        id
+    }
+
+    /// Each aggregation's failure record, for a checkpoint.
+    pub fn health_state(&self) -> Vec<HealthState> {
+        self.plugins
+            .iter()
+            .map(|p| HealthState {
+                failures: p.failures,
+                consecutive_failures: p.consecutive_failures,
+                quarantined: p.quarantined.as_deref().map(str::to_string),
+            })
+            .collect()
+    }
+
+    /// Takes back the failure records of a checkpoint (before any slot is restored).
+    pub fn restore_health(&mut self, health: &[HealthState]) {
+        for (plugin, h) in self.plugins.iter_mut().zip(health) {
+            plugin.failures = h.failures;
+            plugin.consecutive_failures = h.consecutive_failures;
+            plugin.quarantined = h.quarantined.as_deref().map(Arc::from);
+        }
+    }
+
+    /// Each aggregation's plugin identity, for a checkpoint's meta.
+    pub fn plugin_infos(&self) -> impl Iterator<Item = (&str, &str, u32)> {
+        self.plugins.iter().map(|p| {
+            let info = p.instance.info();
+            (
+                info.name.as_str(),
+                info.version.as_str(),
+                info.state_version,
+            )
+        })
+    }
+
+    /// Every open slot's key and bounds, for re-creating timers after a restore.
+    pub fn slot_bounds(&self) -> Vec<(KeyId, Window)> {
+        self.slots.iter().map(|(_, s)| (s.key, s.bounds)).collect()
     }
 
     pub fn add_timer(&mut self, timer: Timer) {

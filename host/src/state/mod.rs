@@ -1,0 +1,359 @@
+//! Durable window state: checkpoints of everything a run needs to carry on
+//! after a crash, and the backends that keep them.
+//!
+//! A checkpoint is taken between two input batches, when no value is waiting
+//! in a buffer and every output has been flushed. It holds:
+//! - every open window (or pane, or session) with each aggregation's
+//!   accumulator as the plugin's snapshot bytes, or the error that window
+//!   reports instead;
+//! - the interned keys, in id order (timers due together fire in key-id order,
+//!   so a restored run must give every key the id it had);
+//! - the watermark state per input partition, the source position, the byte
+//!   length of each output file, the run's counters and the plugins' health.
+//!
+//! Timers are not stored: every timer of an open window that is due after
+//! the checkpoint's watermark is one its window shape re-creates from the
+//! window's bounds (see `WindowOperator::restore_slot`), and every earlier
+//! one has already run.
+//!
+//! Checkpoints are incremental: only windows changed since the previous
+//! checkpoint are written, and windows closed since are deleted. Each record
+//! carries a CRC-32 of its bytes and the meta record carries the number of
+//! window records and the sum of their CRCs, so a checkpoint whose records
+//! do not add up is detected when it is read, and the previous one is used.
+
+pub mod inspect;
+mod memory;
+mod rocks;
+
+pub use memory::MemoryBackend;
+pub use rocks::RocksBackend;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::KeyId;
+use crate::pipeline::RunSummary;
+
+/// Bumped whenever the layout of checkpoint records changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A failure of the state backend (disk, RocksDB, or a damaged checkpoint).
+#[derive(Debug, thiserror::Error)]
+#[error("state at {location}: {message}")]
+pub struct StateError {
+    /// The state directory, or `memory`.
+    pub location: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Where a window's record lives: its key and its start.
+///
+/// Encoded big-endian with the sign bit of the start flipped, so that keys
+/// sort by (key id, start) in RocksDB as they do here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SlotKey {
+    /// The key's id in the run's key table.
+    pub key: KeyId,
+    /// The window's (or pane's, or session's) start in epoch milliseconds.
+    pub start: i64,
+}
+
+/// One aggregation's state in one window, as a checkpoint holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LaneState {
+    /// An accumulator that has taken no value yet.
+    Fresh,
+    /// The plugin's snapshot bytes, in its declared state format.
+    Snapshot(Vec<u8>),
+    /// The window has no result for this aggregation, and this is why.
+    Failed(String),
+}
+
+/// One open window (or pane, or session) of one key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotState {
+    /// The key's id.
+    pub key: KeyId,
+    /// First millisecond in the window.
+    pub start: i64,
+    /// First millisecond after it.
+    pub end: i64,
+    /// Per aggregation, in configuration order.
+    pub lanes: Vec<LaneState>,
+}
+
+/// Which plugin state an aggregation's snapshots are in, so that a restart
+/// with a different plugin or state format is refused instead of misread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AggregationMeta {
+    /// The aggregation's name in the config.
+    pub name: String,
+    /// The plugin's self-declared name.
+    pub plugin: String,
+    /// The plugin's version.
+    pub version: String,
+    /// The format of its snapshot bytes.
+    pub state_version: u32,
+}
+
+/// A plugin's failure record, carried across restarts so that a quarantined
+/// plugin stays quarantined.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthState {
+    /// Failed calls over the run.
+    pub failures: u64,
+    /// Failed calls since the last success.
+    pub consecutive_failures: u32,
+    /// Why the plugin is quarantined, if it is.
+    pub quarantined: Option<String>,
+}
+
+/// The watermark state of every input partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkState {
+    /// The pipeline watermark.
+    pub current: i64,
+    /// The largest event time seen per partition.
+    pub max_seen: Vec<i64>,
+    /// Which partitions are idle.
+    pub idle: Vec<bool>,
+}
+
+/// How far the source had been read when the checkpoint was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourcePosition {
+    /// A file: the byte offset of the next line to read, and how many lines
+    /// came before it (for the line numbers of dead letters).
+    File {
+        /// Bytes consumed.
+        offset: u64,
+        /// Lines consumed.
+        line: u64,
+    },
+}
+
+/// The byte length of each output file at the checkpoint; `None` for an
+/// output that is not a file (a standard stream, a topic).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkLengths {
+    /// Window results.
+    pub results: Option<u64>,
+    /// Late events.
+    pub late: Option<u64>,
+    /// Dead letters.
+    pub dead: Option<u64>,
+}
+
+/// Everything of a checkpoint but its windows and keys: small, and written
+/// whole every time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format: u32,
+    /// Increases by one per checkpoint.
+    pub id: u64,
+    /// Milliseconds since the epoch when it was taken (for `state inspect`).
+    pub taken_at_ms: i64,
+    /// The window shape, as text, so a changed shape is refused.
+    pub window: String,
+    /// The aggregations, in order.
+    pub aggregations: Vec<AggregationMeta>,
+    /// Per aggregation, its plugin's failure record.
+    pub health: Vec<HealthState>,
+    /// The watermarks.
+    pub watermarks: WatermarkState,
+    /// Where the source resumes.
+    pub source: SourcePosition,
+    /// Where the output files are cut back to on recovery.
+    pub sinks: SinkLengths,
+    /// The run's counters so far.
+    pub summary: RunSummary,
+    /// How many keys the key table holds.
+    pub keys: u64,
+    /// How many window records the checkpoint holds.
+    pub slots: u64,
+    /// The wrapping sum of the window records' CRC-32s.
+    pub slot_crc_sum: u32,
+}
+
+/// What one checkpoint changes: the whole meta, new keys, and the windows
+/// written or removed since the previous checkpoint.
+#[derive(Debug, Default)]
+pub struct CheckpointDelta {
+    /// The new meta; `None` only in a delta that was never filled.
+    pub meta: Option<Meta>,
+    /// Keys interned since the previous checkpoint, with their ids.
+    pub new_keys: Vec<(KeyId, String)>,
+    /// Windows new or changed since the previous checkpoint, encoded by [`encode_record`].
+    pub put: Vec<(SlotKey, Vec<u8>)>,
+    /// Windows closed (or moved, for sessions) since the previous checkpoint.
+    pub delete: Vec<SlotKey>,
+}
+
+/// A checkpoint read back in full.
+#[derive(Debug)]
+pub struct Restored {
+    /// Its meta.
+    pub meta: Meta,
+    /// The key table, in id order.
+    pub keys: Vec<String>,
+    /// Every open window, in (key id, start) order, with its record's CRC.
+    pub slots: Vec<(SlotState, u32)>,
+}
+
+/// A summary of one stored checkpoint, for `sluice state inspect`.
+#[derive(Debug)]
+pub struct CheckpointInfo {
+    /// Its id.
+    pub id: u64,
+    /// Its meta, or why it cannot be read.
+    pub meta: Result<Meta, StateError>,
+    /// Bytes it occupies on disk (0 in memory).
+    pub disk_bytes: u64,
+}
+
+/// Keeps checkpoints. One small trait so that a run does not care whether
+/// they live in memory (tests, short runs) or in RocksDB.
+pub trait StateBackend {
+    /// The newest checkpoint that reads back intact, or `None` for a fresh
+    /// start. A damaged newer checkpoint is skipped with a warning.
+    fn restore(&mut self) -> Result<Option<Restored>, StateError>;
+
+    /// Writes one checkpoint atomically and durably: when this returns, a
+    /// crash at any later moment restores exactly this state or a later one.
+    fn commit(&mut self, delta: CheckpointDelta) -> Result<(), StateError>;
+}
+
+/// A record as stored: a CRC-32 of the payload, then the payload.
+pub fn encode_record<T: Serialize>(value: &T) -> Result<(Vec<u8>, u32), StateError> {
+    let payload = postcard::to_allocvec(value).map_err(|e| StateError {
+        location: "encoder".into(),
+        message: format!("cannot encode a record: {e}"),
+    })?;
+    let crc = crc32fast::hash(&payload);
+    let mut bytes = Vec::with_capacity(payload.len() + 4);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    Ok((bytes, crc))
+}
+
+/// Checks and decodes a record written by [`encode_record`]; also returns its CRC.
+pub fn decode_record<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<(T, u32), String> {
+    if bytes.len() < 4 {
+        return Err(format!("record of {} bytes is truncated", bytes.len()));
+    }
+    let (crc_bytes, payload) = bytes.split_at(4);
+    let stored = u32::from_le_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
+    let actual = crc32fast::hash(payload);
+    if stored != actual {
+        return Err(format!(
+            "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+        ));
+    }
+    let value = postcard::from_bytes(payload).map_err(|e| format!("cannot decode: {e}"))?;
+    Ok((value, actual))
+}
+
+impl SlotKey {
+    /// 12 bytes that sort like the key.
+    pub fn encode(self) -> [u8; 12] {
+        let mut out = [0u8; 12];
+        out[..4].copy_from_slice(&self.key.to_be_bytes());
+        out[4..].copy_from_slice(&((self.start as u64) ^ (1 << 63)).to_be_bytes());
+        out
+    }
+
+    /// The inverse of [`SlotKey::encode`].
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let key = KeyId::from_be_bytes(bytes.get(..4)?.try_into().ok()?);
+        let start = u64::from_be_bytes(bytes.get(4..12)?.try_into().ok()?) ^ (1 << 63);
+        Some(Self {
+            key,
+            start: start as i64,
+        })
+    }
+}
+
+/// Checks a fully read checkpoint against its meta's counts and checksum sum.
+fn verify(meta: &Meta, keys: usize, slots: &[(SlotState, u32)]) -> Result<(), String> {
+    if meta.format != FORMAT_VERSION {
+        return Err(format!(
+            "written in checkpoint format {}, this build reads format {FORMAT_VERSION}",
+            meta.format
+        ));
+    }
+    if keys as u64 != meta.keys {
+        return Err(format!("{keys} keys stored, the meta says {}", meta.keys));
+    }
+    if slots.len() as u64 != meta.slots {
+        return Err(format!(
+            "{} windows stored, the meta says {}",
+            slots.len(),
+            meta.slots
+        ));
+    }
+    let sum = slots
+        .iter()
+        .fold(0u32, |acc, (_, crc)| acc.wrapping_add(*crc));
+    if sum != meta.slot_crc_sum {
+        return Err("the windows' checksums do not add up to the meta's".into());
+    }
+    Ok(())
+}
+
+/// Decodes and verifies a checkpoint from its stored records: the meta, the
+/// keys in id order, and the window records in key order.
+fn assemble<'a>(
+    meta: &[u8],
+    keys: impl Iterator<Item = &'a [u8]>,
+    slots: impl Iterator<Item = &'a [u8]>,
+) -> Result<Restored, String> {
+    let (meta, _) = decode_record::<Meta>(meta).map_err(|e| format!("meta record: {e}"))?;
+    let keys = keys
+        .enumerate()
+        .map(|(i, bytes)| {
+            decode_record::<String>(bytes)
+                .map(|(k, _)| k)
+                .map_err(|e| format!("key {i}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let slots = slots
+        .map(|bytes| decode_record::<SlotState>(bytes).map_err(|e| format!("window record: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    verify(&meta, keys.len(), &slots)?;
+    Ok(Restored { meta, keys, slots })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_keys_sort_by_key_then_signed_start() {
+        let keys = [
+            SlotKey { key: 0, start: -5 },
+            SlotKey { key: 0, start: 0 },
+            SlotKey { key: 0, start: 7 },
+            SlotKey {
+                key: 1,
+                start: i64::MIN,
+            },
+        ];
+        for pair in keys.windows(2) {
+            assert!(pair[0].encode() < pair[1].encode());
+        }
+        for k in keys {
+            assert_eq!(SlotKey::decode(&k.encode()), Some(k));
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_is_detected() {
+        let (mut bytes, _) = encode_record(&LaneState::Snapshot(vec![1, 2, 3])).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let err = decode_record::<LaneState>(&bytes).unwrap_err();
+        assert!(err.contains("checksum"), "{err}");
+    }
+}
