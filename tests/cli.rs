@@ -196,6 +196,27 @@ fn bad_configs_fail_before_reading_events_and_name_the_problem() {
             "plugins: { memory_limit: 12 parsecs }\n",
             "plugins.memory_limit",
         ),
+        // Gap filling needs a regular series of windows.
+        (
+            "{ sliding: { size: 10s, slide: 5s } }",
+            "fill: { strategy: zero, max_gap: 1m }\n",
+            "gap filling needs tumbling windows",
+        ),
+        (
+            "{ session: { gap: 10s } }",
+            "fill: { strategy: linear, max_gap: 1m }\n",
+            "gap filling needs tumbling windows",
+        ),
+        (
+            "{ tumbling: { size: 10s } }",
+            "fill: { strategy: zero, max_gap: 5s }\n",
+            "fill.max_gap",
+        ),
+        (
+            "{ tumbling: { size: 10s } }",
+            "fill: { strategy: cubic, max_gap: 1m }\n",
+            "cubic",
+        ),
     ];
     for (window, extra, want) in cases {
         let config = pipeline(dir.path(), window, extra);

@@ -54,6 +54,9 @@ pub struct PipelineConfig {
     /// Diagnostic log format and level.
     #[serde(default)]
     pub log: crate::logging::LogConfig,
+    /// Gap filling of tumbling windows (see [`crate::fill`]).
+    #[serde(default)]
+    pub fill: Option<crate::fill::FillConfig>,
 }
 
 /// Where the operations endpoints listen.
@@ -328,6 +331,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "batch_size",
     "metrics",
     "log",
+    "fill",
 ];
 
 /// `SLUICE_SINK__FILE=x` overrides `sink.file`: `__` separates nested keys.
@@ -386,6 +390,7 @@ impl PipelineConfig {
             }
             WindowConfig::Session { gap } => positive_ms("window.session.gap", *gap)?,
         }
+        crate::fill::validate(self.fill.as_ref(), &self.window)?;
         if self.aggregations.is_empty() {
             return err("key `aggregations`: at least one aggregation is needed".into());
         }

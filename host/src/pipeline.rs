@@ -10,6 +10,7 @@ use crate::config::{
 };
 use crate::decode::{Event, EventDecoder, KeyTable};
 use crate::error::{ConfigError, Error};
+use crate::fill::{Emission, GapFiller};
 use crate::plugin::bindings::OutputSpec;
 use crate::plugin::{AggregationInstance, PluginEngine, PluginRegistry};
 use crate::sink::{self, JsonlWriter, KafkaWriter, Output, OutputNames};
@@ -45,6 +46,8 @@ pub struct RunSummary {
     pub plugin_failures: u64,
     /// Plugins quarantined during the run.
     pub quarantined: u64,
+    /// Window results made up by gap filling (included in `windows_emitted`).
+    pub filled: u64,
 }
 
 impl std::fmt::Display for RunSummary {
@@ -54,6 +57,9 @@ impl std::fmt::Display for RunSummary {
             "{} events read, {} windows emitted, {} late, {} dead-lettered",
             self.events_read, self.windows_emitted, self.late, self.dead_lettered
         )?;
+        if self.filled > 0 {
+            write!(f, " ({} of them filled)", self.filled)?;
+        }
         if self.replayed_skipped > 0 {
             write!(f, ", {} replayed and skipped", self.replayed_skipped)?;
         }
@@ -169,6 +175,10 @@ struct Flow {
     keys: KeyTable,
     event: Event,
     emitted: Vec<WindowResult>,
+    /// Gap filling, when the pipeline asks for it.
+    fill: Option<GapFiller>,
+    /// What `advance` writes: results, and whether each was filled.
+    emissions: Vec<Emission>,
     names: OutputNames,
     results: Output,
     late_out: Output,
@@ -202,6 +212,11 @@ impl Flow {
         let late_out = open_output(loaded, config.late_output.as_ref(), source_brokers)?;
         let dead_out = open_output(loaded, config.dead_letter.as_ref(), source_brokers)?;
         let lateness = millis(config.allowed_lateness);
+        let kinds = aggs
+            .iter()
+            .map(|a| a.outputs().iter().map(|o| o.kind).collect())
+            .collect();
+        let fill = GapFiller::new(config.fill.as_ref(), &config.window, kinds);
         Ok(Self {
             operator: WindowOperator::new(window_spec(&config.window), lateness, aggs, batch_size),
             watermarks: Watermarks::new(millis(config.watermark.max_out_of_orderness), partitions),
@@ -209,6 +224,8 @@ impl Flow {
             keys: KeyTable::default(),
             event: Event::default(),
             emitted: Vec::new(),
+            fill,
+            emissions: Vec::new(),
             names,
             results,
             late_out,
@@ -282,11 +299,18 @@ impl Flow {
         if let Some(w) = watermark {
             self.operator.on_watermark(w, &mut self.emitted)?;
         }
-        for result in self.emitted.drain(..) {
+        match &mut self.fill {
+            Some(fill) => fill.apply(watermark, &mut self.emitted, &mut self.emissions),
+            None => self
+                .emissions
+                .extend(self.emitted.drain(..).map(|r| (r, false))),
+        }
+        for (result, filled) in self.emissions.drain(..) {
             let key = self.keys.render(result.key);
-            sink::write_result(&mut self.line, key, &result, &self.names);
+            sink::write_result_marked(&mut self.line, key, &result, &self.names, filled);
             self.results.write(Some(key), &self.line, None)?;
             self.summary.windows_emitted += 1;
+            self.summary.filled += u64::from(filled);
         }
         Ok(())
     }

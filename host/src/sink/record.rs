@@ -2,6 +2,7 @@
 //! because they are on the per-window (and per-bad-event) path.
 //!
 //! Result: `{"key":{..},"window":{"start":S,"end":E},"emit":"on_time","results":{"agg.out":V,..}}`
+//! (with `"filled":true` after `emit` for a window made up by gap filling)
 //!
 //! A result for a window in which an aggregation's plugin failed keeps that
 //! aggregation's outputs, as `null`, and adds an `errors` object after
@@ -71,6 +72,18 @@ fn write_number(out: &mut String, value: Option<f64>, kind: OutputKind) {
 
 /// Renders one window result into `out` (cleared first).
 pub fn write_result(out: &mut String, key: &str, result: &WindowResult, names: &OutputNames) {
+    write_result_marked(out, key, result, names, false);
+}
+
+/// Renders one window result, with `"filled":true` after `emit` when gap
+/// filling made it up (see [`crate::fill`]); real results have no such key.
+pub fn write_result_marked(
+    out: &mut String,
+    key: &str,
+    result: &WindowResult,
+    names: &OutputNames,
+    filled: bool,
+) {
     out.clear();
     out.push_str(r#"{"key":"#);
     out.push_str(key);
@@ -78,7 +91,11 @@ pub fn write_result(out: &mut String, key: &str, result: &WindowResult, names: &
     write_window(out, result.window);
     out.push_str(r#","emit":""#);
     out.push_str(result.emit.as_str());
-    out.push_str(r#"","results":{"#);
+    out.push('"');
+    if filled {
+        out.push_str(r#","filled":true"#);
+    }
+    out.push_str(r#","results":{"#);
     let mut first = true;
     for (values, names) in result.outputs.iter().zip(&names.per_agg) {
         for (value, (name, kind)) in values.iter().zip(names) {
