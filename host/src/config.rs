@@ -57,6 +57,12 @@ pub struct PipelineConfig {
     /// Gap filling of tumbling windows (see [`crate::fill`]).
     #[serde(default)]
     pub fill: Option<crate::fill::FillConfig>,
+    /// Dropping redelivered events before windowing (see [`crate::dedup`]).
+    #[serde(default)]
+    pub dedup: Option<crate::dedup::DedupConfig>,
+    /// Where dropped duplicates go (nowhere when absent: they are only counted).
+    #[serde(default)]
+    pub dedup_output: Option<OutputConfig>,
 }
 
 /// Where the operations endpoints listen.
@@ -332,6 +338,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "metrics",
     "log",
     "fill",
+    "dedup",
+    "dedup_output",
 ];
 
 /// `SLUICE_SINK__FILE=x` overrides `sink.file`: `__` separates nested keys.
@@ -391,6 +399,7 @@ impl PipelineConfig {
             WindowConfig::Session { gap } => positive_ms("window.session.gap", *gap)?,
         }
         crate::fill::validate(self.fill.as_ref(), &self.window)?;
+        crate::dedup::validate(self.dedup.as_ref())?;
         if self.aggregations.is_empty() {
             return err("key `aggregations`: at least one aggregation is needed".into());
         }
@@ -534,7 +543,7 @@ fn parse_bytes(text: &str) -> Option<u64> {
     n.checked_mul(scale)
 }
 
-fn de_one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn de_one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {

@@ -9,6 +9,7 @@ use crate::config::{
     LoadedConfig, OutputConfig, PipelineConfig, SourceConfig, WindowConfig, millis,
 };
 use crate::decode::{Event, EventDecoder, KeyTable};
+use crate::dedup::{Deduplicator, Verdict};
 use crate::error::{ConfigError, Error};
 use crate::fill::{Emission, GapFiller};
 use crate::plugin::bindings::OutputSpec;
@@ -48,6 +49,8 @@ pub struct RunSummary {
     pub quarantined: u64,
     /// Window results made up by gap filling (included in `windows_emitted`).
     pub filled: u64,
+    /// Events dropped by dedup because their key was seen within the TTL.
+    pub duplicates: u64,
 }
 
 impl std::fmt::Display for RunSummary {
@@ -59,6 +62,9 @@ impl std::fmt::Display for RunSummary {
         )?;
         if self.filled > 0 {
             write!(f, " ({} of them filled)", self.filled)?;
+        }
+        if self.duplicates > 0 {
+            write!(f, ", {} duplicates dropped", self.duplicates)?;
         }
         if self.replayed_skipped > 0 {
             write!(f, ", {} replayed and skipped", self.replayed_skipped)?;
@@ -183,6 +189,9 @@ struct Flow {
     results: Output,
     late_out: Output,
     dead_out: Output,
+    /// The dedup stage, when the pipeline asks for one, and where its drops go.
+    dedup: Option<Deduplicator>,
+    dedup_out: Option<Output>,
     lateness: i64,
     watermark_delay: i64,
     summary: RunSummary,
@@ -211,6 +220,14 @@ impl Flow {
         let results = open_output(loaded, Some(&config.sink), source_brokers)?;
         let late_out = open_output(loaded, config.late_output.as_ref(), source_brokers)?;
         let dead_out = open_output(loaded, config.dead_letter.as_ref(), source_brokers)?;
+        let dedup_out = match &config.dedup_output {
+            Some(output) => Some(open_output(loaded, Some(output), source_brokers)?),
+            None => None,
+        };
+        let dedup = config
+            .dedup
+            .as_ref()
+            .map(|d| Deduplicator::new(d, &config.event.time));
         let lateness = millis(config.allowed_lateness);
         let kinds = aggs
             .iter()
@@ -230,6 +247,8 @@ impl Flow {
             results,
             late_out,
             dead_out,
+            dedup,
+            dedup_out,
             lateness,
             watermark_delay: millis(config.watermark.max_out_of_orderness),
             summary: RunSummary::default(),
@@ -238,7 +257,7 @@ impl Flow {
     }
 
     /// Processes one raw event from `partition`. Returns its event time, or
-    /// `i64::MIN` when it left no window state (a dead letter).
+    /// `i64::MIN` when it left no window state (a dead letter, a duplicate).
     ///
     /// A `replayed` event was processed before by a previous owner of its
     /// partition: it rebuilds window state, but if it is late now its effect
@@ -263,8 +282,24 @@ impl Flow {
             self.summary.dead_lettered += 1;
             return Ok(i64::MIN);
         }
-        let key = self.keys.intern(&self.event.key);
         let watermark = self.watermarks.current();
+        if let Some(dedup) = &mut self.dedup
+            && dedup.check(raw, message_time, watermark) == Verdict::Duplicate
+        {
+            // Dropped before windowing: no window state, no watermark move
+            // (the first copy already moved it).
+            if replayed {
+                self.summary.replayed_skipped += 1;
+                return Ok(i64::MIN);
+            }
+            self.summary.duplicates += 1;
+            if let Some(out) = &mut self.dedup_out {
+                sink::write_duplicate(&mut self.line, &origin, dedup.key(), self.event.time, raw);
+                out.write(Some(&self.event.key), &self.line, Some("duplicate"))?;
+            }
+            return Ok(i64::MIN);
+        }
+        let key = self.keys.intern(&self.event.key);
         let time = self.event.time;
         let outcome =
             self.operator
@@ -336,6 +371,9 @@ impl Flow {
     fn flush(&mut self) -> Result<(), Error> {
         self.results.flush()?;
         self.late_out.flush()?;
+        if let Some(out) = &mut self.dedup_out {
+            out.flush()?;
+        }
         self.dead_out.flush()
     }
 }

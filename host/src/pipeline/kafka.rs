@@ -130,6 +130,9 @@ pub(super) fn run(
             if let Some(fill) = &mut flow.fill {
                 fill.clear();
             }
+            if let Some(dedup) = &mut flow.dedup {
+                dedup.clear();
+            }
             flow.watermarks = Watermarks::new(flow.watermark_delay, source.partition_count());
         }
         if !reassignment.resumed.is_empty() {

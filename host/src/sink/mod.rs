@@ -6,7 +6,8 @@ mod record;
 
 pub use kafka::KafkaWriter;
 pub use record::{
-    OutputNames, late_reason, write_dead_letter, write_late, write_result, write_result_marked,
+    OutputNames, late_reason, write_dead_letter, write_duplicate, write_late, write_result,
+    write_result_marked,
 };
 
 use std::fs::File;

@@ -11,6 +11,7 @@
 //! A record without failures has no `errors` key.
 //! Late:   `{"line":N,"reason":"..","key":{..},"event_time":T,"window":{..},"watermark":W,"event":{..}}`
 //! Dead:   `{"line":N,"reason":"..","raw":".."}`
+//! Duplicate: `{"line":N,"reason":"duplicate","dedup_key":{..},"event_time":T,"event":{..}}`
 
 use std::fmt::Write as _;
 
@@ -155,6 +156,25 @@ pub fn write_late(
     let _ = write!(out, r#","key":{key},"event_time":{event_time},"window":"#);
     write_window(out, window);
     let _ = write!(out, r#","watermark":{watermark},"event":"#);
+    // The raw line decoded successfully, so it is one valid JSON value.
+    out.push_str(&String::from_utf8_lossy(raw));
+    out.push('}');
+}
+
+/// Renders an event dropped by dedup: where it came from, its dedup key and
+/// event time, and the event.
+pub fn write_duplicate(
+    out: &mut String,
+    origin: &Origin<'_>,
+    dedup_key: &str,
+    event_time: i64,
+    raw: &[u8],
+) {
+    out.clear();
+    let _ = write!(
+        out,
+        r#"{{{origin},"reason":"duplicate","dedup_key":{dedup_key},"event_time":{event_time},"event":"#
+    );
     // The raw line decoded successfully, so it is one valid JSON value.
     out.push_str(&String::from_utf8_lossy(raw));
     out.push('}');
