@@ -380,3 +380,85 @@ fn filled(key: KeyId, start: i64, size: i64, outputs: Vec<Vec<Option<f64>>>) -> 
         true,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filler(strategy: &str) -> GapFiller {
+        let fill: FillConfig =
+            serde_json::from_str(&format!(r#"{{"strategy":"{strategy}","max_gap":"20s"}}"#))
+                .expect("config");
+        let window = WindowConfig::Tumbling {
+            size: Duration::from_secs(10),
+            offset: Duration::ZERO,
+        };
+        GapFiller::new(Some(&fill), &window, vec![vec![OutputKind::Float]]).expect("a filler")
+    }
+
+    fn result(start: i64, value: f64, emit: EmitKind) -> WindowResult {
+        WindowResult {
+            key: 0,
+            window: Window {
+                start,
+                end: start + 10_000,
+            },
+            emit,
+            outputs: vec![vec![Some(value)]],
+            errors: Vec::new(),
+        }
+    }
+
+    /// (start, value, filled) of what one step emits.
+    fn step(
+        f: &mut GapFiller,
+        watermark: i64,
+        results: Vec<WindowResult>,
+    ) -> Vec<(i64, Option<f64>, bool)> {
+        let mut results = results;
+        let mut out = Vec::new();
+        f.apply(Some(watermark), &mut results, &mut out);
+        out.iter()
+            .map(|(r, filled)| (r.window.start, r.outputs[0][0], *filled))
+            .collect()
+    }
+
+    #[test]
+    fn late_re_emissions_pass_through_and_do_not_move_the_series() {
+        let mut f = filler("forward");
+        assert_eq!(
+            step(&mut f, 10_000, vec![result(0, 1.0, EmitKind::OnTime)]),
+            [(0, Some(1.0), false)]
+        );
+        // A late update of window 0 with another value: written as is.
+        assert_eq!(
+            step(&mut f, 12_000, vec![result(0, 5.0, EmitKind::Late)]),
+            [(0, Some(5.0), false)]
+        );
+        // The fill still repeats the on-time value, window by window as the
+        // watermark passes, and stops after max_gap (two windows).
+        assert_eq!(step(&mut f, 20_000, vec![]), [(10_000, Some(1.0), true)]);
+        assert_eq!(step(&mut f, 90_000, vec![]), [(20_000, Some(1.0), true)]);
+        assert_eq!(step(&mut f, 100_000, vec![]), []);
+    }
+
+    #[test]
+    fn linear_gives_up_with_nulls_once_no_real_window_can_close_the_gap() {
+        let mut f = filler("linear");
+        step(&mut f, 10_000, vec![result(0, 1.0, EmitKind::OnTime)]);
+        // The last window that could close the gap is [30 s, 40 s): until the
+        // watermark passes its end, the filled windows are held.
+        assert_eq!(step(&mut f, 39_999, vec![]), []);
+        assert_eq!(
+            step(&mut f, 40_000, vec![]),
+            [(10_000, None, true), (20_000, None, true)]
+        );
+    }
+
+    #[test]
+    fn nothing_is_filled_after_the_last_window_at_end_of_input() {
+        let mut f = filler("zero");
+        step(&mut f, 10_000, vec![result(0, 1.0, EmitKind::OnTime)]);
+        assert_eq!(step(&mut f, END_OF_INPUT, vec![]), []);
+    }
+}
