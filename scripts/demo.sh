@@ -29,3 +29,12 @@ echo "   (an embedded broker, 4 partitions keyed by service, per-partition water
     --malformed 0.001 --out - | "$SLUICE" run --config examples/llm-kafka.yaml
 echo "== first results (out/kafka-results.jsonl)"
 head -n 2 "$OUT/kafka-results.jsonl"
+
+echo "== dedup, gap filling and the statistics plugins: examples/llm-extras.yaml"
+echo "   (the generator writes 2% of the requests twice)"
+"$GEN" --events 5000 --rate 20 --services 4 --out-of-order 0.05 --duplicates 0.02 \
+    --out "$OUT/events-dup.jsonl"
+"$SLUICE" run --config examples/llm-extras.yaml
+echo "== a filled record (out/extras-results.jsonl), a dropped duplicate (out/extras-duplicates.jsonl)"
+grep -m 1 '"filled":true' "$OUT/extras-results.jsonl"
+head -n 1 "$OUT/extras-duplicates.jsonl"

@@ -148,6 +148,27 @@ fn bad_configs_fail_before_reading_events_and_name_the_problem() {
             "plugins: { memory_limit: 12 parsecs }\n",
             "plugins.memory_limit",
         ),
+        // Gap filling needs a regular series of windows.
+        (
+            "{ sliding: { size: 10s, slide: 5s } }",
+            "fill: { strategy: zero, max_gap: 1m }\n",
+            "gap filling needs tumbling windows",
+        ),
+        (
+            "{ session: { gap: 10s } }",
+            "fill: { strategy: linear, max_gap: 1m }\n",
+            "gap filling needs tumbling windows",
+        ),
+        (
+            "{ tumbling: { size: 10s } }",
+            "fill: { strategy: zero, max_gap: 5s }\n",
+            "fill.max_gap",
+        ),
+        (
+            "{ tumbling: { size: 10s } }",
+            "fill: { strategy: cubic, max_gap: 1m }\n",
+            "cubic",
+        ),
     ];
     for (window, extra, want) in cases {
         let config = pipeline(dir.path(), window, extra);
@@ -378,4 +399,144 @@ fn plugin_new_scaffolds_a_crate_that_builds_and_passes_the_laws() {
     let report = String::from_utf8_lossy(&laws.stdout);
     assert!(laws.status.success(), "{report}{}", stderr(&laws));
     assert_eq!(report.matches("PASS").count(), 7, "{report}");
+}
+
+/// Writes `lines` and a pipeline with `dedup` (YAML) over them into `dir`;
+/// runs it and returns (sorted result lines, stderr).
+fn run_dedup(dir: &Path, name: &str, lines: &[String], dedup: &str) -> (Vec<String>, String) {
+    let input = dir.join(format!("{name}.jsonl"));
+    std::fs::write(&input, lines.concat()).unwrap();
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ file: {name}.jsonl }}\n\
+             event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
+             watermark: {{ max_out_of_orderness: 4s }}\n\
+             window: {{ tumbling: {{ size: 10s }} }}\n\
+             {dedup}\
+             aggregations:\n\
+             \x20 - {{ name: n, plugin: builtin/count }}\n\
+             \x20 - {{ name: total, plugin: builtin/sum, field: v }}\n\
+             \x20 - {{ name: peak, plugin: builtin/max, field: v }}\n\
+             \x20 - {{ name: lat, plugin: builtin/percentiles, field: v }}\n\
+             sink: {{ file: {name}-results.jsonl }}\n\
+             late_output: {{ file: {name}-late.jsonl }}\n\
+             dead_letter: {{ file: {name}-dead.jsonl }}\n"
+        ),
+    )
+    .unwrap();
+    let out = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results = std::fs::read_to_string(dir.join(format!("{name}-results.jsonl"))).unwrap();
+    let mut results: Vec<String> = results.lines().map(str::to_owned).collect();
+    results.sort();
+    (results, stderr(&out))
+}
+
+#[test]
+fn redelivered_events_shuffled_within_the_bound_give_the_results_of_one_delivery() {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    // 2000 requests over ~200 s, each with a unique id.
+    let mut t: i64 = 1_700_000_000_000;
+    let events: Vec<(i64, String)> = (0..2000)
+        .map(|i| {
+            t += (next() % 200) as i64;
+            let line = format!(
+                "{{\"ts\":{t},\"request_id\":\"req-{i}\",\"service\":\"svc-{}\",\"v\":{}}}\n",
+                next() % 4,
+                next() % 1000
+            );
+            (t, line)
+        })
+        .collect();
+    let once: Vec<String> = events.iter().map(|(_, l)| l.clone()).collect();
+    // Every event twice; each copy arrives at its time plus up to 2 s of
+    // jitter, so that no copy is later than the 4 s bound allows.
+    let mut twice: Vec<(i64, u64, String)> = events
+        .iter()
+        .chain(&events)
+        .map(|(ts, line)| (ts + (next() % 2_000) as i64, next(), line.clone()))
+        .collect();
+    twice.sort();
+    let twice: Vec<String> = twice.into_iter().map(|(_, _, l)| l).collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, summary) = run_dedup(dir.path(), "once", &once, "");
+    assert!(summary.contains("0 late"), "{summary}");
+    assert!(reference.len() > 60, "{}", reference.len());
+    // Without dedup the redelivery doubles the counts: the test can fail.
+    let (doubled, _) = run_dedup(dir.path(), "plain", &twice, "");
+    assert!(
+        doubled != reference,
+        "redelivery without dedup changed nothing"
+    );
+    for mode in ["exact", "bloom"] {
+        let dedup = format!(
+            "dedup: {{ key: [request_id], ttl: 1h, mode: {mode}, false_positive_rate: 0.000001, expected_keys: 10000 }}\n\
+             dedup_output: {{ file: {mode}-dups.jsonl }}\n"
+        );
+        let (got, summary) = run_dedup(dir.path(), mode, &twice, &dedup);
+        // (Aggregations whose result does not depend on arrival order, so
+        // that the comparison can be exact.)
+        let differing = got.iter().zip(&reference).filter(|(a, b)| a != b).count();
+        assert!(
+            got.len() == reference.len() && differing == 0,
+            "{mode}: {} results, {} expected, {differing} differ; first: {:?}",
+            got.len(),
+            reference.len(),
+            got.iter().zip(&reference).find(|(a, b)| a != b)
+        );
+        assert!(
+            summary.contains("4000 events read") && summary.contains("2000 duplicates dropped"),
+            "{mode}: {summary}"
+        );
+        let dups = std::fs::read_to_string(dir.path().join(format!("{mode}-dups.jsonl"))).unwrap();
+        assert_eq!(dups.lines().count(), 2000);
+        let first = dups.lines().next().unwrap();
+        assert!(
+            first.contains(r#""reason":"duplicate","dedup_key":{"request_id":"req-"#),
+            "{first}"
+        );
+    }
+}
+
+#[test]
+fn dedup_ttl_is_event_time_against_the_watermark() {
+    // The same id 5 s apart is a duplicate with a 10 s TTL; 60 s later (the
+    // watermark has passed the TTL) it counts again.
+    let lines: Vec<String> = [
+        (0, "x"),
+        (5_000, "x"),
+        (6_000, "y"),
+        (60_000, "x"),
+        (61_000, "y"),
+    ]
+    .iter()
+    .map(|(ts, id)| format!("{{\"ts\":{ts},\"request_id\":\"{id}\",\"service\":\"s\",\"v\":1}}\n"))
+    .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (results, summary) = run_dedup(
+        dir.path(),
+        "ttl",
+        &lines,
+        "dedup: { key: request_id, ttl: 10s }\n",
+    );
+    assert!(summary.contains("1 duplicates dropped"), "{summary}");
+    let counts: Vec<bool> = results
+        .iter()
+        .map(|r| r.contains(r#""n.count":2"#))
+        .collect();
+    // Window 0 s: x and y (the second x dropped); window 60 s: x and y again.
+    assert_eq!(counts, [true, true], "{results:?}");
 }

@@ -59,8 +59,21 @@ fn assert_all_pass(args: &[&str]) {
 
 #[test]
 fn every_builtin_passes_every_law() {
-    for name in ["stats", "percentiles", "count", "mean"] {
+    for name in ["stats", "percentiles", "count", "mean", "rate", "zscore"] {
         assert_all_pass(&[&format!("builtin/{name}")]);
+    }
+    // The statistics plugins that need a configuration, with one.
+    for (name, config) in [
+        ("ema", r#"{"alpha":0.3}"#),
+        ("rate", r#"{"window_seconds":10}"#),
+        ("zscore", r#"{"threshold":1.5}"#),
+        ("histogram", r#"{"buckets":[-10,0,0.5,100]}"#),
+        (
+            "histogram",
+            r#"{"exponential":{"start":0.001,"factor":10,"count":8}}"#,
+        ),
+    ] {
+        assert_all_pass(&[&format!("builtin/{name}"), "--config", config]);
     }
 }
 

@@ -17,6 +17,7 @@ struct Outputs {
     results: String,
     late: String,
     dead: String,
+    dups: String,
 }
 
 fn read_outputs(dir: &Path) -> Outputs {
@@ -25,11 +26,24 @@ fn read_outputs(dir: &Path) -> Outputs {
         results: read("results.jsonl"),
         late: read("late.jsonl"),
         dead: read("dead.jsonl"),
+        dups: read("dups.jsonl"),
     }
 }
 
 /// A run directory: input, a RocksDB pipeline over it, outputs beside it.
 fn setup(dir: &Path, input: &str, window: &str, lateness: &str, interval: &str) -> PathBuf {
+    setup_with(dir, input, window, lateness, interval, "")
+}
+
+/// [`setup`] with more top-level config lines.
+fn setup_with(
+    dir: &Path,
+    input: &str,
+    window: &str,
+    lateness: &str,
+    interval: &str,
+    extra: &str,
+) -> PathBuf {
     std::fs::write(dir.join("input.jsonl"), input).unwrap();
     let config = dir.join("pipeline.yaml");
     std::fs::write(
@@ -48,7 +62,8 @@ fn setup(dir: &Path, input: &str, window: &str, lateness: &str, interval: &str) 
              late_output: {{ file: late.jsonl }}\n\
              dead_letter: {{ file: dead.jsonl }}\n\
              batch_size: 64\n\
-             state: {{ backend: rocksdb, path: state, checkpoint_interval: {interval}, keep: 3 }}\n"
+             state: {{ backend: rocksdb, path: state, checkpoint_interval: {interval}, keep: 3 }}\n\
+             {extra}"
         ),
     )
     .unwrap();
@@ -124,9 +139,13 @@ fn kills() -> usize {
 /// Runs the pipeline once uninterrupted, then again in a fresh directory
 /// with `kills()` SIGKILLs at pseudo-random moments, and compares.
 fn crash_test(window: &str, lateness: &str) {
-    let input = generate(40_000);
+    crash_test_with(&generate(40_000), window, lateness, "");
+}
+
+/// [`crash_test`] over `input` with more config; returns the outputs.
+fn crash_test_with(input: &str, window: &str, lateness: &str, extra: &str) -> Outputs {
     let clean = tempfile::tempdir().unwrap();
-    let config = setup(clean.path(), &input, window, lateness, "1h");
+    let config = setup_with(clean.path(), input, window, lateness, "1h", extra);
     let started = Instant::now();
     let out = run(&config);
     let full = started.elapsed();
@@ -138,7 +157,7 @@ fn crash_test(window: &str, lateness: &str) {
     );
 
     let crashed = tempfile::tempdir().unwrap();
-    let config = setup(crashed.path(), &input, window, lateness, "10ms");
+    let config = setup_with(crashed.path(), input, window, lateness, "10ms", extra);
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut resumed = 0;
     let mut killed = 0;
@@ -178,6 +197,7 @@ fn crash_test(window: &str, lateness: &str) {
     }
     assert_eq!(e.lines().count(), g.lines().count(), "result counts differ");
     assert_eq!(expected, got);
+    got
 }
 
 #[test]
@@ -188,6 +208,37 @@ fn sliding_windows_survive_repeated_kill_nine() {
 #[test]
 fn session_windows_survive_repeated_kill_nine() {
     crash_test("{ session: { gap: 1s } }", "3s");
+}
+
+#[test]
+fn dedup_and_gap_filling_state_survives_repeated_kill_nine() {
+    // Every 20th event delivered twice; the dedup key tells copies apart
+    // from other events, and quiet keys get forward-filled windows.
+    let mut input = String::new();
+    for (i, line) in generate(30_000).lines().enumerate() {
+        input.push_str(line);
+        input.push('\n');
+        if i % 20 == 0 {
+            input.push_str(line);
+            input.push('\n');
+        }
+    }
+    let out = crash_test_with(
+        &input,
+        "{ tumbling: { size: 2s } }",
+        "0s",
+        "dedup: { key: [ts, latency_ms], ttl: 1m }\n\
+         dedup_output: { file: dups.jsonl }\n\
+         fill: { strategy: forward, max_gap: 20s }\n",
+    );
+    assert!(
+        out.dups.lines().count() >= 1_000,
+        "too few duplicates dropped"
+    );
+    assert!(
+        out.results.contains(r#""filled":true"#),
+        "no window was filled"
+    );
 }
 
 #[test]

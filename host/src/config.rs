@@ -57,6 +57,15 @@ pub struct PipelineConfig {
     /// Where window state lives and how often it is checkpointed.
     #[serde(default)]
     pub state: StateConfig,
+    /// Gap filling of tumbling windows (see [`crate::fill`]).
+    #[serde(default)]
+    pub fill: Option<crate::fill::FillConfig>,
+    /// Dropping redelivered events before windowing (see [`crate::dedup`]).
+    #[serde(default)]
+    pub dedup: Option<crate::dedup::DedupConfig>,
+    /// Where dropped duplicates go (nowhere when absent: they are only counted).
+    #[serde(default)]
+    pub dedup_output: Option<OutputConfig>,
 }
 
 /// Which state backend keeps the pipeline's window state.
@@ -390,6 +399,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "metrics",
     "state",
     "log",
+    "fill",
+    "dedup",
+    "dedup_output",
 ];
 
 /// `SLUICE_SINK__FILE=x` overrides `sink.file`: `__` separates nested keys.
@@ -448,6 +460,8 @@ impl PipelineConfig {
             }
             WindowConfig::Session { gap } => positive_ms("window.session.gap", *gap)?,
         }
+        crate::fill::validate(self.fill.as_ref(), &self.window)?;
+        crate::dedup::validate(self.dedup.as_ref())?;
         if self.aggregations.is_empty() {
             return err("key `aggregations`: at least one aggregation is needed".into());
         }
@@ -615,7 +629,7 @@ fn parse_bytes(text: &str) -> Option<u64> {
     n.checked_mul(scale)
 }
 
-fn de_one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn de_one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {

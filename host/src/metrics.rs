@@ -44,6 +44,8 @@ pub struct Metrics {
     late: Counter,
     dead_lettered: Counter,
     replayed_skipped: Counter,
+    duplicates: Counter,
+    filled: Counter,
     windows_open: Gauge,
     plugin_failures: Family<PluginLabels, Counter>,
     plugin_quarantined: Family<PluginLabels, Gauge>,
@@ -67,6 +69,8 @@ struct Published {
     late: AtomicU64,
     dead_lettered: AtomicU64,
     replayed_skipped: AtomicU64,
+    duplicates: AtomicU64,
+    filled: AtomicU64,
 }
 
 fn add_delta(counter: &Counter, published: &AtomicU64, total: u64) {
@@ -90,6 +94,8 @@ impl Metrics {
             late: Counter::default(),
             dead_lettered: Counter::default(),
             replayed_skipped: Counter::default(),
+            duplicates: Counter::default(),
+            filled: Counter::default(),
             windows_open: Gauge::default(),
             plugin_failures: Family::default(),
             plugin_quarantined: Family::default(),
@@ -126,6 +132,16 @@ impl Metrics {
             "replayed_skipped",
             "Replayed messages whose effect was already written",
             m.replayed_skipped.clone(),
+        );
+        registry.register(
+            "duplicates",
+            "Events dropped by dedup: their key was seen within the TTL",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "results_filled",
+            "Window results made up by gap filling (also in results_out)",
+            m.filled.clone(),
         );
         registry.register(
             "windows_open",
@@ -182,6 +198,8 @@ impl Metrics {
             &p.replayed_skipped,
             summary.replayed_skipped,
         );
+        add_delta(&self.duplicates, &p.duplicates, summary.duplicates);
+        add_delta(&self.filled, &p.filled, summary.filled);
         self.windows_open
             .set(i64::try_from(windows_open).unwrap_or(i64::MAX));
     }

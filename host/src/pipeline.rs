@@ -11,7 +11,9 @@ use crate::config::{
     millis,
 };
 use crate::decode::{Event, EventDecoder, KeyTable};
+use crate::dedup::{Deduplicator, Verdict};
 use crate::error::{ConfigError, Error};
+use crate::fill::{Emission, GapFiller};
 use crate::plugin::bindings::OutputSpec;
 use crate::plugin::{AggregationInstance, PluginEngine, PluginRegistry};
 use crate::sink::{self, JsonlWriter, KafkaWriter, Output, OutputNames};
@@ -51,6 +53,10 @@ pub struct RunSummary {
     pub plugin_failures: u64,
     /// Plugins quarantined during the run.
     pub quarantined: u64,
+    /// Window results made up by gap filling (included in `windows_emitted`).
+    pub filled: u64,
+    /// Events dropped by dedup because their key was seen within the TTL.
+    pub duplicates: u64,
 }
 
 impl std::fmt::Display for RunSummary {
@@ -60,6 +66,12 @@ impl std::fmt::Display for RunSummary {
             "{} events read, {} windows emitted, {} late, {} dead-lettered",
             self.events_read, self.windows_emitted, self.late, self.dead_lettered
         )?;
+        if self.filled > 0 {
+            write!(f, " ({} of them filled)", self.filled)?;
+        }
+        if self.duplicates > 0 {
+            write!(f, ", {} duplicates dropped", self.duplicates)?;
+        }
         if self.replayed_skipped > 0 {
             write!(f, ", {} replayed and skipped", self.replayed_skipped)?;
         }
@@ -184,10 +196,17 @@ struct Flow {
     keys: KeyTable,
     event: Event,
     emitted: Vec<WindowResult>,
+    /// Gap filling, when the pipeline asks for it.
+    fill: Option<GapFiller>,
+    /// What `advance` writes: results, and whether each was filled.
+    emissions: Vec<Emission>,
     names: OutputNames,
     results: Output,
     late_out: Output,
     dead_out: Output,
+    /// The dedup stage, when the pipeline asks for one, and where its drops go.
+    dedup: Option<Deduplicator>,
+    dedup_out: Option<Output>,
     lateness: i64,
     watermark_delay: i64,
     summary: RunSummary,
@@ -234,8 +253,10 @@ impl Flow {
         let lateness = millis(config.allowed_lateness);
         let spec = window_spec(&config.window);
         let window = format!(
-            "{spec:?}, allowed lateness {lateness} ms, out-of-orderness {} ms",
-            millis(config.watermark.max_out_of_orderness)
+            "{spec:?}, allowed lateness {lateness} ms, out-of-orderness {} ms, fill {:?}, dedup {:?}",
+            millis(config.watermark.max_out_of_orderness),
+            config.fill,
+            config.dedup
         );
         let mut restore_started = None;
         let (checkpoints, restored) = match config.state.backend {
@@ -274,6 +295,24 @@ impl Flow {
             source_brokers,
             sinks.dead,
         )?;
+        let dedup_out = match &config.dedup_output {
+            Some(output) => Some(open_output(
+                loaded,
+                Some(output),
+                source_brokers,
+                sinks.dedup,
+            )?),
+            None => None,
+        };
+        let dedup = config
+            .dedup
+            .as_ref()
+            .map(|d| Deduplicator::new(d, &config.event.time));
+        let kinds = aggs
+            .iter()
+            .map(|a| a.outputs().iter().map(|o| o.kind).collect())
+            .collect();
+        let fill = GapFiller::new(config.fill.as_ref(), &config.window, kinds);
         let mut flow = Self {
             operator: WindowOperator::new(spec, lateness, aggs, batch_size),
             watermarks: Watermarks::new(millis(config.watermark.max_out_of_orderness), partitions),
@@ -281,10 +320,14 @@ impl Flow {
             keys: KeyTable::default(),
             event: Event::default(),
             emitted: Vec::new(),
+            fill,
+            emissions: Vec::new(),
             names,
             results,
             late_out,
             dead_out,
+            dedup,
+            dedup_out,
             lateness,
             watermark_delay: millis(config.watermark.max_out_of_orderness),
             summary: RunSummary::default(),
@@ -366,6 +409,14 @@ impl Flow {
         let watermark = self.watermarks.current();
         self.operator
             .restore(&meta.health, &restored.slots, watermark);
+        if let (Some(dedup), Some(state)) = (&mut self.dedup, &meta.dedup) {
+            if let Err(why) = dedup.restore(state.clone()) {
+                return refuse(why);
+            }
+        }
+        if let (Some(fill), Some(state)) = (&mut self.fill, &meta.fill) {
+            fill.restore(state);
+        }
         self.summary = meta.summary;
         checkpoints.next_id = meta.id + 1;
         checkpoints.keys_stored = restored.keys.len();
@@ -425,11 +476,17 @@ impl Flow {
             .collect();
         let health = self.operator.health_state();
         let summary = self.summary;
+        if let Some(out) = &mut self.dedup_out {
+            out.sync()?;
+        }
         let sinks = SinkLengths {
             results: self.results.file_length(),
             late: self.late_out.file_length(),
             dead: self.dead_out.file_length(),
+            dedup: self.dedup_out.as_ref().and_then(Output::file_length),
         };
+        let dedup = self.dedup.as_ref().map(|d| d.snapshot().clone());
+        let fill = self.fill.as_ref().map(GapFiller::snapshot);
         let watermarks = self.watermarks.state();
         let Some(checkpoints) = self.checkpoints.as_mut() else {
             return Ok(());
@@ -453,6 +510,8 @@ impl Flow {
             source: position,
             sinks,
             summary,
+            dedup,
+            fill,
             keys: self.keys.len() as u64,
             slots,
             slot_crc_sum,
@@ -471,7 +530,7 @@ impl Flow {
     }
 
     /// Processes one raw event from `partition`. Returns its event time, or
-    /// `i64::MIN` when it left no window state (a dead letter).
+    /// `i64::MIN` when it left no window state (a dead letter, a duplicate).
     ///
     /// A `replayed` event was processed before by a previous owner of its
     /// partition: it rebuilds window state, but if it is late now its effect
@@ -496,8 +555,24 @@ impl Flow {
             self.summary.dead_lettered += 1;
             return Ok(i64::MIN);
         }
-        let key = self.keys.intern(&self.event.key);
         let watermark = self.watermarks.current();
+        if let Some(dedup) = &mut self.dedup
+            && dedup.check(raw, message_time, watermark) == Verdict::Duplicate
+        {
+            // Dropped before windowing: no window state, no watermark move
+            // (the first copy already moved it).
+            if replayed {
+                self.summary.replayed_skipped += 1;
+                return Ok(i64::MIN);
+            }
+            self.summary.duplicates += 1;
+            if let Some(out) = &mut self.dedup_out {
+                sink::write_duplicate(&mut self.line, &origin, dedup.key(), self.event.time, raw);
+                out.write(Some(&self.event.key), &self.line, Some("duplicate"))?;
+            }
+            return Ok(i64::MIN);
+        }
+        let key = self.keys.intern(&self.event.key);
         let time = self.event.time;
         let outcome =
             self.operator
@@ -532,11 +607,18 @@ impl Flow {
         if let Some(w) = watermark {
             self.operator.on_watermark(w, &mut self.emitted)?;
         }
-        for result in self.emitted.drain(..) {
+        match &mut self.fill {
+            Some(fill) => fill.apply(watermark, &mut self.emitted, &mut self.emissions),
+            None => self
+                .emissions
+                .extend(self.emitted.drain(..).map(|r| (r, false))),
+        }
+        for (result, filled) in self.emissions.drain(..) {
             let key = self.keys.render(result.key);
-            sink::write_result(&mut self.line, key, &result, &self.names);
+            sink::write_result_marked(&mut self.line, key, &result, &self.names, filled);
             self.results.write(Some(key), &self.line, None)?;
             self.summary.windows_emitted += 1;
+            self.summary.filled += u64::from(filled);
         }
         Ok(())
     }
@@ -562,6 +644,9 @@ impl Flow {
     fn flush(&mut self) -> Result<(), Error> {
         self.results.flush()?;
         self.late_out.flush()?;
+        if let Some(out) = &mut self.dedup_out {
+            out.flush()?;
+        }
         self.dead_out.flush()
     }
 }

@@ -61,6 +61,11 @@ struct Args {
     /// string latency, a missing `ts`, or a line that is not JSON).
     #[arg(long, default_value_t = 0.0)]
     malformed: f64,
+    /// Fraction of well-formed events written a second time, right after the
+    /// next event (an at-least-once redelivery, for `dedup:` pipelines). The
+    /// copies are extra lines beyond --events.
+    #[arg(long, default_value_t = 0.0)]
+    duplicates: f64,
     /// Output file; `-` is standard output.
     #[arg(long, default_value = "-")]
     out: String,
@@ -80,6 +85,7 @@ impl Args {
             ("--out-of-order", self.out_of_order),
             ("--late", self.late),
             ("--malformed", self.malformed),
+            ("--duplicates", self.duplicates),
         ] {
             ensure!(
                 (0.0..=1.0).contains(&p),
@@ -104,6 +110,7 @@ struct Counts {
     out_of_order: u64,
     late: u64,
     malformed: u64,
+    duplicates: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -247,6 +254,7 @@ const STREAM_ARRIVALS: u64 = 1;
 const STREAM_BODIES: u64 = 2;
 const STREAM_DISORDER: u64 = 3;
 const STREAM_MALFORMED: u64 = 4;
+const STREAM_DUPLICATES: u64 = 5;
 
 // ---------------------------------------------------------------------------
 // The traffic model
@@ -518,6 +526,9 @@ fn generate(args: &Args, out: &mut impl Write) -> io::Result<Counts> {
     let mut bodies = Draw::new(args.seed, STREAM_BODIES);
     let mut disorder = Draw::new(args.seed, STREAM_DISORDER);
     let mut broken = Draw::new(args.seed, STREAM_MALFORMED);
+    // Its own stream: asking for duplicates changes no other line.
+    let mut redeliver = Draw::new(args.seed, STREAM_DUPLICATES);
+    let mut pending: Option<String> = None;
 
     let mean_gap_ms = 1000.0 / args.rate;
     // Kept fractional so rates above 1000/s are honoured; `ts` is its floor.
@@ -550,18 +561,32 @@ fn generate(args: &Args, out: &mut impl Write) -> io::Result<Counts> {
             on_time
         };
 
-        let line = if broken.chance(args.malformed) {
+        let duplicate = redeliver.chance(args.duplicates);
+        let (line, good) = if broken.chance(args.malformed) {
             let line = malformed_line(&request, counts.malformed, &mut broken);
             counts.malformed += 1;
-            line
+            (line, false)
         } else {
             counts.late += u64::from(late);
             counts.out_of_order += u64::from(out_of_order);
-            render(&request, Shape::Good)
+            (render(&request, Shape::Good), true)
         };
         out.write_all(line.as_bytes())?;
         out.write_all(b"\n")?;
         counts.events += 1;
+        if let Some(copy) = pending.take() {
+            out.write_all(copy.as_bytes())?;
+            out.write_all(b"\n")?;
+            counts.duplicates += 1;
+        }
+        if duplicate && good {
+            pending = Some(line);
+        }
+    }
+    if let Some(copy) = pending.take() {
+        out.write_all(copy.as_bytes())?;
+        out.write_all(b"\n")?;
+        counts.duplicates += 1;
     }
     out.flush()?;
     Ok(counts)
@@ -586,8 +611,9 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(c) => {
             eprintln!(
-                "sluice-gen: wrote {} events ({} out of order, {} late, {} malformed) to {}",
-                c.events, c.out_of_order, c.late, c.malformed, args.out
+                "sluice-gen: wrote {} events ({} out of order, {} late, {} malformed) \
+                 and {} duplicates to {}",
+                c.events, c.out_of_order, c.late, c.malformed, c.duplicates, args.out
             );
             ExitCode::SUCCESS
         }
@@ -734,6 +760,33 @@ mod tests {
             (0.005..0.08).contains(&breach_rate),
             "SLO breach rate {breach_rate}"
         );
+    }
+
+    #[test]
+    fn duplicates_are_extra_copies_of_good_lines_and_change_nothing_else() {
+        let base = ["--events", "5000", "--malformed", "0.01"];
+        let (plain, _) = output(&args(&base));
+        let mut flags = base.to_vec();
+        flags.extend(["--duplicates", "0.1"]);
+        let (text, c) = output(&args(&flags));
+        assert_eq!(text.lines().count() as u64, 5000 + c.duplicates);
+        assert!((400..600).contains(&c.duplicates), "{}", c.duplicates);
+        // Without the copies, the stream is the one asked for without them.
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<&str> = text.lines().filter(|l| seen.insert(*l)).collect();
+        assert_eq!(firsts, plain.lines().collect::<Vec<_>>());
+        // Each copy is a good event, a few lines after its original.
+        let mut first_at = std::collections::HashMap::new();
+        let mut copies = 0;
+        for (i, line) in text.lines().enumerate() {
+            if let Some(&at) = first_at.get(line) {
+                assert!(i - at <= 3 && parse_good(line).is_some(), "{line}");
+                copies += 1;
+            } else {
+                first_at.insert(line, i);
+            }
+        }
+        assert_eq!(copies, c.duplicates);
     }
 
     #[test]

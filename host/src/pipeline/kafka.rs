@@ -127,6 +127,12 @@ pub(super) fn run(
             // The partitions' next owners (perhaps us again) rebuild these
             // windows from the committed offsets.
             flow.operator.clear()?;
+            if let Some(fill) = &mut flow.fill {
+                fill.clear();
+            }
+            if let Some(dedup) = &mut flow.dedup {
+                dedup.clear();
+            }
             flow.watermarks = Watermarks::new(flow.watermark_delay, source.partition_count());
         }
         if !reassignment.resumed.is_empty() {

@@ -268,11 +268,27 @@ struct Session<'i> {
 }
 
 impl Session<'_> {
-    /// A new accumulator that has been given `batches`, in order.
+    /// A new accumulator that has been given `batches`, in order, with event
+    /// times from the start of the case on.
     fn build(&mut self, batches: &[&[f64]]) -> Result<Accumulator, PluginError> {
+        self.build_from(batches, 0)
+    }
+
+    /// An accumulator given part `i` of a case alone, with the event times
+    /// those values have in the whole case (the values of all parts before it
+    /// come first). Each value of a case keeps one event time whichever
+    /// accumulator it goes to, as an event does when the host splits a window
+    /// into panes or session fragments: a plugin that reads times (a rate, an
+    /// average in event-time order) sees the same events merged or whole.
+    fn part(&mut self, p: &Parts, i: usize) -> Result<Accumulator, PluginError> {
+        let start: usize = p[..i].iter().map(Vec::len).sum();
+        self.build_from(&[&p[i]], start as i64)
+    }
+
+    fn build_from(&mut self, batches: &[&[f64]], start: i64) -> Result<Accumulator, PluginError> {
         let acc = self.instance.create()?;
         self.accumulators.push(acc);
-        let mut t = 0;
+        let mut t = start;
         for batch in batches {
             self.add_at(acc, batch, &mut t)?;
         }
@@ -331,7 +347,8 @@ impl Session<'_> {
     }
 }
 
-/// Event times start here (2023-11-14), one millisecond apart.
+/// Event times start here (2023-11-14), one millisecond apart in the order
+/// of the case's values.
 const BASE_TIME: i64 = 1_700_000_000_000;
 
 fn same_value(got: f64, want: f64, tolerant: bool) -> bool {
@@ -347,11 +364,11 @@ fn same_value(got: f64, want: f64, tolerant: bool) -> bool {
 /// whatever grouping the window shapes give; only associativity makes the
 /// result independent of that grouping.
 fn associative(s: &mut Session<'_>, p: &Parts) -> Result<Verdict, PluginError> {
-    let (a, b, c) = (s.build(&[&p[0]])?, s.build(&[&p[1]])?, s.build(&[&p[2]])?);
+    let (a, b, c) = (s.part(p, 0)?, s.part(p, 1)?, s.part(p, 2)?);
     s.merge(a, b)?;
     s.merge(a, c)?;
     let left = s.finish(a)?;
-    let (a, b, c) = (s.build(&[&p[0]])?, s.build(&[&p[1]])?, s.build(&[&p[2]])?);
+    let (a, b, c) = (s.part(p, 0)?, s.part(p, 1)?, s.part(p, 2)?);
     s.merge(b, c)?;
     s.merge(a, b)?;
     let right = s.finish(a)?;
@@ -361,10 +378,10 @@ fn associative(s: &mut Session<'_>, p: &Parts) -> Result<Verdict, PluginError> {
 /// merge(a, b) equals merge(b, a), checked only when the plugin declares
 /// `commutative` (a promise the host may rely on to merge in any order).
 fn commutative(s: &mut Session<'_>, p: &Parts) -> Result<Verdict, PluginError> {
-    let (a, b) = (s.build(&[&p[0]])?, s.build(&[&p[1]])?);
+    let (a, b) = (s.part(p, 0)?, s.part(p, 1)?);
     s.merge(a, b)?;
     let ab = s.finish(a)?;
-    let (a, b) = (s.build(&[&p[0]])?, s.build(&[&p[1]])?);
+    let (a, b) = (s.part(p, 0)?, s.part(p, 1)?);
     s.merge(b, a)?;
     let ba = s.finish(b)?;
     Ok(s.compare(ba, ab, true))
@@ -374,9 +391,9 @@ fn commutative(s: &mut Session<'_>, p: &Parts) -> Result<Verdict, PluginError> {
 /// the values: a sliding window built from panes must report what a window
 /// fed every event directly would.
 fn parts_equal_whole(s: &mut Session<'_>, p: &Parts) -> Result<Verdict, PluginError> {
-    let first = s.build(&[&p[0]])?;
-    for part in &p[1..] {
-        let next = s.build(&[part])?;
+    let first = s.part(p, 0)?;
+    for i in 1..p.len() {
+        let next = s.part(p, i)?;
         s.merge(first, next)?;
     }
     let merged = s.finish(first)?;

@@ -5,7 +5,10 @@ mod kafka;
 mod record;
 
 pub use kafka::KafkaWriter;
-pub use record::{OutputNames, late_reason, write_dead_letter, write_late, write_result};
+pub use record::{
+    OutputNames, late_reason, write_dead_letter, write_duplicate, write_late, write_result,
+    write_result_marked,
+};
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};

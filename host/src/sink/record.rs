@@ -2,6 +2,7 @@
 //! because they are on the per-window (and per-bad-event) path.
 //!
 //! Result: `{"key":{..},"window":{"start":S,"end":E},"emit":"on_time","results":{"agg.out":V,..}}`
+//! (with `"filled":true` after `emit` for a window made up by gap filling)
 //!
 //! A result for a window in which an aggregation's plugin failed keeps that
 //! aggregation's outputs, as `null`, and adds an `errors` object after
@@ -10,6 +11,7 @@
 //! A record without failures has no `errors` key.
 //! Late:   `{"line":N,"reason":"..","key":{..},"event_time":T,"window":{..},"watermark":W,"event":{..}}`
 //! Dead:   `{"line":N,"reason":"..","raw":".."}`
+//! Duplicate: `{"line":N,"reason":"duplicate","dedup_key":{..},"event_time":T,"event":{..}}`
 
 use std::fmt::Write as _;
 
@@ -71,6 +73,18 @@ fn write_number(out: &mut String, value: Option<f64>, kind: OutputKind) {
 
 /// Renders one window result into `out` (cleared first).
 pub fn write_result(out: &mut String, key: &str, result: &WindowResult, names: &OutputNames) {
+    write_result_marked(out, key, result, names, false);
+}
+
+/// Renders one window result, with `"filled":true` after `emit` when gap
+/// filling made it up (see [`crate::fill`]); real results have no such key.
+pub fn write_result_marked(
+    out: &mut String,
+    key: &str,
+    result: &WindowResult,
+    names: &OutputNames,
+    filled: bool,
+) {
     out.clear();
     out.push_str(r#"{"key":"#);
     out.push_str(key);
@@ -78,7 +92,11 @@ pub fn write_result(out: &mut String, key: &str, result: &WindowResult, names: &
     write_window(out, result.window);
     out.push_str(r#","emit":""#);
     out.push_str(result.emit.as_str());
-    out.push_str(r#"","results":{"#);
+    out.push('"');
+    if filled {
+        out.push_str(r#","filled":true"#);
+    }
+    out.push_str(r#","results":{"#);
     let mut first = true;
     for (values, names) in result.outputs.iter().zip(&names.per_agg) {
         for (value, (name, kind)) in values.iter().zip(names) {
@@ -138,6 +156,25 @@ pub fn write_late(
     let _ = write!(out, r#","key":{key},"event_time":{event_time},"window":"#);
     write_window(out, window);
     let _ = write!(out, r#","watermark":{watermark},"event":"#);
+    // The raw line decoded successfully, so it is one valid JSON value.
+    out.push_str(&String::from_utf8_lossy(raw));
+    out.push('}');
+}
+
+/// Renders an event dropped by dedup: where it came from, its dedup key and
+/// event time, and the event.
+pub fn write_duplicate(
+    out: &mut String,
+    origin: &Origin<'_>,
+    dedup_key: &str,
+    event_time: i64,
+    raw: &[u8],
+) {
+    out.clear();
+    let _ = write!(
+        out,
+        r#"{{{origin},"reason":"duplicate","dedup_key":{dedup_key},"event_time":{event_time},"event":"#
+    );
     // The raw line decoded successfully, so it is one valid JSON value.
     out.push_str(&String::from_utf8_lossy(raw));
     out.push('}');

@@ -148,6 +148,8 @@ mod tests {
                 },
                 sinks: SinkLengths::default(),
                 summary: Default::default(),
+                dedup: None,
+                fill: None,
                 keys,
                 slots: 0,
                 slot_crc_sum: 0,

@@ -143,11 +143,13 @@ pub struct SinkLengths {
     pub late: Option<u64>,
     /// Dead letters.
     pub dead: Option<u64>,
+    /// Dropped duplicates, when they have an output.
+    pub dedup: Option<u64>,
 }
 
 /// Everything of a checkpoint but its windows and keys: small, and written
 /// whole every time.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Meta {
     /// [`FORMAT_VERSION`] of the writer.
     pub format: u32,
@@ -169,6 +171,11 @@ pub struct Meta {
     pub sinks: SinkLengths,
     /// The run's counters so far.
     pub summary: RunSummary,
+    /// The dedup stage's remembered keys (written whole: they expire by
+    /// event time, so they stay as small as the TTL allows).
+    pub dedup: Option<crate::dedup::DedupState>,
+    /// The gap filler's per-key series.
+    pub fill: Option<crate::fill::FillState>,
     /// How many keys the key table holds.
     pub keys: u64,
     /// How many window records the checkpoint holds.
