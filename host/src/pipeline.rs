@@ -409,10 +409,10 @@ impl Flow {
         let watermark = self.watermarks.current();
         self.operator
             .restore(&meta.health, &restored.slots, watermark);
-        if let (Some(dedup), Some(state)) = (&mut self.dedup, &meta.dedup) {
-            if let Err(why) = dedup.restore(state.clone()) {
-                return refuse(why);
-            }
+        if let (Some(dedup), Some(state)) = (&mut self.dedup, &meta.dedup)
+            && let Err(why) = dedup.restore(state.clone())
+        {
+            return refuse(why);
         }
         if let (Some(fill), Some(state)) = (&mut self.fill, &meta.fill) {
             fill.restore(state);
