@@ -257,10 +257,7 @@ impl StateBackend for RocksBackend {
 /// Reads one checkpoint directory in full and verifies it.
 fn read_checkpoint(path: &Path) -> Result<Restored, String> {
     let db = open_read_only(path)?;
-    let meta = db
-        .get(META)
-        .map_err(|e| e.to_string())?
-        .ok_or("no meta record")?;
+    let meta = meta_record(&db)?;
     let keys = prefixed(&db, KEY_PREFIX)?;
     let slots = prefixed(&db, SLOT_PREFIX)?;
     assemble(
@@ -271,12 +268,14 @@ fn read_checkpoint(path: &Path) -> Result<Restored, String> {
 }
 
 fn read_meta(path: &Path) -> Result<Meta, String> {
-    let db = open_read_only(path)?;
-    let meta = db
-        .get(META)
-        .map_err(|e| e.to_string())?
-        .ok_or("no meta record")?;
+    let meta = meta_record(&open_read_only(path)?)?;
     decode_record::<Meta>(&meta).map(|(m, _)| m)
+}
+
+fn meta_record(db: &DB) -> Result<Vec<u8>, String> {
+    db.get(META)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "no meta record".to_string())
 }
 
 fn open_read_only(path: &Path) -> Result<DB, String> {

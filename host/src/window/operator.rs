@@ -123,23 +123,9 @@ impl WindowOperator {
         }
         self.store.flush_all();
         while let Some(timer) = self.store.pop_due(watermark) {
-            match self.spec {
-                WindowSpec::Sliding {
-                    size,
-                    slide,
-                    offset,
-                } => {
-                    let geo = Sliding {
-                        size,
-                        slide,
-                        offset,
-                        lateness: self.lateness,
-                    };
-                    sliding::on_timer(&mut self.store, geo, timer, out);
-                }
-                WindowSpec::Tumbling { .. } | WindowSpec::Session { .. } => {
-                    slot_timer(&mut self.store, timer, out);
-                }
+            match self.sliding() {
+                Some(geo) => sliding::on_timer(&mut self.store, geo, timer, out),
+                None => slot_timer(&mut self.store, timer, out),
             }
         }
         Ok(())
@@ -163,6 +149,23 @@ impl WindowOperator {
 }
 
 impl WindowOperator {
+    /// The sliding geometry, for a sliding window.
+    fn sliding(&self) -> Option<Sliding> {
+        match self.spec {
+            WindowSpec::Sliding {
+                size,
+                slide,
+                offset,
+            } => Some(Sliding {
+                size,
+                slide,
+                offset,
+                lateness: self.lateness,
+            }),
+            WindowSpec::Tumbling { .. } | WindowSpec::Session { .. } => None,
+        }
+    }
+
     /// Adds to `delta` the window state changed since the last checkpoint;
     /// returns the checkpoint's window-record count and CRC sum.
     pub fn checkpoint_into(
@@ -203,8 +206,8 @@ impl WindowOperator {
                 key,
                 start,
             };
-            match self.spec {
-                WindowSpec::Tumbling { .. } | WindowSpec::Session { .. } => {
+            match self.sliding() {
+                None => {
                     if bounds.end > watermark {
                         self.store.add_timer(Timer {
                             time: bounds.end,
@@ -216,28 +219,18 @@ impl WindowOperator {
                     self.store
                         .add_timer(cleanup(bounds.end.saturating_add(lateness), bounds.start));
                 }
-                WindowSpec::Sliding {
-                    size,
-                    slide,
-                    offset,
-                } => {
-                    let geo = Sliding {
-                        size,
-                        slide,
-                        offset,
-                        lateness,
-                    };
+                Some(geo) => {
                     for start in geo.window_starts(bounds.start) {
-                        if start + size > watermark {
+                        if start + geo.size > watermark {
                             self.store.add_timer(Timer {
-                                time: start + size,
+                                time: start + geo.size,
                                 kind: TimerKind::Fire,
                                 key,
                                 start,
                             });
                         }
                     }
-                    let last = super::align(bounds.start, slide, offset) + size;
+                    let last = super::align(bounds.start, geo.slide, geo.offset) + geo.size;
                     self.store
                         .add_timer(cleanup(last.saturating_add(lateness), bounds.start));
                 }
