@@ -10,7 +10,6 @@
 // scripts/common.sh (build_language_plugin c) builds it.
 
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,10 +21,13 @@
 typedef exports_sluice_plugin_aggregator_aggregation_t aggregation_t;
 typedef exports_sluice_plugin_aggregator_accumulator_t accumulator_t;
 
-// The configured bucket bounds, strictly increasing.
+// The configured bucket bounds, strictly increasing, and each bound as the
+// config wrote it (output names use it: no printf, whose stdio would make
+// the module import WASI).
 struct exports_sluice_plugin_aggregator_aggregation_t {
     size_t bounds_len;
     double bounds[MAX_BOUNDS];
+    char text[MAX_BOUNDS][32];
 };
 
 // Per window: values in each bucket (not cumulative) and in none (above
@@ -36,7 +38,7 @@ struct exports_sluice_plugin_aggregator_accumulator_t {
     uint64_t buckets[MAX_BOUNDS];
 };
 
-static const double DEFAULT_BOUNDS[] = {100, 250, 500, 1000, 2500, 5000, 10000};
+static const char DEFAULT_CONFIG[] = "{\"bounds\": [100, 250, 500, 1000, 2500, 5000, 10000]}";
 
 void exports_sluice_plugin_aggregator_info(exports_sluice_plugin_aggregator_plugin_info_t *ret) {
     aggregator_plugin_string_dup(&ret->name, "histogram");
@@ -81,9 +83,9 @@ static const char *parse_config(const char *p, const char *end, aggregation_t *a
     if (p < end && *p == ']') return "bounds: must not be empty";
     for (;;) {
         // strtod needs a terminated string: copy one number out.
-        char number[64];
+        char *number = agg->text[agg->bounds_len < MAX_BOUNDS ? agg->bounds_len : MAX_BOUNDS - 1];
         size_t n = 0;
-        while (p < end && n < sizeof number - 1 && strchr("+-0123456789.eE", *p)) number[n++] = *p++;
+        while (p < end && n < sizeof agg->text[0] - 1 && strchr("+-0123456789.eE", *p)) number[n++] = *p++;
         number[n] = '\0';
         char *stop;
         double bound = strtod(number, &stop);
@@ -113,10 +115,8 @@ bool exports_sluice_plugin_aggregator_static_aggregation_open(
     const char *text = (const char *)config->ptr;
     const char *problem = agg ? parse_config(text, text + config->len, agg) : "out of memory";
     // `{}` leaves bounds_len at 0: the defaults.
-    if (agg && !problem && agg->bounds_len == 0) {
-        agg->bounds_len = sizeof DEFAULT_BOUNDS / sizeof DEFAULT_BOUNDS[0];
-        memcpy(agg->bounds, DEFAULT_BOUNDS, sizeof DEFAULT_BOUNDS);
-    }
+    if (agg && !problem && agg->bounds_len == 0)
+        problem = parse_config(DEFAULT_CONFIG, DEFAULT_CONFIG + sizeof DEFAULT_CONFIG - 1, agg);
     aggregator_plugin_string_free(config);
     if (problem) {
         free(agg);
@@ -129,13 +129,16 @@ bool exports_sluice_plugin_aggregator_static_aggregation_open(
 
 void exports_sluice_plugin_aggregator_aggregation_destructor(aggregation_t *rep) { free(rep); }
 
-// `le_500`, `le_0.25`, `le_m10` (for -10): output names allow [a-z0-9_.].
-static void bound_name(double bound, char *out, size_t size) {
-    char number[40];
-    snprintf(number, sizeof number, "%g", bound);
-    size_t n = (size_t)snprintf(out, size, "le_");
-    for (const char *c = number; *c && n + 1 < size; c++) {
-        if (*c == '-') out[n++] = 'm';
+// `prefix` then `number`, into `out` (size 64). For names (`le_500`,
+// `le_0.25`, `le_m10` for -10, `le_1e6`), which allow only [a-z0-9_.],
+// `as_name` turns `-` into `m`, drops `+` and lowers `E`.
+static void join(char *out, const char *prefix, const char *number, bool as_name) {
+    size_t n = strlen(prefix);
+    memcpy(out, prefix, n);
+    for (const char *c = number; *c && n < 63; c++) {
+        if (!as_name) out[n++] = *c;
+        else if (*c == '-') out[n++] = 'm';
+        else if (*c == 'E') out[n++] = 'e';
         else if (*c != '+') out[n++] = *c;
     }
     out[n] = '\0';
@@ -147,9 +150,9 @@ void exports_sluice_plugin_aggregator_method_aggregation_outputs(
     size_t len = self->bounds_len + 1;
     exports_sluice_plugin_aggregator_output_spec_t *specs = calloc(len, sizeof *specs);
     for (size_t i = 0; i < self->bounds_len; i++) {
-        char name[48], description[80];
-        bound_name(self->bounds[i], name, sizeof name);
-        snprintf(description, sizeof description, "values at or below %g", self->bounds[i]);
+        char name[64], description[64];
+        join(name, "le_", self->text[i], true);
+        join(description, "values at or below ", self->text[i], false);
         aggregator_plugin_string_dup(&specs[i].name, name);
         specs[i].kind = SLUICE_PLUGIN_TYPES_OUTPUT_KIND_INTEGER;
         aggregator_plugin_string_dup(&specs[i].description, description);
