@@ -116,9 +116,10 @@ fn c_histogram_passes_the_laws() {
 
 #[test]
 fn plugins_reject_bad_configs_naming_the_key() {
+    // One case for the Python and JS plugins: each load compiles a runtime
+    // of 12-18 MB (about 20 s of CPU).
     let cases = [
         ("ewma_python", r#"{"alpha": 0}"#, "alpha"),
-        ("ewma_python", r#"{"beta": 1}"#, "beta"),
         ("zscore_js", r#"{"mean": 1}"#, "stddev"),
         ("histogram_c", r#"{"bounds": [2, 1]}"#, "bounds"),
         ("histogram_c", r#"{"buckets": [1]}"#, "buckets"),

@@ -72,8 +72,17 @@ static const char *parse_config(const char *p, const char *end, aggregation_t *a
         return p == end ? NULL : "config: unexpected text after the object";
     }
     static const char key[] = "\"bounds\"";
-    if ((size_t)(end - p) < sizeof key - 1 || memcmp(p, key, sizeof key - 1) != 0)
-        return "unknown key in config (expected `bounds`)";
+    if ((size_t)(end - p) < sizeof key - 1 || memcmp(p, key, sizeof key - 1) != 0) {
+        // Name the key that was given (up to its closing quote, or 40 bytes).
+        static char message[96];
+        const char *name = p < end && *p == '"' ? p + 1 : p;
+        size_t n = 0;
+        while (name + n < end && n < 40 && name[n] != '"') n++;
+        memcpy(message, "unknown key `", 13);
+        memcpy(message + 13, name, n);
+        memcpy(message + 13 + n, "` (expected `bounds`)", 22);
+        return message;
+    }
     p = skip_space(p + sizeof key - 1, end);
     if (p == end || *p++ != ':') return "bounds: expected `:`";
     p = skip_space(p, end);
