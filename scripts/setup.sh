@@ -42,14 +42,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]} (apt-get)"
     try bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing[*]} >/dev/null"
 fi
-# C bindings and component wrapping: only the parts we use are compiled.
+# C bindings and component wrapping: only the parts we use are compiled, in
+# one target dir so that the crates both tools share are compiled once.
 if ! wit-bindgen --version 2>/dev/null | grep -q '^wit-bindgen-cli 0\.63\.0'; then
     log "installing wit-bindgen-cli 0.63.0 (C generator only)"
-    try cargo install wit-bindgen-cli --locked --version 0.63.0 --no-default-features --features c
+    try cargo install wit-bindgen-cli --locked --version 0.63.0 --no-default-features --features c \
+        --target-dir "$TOOLS/cargo-target"
 fi
 if ! wasm-tools --version 2>/dev/null | grep -q '^wasm-tools 1\.262\.0'; then
     log "installing wasm-tools 1.262.0 (component subcommands only)"
-    try cargo install wasm-tools --locked --version 1.262.0 --no-default-features --features component
+    try cargo install wasm-tools --locked --version 1.262.0 --no-default-features --features component \
+        --target-dir "$TOOLS/cargo-target"
 fi
 
 # Python: componentize-py bundles CPython for wasm32-wasip2.
