@@ -112,7 +112,8 @@ build_language_plugins() {
         rm -f "$OUT/plugins/$name.wasm" "$OUT/plugins/$name.skipped"
         why="$(language_toolchain_missing "$lang")"
         if [ -n "$why" ]; then
-            echo "SKIP building $name: $why (run scripts/setup.sh)" | tee "$OUT/plugins/$name.skipped" >&2
+            echo "$why (run scripts/setup.sh)" >"$OUT/plugins/$name.skipped"
+            echo "SKIP building $name: $why (run scripts/setup.sh)" >&2
             continue
         fi
         build_language_plugin "$lang" "${dir%/}" "$OUT/plugins/$name.wasm"
