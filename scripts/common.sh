@@ -37,3 +37,85 @@ build_example_plugins() {
 build_zoo_plugins() {
     build_plugin_crates "$ROOT/tests/plugins" sluice-zoo- "$OUT/zoo" keep
 }
+
+# Toolchains for plugins in Python, JavaScript and C (installed by setup.sh).
+TOOLS="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
+COMPONENTIZE_PY="$TOOLS/py/bin/componentize-py"
+COMPONENTIZE_JS="$TOOLS/js/node_modules/@bytecodealliance/componentize-js/src/cli.js"
+
+# Prints why the toolchain for language $1 (python, js, c) is not usable
+# here, or nothing when it is.
+language_toolchain_missing() {
+    case "$1" in
+    python) [ -x "$COMPONENTIZE_PY" ] || echo "componentize-py is not installed at $COMPONENTIZE_PY" ;;
+    js)
+        command -v node >/dev/null || { echo "node is not installed"; return; }
+        [ -f "$COMPONENTIZE_JS" ] || echo "componentize-js is not installed at $COMPONENTIZE_JS"
+        ;;
+    c)
+        local tool
+        for tool in clang wasm-ld wit-bindgen wasm-tools; do
+            command -v "$tool" >/dev/null || { echo "$tool is not installed"; return; }
+        done
+        [ -f /usr/lib/wasm32-wasi/libc.a ] || echo "wasi-libc is not installed"
+        ;;
+    *) echo "unknown language $1" ;;
+    esac
+}
+
+# Builds the plugin in directory $2, written in language $1 (python, js,
+# c), to the component $3. The plugin's own files decide the entry point:
+# app.py for Python, the one .js file for JavaScript, every .c file for C.
+build_language_plugin() {
+    local lang="$1" src="$2" out="$3" work
+    work="$(mktemp -d)"
+    case "$lang" in
+    python)
+        # --stub-wasi: every WASI import becomes a trap inside the component,
+        # so it imports nothing and the host's refusal of file and socket
+        # imports holds for Python too (print() would trap; see README).
+        (cd "$work" && "$COMPONENTIZE_PY" -d "$ROOT/wit" -w aggregator-plugin \
+            componentize --stub-wasi -p "$src" app -o "$out") >"$work/log" 2>&1 ||
+            { cat "$work/log" >&2; rm -rf "$work"; return 1; }
+        ;;
+    js)
+        local js=("$src"/*.js)
+        node "$COMPONENTIZE_JS" "${js[0]}" -w "$ROOT/wit" -n aggregator-plugin \
+            -d stdio random clocks http fetch-event -o "$out" >"$work/log" 2>&1 ||
+            { cat "$work/log" >&2; rm -rf "$work"; return 1; }
+        ;;
+    c)
+        {
+            wit-bindgen c --out-dir "$work" --world aggregator-plugin "$ROOT/wit" &&
+                clang --target=wasm32-wasi --sysroot=/usr -mexec-model=reactor -O2 -Wall -Werror \
+                    -Wno-unused-function -I "$work" "$src"/*.c "$work"/aggregator_plugin.c \
+                    "$work"/aggregator_plugin_component_type.o -o "$work/core.wasm" &&
+                wasm-tools component new "$work/core.wasm" -o "$out"
+        } >"$work/log" 2>&1 || { cat "$work/log" >&2; rm -rf "$work"; return 1; }
+        ;;
+    esac
+    rm -rf "$work"
+}
+
+# The example plugins in Python, JavaScript and C (examples/plugins/NAME-LANG/)
+# to out/plugins/NAME_LANG.wasm. A language whose toolchain is missing is
+# skipped with a message, and out/plugins/NAME_LANG.skipped says why, so
+# that the tests report a skip instead of passing silently.
+build_language_plugins() {
+    local dir name lang why
+    mkdir -p "$OUT/plugins"
+    for dir in "$ROOT"/examples/plugins/*-python/ "$ROOT"/examples/plugins/*-js/ "$ROOT"/examples/plugins/*-c/; do
+        [ -d "$dir" ] || continue
+        name="$(basename "$dir")"
+        lang="${name##*-}"
+        name="${name//-/_}"
+        rm -f "$OUT/plugins/$name.wasm" "$OUT/plugins/$name.skipped"
+        why="$(language_toolchain_missing "$lang")"
+        if [ -n "$why" ]; then
+            echo "$why (run scripts/setup.sh)" >"$OUT/plugins/$name.skipped"
+            echo "SKIP building $name: $why (run scripts/setup.sh)" >&2
+            continue
+        fi
+        build_language_plugin "$lang" "${dir%/}" "$OUT/plugins/$name.wasm"
+    done
+}

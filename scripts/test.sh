@@ -12,6 +12,8 @@ cargo fmt --all -- --check
 
 echo "== building the example plugins (tests load them)"
 build_example_plugins
+echo "== building the Python, JavaScript and C example plugins (tests/languages.rs loads them)"
+build_language_plugins
 echo "== building the hostile test plugins (the sandbox tests load them)"
 build_zoo_plugins
 

@@ -10,6 +10,7 @@ use sluice_host::pipeline::{self, RunOptions};
 use sluice_host::plugin::bindings::OutputKind;
 use sluice_host::plugin::laws::{self, LawOptions};
 use sluice_host::plugin::registry::{self, BUILTIN_PREFIX};
+use sluice_host::plugin::scaffold::{self, Language};
 use sluice_host::plugin::{PluginEngine, PluginLimits};
 
 /// Windowed stream aggregation with WebAssembly plugins.
@@ -68,10 +69,14 @@ enum PluginCommand {
     },
     /// List the built-in plugins.
     List,
-    /// Create a Rust plugin crate against the SDK that builds as it is.
+    /// Create a plugin that builds as it is: a Rust crate against the SDK,
+    /// or a Python, JavaScript or C project with a `build.sh`.
     New {
         /// Crate and plugin name (lowercase letters, digits, `-`, `_`).
         name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Language,
         /// Directory to create it in.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -119,15 +124,25 @@ fn main() -> ExitCode {
                 },
         } => test_laws(&plugin, &config, LawOptions { cases, seed }),
         Command::Plugin {
-            command: PluginCommand::New { name, dir, sdk },
+            command:
+                PluginCommand::New {
+                    name,
+                    lang,
+                    dir,
+                    sdk,
+                },
         } => {
-            let sdk = sdk.unwrap_or_else(sluice_host::plugin::scaffold::default_sdk_dir);
-            sluice_host::plugin::scaffold::new_plugin(&name, &dir, &sdk).map(|root| {
+            let sdk = sdk.unwrap_or_else(scaffold::default_sdk_dir);
+            let checkout = scaffold::default_checkout_dir();
+            scaffold::new_plugin(&name, lang, &dir, &sdk, &checkout).map(|root| {
                 println!("created {}", root.display());
-                println!(
-                    "build it: cd {} && cargo build --release --target wasm32-wasip2",
-                    root.display()
-                );
+                match lang {
+                    Language::Rust => println!(
+                        "build it: cd {} && cargo build --release --target wasm32-wasip2",
+                        root.display()
+                    ),
+                    _ => println!("build it: {}/build.sh", root.display()),
+                }
                 ExitCode::SUCCESS
             })
         }

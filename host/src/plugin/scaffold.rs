@@ -1,6 +1,7 @@
-//! `sluice plugin new`: a new Rust plugin crate against the SDK that builds
-//! as it is, so that a plugin author starts from working code and edits it
-//! rather than from a blank page and the WIT file.
+//! `sluice plugin new`: a new plugin (a Rust crate against the SDK, or a
+//! Python, JavaScript or C project) that builds as it is, so that a plugin
+//! author starts from working code and edits it rather than from a blank
+//! page and the WIT file.
 
 use std::path::{Path, PathBuf};
 
@@ -11,9 +12,37 @@ pub fn default_sdk_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk")
 }
 
-/// Creates `dir/name/` with `Cargo.toml` and `src/lib.rs`; returns the crate
-/// directory. Refuses a bad name or an existing directory.
-pub fn new_plugin(name: &str, dir: &Path, sdk: &Path) -> Result<PathBuf, Error> {
+/// The language a scaffold is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Language {
+    /// A crate against `sluice-sdk`, built with cargo for wasm32-wasip2.
+    Rust,
+    /// `app.py` and `aggregator.py`, built with componentize-py.
+    Python,
+    /// One ES module, built with componentize-js.
+    Js,
+    /// One C file against `wit-bindgen c` bindings, built with clang and wasm-tools.
+    C,
+}
+
+/// This checkout's root: a non-Rust scaffold's `build.sh` uses its WIT
+/// package and `scripts/common.sh`.
+pub fn default_checkout_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Creates `dir/name/` with a plugin in `language` that builds as it is;
+/// returns the directory. Rust gets `Cargo.toml` and `src/lib.rs` (against
+/// the SDK at `sdk`); the others get their sources and a `build.sh` that
+/// builds with the checkout at `checkout`. Refuses a bad name or an
+/// existing directory.
+pub fn new_plugin(
+    name: &str,
+    language: Language,
+    dir: &Path,
+    sdk: &Path,
+    checkout: &Path,
+) -> Result<PathBuf, Error> {
     let valid = !name.is_empty()
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -29,9 +58,13 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: &Path) -> Result<PathBuf, Error> 
     if root.exists() {
         return Err(ConfigError(format!("{} already exists", root.display())).into());
     }
-    let sdk = std::fs::canonicalize(sdk).map_err(|source| IoError {
-        action: "finding the SDK at",
-        path: sdk.to_path_buf(),
+    let (what, base) = match language {
+        Language::Rust => ("finding the SDK at", sdk),
+        _ => ("finding the sluice checkout at", checkout),
+    };
+    let base = std::fs::canonicalize(base).map_err(|source| IoError {
+        action: what,
+        path: base.to_path_buf(),
         source,
     })?;
     let write = |path: PathBuf, text: String| {
@@ -48,9 +81,57 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: &Path) -> Result<PathBuf, Error> 
             source,
         })
     };
-    write(root.join("Cargo.toml"), cargo_toml(name, &sdk))?;
-    write(root.join("src/lib.rs"), lib_rs(name))?;
+    let file = name.replace('-', "_");
+    let root_text = base.display().to_string();
+    // Templates name their blanks `{name}`, `{file}` (the name as a file
+    // stem), `{lang}` and `{root}` (this checkout).
+    let fill = |template: &str, lang: &str| {
+        template
+            .replace("{name}", name)
+            .replace("{file}", &file)
+            .replace("{lang}", lang)
+            .replace("{root}", &root_text)
+    };
+    let build_sh = |lang: &str| fill(include_str!("templates/build.sh"), lang);
+    match language {
+        Language::Rust => {
+            write(root.join("Cargo.toml"), cargo_toml(name, &base))?;
+            write(root.join("src/lib.rs"), lib_rs(name))?;
+        }
+        Language::Python => {
+            write(
+                root.join("app.py"),
+                fill(include_str!("templates/app.py"), "python"),
+            )?;
+            let resources = fill(include_str!("templates/aggregator.py"), "python");
+            write(root.join("aggregator.py"), resources)?;
+            write_script(&root.join("build.sh"), build_sh("python"))?;
+        }
+        Language::Js => {
+            let js = fill(include_str!("templates/plugin.js"), "js");
+            write(root.join(format!("{file}.js")), js)?;
+            write_script(&root.join("build.sh"), build_sh("js"))?;
+        }
+        Language::C => {
+            let c = fill(include_str!("templates/plugin.c"), "c");
+            write(root.join(format!("{file}.c")), c)?;
+            write_script(&root.join("build.sh"), build_sh("c"))?;
+        }
+    }
     Ok(root)
+}
+
+/// Writes an executable script.
+fn write_script(path: &Path, text: String) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let io = |source| IoError {
+        action: "writing",
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(path, text).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+    Ok(())
 }
 
 fn cargo_toml(name: &str, sdk: &Path) -> String {
