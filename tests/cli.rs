@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::{generate, sluice};
+use common::{generate, sluice, xorshift};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -440,13 +440,7 @@ fn run_dedup(dir: &Path, name: &str, lines: &[String], dedup: &str) -> (Vec<Stri
 
 #[test]
 fn redelivered_events_shuffled_within_the_bound_give_the_results_of_one_delivery() {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     // 2000 requests over ~200 s, each with a unique id.
     let mut t: i64 = 1_700_000_000_000;
     let events: Vec<(i64, String)> = (0..2000)

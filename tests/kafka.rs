@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::xorshift;
+
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -118,19 +121,13 @@ impl Broker {
 /// bound, none late; service `svc-i` goes to partition `i % 3`, so partition
 /// 3 of the topic stays empty (an idle partition).
 fn events() -> Vec<(usize, String)> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let mut out = Vec::new();
     let mut t: i64 = 1_700_000_000_000;
     for _ in 0..3_000 {
         t += (next() % 80) as i64;
         let svc = (next() % 6) as usize;
-        let ts = if next() % 10 == 0 {
+        let ts = if next().is_multiple_of(10) {
             t - (next() % 1_500) as i64
         } else {
             t
@@ -140,7 +137,7 @@ fn events() -> Vec<(usize, String)> {
             svc % 3,
             format!(
                 r#"{{"ts":{ts},"service":"svc-{svc}","latency_ms":{latency},"error":{}}}"#,
-                next() % 17 == 0
+                next().is_multiple_of(17)
             ),
         ));
     }

@@ -18,6 +18,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::xorshift;
+
 use serde_json::Value;
 
 /// Says on the terminal that a check was skipped and why. Written to the
@@ -161,13 +164,8 @@ type Event = (i64, &'static str, f64);
 /// to 2 s (within the config's 5 s of out-of-orderness, so none is late),
 /// latencies with a long tail that crosses the SLO and the z-score limit.
 fn events() -> Vec<Event> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut bits = xorshift(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || (bits() >> 11) as f64 / (1u64 << 53) as f64;
     let mut events = Vec::new();
     let mut t = START;
     while t < START + 95_000 {

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{generate, sluice};
+use common::{generate, sluice, xorshift};
 
 /// The outputs a run writes, read back.
 #[derive(Debug, PartialEq, Eq)]
@@ -158,14 +158,12 @@ fn crash_test_with(input: &str, window: &str, lateness: &str, extra: &str) -> Ou
 
     let crashed = tempfile::tempdir().unwrap();
     let config = setup_with(crashed.path(), input, window, lateness, "10ms", extra);
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let mut resumed = 0;
     let mut killed = 0;
     let total = expected.results.len() as u64;
     for i in 0..kills() {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        let seed = next();
         // Kill points spread over the output, each a little further on.
         let target = total * (i as u64 + 1) / (kills() as u64 + 1);
         let extra = Duration::from_micros(seed % 20_000);

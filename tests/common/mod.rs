@@ -21,13 +21,7 @@ pub fn sluice() -> Command {
 /// Deterministic pseudo-random events: 5 services, ~10 events/s, 10% out of
 /// order by up to 3 s, 1% late by 30 s, 1% malformed lines.
 pub fn generate(n: usize) -> String {
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     let mut out = String::new();
     let mut t: i64 = 1_700_000_000_000;
     for i in 0..n {
@@ -51,8 +45,20 @@ pub fn generate(n: usize) -> String {
             out,
             r#"{{"ts":{ts},"service":"svc-{}","latency_ms":{latency},"error":{}}}"#,
             next() % 5,
-            next() % 20 == 0
+            next().is_multiple_of(20)
         );
     }
     out
+}
+
+/// A deterministic pseudo-random sequence (xorshift64) from a non-zero
+/// seed: test data that is the same on every run and machine.
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
 }
