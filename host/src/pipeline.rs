@@ -258,11 +258,10 @@ impl Flow {
             config.fill,
             config.dedup
         );
-        let mut restore_started = None;
+        let restore_started = Instant::now();
         let (checkpoints, restored) = match config.state.backend {
             StateBackendKind::Memory => (None, None),
             StateBackendKind::Rocksdb => {
-                restore_started = Some(Instant::now());
                 let dir = loaded.resolve(&config.state.path);
                 let mut backend = RocksBackend::open(&dir, config.state.keep)?;
                 let restored = backend.restore()?;
@@ -337,13 +336,11 @@ impl Flow {
         };
         if let Some(restored) = restored {
             flow.restore(config, restored)?;
-            if let Some(started) = restore_started {
-                tracing::debug!(
-                    millis = started.elapsed().as_millis() as u64,
-                    "restore took {:?}",
-                    started.elapsed()
-                );
-            }
+            tracing::debug!(
+                millis = restore_started.elapsed().as_millis() as u64,
+                "restore took {:?}",
+                restore_started.elapsed()
+            );
         }
         Ok(flow)
     }
@@ -455,6 +452,9 @@ impl Flow {
         self.results.sync()?;
         self.late_out.sync()?;
         self.dead_out.sync()?;
+        if let Some(out) = &mut self.dedup_out {
+            out.sync()?;
+        }
         let mut delta = CheckpointDelta::default();
         let (slots, slot_crc_sum) = self.operator.checkpoint_into(&mut delta)?;
         let names = self
@@ -476,9 +476,6 @@ impl Flow {
             .collect();
         let health = self.operator.health_state();
         let summary = self.summary;
-        if let Some(out) = &mut self.dedup_out {
-            out.sync()?;
-        }
         let sinks = SinkLengths {
             results: self.results.file_length(),
             late: self.late_out.file_length(),

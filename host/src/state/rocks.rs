@@ -53,6 +53,15 @@ impl RocksBackend {
         Ok(backend)
     }
 
+    /// A view of `dir` for reading its checkpoints, with no live database.
+    fn reader(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            db: None,
+            keep: 1,
+        }
+    }
+
     fn checkpoints_dir(&self) -> PathBuf {
         self.dir.join("checkpoints")
     }
@@ -91,11 +100,7 @@ impl RocksBackend {
     /// Every stored checkpoint, newest first, with its meta and size: for
     /// `sluice state inspect`. Does not change the directory.
     pub fn inspect(dir: &Path) -> Result<Vec<CheckpointInfo>, StateError> {
-        let backend = Self {
-            dir: dir.to_path_buf(),
-            db: None,
-            keep: 1,
-        };
+        let backend = Self::reader(dir);
         if !backend.checkpoints_dir().is_dir() {
             return Err(backend.error("is not a sluice state directory (no checkpoints/)".into()));
         }
@@ -112,11 +117,7 @@ impl RocksBackend {
 
     /// The newest checkpoint of `dir` in full (keys and windows), read only.
     pub fn read_newest(dir: &Path) -> Result<Option<Restored>, StateError> {
-        let backend = Self {
-            dir: dir.to_path_buf(),
-            db: None,
-            keep: 1,
-        };
+        let backend = Self::reader(dir);
         for (_, path) in backend.list()? {
             if let Ok(restored) = read_checkpoint(&path) {
                 return Ok(Some(restored));
