@@ -174,7 +174,8 @@ fn run_operator(
     events: &[Ev],
     aggs: Vec<AggregationInstance>,
 ) -> Vec<WindowResult> {
-    let mut op = WindowOperator::new(spec, 0, aggs, 32);
+    let triggers = sluice_host::pipeline::default_trigger(engine()).expect("default trigger");
+    let mut op = WindowOperator::new(spec, 0, aggs, triggers, 32);
     let mut wm = Watermarks::new(delay, 1);
     let mut out = Vec::new();
     for &(key, time, value) in events {

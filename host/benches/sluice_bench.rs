@@ -624,10 +624,12 @@ fn instrumented(
             .map(|(c, a)| (c.name.as_str(), a.outputs())),
     );
     let lateness = millis(cfg.allowed_lateness);
+    let triggers = pipeline::open_trigger(&engine, &loaded.base_dir, cfg, &aggs)?;
     let mut operator = WindowOperator::new(
         pipeline::window_spec(&cfg.window),
         lateness,
         aggs,
+        triggers,
         cfg.batch_size,
     );
     let mut watermarks = Watermarks::new(millis(cfg.watermark.max_out_of_orderness), 1);
@@ -846,8 +848,14 @@ fn child_keys(keys: usize, per_key: usize) -> Result<()> {
     let engine = PluginEngine::new(cfg.plugins.clone())?;
     let mut registry = PluginRegistry::new(&engine, &loaded.base_dir);
     let aggs = pipeline::open_aggregations(&engine, &mut registry, cfg)?;
-    let mut operator =
-        WindowOperator::new(pipeline::window_spec(&cfg.window), 0, aggs, cfg.batch_size);
+    let triggers = pipeline::open_trigger(&engine, &loaded.base_dir, cfg, &aggs)?;
+    let mut operator = WindowOperator::new(
+        pipeline::window_spec(&cfg.window),
+        0,
+        aggs,
+        triggers,
+        cfg.batch_size,
+    );
     let mut watermarks = Watermarks::new(millis(cfg.watermark.max_out_of_orderness), 1);
     let mut decoder = EventDecoder::new(&cfg.event.key, &cfg.event.time, &cfg.aggregations);
     let mut key_table = KeyTable::default();

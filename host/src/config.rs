@@ -33,6 +33,10 @@ pub struct PipelineConfig {
     pub allowed_lateness: Duration,
     /// The aggregations computed for every window, in output order.
     pub aggregations: Vec<AggregationConfig>,
+    /// When windows emit: a trigger plugin and its config (the event-time
+    /// trigger, `builtin/event-time`, when absent).
+    #[serde(default)]
+    pub trigger: Option<TriggerConfig>,
     /// Where window results go.
     pub sink: OutputConfig,
     /// Where events too late for any window go (stderr when absent).
@@ -338,6 +342,21 @@ pub struct AggregationConfig {
     #[serde(default)]
     pub on_missing: MissingPolicy,
 }
+
+/// `trigger: { plugin: builtin/early, config: { every_events: 1000 } }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    /// `builtin/event-time`, `builtin/early`, `builtin/count`, or a path to a
+    /// `.wasm` trigger component.
+    pub plugin: String,
+    /// The trigger's configuration, passed to it as JSON.
+    #[serde(default)]
+    pub config: Option<serde_json::Value>,
+}
+
+/// The trigger used when a pipeline names none.
+pub const DEFAULT_TRIGGER: &str = "builtin/event-time";
 
 /// A loaded configuration with the directory its relative paths are taken from.
 #[derive(Debug, Clone)]

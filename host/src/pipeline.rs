@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::config::{
-    LoadedConfig, OutputConfig, PipelineConfig, SourceConfig, StateBackendKind, WindowConfig,
-    millis,
+    DEFAULT_TRIGGER, LoadedConfig, OutputConfig, PipelineConfig, SourceConfig, StateBackendKind,
+    WindowConfig, millis,
 };
 use crate::decode::{Event, EventDecoder, KeyTable};
 use crate::dedup::{Deduplicator, Verdict};
@@ -23,7 +23,7 @@ use crate::state::{
     SourcePosition, StateBackend,
 };
 use crate::watermark::Watermarks;
-use crate::window::{EventOutcome, WindowOperator, WindowResult, WindowSpec};
+use crate::window::{EventOutcome, Triggers, WindowOperator, WindowResult, WindowSpec};
 
 mod kafka;
 
@@ -143,6 +143,90 @@ pub fn open_aggregations(
     Ok(aggs)
 }
 
+/// The default trigger, `builtin/event-time`, opened on its own: for
+/// embedding the window operator without a pipeline config (tests, benches).
+pub fn default_trigger(engine: &PluginEngine) -> Result<Triggers, ConfigError> {
+    let at = |e: &dyn std::fmt::Display| ConfigError(format!("trigger {DEFAULT_TRIGGER}: {e}"));
+    let bytes = crate::plugin::registry::trigger_bytes(DEFAULT_TRIGGER, Path::new("."))
+        .map_err(|e| at(&e))?;
+    let compiled = engine
+        .compile_trigger(DEFAULT_TRIGGER, &bytes)
+        .map_err(|e| at(&e))?;
+    let instance = engine.open_trigger(&compiled, "{}").map_err(|e| at(&e))?;
+    Ok(Triggers::new(
+        instance,
+        Vec::new(),
+        engine.limits().quarantine_after,
+    ))
+}
+
+/// Loads and opens the pipeline's trigger (`builtin/event-time` when it
+/// names none) and resolves the result columns it previews, so that a bad
+/// trigger stops the run before any event is read. `aggs` are the opened
+/// aggregations, in configuration order.
+pub fn open_trigger(
+    engine: &PluginEngine,
+    base_dir: &Path,
+    config: &PipelineConfig,
+    aggs: &[AggregationInstance],
+) -> Result<Triggers, ConfigError> {
+    let (reference, trigger_config) = match &config.trigger {
+        Some(t) => (
+            t.plugin.as_str(),
+            t.config
+                .as_ref()
+                .map_or_else(|| "{}".to_string(), serde_json::Value::to_string),
+        ),
+        None => (DEFAULT_TRIGGER, "{}".to_string()),
+    };
+    let at = |e: &dyn std::fmt::Display| ConfigError(format!("key `trigger` ({reference}): {e}"));
+    let bytes = crate::plugin::registry::trigger_bytes(reference, base_dir).map_err(|e| at(&e))?;
+    let compiled = engine
+        .compile_trigger(reference, &bytes)
+        .map_err(|e| at(&e))?;
+    let instance = engine
+        .open_trigger(&compiled, &trigger_config)
+        .map_err(|e| at(&e))?;
+    let spec = window_spec(&config.window);
+    if matches!(spec, WindowSpec::Session { .. }) && !instance.info().is_some_and(|i| i.mergeable) {
+        return Err(at(&format!(
+            "trigger {} cannot merge, which session windows need",
+            instance.label()
+        )));
+    }
+    let mut watches = Vec::new();
+    for column in instance.watches() {
+        let found =
+            config
+                .aggregations
+                .iter()
+                .zip(aggs)
+                .enumerate()
+                .find_map(|(a, (agg, opened))| {
+                    let output = column.strip_prefix(agg.name.as_str())?.strip_prefix('.')?;
+                    let o = opened
+                        .outputs()
+                        .iter()
+                        .position(|spec| spec.name == output)?;
+                    Some((a, o))
+                });
+        match found {
+            Some(index) => watches.push(index),
+            None => {
+                return Err(at(&format!(
+                    "trigger {} watches {column:?}, which is not a result column of this                      pipeline (columns are `<aggregation>.<output>`)",
+                    instance.label()
+                )));
+            }
+        }
+    }
+    Ok(Triggers::new(
+        instance,
+        watches,
+        config.plugins.quarantine_after,
+    ))
+}
+
 fn check_outputs(outputs: &[OutputSpec]) -> Result<(), String> {
     if outputs.is_empty() {
         return Err("declares no outputs".into());
@@ -243,6 +327,7 @@ impl Flow {
         let config = &loaded.pipeline;
         let mut registry = PluginRegistry::new(engine, &loaded.base_dir);
         let aggs = open_aggregations(engine, &mut registry, config)?;
+        let triggers = open_trigger(engine, &loaded.base_dir, config, &aggs)?;
         let names = OutputNames::new(
             config
                 .aggregations
@@ -253,10 +338,15 @@ impl Flow {
         let lateness = millis(config.allowed_lateness);
         let spec = window_spec(&config.window);
         let window = format!(
-            "{spec:?}, allowed lateness {lateness} ms, out-of-orderness {} ms, fill {:?}, dedup {:?}",
+            "{spec:?}, allowed lateness {lateness} ms, out-of-orderness {} ms, fill {:?}, \
+             dedup {:?}, trigger {:?}",
             millis(config.watermark.max_out_of_orderness),
             config.fill,
-            config.dedup
+            config.dedup,
+            config.trigger.as_ref().map(|t| (
+                t.plugin.as_str(),
+                t.config.as_ref().map(ToString::to_string)
+            ))
         );
         let restore_started = Instant::now();
         let (checkpoints, restored) = match config.state.backend {
@@ -313,7 +403,7 @@ impl Flow {
             .collect();
         let fill = GapFiller::new(config.fill.as_ref(), &config.window, kinds);
         let mut flow = Self {
-            operator: WindowOperator::new(spec, lateness, aggs, batch_size),
+            operator: WindowOperator::new(spec, lateness, aggs, triggers, batch_size),
             watermarks: Watermarks::new(millis(config.watermark.max_out_of_orderness), partitions),
             decoder: EventDecoder::new(&config.event.key, &config.event.time, &config.aggregations),
             keys: KeyTable::default(),
@@ -405,7 +495,7 @@ impl Flow {
         self.watermarks.restore(&meta.watermarks);
         let watermark = self.watermarks.current();
         self.operator
-            .restore(&meta.health, &restored.slots, watermark);
+            .restore(&meta.health, &restored.slots, &meta.triggers, watermark);
         if let (Some(dedup), Some(state)) = (&mut self.dedup, &meta.dedup)
             && let Err(why) = dedup.restore(state.clone())
         {
@@ -484,6 +574,7 @@ impl Flow {
         };
         let dedup = self.dedup.as_ref().map(|d| d.snapshot().clone());
         let fill = self.fill.as_ref().map(GapFiller::snapshot);
+        let triggers = self.operator.trigger_records();
         let watermarks = self.watermarks.state();
         let Some(checkpoints) = self.checkpoints.as_mut() else {
             return Ok(());
@@ -509,6 +600,7 @@ impl Flow {
             summary,
             dedup,
             fill,
+            triggers,
             keys: self.keys.len() as u64,
             slots,
             slot_crc_sum,
@@ -620,6 +712,18 @@ impl Flow {
         Ok(())
     }
 
+    /// Runs the triggers' processing-time timers that the wall clock has
+    /// reached, and writes what they emit.
+    fn on_processing_time(&mut self) -> Result<(), Error> {
+        let watermark = self.watermarks.current();
+        self.operator
+            .on_processing_time(crate::window::now_ms(), watermark, &mut self.emitted);
+        if self.emitted.is_empty() {
+            return Ok(());
+        }
+        self.advance(None)
+    }
+
     /// End of input: the watermark goes to +infinity and every window fires.
     fn finish(&mut self) -> Result<(), Error> {
         let end = self.watermarks.finish();
@@ -631,7 +735,8 @@ impl Flow {
     fn summary(&self) -> RunSummary {
         let health = self.operator.plugin_health();
         RunSummary {
-            plugin_failures: health.iter().map(|h| h.failures).sum(),
+            plugin_failures: health.iter().map(|h| h.failures).sum::<u64>()
+                + self.operator.trigger_failures(),
             quarantined: health.iter().filter(|h| h.quarantined.is_some()).count() as u64,
             ..self.summary
         }
@@ -678,6 +783,7 @@ fn run_file_source(
         for (line_no, raw) in batch.iter() {
             flow.on_record(Origin::Line(line_no), 0, raw, None, false)?;
         }
+        flow.on_processing_time()?;
         flow.maybe_checkpoint(|| file_position(&source))?;
     }
     // The end of a file is where a later run over a longer file would carry

@@ -1,4 +1,4 @@
-//! The SDK for sluice aggregator plugins written in Rust.
+//! The SDK for sluice aggregator and trigger plugins written in Rust.
 //!
 //! A sluice plugin is a WebAssembly component that implements the `aggregator`
 //! interface of `wit/types.wit`. This crate hides the component-model
@@ -37,6 +37,10 @@ pub mod bindings;
 #[cfg(feature = "sketch")]
 pub mod sketch;
 pub mod stats;
+pub mod trigger;
+#[doc(hidden)]
+#[allow(missing_docs, clippy::all)]
+pub mod trigger_bindings;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -210,9 +214,27 @@ macro_rules! export_aggregator {
     };
 }
 
-/// Used by [`export_aggregator!`]; not part of the API.
+/// Exports a type that implements [`trigger::Trigger`] as the plugin's component.
+///
+/// Like [`export_aggregator!`]: once, in a `cdylib` crate built for
+/// `wasm32-wasip2`; on other targets it exports nothing.
+#[macro_export]
+macro_rules! export_trigger {
+    ($trigger:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type __SluiceTrigger = $crate::trigger::TriggerComponent<$trigger>;
+            $crate::__private::trigger_bindings::export_trigger_component!(
+                __SluiceTrigger with_types_in $crate::__private::trigger_bindings
+            );
+        };
+    };
+}
+
+/// Used by [`export_aggregator!`] and [`export_trigger!`]; not part of the API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::adapter::{AccumulatorOf, AggregationOf, Component};
     pub use crate::bindings;
+    pub use crate::trigger_bindings;
 }

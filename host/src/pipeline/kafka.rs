@@ -154,6 +154,7 @@ pub(super) fn run(
                 let advanced = flow.watermarks.set_idle(partition, idle);
                 flow.advance(advanced)?;
             }
+            flow.on_processing_time()?;
             publish(&metrics, &flow, &source, loaded, false);
         }
         if now.duration_since(last_commit) >= config.commit_interval {

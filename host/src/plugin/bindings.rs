@@ -18,3 +18,21 @@ pub mod v0_1 {
 }
 
 pub use v0_1::{AggregatorPlugin, AggregatorPluginPre, OutputKind, OutputSpec, PluginInfo};
+
+/// Bindings for the `trigger-plugin` world of `sluice:plugin@0.1.0`, sharing
+/// the `types` interface with the aggregator bindings.
+pub mod trigger_v0_1 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "trigger-plugin",
+        with: {
+            "sluice:plugin/types": super::v0_1::sluice::plugin::types,
+        },
+    });
+
+    pub use exports::sluice::plugin::trigger::{
+        Action, Decision, ElementInterest, Elements, Window as TriggerWindow,
+    };
+}
+
+pub use trigger_v0_1::{TriggerPlugin, TriggerPluginPre};

@@ -79,10 +79,10 @@ pub struct CompiledPlugin {
 
 /// What a plugin's store holds besides wasm state: a WASI context that grants
 /// nothing, and the limits the store enforces.
-struct PluginState {
+pub(super) struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: MemoryCap,
+    pub(super) limits: MemoryCap,
     stderr: MemoryOutputPipe,
 }
 
@@ -176,21 +176,31 @@ impl PluginEngine {
         &self.limits
     }
 
-    /// Compiles a component from its bytes and checks it against the
-    /// aggregator-plugin world; `source` names it in errors.
-    ///
-    /// Refuses, before anything of the plugin runs, a component that imports
-    /// something not in [`GRANTED_IMPORTS`] (naming the imports) or that does
-    /// not export [`AGGREGATOR_EXPORT`] with the types this host expects.
-    pub fn compile(&self, source: &str, bytes: &[u8]) -> Result<CompiledPlugin, PluginError> {
+    /// The linker every plugin world is instantiated through.
+    pub(super) fn linker(&self) -> &Linker<PluginState> {
+        &self.linker
+    }
+
+    /// The epoch ticker, which instances keep alive while they can be called.
+    pub(super) fn ticker(&self) -> Arc<EpochTicker> {
+        Arc::clone(&self.ticker)
+    }
+
+    /// Compiles a component and refuses it if it imports anything not in
+    /// [`GRANTED_IMPORTS`], whatever world it is for.
+    pub(super) fn checked_component(
+        &self,
+        source: &str,
+        bytes: &[u8],
+    ) -> Result<Component, PluginError> {
         let refuse = |message: String| PluginError::Load {
             plugin: source.to_string(),
             message,
         };
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| refuse(format!("not a valid WebAssembly component: {e:#}")))?;
-        let ty = component.component_type();
-        let refused: Vec<String> = ty
+        let refused: Vec<String> = component
+            .component_type()
             .imports(&self.engine)
             .map(|(name, _)| name)
             .filter(|name| !GRANTED_IMPORTS.contains(&unversioned(name)))
@@ -202,10 +212,31 @@ impl PluginEngine {
                 refused.join(", ")
             )));
         }
-        let exports: Vec<String> = ty
+        Ok(component)
+    }
+
+    /// The interface names a component exports.
+    pub(super) fn exports(&self, component: &Component) -> Vec<String> {
+        component
+            .component_type()
             .exports(&self.engine)
             .map(|(name, _)| name.to_string())
-            .collect();
+            .collect()
+    }
+
+    /// Compiles a component from its bytes and checks it against the
+    /// aggregator-plugin world; `source` names it in errors.
+    ///
+    /// Refuses, before anything of the plugin runs, a component that imports
+    /// something not in [`GRANTED_IMPORTS`] (naming the imports) or that does
+    /// not export [`AGGREGATOR_EXPORT`] with the types this host expects.
+    pub fn compile(&self, source: &str, bytes: &[u8]) -> Result<CompiledPlugin, PluginError> {
+        let refuse = |message: String| PluginError::Load {
+            plugin: source.to_string(),
+            message,
+        };
+        let component = self.checked_component(source, bytes)?;
+        let exports = self.exports(&component);
         if !exports.iter().any(|e| e == AGGREGATOR_EXPORT) {
             let found = if exports.is_empty() {
                 "nothing".to_string()
@@ -291,7 +322,7 @@ impl PluginEngine {
     }
 }
 
-fn new_store(engine: &Engine, limits: &PluginLimits) -> Store<PluginState> {
+pub(super) fn new_store(engine: &Engine, limits: &PluginLimits) -> Store<PluginState> {
     let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
     let wasi = WasiCtx::builder()
         .stderr(stderr.clone())
@@ -339,7 +370,11 @@ fn instantiate(
 
 /// Why a call failed, in the words of a pipeline author: what limit was hit
 /// or what the plugin did, with a Rust panic's message taken from its stderr.
-fn describe(error: &wasmtime::Error, state: &mut PluginState, limits: &PluginLimits) -> String {
+pub(super) fn describe(
+    error: &wasmtime::Error,
+    state: &mut PluginState,
+    limits: &PluginLimits,
+) -> String {
     let stderr = state.stderr.contents();
     let stderr = String::from_utf8_lossy(&stderr);
     if state.limits.exceeded() {

@@ -7,7 +7,9 @@ pub mod laws;
 pub mod limits;
 pub mod registry;
 pub mod scaffold;
+pub mod trigger;
 
 pub use engine::{Accumulator, AggregationInstance, CompiledPlugin, PluginEngine};
 pub use limits::PluginLimits;
 pub use registry::PluginRegistry;
+pub use trigger::{CompiledTrigger, TriggerInstance, WindowTrigger};

@@ -18,9 +18,41 @@ mod builtin {
 /// The prefix that names a default plugin.
 pub const BUILTIN_PREFIX: &str = "builtin/";
 
-/// Names of the default plugins shipped in this binary (`stats`, `count`, ...).
+/// The prefix of the crate directories under `plugins/` that hold triggers:
+/// `plugins/trigger-early` is the trigger `builtin/early`.
+pub const TRIGGER_DIR_PREFIX: &str = "trigger-";
+
+/// Names of the default aggregator plugins shipped in this binary (`stats`, `count`, ...).
 pub fn builtin_names() -> impl Iterator<Item = &'static str> {
-    builtin::BUILTINS.iter().map(|(name, _)| *name)
+    builtin::BUILTINS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !name.starts_with(TRIGGER_DIR_PREFIX))
+}
+
+/// Names of the default trigger plugins (`event-time`, `early`, `count`).
+pub fn builtin_trigger_names() -> impl Iterator<Item = &'static str> {
+    builtin::BUILTINS
+        .iter()
+        .filter_map(|(name, _)| name.strip_prefix(TRIGGER_DIR_PREFIX))
+}
+
+/// Reads the bytes a trigger reference points to: `builtin/NAME` for the
+/// default triggers (a namespace of their own: `builtin/count` the trigger is
+/// not `builtin/count` the aggregator), or a path.
+pub fn trigger_bytes(reference: &str, base_dir: &Path) -> Result<Vec<u8>, PluginError> {
+    if let Some(name) = reference.strip_prefix(BUILTIN_PREFIX) {
+        return builtin_bytes(&format!("{TRIGGER_DIR_PREFIX}{name}"))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| PluginError::Load {
+                plugin: reference.to_string(),
+                message: format!(
+                    "no such built-in trigger; built-in triggers are: {}",
+                    builtin_trigger_names().collect::<Vec<_>>().join(", ")
+                ),
+            });
+    }
+    plugin_bytes(reference, base_dir)
 }
 
 /// The component bytes of a default plugin.

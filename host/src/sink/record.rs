@@ -8,6 +8,7 @@
 //! aggregation's outputs, as `null`, and adds an `errors` object after
 //! `results`, keyed by aggregation name, with why:
 //! `..,"results":{"requests.count":3,"latency.mean":null},"errors":{"latency":"plugin builtin/stats (stats 0.1.0) timed out after 1s"}}`.
+//! A trigger that failed for the window is reported under the key `"trigger"`.
 //! A record without failures has no `errors` key.
 //! Late:   `{"line":N,"reason":"..","key":{..},"event_time":T,"window":{..},"watermark":W,"event":{..}}`
 //! Dead:   `{"line":N,"reason":"..","raw":".."}`
@@ -118,6 +119,7 @@ pub fn write_result_marked(
             }
             match names.aggs.get(*agg) {
                 Some(name) => out.push_str(name),
+                None if *agg == crate::window::TRIGGER_ERROR => out.push_str(r#""trigger""#),
                 None => write_json_string(out, &agg.to_string()),
             }
             out.push(':');

@@ -150,6 +150,7 @@ mod tests {
                 summary: Default::default(),
                 dedup: None,
                 fill: None,
+                triggers: Vec::new(),
                 keys,
                 slots: 0,
                 slot_crc_sum: 0,

@@ -35,7 +35,7 @@ use crate::decode::KeyId;
 use crate::pipeline::RunSummary;
 
 /// Bumped whenever the layout of checkpoint records changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A failure of the state backend (disk, RocksDB, or a damaged checkpoint).
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +176,9 @@ pub struct Meta {
     pub dedup: Option<crate::dedup::DedupState>,
     /// The gap filler's per-key series.
     pub fill: Option<crate::fill::FillState>,
+    /// Trigger state of the windows whose trigger is not as new (few: the
+    /// default trigger keeps none), with the trigger timers they set.
+    pub triggers: Vec<crate::window::TriggerRecord>,
     /// How many keys the key table holds.
     pub keys: u64,
     /// How many window records the checkpoint holds.

@@ -1,20 +1,24 @@
 //! Event-time windows: which window an event belongs to, when a window fires,
 //! and when an event is too late for it.
 //!
-//! The rules are Flink's event-time trigger: a window `[start, end)` fires when
-//! the watermark reaches `end`; an event whose windows all have
-//! `watermark >= end + allowed_lateness` on its arrival is late and goes to the
-//! late-data output; an event that arrives after its window fired but within
-//! the allowed lateness updates the window, which is emitted again as `late`.
+//! When a window emits is up to its trigger plugin (see `trigger`). The
+//! default, `builtin/event-time`, is Flink's event-time trigger: a window
+//! `[start, end)` fires when the watermark reaches `end`, and an event that
+//! arrives after its window fired but within the allowed lateness updates the
+//! window, which is emitted again as `late`. Whatever the trigger, an event
+//! whose windows all have `watermark >= end + allowed_lateness` on its arrival
+//! is late and goes to the late-data output.
 
 mod operator;
 mod session;
 mod sliding;
 mod store;
+mod trigger;
 mod tumbling;
 
 pub use operator::{EventOutcome, WindowOperator};
 pub use store::PluginHealth;
+pub use trigger::{Interest, TRIGGER_ERROR, TriggerRecord, Triggers, now_ms};
 
 use std::sync::Arc;
 

@@ -1,12 +1,15 @@
-//! The keyed window operator: routes decoded events into window state and
-//! fires windows as the watermark passes them.
+//! The keyed window operator: routes decoded events into window state, asks
+//! each window's trigger what to do, and emits what it says.
 //!
-//! A plugin that fails does not stop it: the failure becomes an `errors`
-//! entry of the windows concerned (see `store` for how the other windows
-//! keep their state), so the `Result`s here carry no plugin failure.
+//! The shapes (`tumbling`, `sliding`, `session`) say where an event goes;
+//! the trigger (see `trigger`) says when a window emits; this module joins
+//! the two. A plugin that fails does not stop it: the failure becomes an
+//! `errors` entry of the windows concerned, so the `Result`s here carry no
+//! plugin failure.
 
 use super::sliding::{self, Sliding};
 use super::store::{PluginHealth, Timer, TimerKind, WindowStore};
+use super::trigger::{EventTimer, TRIGGER_ERROR, TriggerRecord, Triggers, Verdict};
 use super::{EmitKind, Window, WindowResult, WindowSpec, session, tumbling};
 use crate::decode::KeyId;
 use crate::error::PluginError;
@@ -27,22 +30,39 @@ pub struct WindowOperator {
     spec: WindowSpec,
     lateness: i64,
     store: WindowStore,
+    triggers: Triggers,
+    /// Event-time timers the last trigger calls asked for.
+    asked: Vec<EventTimer>,
 }
 
 impl WindowOperator {
     /// An operator for `spec`, keeping windows `lateness_ms` past their end,
-    /// aggregating with `aggs` (one per configured aggregation, in order).
+    /// aggregating with `aggs` (one per configured aggregation, in order)
+    /// and firing as `triggers` decide.
     pub fn new(
         spec: WindowSpec,
         lateness_ms: i64,
         aggs: Vec<AggregationInstance>,
+        triggers: Triggers,
         batch_size: usize,
     ) -> Self {
         Self {
             spec,
             lateness: lateness_ms.max(0),
             store: WindowStore::new(aggs, batch_size),
+            triggers,
+            asked: Vec::new(),
         }
+    }
+
+    /// Failed trigger calls over the run.
+    pub fn trigger_failures(&self) -> u64 {
+        self.triggers.failures
+    }
+
+    /// The trigger plugin's (name, version, state version).
+    pub fn trigger_identity(&self) -> (String, String, u32) {
+        self.triggers.identity()
     }
 
     /// How each aggregation's plugin has fared so far (failed calls,
@@ -57,7 +77,7 @@ impl WindowOperator {
     }
 
     /// Adds one event, given the watermark as it was when the event arrived.
-    /// Late re-emissions it causes are appended to `out`.
+    /// Emissions its window's trigger asks for are appended to `out`.
     pub fn on_event(
         &mut self,
         key: KeyId,
@@ -66,49 +86,192 @@ impl WindowOperator {
         watermark: i64,
         out: &mut Vec<WindowResult>,
     ) -> Result<EventOutcome, PluginError> {
-        let store = &mut self.store;
+        let lateness = self.lateness;
         let routed = match self.spec {
             WindowSpec::Tumbling { size, offset } => tumbling::on_event(
-                store,
-                (size, offset, self.lateness),
+                &mut self.store,
+                (size, offset, lateness),
                 key,
                 time,
                 values,
                 watermark,
-                out,
-            ),
-            WindowSpec::Sliding {
-                size,
-                slide,
-                offset,
-            } => sliding::on_event(
-                store,
-                Sliding {
-                    size,
-                    slide,
-                    offset,
-                    lateness: self.lateness,
-                },
-                key,
-                time,
-                values,
-                watermark,
-                out,
-            ),
+            )
+            .map(|(window, new)| self.element(key, window, time, watermark, new, out)),
+            WindowSpec::Sliding { .. } => {
+                let geo = self.sliding().unwrap_or(Sliding {
+                    size: 1,
+                    slide: 1,
+                    offset: 0,
+                    lateness,
+                });
+                sliding::on_event(&mut self.store, geo, key, time, values, watermark).map(
+                    |(pane, new_pane)| {
+                        for start in geo.window_starts(pane) {
+                            let window = Window {
+                                start,
+                                end: start + geo.size,
+                            };
+                            if window.end.saturating_add(lateness) <= watermark {
+                                continue;
+                            }
+                            let late = window.end <= watermark;
+                            if new_pane || late || !self.triggers.quiet() {
+                                self.element(key, window, time, watermark, new_pane, out);
+                            }
+                        }
+                    },
+                )
+            }
             WindowSpec::Session { gap } => session::on_event(
-                store,
-                (gap, self.lateness),
+                &mut self.store,
+                (gap, lateness),
                 key,
                 time,
                 values,
                 watermark,
-                out,
-            ),
+            )
+            .map(|routed| {
+                let window = routed.window;
+                if !routed.absorbed.is_empty() || routed.was != window.start {
+                    let verdict = self.triggers.merge(
+                        key,
+                        routed.was,
+                        &routed.absorbed,
+                        window,
+                        &mut self.asked,
+                    );
+                    self.apply(key, window, emit_kind(watermark, window), verdict, out);
+                }
+                self.element(key, window, time, watermark, routed.new, out);
+            }),
         };
+        self.arm_asked();
         Ok(match routed {
             Ok(()) => EventOutcome::Accepted,
             Err(window) => EventOutcome::Late(window),
         })
+    }
+
+    /// Tells `window`'s trigger of one element (when it wants to hear) and
+    /// does what it says.
+    fn element(
+        &mut self,
+        key: KeyId,
+        window: Window,
+        time: i64,
+        watermark: i64,
+        new: bool,
+        out: &mut Vec<WindowResult>,
+    ) {
+        if !new && window.end > watermark && self.triggers.quiet() {
+            return;
+        }
+        let sliding = self.sliding();
+        let store = &mut self.store;
+        let verdict = self.triggers.on_element(
+            key,
+            window,
+            time,
+            watermark,
+            new,
+            &mut self.asked,
+            |watches| preview(store, sliding, key, window, watches),
+        );
+        self.apply(key, window, emit_kind(watermark, window), verdict, out);
+    }
+
+    /// Tells `window`'s trigger of elements it has not heard of yet, and does
+    /// what it says, marking a firing `emit`.
+    fn tell_pending(
+        &mut self,
+        key: KeyId,
+        window: Window,
+        emit: EmitKind,
+        out: &mut Vec<WindowResult>,
+    ) {
+        let sliding = self.sliding();
+        let store = &mut self.store;
+        let verdict = self
+            .triggers
+            .tell_pending(key, window, &mut self.asked, |watches| {
+                preview(store, sliding, key, window, watches)
+            });
+        self.apply(key, window, emit, verdict, out);
+    }
+
+    /// Emits and/or purges a window as a trigger decided.
+    fn apply(
+        &mut self,
+        key: KeyId,
+        window: Window,
+        emit: EmitKind,
+        verdict: Verdict,
+        out: &mut Vec<WindowResult>,
+    ) {
+        if verdict.fire {
+            let before = out.len();
+            match self.sliding() {
+                Some(geo) => sliding::fire(&mut self.store, geo, key, window.start, emit, out),
+                None => {
+                    if let Some(id) = self.store.find(key, window.start) {
+                        let outputs = self.store.finish(id);
+                        out.push(WindowResult {
+                            key,
+                            window: self.store.bounds(id).unwrap_or(window),
+                            emit,
+                            outputs: outputs.values,
+                            errors: outputs.errors,
+                        });
+                    }
+                }
+            }
+            if out.len() > before
+                && let Some(why) = self.triggers.error(key, window.start)
+                && let Some(result) = out.last_mut()
+            {
+                result.errors.push((TRIGGER_ERROR, why));
+            }
+        }
+        if verdict.purge {
+            match self.sliding() {
+                Some(_) => self.triggers.warn_no_purge(),
+                None => {
+                    if let Some(id) = self.store.find(key, window.start) {
+                        self.store.purge(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues the event-time timers trigger calls asked for.
+    fn arm_asked(&mut self) {
+        for (time, key, start) in std::mem::take(&mut self.asked) {
+            self.store.add_timer(Timer {
+                time,
+                kind: TimerKind::Trigger,
+                key,
+                start,
+            });
+        }
+    }
+
+    /// The bounds of `key`'s window starting at `start`, if it still exists.
+    fn window_of(&self, key: KeyId, start: i64) -> Option<Window> {
+        match self.spec {
+            WindowSpec::Tumbling { size, .. } => Some(Window {
+                start,
+                end: start + size,
+            }),
+            WindowSpec::Sliding { size, .. } => Some(Window {
+                start,
+                end: start + size,
+            }),
+            WindowSpec::Session { .. } => {
+                let id = self.store.find(key, start)?;
+                self.store.bounds(id)
+            }
+        }
     }
 
     /// Fires and cleans up every window the new `watermark` has passed, in
@@ -123,13 +286,108 @@ impl WindowOperator {
         }
         self.store.flush_all();
         while let Some(timer) = self.store.pop_due(watermark) {
-            match self.sliding() {
-                Some(geo) => sliding::on_timer(&mut self.store, geo, timer, out),
-                None => slot_timer(&mut self.store, timer, out),
+            let key = timer.key;
+            match timer.kind {
+                TimerKind::Fire | TimerKind::Trigger => {
+                    let Some(window) = self.window_of(key, timer.start) else {
+                        continue;
+                    };
+                    let (time, emit) = match timer.kind {
+                        TimerKind::Fire => (window.end, EmitKind::OnTime),
+                        _ => (timer.time, emit_kind(timer.time, window)),
+                    };
+                    // Elements not yet told arrived before this time.
+                    let told_at = if timer.kind == TimerKind::Fire {
+                        EmitKind::Early
+                    } else {
+                        emit
+                    };
+                    self.tell_pending(key, window, told_at, out);
+                    let verdict =
+                        self.triggers
+                            .on_event_time(key, window, time, watermark, &mut self.asked);
+                    self.apply(key, window, emit, verdict, out);
+                    self.arm_asked();
+                }
+                TimerKind::Cleanup => match self.sliding() {
+                    Some(geo) => {
+                        if let Some(id) = self.store.find(key, timer.start) {
+                            self.store.close(id);
+                        }
+                        for start in self.triggers.starts_of(key) {
+                            if (start + geo.size).saturating_add(self.lateness) <= timer.time {
+                                self.triggers.drop_window(key, start);
+                            }
+                        }
+                    }
+                    None => {
+                        if let Some(id) = self.store.find(key, timer.start) {
+                            self.store.close(id);
+                        }
+                        self.triggers.drop_window(key, timer.start);
+                    }
+                },
             }
         }
         Ok(())
     }
+
+    /// Runs the processing-time timers due by the wall clock `now` (ms since
+    /// the epoch), under `watermark`.
+    pub fn on_processing_time(&mut self, now: i64, watermark: i64, out: &mut Vec<WindowResult>) {
+        for (due, key, start) in self.triggers.due_processing(now) {
+            let Some(window) = self.window_of(key, start) else {
+                continue;
+            };
+            self.tell_pending(key, window, emit_kind(watermark, window), out);
+            let verdict =
+                self.triggers
+                    .on_processing_time(key, window, due, watermark, &mut self.asked);
+            self.apply(key, window, emit_kind(watermark, window), verdict, out);
+            self.arm_asked();
+        }
+    }
+}
+
+/// How an emission at event time `at` of `window` is marked, apart from the
+/// on-time firing at its end.
+fn emit_kind(at: i64, window: Window) -> EmitKind {
+    if at < window.end {
+        EmitKind::Early
+    } else {
+        EmitKind::Late
+    }
+}
+
+/// The current values of the watched columns of `key`'s `window`.
+fn preview(
+    store: &mut WindowStore,
+    sliding: Option<Sliding>,
+    key: KeyId,
+    window: Window,
+    watches: &[(usize, usize)],
+) -> Vec<Option<f64>> {
+    let outputs = match sliding {
+        Some(_) => {
+            let panes = store.range(key, window.start, window.end);
+            store.finish_merged(&panes)
+        }
+        None => match store.find(key, window.start) {
+            Some(id) => store.finish(id),
+            None => return vec![None; watches.len()],
+        },
+    };
+    watches
+        .iter()
+        .map(|&(a, o)| {
+            outputs
+                .values
+                .get(a)
+                .and_then(|v| v.get(o))
+                .copied()
+                .flatten()
+        })
+        .collect()
 }
 
 impl WindowOperator {
@@ -144,7 +402,14 @@ impl WindowOperator {
     /// partitions leaves their windows to the new owner, who rebuilds them by
     /// replaying from the committed offsets.
     pub fn clear(&mut self) -> Result<(), PluginError> {
+        self.triggers.clear();
         self.store.clear()
+    }
+
+    /// The trigger state a checkpoint keeps (see [`TriggerRecord`]).
+    pub fn trigger_records(&mut self) -> Vec<TriggerRecord> {
+        let timers = self.store.trigger_timers();
+        self.triggers.records(&timers)
     }
 }
 
@@ -193,7 +458,24 @@ impl WindowOperator {
     /// Timers are re-created rather than stored: a checkpoint is taken after
     /// every timer due at its watermark has run, so the pending timers are
     /// exactly those each open slot's shape sets that are due later.
-    pub fn restore(&mut self, health: &[HealthState], slots: &[(SlotState, u32)], watermark: i64) {
+    pub fn restore(
+        &mut self,
+        health: &[HealthState],
+        slots: &[(SlotState, u32)],
+        triggers: &[TriggerRecord],
+        watermark: i64,
+    ) {
+        self.triggers.restore(triggers);
+        for r in triggers {
+            for &time in &r.event_timers {
+                self.store.add_timer(Timer {
+                    time,
+                    kind: TimerKind::Trigger,
+                    key: r.key,
+                    start: r.start,
+                });
+            }
+        }
         self.store.restore_health(health);
         for (slot, crc) in slots {
             self.store.restore_slot(slot, *crc);
@@ -236,27 +518,5 @@ impl WindowOperator {
                 }
             }
         }
-    }
-}
-
-/// A due timer for a window kept as one slot (tumbling windows, sessions).
-fn slot_timer(store: &mut WindowStore, timer: Timer, out: &mut Vec<WindowResult>) {
-    let Some(id) = store.find(timer.key, timer.start) else {
-        return;
-    };
-    match timer.kind {
-        TimerKind::Fire => {
-            let outputs = store.finish(id);
-            if let Some(window) = store.bounds(id) {
-                out.push(WindowResult {
-                    key: timer.key,
-                    window,
-                    emit: EmitKind::OnTime,
-                    outputs: outputs.values,
-                    errors: outputs.errors,
-                });
-            }
-        }
-        TimerKind::Cleanup => store.close(id),
     }
 }

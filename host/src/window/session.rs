@@ -2,8 +2,8 @@
 //! than the gap. An event opens `[t, t + gap)`; sessions that touch or overlap
 //! it merge into one, which may bridge sessions that were apart until now.
 
+use super::Window;
 use super::store::{Timer, TimerKind, WindowStore};
-use super::{EmitKind, Window, WindowResult};
 use crate::decode::KeyId;
 
 fn timers(key: KeyId, window: Window, lateness: i64) -> [Timer; 2] {
@@ -23,6 +23,18 @@ fn timers(key: KeyId, window: Window, lateness: i64) -> [Timer; 2] {
     ]
 }
 
+/// Where an event went: its session, and which sessions that became.
+pub(super) struct Routed {
+    /// The session holding the event now.
+    pub window: Window,
+    /// It was opened by this event.
+    pub new: bool,
+    /// The start the session had before this event (it may grow earlier).
+    pub was: i64,
+    /// Starts of the other sessions merged into it, in order.
+    pub absorbed: Vec<i64>,
+}
+
 /// Routes one event into its session; `Err(window)` when it is late.
 pub(super) fn on_event(
     store: &mut WindowStore,
@@ -31,8 +43,7 @@ pub(super) fn on_event(
     time: i64,
     values: &[Option<f64>],
     watermark: i64,
-    out: &mut Vec<WindowResult>,
-) -> Result<(), Window> {
+) -> Result<Routed, Window> {
     let own = Window {
         start: time,
         end: time + gap,
@@ -45,12 +56,14 @@ pub(super) fn on_event(
         .collect();
     touching.reverse();
 
-    let (id, window) = if let Some(&first) = touching.first() {
+    let routed = if let Some(&first) = touching.first() {
         let mut merged = own;
+        let mut starts = Vec::with_capacity(touching.len());
         for &id in &touching {
             if let Some(w) = store.bounds(id) {
                 merged.start = merged.start.min(w.start);
                 merged.end = merged.end.max(w.end);
+                starts.push(w.start);
                 for timer in timers(key, w, lateness) {
                     store.remove_timer(&timer);
                 }
@@ -60,28 +73,32 @@ pub(super) fn on_event(
             store.merge_into(first, other);
         }
         store.set_bounds(first, merged);
-        (first, merged)
+        Routed {
+            window: merged,
+            new: false,
+            was: starts.first().copied().unwrap_or(merged.start),
+            absorbed: starts.into_iter().skip(1).collect(),
+        }
     } else {
         if watermark >= own.end.saturating_add(lateness) {
             return Err(own);
         }
-        (store.open(key, own), own)
+        store.open(key, own);
+        Routed {
+            window: own,
+            new: true,
+            was: own.start,
+            absorbed: Vec::new(),
+        }
     };
+    let window = routed.window;
     let [fire, cleanup] = timers(key, window, lateness);
     if window.end > watermark {
         store.add_timer(fire);
     }
     store.add_timer(cleanup);
-    store.push(id, values, time);
-    if window.end <= watermark {
-        let outputs = store.finish(id);
-        out.push(WindowResult {
-            key,
-            window,
-            emit: EmitKind::Late,
-            outputs: outputs.values,
-            errors: outputs.errors,
-        });
+    if let Some(id) = store.find(key, window.start) {
+        store.push(id, values, time);
     }
-    Ok(())
+    Ok(routed)
 }

@@ -35,7 +35,8 @@ impl Sliding {
     }
 }
 
-/// Routes one event into its pane; `Err(window)` when it is late for every window.
+/// Routes one event into its pane. Returns the pane's start and whether it
+/// was just opened; `Err(window)` when the event is late for every window.
 pub(super) fn on_event(
     store: &mut WindowStore,
     geo: Sliding,
@@ -43,8 +44,7 @@ pub(super) fn on_event(
     time: i64,
     values: &[Option<f64>],
     watermark: i64,
-    out: &mut Vec<WindowResult>,
-) -> Result<(), Window> {
+) -> Result<(i64, bool), Window> {
     let pane_size = geo.pane_size();
     let pane = align(time, pane_size, geo.offset);
     let last_start = align(pane, geo.slide, geo.offset);
@@ -55,8 +55,8 @@ pub(super) fn on_event(
     if watermark >= last_window.end.saturating_add(geo.lateness) {
         return Err(last_window);
     }
-    let id = match store.find(key, pane) {
-        Some(id) => id,
+    let (id, new) = match store.find(key, pane) {
+        Some(id) => (id, false),
         None => {
             let id = store.open(
                 key,
@@ -82,22 +82,15 @@ pub(super) fn on_event(
                 key,
                 start: pane,
             });
-            id
+            (id, true)
         }
     };
     store.push(id, values, time);
-    // Windows the watermark has passed but that are still within their allowed
-    // lateness have fired already: emit them again with this event in them.
-    for start in geo.window_starts(pane) {
-        let end = start + geo.size;
-        if end <= watermark && end.saturating_add(geo.lateness) > watermark {
-            fire(store, geo, key, start, EmitKind::Late, out);
-        }
-    }
-    Ok(())
+    Ok((pane, new))
 }
 
-fn fire(
+/// Emits the window of `key` starting at `start`, merging its panes.
+pub(super) fn fire(
     store: &mut WindowStore,
     geo: Sliding,
     key: KeyId,
@@ -118,23 +111,6 @@ fn fire(
         outputs: outputs.values,
         errors: outputs.errors,
     });
-}
-
-/// Handles a due timer: fire a window, or drop a pane no window needs any more.
-pub(super) fn on_timer(
-    store: &mut WindowStore,
-    geo: Sliding,
-    timer: Timer,
-    out: &mut Vec<WindowResult>,
-) {
-    match timer.kind {
-        TimerKind::Fire => fire(store, geo, timer.key, timer.start, EmitKind::OnTime, out),
-        TimerKind::Cleanup => {
-            if let Some(id) = store.find(timer.key, timer.start) {
-                store.close(id);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

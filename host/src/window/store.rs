@@ -53,8 +53,11 @@ pub(crate) const REPLAY_LIMIT: usize = 1024;
 /// What a timer does when the watermark reaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerKind {
-    /// Emit the window's result. Ordered before cleanup of the same instant.
+    /// Emit the window's result (or ask its trigger). Ordered before cleanup
+    /// of the same instant.
     Fire,
+    /// An event-time timer a window's trigger asked for.
+    Trigger,
     /// Drop the state: the window is past its allowed lateness.
     Cleanup,
 }
@@ -269,6 +272,30 @@ impl WindowStore {
             stored: None,
         });
         self.by_key.entry(key).or_default().insert(bounds.start, id);
+        self.fill_lanes(id);
+        id
+    }
+
+    /// Empties a slot (a trigger's purge): its accumulators are given back
+    /// and new ones created, so the next emission covers only what comes next.
+    pub fn purge(&mut self, id: usize) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        self.pending_total -= slot.pending_len;
+        slot.pending_len = 0;
+        slot.changed = true;
+        let lanes = std::mem::take(&mut slot.lanes);
+        for (a, lane) in lanes.into_iter().enumerate() {
+            if let Ok(acc) = lane.acc {
+                self.release(a, acc);
+            }
+        }
+        self.fill_lanes(id);
+    }
+
+    /// Gives an empty slot a new accumulator per aggregation.
+    fn fill_lanes(&mut self, id: usize) {
         for a in 0..self.plugins.len() {
             let plugin = &mut self.plugins[a];
             let acc = match &plugin.quarantined {
@@ -286,7 +313,6 @@ impl WindowStore {
             };
             self.slots[id].lanes.push(Lane::new(acc));
         }
-        id
     }
 
     /// Buffers one event's values (`None` skips that aggregation).
@@ -882,6 +908,15 @@ impl WindowStore {
     /// Every open slot's key and bounds, for re-creating timers after a restore.
     pub fn slot_bounds(&self) -> Vec<(KeyId, Window)> {
         self.slots.iter().map(|(_, s)| (s.key, s.bounds)).collect()
+    }
+
+    /// The pending trigger timers, per (key, window start): for checkpoints.
+    pub fn trigger_timers(&self) -> HashMap<(KeyId, i64), Vec<i64>> {
+        let mut timers: HashMap<(KeyId, i64), Vec<i64>> = HashMap::new();
+        for t in self.timers.iter().filter(|t| t.kind == TimerKind::Trigger) {
+            timers.entry((t.key, t.start)).or_default().push(t.time);
+        }
+        timers
     }
 
     pub fn add_timer(&mut self, timer: Timer) {

@@ -1,11 +1,11 @@
 //! Tumbling windows: fixed length, back to back, one window per event.
 
 use super::store::{Timer, TimerKind, WindowStore};
-use super::{EmitKind, Window, WindowResult, align};
+use super::{Window, align};
 use crate::decode::KeyId;
 
-/// Routes one event into its tumbling window; `Err(window)` when it is late for it.
-#[allow(clippy::too_many_arguments)]
+/// Routes one event into its tumbling window. Returns the window and whether
+/// it was just opened; `Err(window)` when the event is late for it.
 pub(super) fn on_event(
     store: &mut WindowStore,
     (size, offset, lateness): (i64, i64, i64),
@@ -13,8 +13,7 @@ pub(super) fn on_event(
     time: i64,
     values: &[Option<f64>],
     watermark: i64,
-    out: &mut Vec<WindowResult>,
-) -> Result<(), Window> {
+) -> Result<(Window, bool), Window> {
     let start = align(time, size, offset);
     let window = Window {
         start,
@@ -23,8 +22,8 @@ pub(super) fn on_event(
     if watermark >= window.end.saturating_add(lateness) {
         return Err(window);
     }
-    let id = match store.find(key, start) {
-        Some(id) => id,
+    let (id, new) = match store.find(key, start) {
+        Some(id) => (id, false),
         None => {
             let id = store.open(key, window);
             if window.end > watermark {
@@ -41,20 +40,9 @@ pub(super) fn on_event(
                 key,
                 start,
             });
-            id
+            (id, true)
         }
     };
     store.push(id, values, time);
-    if window.end <= watermark {
-        // Within the allowed lateness of a window that has already fired.
-        let outputs = store.finish(id);
-        out.push(WindowResult {
-            key,
-            window,
-            emit: EmitKind::Late,
-            outputs: outputs.values,
-            errors: outputs.errors,
-        });
-    }
-    Ok(())
+    Ok((window, new))
 }

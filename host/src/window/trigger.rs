@@ -1,0 +1,727 @@
+//! The host side of trigger plugins: one trigger state per window, what the
+//! host tells it and when, and how its decisions become emissions.
+//!
+//! The trigger decides; the operator emits. So that a failing trigger never
+//! costs a window its result, each window falls back to the host's own
+//! event-time rule (fire at the end, then once per late element) as soon as
+//! its trigger fails, and every emission of that window then carries the
+//! error. A call that takes the instance down (a trap, a timeout) restarts
+//! it, and the other windows' triggers start again as new; after
+//! `quarantine_after` failures in a row the plugin is not called again.
+//!
+//! A window with no trigger state here behaves as one whose trigger is "as
+//! new and interested in late elements only": that is what a checkpoint
+//! leaves out (see [`TriggerRecord`]), and it is how the default event-time
+//! trigger spends its time, so on-time events cost it no call.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::Window;
+use crate::decode::KeyId;
+use crate::error::PluginError;
+use crate::plugin::bindings::trigger_v0_1::{Action, Decision, ElementInterest, Elements};
+use crate::plugin::{TriggerInstance, WindowTrigger};
+
+/// The `errors` index under which a trigger failure is reported in a
+/// [`super::WindowResult`]: printed as the key `"trigger"`.
+pub const TRIGGER_ERROR: usize = usize::MAX;
+
+/// When a window's trigger wants to hear of elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Interest {
+    /// After this many more.
+    After(u32),
+    /// Only late ones.
+    Late,
+    /// Never.
+    Never,
+}
+
+impl From<ElementInterest> for Interest {
+    fn from(i: ElementInterest) -> Self {
+        match i {
+            ElementInterest::After(n) => Interest::After(n.max(1)),
+            ElementInterest::Late => Interest::Late,
+            ElementInterest::None => Interest::Never,
+        }
+    }
+}
+
+/// What the operator should do with a window after a trigger call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Verdict {
+    /// Emit its result now.
+    pub fire: bool,
+    /// Empty its state (after emitting, if `fire`).
+    pub purge: bool,
+}
+
+/// One window's trigger.
+#[derive(Debug)]
+enum Handle {
+    /// A live state in the plugin.
+    Live(WindowTrigger),
+    /// Its state was lost with an instance; the next use creates it anew.
+    Fresh,
+    /// The trigger failed for this window: the host's rule applies.
+    Failed(Arc<str>),
+}
+
+#[derive(Debug)]
+struct WindowState {
+    handle: Handle,
+    interest: Interest,
+    /// Elements since the trigger last heard of any, and their time range.
+    seen: u32,
+    min: i64,
+    max: i64,
+    /// The watermark the last of them arrived under.
+    seen_under: i64,
+    /// Called since its last snapshot.
+    changed: bool,
+    /// Its last snapshot (empty: as new).
+    snapshot: Vec<u8>,
+}
+
+impl WindowState {
+    fn new(handle: Handle) -> Self {
+        Self {
+            handle,
+            interest: Interest::After(1),
+            seen: 0,
+            min: i64::MAX,
+            max: i64::MIN,
+            seen_under: i64::MIN,
+            changed: true,
+            snapshot: Vec::new(),
+        }
+    }
+}
+
+/// A window's trigger as a checkpoint keeps it. Windows whose trigger is as
+/// new and interested in late elements only have no record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerRecord {
+    /// The window's key.
+    pub key: KeyId,
+    /// The window's start.
+    pub start: i64,
+    /// The trigger's snapshot bytes; `None`: it had failed, with why.
+    pub state: Result<Vec<u8>, String>,
+    /// Its interest in elements, and what it has not yet heard of.
+    pub interest: Interest,
+    /// Elements not yet told, and their time range.
+    pub seen: (u32, i64, i64),
+    /// Event-time timers it set.
+    pub event_timers: Vec<i64>,
+    /// Processing-time timers it set, as wall-clock due times.
+    pub processing_timers: Vec<i64>,
+}
+
+/// Every window's trigger state, and the plugin that decides for them.
+pub struct Triggers {
+    instance: TriggerInstance,
+    windows: HashMap<(KeyId, i64), WindowState>,
+    /// How many windows want to hear of elements by count: when none does,
+    /// an on-time event for an existing window needs no lookup here.
+    counting: usize,
+    /// Processing-time timers: (due, key, window start).
+    processing: BTreeSet<(i64, KeyId, i64)>,
+    /// For each watched column, its (aggregation, output) index.
+    watches: Vec<(usize, usize)>,
+    consecutive_failures: u32,
+    quarantine_after: u32,
+    quarantined: Option<Arc<str>>,
+    /// Failed calls over the run.
+    pub failures: u64,
+    state_version: u32,
+    purge_warned: bool,
+}
+
+/// A new event-time timer a decision asked for: (time, key, window start).
+pub type EventTimer = (i64, KeyId, i64);
+
+impl Triggers {
+    /// Triggers decided by `instance`, previewing the `watches` columns.
+    pub fn new(
+        instance: TriggerInstance,
+        watches: Vec<(usize, usize)>,
+        quarantine_after: u32,
+    ) -> Self {
+        let state_version = instance.info().map_or(0, |i| i.state_version);
+        Self {
+            instance,
+            windows: HashMap::new(),
+            counting: 0,
+            processing: BTreeSet::new(),
+            watches,
+            consecutive_failures: 0,
+            quarantine_after,
+            quarantined: None,
+            failures: 0,
+            state_version,
+            purge_warned: false,
+        }
+    }
+
+    /// The trigger plugin's label, for messages and checkpoints.
+    pub fn label(&self) -> &str {
+        self.instance.label()
+    }
+
+    /// Whether an element for an existing window that is not late can skip
+    /// the trigger entirely.
+    pub fn quiet(&self) -> bool {
+        self.counting == 0
+    }
+
+    /// The columns previews must hold, as (aggregation, output) indexes.
+    pub fn watches(&self) -> &[(usize, usize)] {
+        &self.watches
+    }
+
+    /// Why the window's trigger no longer decides, if it does not.
+    pub fn error(&self, key: KeyId, start: i64) -> Option<Arc<str>> {
+        if let Some(why) = &self.quarantined {
+            return Some(Arc::clone(why));
+        }
+        match self.windows.get(&(key, start)).map(|w| &w.handle) {
+            Some(Handle::Failed(why)) => Some(Arc::clone(why)),
+            _ => None,
+        }
+    }
+
+    /// Warns once that purging is not possible for this window shape.
+    pub fn warn_no_purge(&mut self) {
+        if !self.purge_warned {
+            self.purge_warned = true;
+            tracing::warn!(
+                "trigger {} asked to purge a sliding window, whose panes other windows share: \
+                 firings stay cumulative",
+                self.instance.label()
+            );
+        }
+    }
+
+    /// Sets a window's interest, keeping the count of counting windows.
+    fn set_interest(&mut self, key: KeyId, start: i64, interest: Interest) {
+        if let Some(w) = self.windows.get_mut(&(key, start)) {
+            let was = matches!(w.interest, Interest::After(_));
+            let now = matches!(interest, Interest::After(_));
+            w.interest = interest;
+            match (was, now) {
+                (false, true) => self.counting += 1,
+                (true, false) => self.counting -= 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// The live handle of a window's trigger, created if it has none yet.
+    /// `Err` carries why the host's rule applies instead.
+    fn handle(&mut self, key: KeyId, window: Window) -> Result<WindowTrigger, Arc<str>> {
+        if let Some(why) = &self.quarantined {
+            return Err(Arc::clone(why));
+        }
+        let existing = self
+            .windows
+            .get(&(key, window.start))
+            .map(|w| match &w.handle {
+                Handle::Live(h) => Ok(Some(*h)),
+                Handle::Fresh => Ok(None),
+                Handle::Failed(why) => Err(Arc::clone(why)),
+            });
+        match existing {
+            Some(Ok(Some(h))) => return Ok(h),
+            Some(Err(why)) => return Err(why),
+            Some(Ok(None)) => {}
+            None => {
+                // No record: as new, interested in late elements only.
+                let mut state = WindowState::new(Handle::Fresh);
+                state.interest = Interest::Late;
+                self.windows.insert((key, window.start), state);
+            }
+        }
+        match self.instance.create(window) {
+            Ok(h) => {
+                if let Some(w) = self.windows.get_mut(&(key, window.start)) {
+                    w.handle = Handle::Live(h);
+                }
+                Ok(h)
+            }
+            Err(e) => Err(self.fail(key, window.start, e)),
+        }
+    }
+
+    /// Records a failed call for the window: it falls back to the host's
+    /// rule; a lost instance is restarted; too many failures in a row
+    /// quarantine the plugin.
+    fn fail(&mut self, key: KeyId, start: i64, e: PluginError) -> Arc<str> {
+        let why: Arc<str> = Arc::from(format!("trigger {e}"));
+        tracing::warn!(key, start, "{why}");
+        self.failures += 1;
+        self.consecutive_failures += 1;
+        self.set_interest(key, start, Interest::Late);
+        if let Some(w) = self.windows.get_mut(&(key, start)) {
+            w.handle = Handle::Failed(Arc::clone(&why));
+            w.changed = true;
+        }
+        if self.quarantine_after > 0 && self.consecutive_failures >= self.quarantine_after {
+            let q: Arc<str> = Arc::from(format!(
+                "{why} (failure {} in a row: trigger {} is quarantined, windows fire by the \
+                 event-time rule)",
+                self.consecutive_failures,
+                self.instance.label()
+            ));
+            tracing::warn!("{q}");
+            self.quarantined = Some(q);
+        } else if self.instance.is_poisoned() {
+            match self.instance.reopen() {
+                Ok(()) => {
+                    for w in self.windows.values_mut() {
+                        if matches!(w.handle, Handle::Live(_)) {
+                            w.handle = Handle::Fresh;
+                            w.changed = true;
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.quarantined = Some(Arc::from(format!(
+                        "trigger {e} (restarting it after: {why})"
+                    )));
+                }
+            }
+        }
+        why
+    }
+
+    /// Turns a call's outcome into what to do, applying its interest.
+    ///
+    /// A failed call leaves the window to the host's rule: `fallback` is
+    /// whether that rule fires now.
+    fn decided(
+        &mut self,
+        key: KeyId,
+        start: i64,
+        outcome: Result<Decision, PluginError>,
+        timers: &mut Vec<EventTimer>,
+        fallback: bool,
+    ) -> Verdict {
+        match outcome {
+            Ok(d) => {
+                self.consecutive_failures = 0;
+                self.set_interest(key, start, d.interest.into());
+                if let Some(w) = self.windows.get_mut(&(key, start)) {
+                    w.changed = true;
+                }
+                timers.extend(d.event_timers.iter().map(|&t| (t, key, start)));
+                let now = now_ms();
+                for &delay in &d.processing_delays {
+                    let due = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
+                    self.processing.insert((due, key, start));
+                }
+                match d.action {
+                    Action::Continue => Verdict::default(),
+                    Action::Fire => Verdict {
+                        fire: true,
+                        purge: false,
+                    },
+                    Action::FireAndPurge => Verdict {
+                        fire: true,
+                        purge: true,
+                    },
+                    Action::Purge => Verdict {
+                        fire: false,
+                        purge: true,
+                    },
+                }
+            }
+            Err(e) => {
+                self.fail(key, start, e);
+                Verdict {
+                    fire: fallback,
+                    purge: false,
+                }
+            }
+        }
+    }
+
+    /// The host's own rule, for a window whose trigger cannot decide.
+    fn host_rule(fire: bool) -> Verdict {
+        Verdict { fire, purge: false }
+    }
+
+    /// One element entered `window` under `watermark`. `new` says the window
+    /// has just been opened. A trigger that is not asked (its interest) or
+    /// cannot decide (failed) leaves it to the host's rule: fire if late.
+    ///
+    /// `preview` is called only when the trigger is about to be asked and
+    /// watches columns; it returns their values with this element counted.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_element(
+        &mut self,
+        key: KeyId,
+        window: Window,
+        time: i64,
+        watermark: i64,
+        new: bool,
+        timers: &mut Vec<EventTimer>,
+        preview: impl FnOnce(&[(usize, usize)]) -> Vec<Option<f64>>,
+    ) -> Verdict {
+        let late = watermark >= window.end;
+        if new && !self.windows.contains_key(&(key, window.start)) {
+            self.windows
+                .insert((key, window.start), WindowState::new(Handle::Fresh));
+            self.counting += 1;
+        }
+        let interest = self
+            .windows
+            .get(&(key, window.start))
+            .map_or(Interest::Late, |w| w.interest);
+        let ask = match interest {
+            Interest::After(n) => match self.windows.get_mut(&(key, window.start)) {
+                Some(w) => {
+                    w.seen += 1;
+                    w.min = w.min.min(time);
+                    w.max = w.max.max(time);
+                    w.seen_under = watermark;
+                    w.seen >= n
+                }
+                None => late,
+            },
+            Interest::Late => late,
+            Interest::Never => false,
+        };
+        if !ask {
+            return Verdict::default();
+        }
+        let Ok(handle) = self.handle(key, window) else {
+            return Self::host_rule(late);
+        };
+        let (count, min, max) = match self.windows.get_mut(&(key, window.start)) {
+            Some(w) if w.seen > 0 => {
+                let told = (w.seen, w.min, w.max);
+                w.seen = 0;
+                w.min = i64::MAX;
+                w.max = i64::MIN;
+                told
+            }
+            _ => (1, time, time),
+        };
+        let batch = Elements {
+            count,
+            min_time: min,
+            max_time: max,
+            preview: if self.watches.is_empty() {
+                Vec::new()
+            } else {
+                preview(&self.watches)
+            },
+        };
+        let outcome = self.instance.on_elements(handle, window, &batch, watermark);
+        self.decided(key, window.start, outcome, timers, late)
+    }
+
+    /// Tells `window`'s trigger of the elements it has not heard of yet
+    /// (fewer than it asked to wait for), so that a timer call finds it up to
+    /// date: a count trigger then sees its remainder at the window's end.
+    /// They are told under the watermark they arrived under.
+    pub fn tell_pending(
+        &mut self,
+        key: KeyId,
+        window: Window,
+        timers: &mut Vec<EventTimer>,
+        preview: impl FnOnce(&[(usize, usize)]) -> Vec<Option<f64>>,
+    ) -> Verdict {
+        let Some(w) = self.windows.get_mut(&(key, window.start)) else {
+            return Verdict::default();
+        };
+        if w.seen == 0 {
+            return Verdict::default();
+        }
+        let batch = Elements {
+            count: w.seen,
+            min_time: w.min,
+            max_time: w.max,
+            preview: Vec::new(),
+        };
+        let under = w.seen_under;
+        w.seen = 0;
+        w.min = i64::MAX;
+        w.max = i64::MIN;
+        let Ok(handle) = self.handle(key, window) else {
+            return Verdict::default();
+        };
+        let batch = Elements {
+            preview: if self.watches.is_empty() {
+                Vec::new()
+            } else {
+                preview(&self.watches)
+            },
+            ..batch
+        };
+        let outcome = self.instance.on_elements(handle, window, &batch, under);
+        self.decided(key, window.start, outcome, timers, false)
+    }
+
+    /// The watermark reached `time` for `window` (its end, or a timer its
+    /// trigger set). The host's rule fires at the end.
+    pub fn on_event_time(
+        &mut self,
+        key: KeyId,
+        window: Window,
+        time: i64,
+        watermark: i64,
+        timers: &mut Vec<EventTimer>,
+    ) -> Verdict {
+        let at_end = time >= window.end;
+        let Ok(handle) = self.handle(key, window) else {
+            return Self::host_rule(at_end);
+        };
+        let outcome = self.instance.on_event_time(handle, window, time, watermark);
+        self.decided(key, window.start, outcome, timers, at_end)
+    }
+
+    /// Processing-time timers due by `now`, removed: (due, key, window start).
+    pub fn due_processing(&mut self, now: i64) -> Vec<(i64, KeyId, i64)> {
+        let mut due = Vec::new();
+        while let Some(&first) = self.processing.first() {
+            if first.0 > now {
+                break;
+            }
+            self.processing.pop_first();
+            due.push(first);
+        }
+        due
+    }
+
+    /// A processing-time timer of `window` fell due at `time`.
+    pub fn on_processing_time(
+        &mut self,
+        key: KeyId,
+        window: Window,
+        time: i64,
+        watermark: i64,
+        timers: &mut Vec<EventTimer>,
+    ) -> Verdict {
+        if !self.windows.contains_key(&(key, window.start)) {
+            return Verdict::default();
+        }
+        let Ok(handle) = self.handle(key, window) else {
+            return Verdict::default();
+        };
+        let outcome = self
+            .instance
+            .on_processing_time(handle, window, time, watermark);
+        self.decided(key, window.start, outcome, timers, false)
+    }
+
+    /// Sessions starting at `from` (in order) merged into the one starting
+    /// at `into`, now `window`: their triggers merge into one, kept under
+    /// the merged window's start.
+    pub fn merge(
+        &mut self,
+        key: KeyId,
+        into: i64,
+        from: &[i64],
+        window: Window,
+        timers: &mut Vec<EventTimer>,
+    ) -> Verdict {
+        let mut verdict = Verdict::default();
+        for &other in from {
+            let Some(state) = self.windows.remove(&(key, other)) else {
+                continue;
+            };
+            if matches!(state.interest, Interest::After(_)) {
+                self.counting -= 1;
+            }
+            // Elements the absorbed trigger had not heard of yet are the
+            // merged window's now.
+            if state.seen > 0
+                && let Some(w) = self.windows.get_mut(&(key, into))
+            {
+                w.seen += state.seen;
+                w.min = w.min.min(state.min);
+                w.max = w.max.max(state.max);
+                w.seen_under = w.seen_under.max(state.seen_under);
+            }
+            let Handle::Live(from_handle) = state.handle else {
+                continue;
+            };
+            let into_window = Window {
+                start: into,
+                end: window.end,
+            };
+            if let Ok(into_handle) = self.handle(key, into_window) {
+                let outcome = self.instance.merge(into_handle, from_handle, window);
+                let v = self.decided(key, into, outcome, timers, false);
+                verdict.fire |= v.fire;
+                verdict.purge |= v.purge;
+            }
+            if !self.instance.is_poisoned() {
+                let _ = self.instance.release(from_handle);
+            }
+        }
+        if into != window.start
+            && let Some(state) = self.windows.remove(&(key, into))
+        {
+            self.windows.insert((key, window.start), state);
+        }
+        verdict
+    }
+
+    /// Forgets a window's trigger (the window is past its allowed lateness).
+    pub fn drop_window(&mut self, key: KeyId, start: i64) {
+        if let Some(state) = self.windows.remove(&(key, start)) {
+            if matches!(state.interest, Interest::After(_)) {
+                self.counting -= 1;
+            }
+            if let Handle::Live(h) = state.handle
+                && !self.instance.is_poisoned()
+                && self.quarantined.is_none()
+            {
+                let _ = self.instance.release(h);
+            }
+        }
+    }
+
+    /// Forgets every window's trigger and timer (a Kafka consumer that lost
+    /// its partitions hands their windows on).
+    pub fn clear(&mut self) {
+        let keys: Vec<(KeyId, i64)> = self.windows.keys().copied().collect();
+        for (key, start) in keys {
+            self.drop_window(key, start);
+        }
+        self.processing.clear();
+    }
+
+    /// Starts of the windows of `key` with trigger state, for cleaning up
+    /// sliding windows.
+    pub fn starts_of(&self, key: KeyId) -> Vec<i64> {
+        self.windows
+            .keys()
+            .filter(|(k, _)| *k == key)
+            .map(|&(_, s)| s)
+            .collect()
+    }
+
+    /// The records a checkpoint keeps: every window whose trigger is not as
+    /// new and late-only. `event_timers` are the pending trigger timers per
+    /// (key, window start).
+    pub fn records(
+        &mut self,
+        event_timers: &HashMap<(KeyId, i64), Vec<i64>>,
+    ) -> Vec<TriggerRecord> {
+        let mut processing: HashMap<(KeyId, i64), Vec<i64>> = HashMap::new();
+        for &(due, key, start) in &self.processing {
+            processing.entry((key, start)).or_default().push(due);
+        }
+        let keys: Vec<(KeyId, i64)> = self.windows.keys().copied().collect();
+        let mut records = Vec::new();
+        for (key, start) in keys {
+            let snapshot = {
+                let Some(w) = self.windows.get(&(key, start)) else {
+                    continue;
+                };
+                match (&w.handle, w.changed) {
+                    (Handle::Live(h), true) => Some(*h),
+                    _ => None,
+                }
+            };
+            if let Some(h) = snapshot {
+                match self.instance.snapshot(h) {
+                    Ok(bytes) => {
+                        if let Some(w) = self.windows.get_mut(&(key, start)) {
+                            w.snapshot = bytes;
+                            w.changed = false;
+                        }
+                    }
+                    Err(e) => {
+                        self.fail(key, start, e);
+                    }
+                }
+            }
+            let Some(w) = self.windows.get(&(key, start)) else {
+                continue;
+            };
+            let state = match &w.handle {
+                Handle::Failed(why) => Err(why.to_string()),
+                Handle::Live(_) => Ok(w.snapshot.clone()),
+                Handle::Fresh => Ok(Vec::new()),
+            };
+            let event = event_timers.get(&(key, start)).cloned().unwrap_or_default();
+            let proc = processing.remove(&(key, start)).unwrap_or_default();
+            let trivial = matches!(&state, Ok(b) if b.is_empty())
+                && w.interest == Interest::Late
+                && w.seen == 0
+                && event.is_empty()
+                && proc.is_empty();
+            if !trivial {
+                records.push(TriggerRecord {
+                    key,
+                    start,
+                    state,
+                    interest: w.interest,
+                    seen: (w.seen, w.min, w.max),
+                    event_timers: event,
+                    processing_timers: proc,
+                });
+            }
+        }
+        records.sort_by_key(|r| (r.key, r.start));
+        records
+    }
+
+    /// Takes back a checkpoint's trigger records (the event timers are the
+    /// caller's to re-create).
+    pub fn restore(&mut self, records: &[TriggerRecord]) {
+        for r in records {
+            let handle = match &r.state {
+                Err(why) => Handle::Failed(Arc::from(why.as_str())),
+                Ok(bytes) if bytes.is_empty() => Handle::Fresh,
+                Ok(bytes) => match self.instance.restore(bytes, self.state_version) {
+                    Ok(h) => Handle::Live(h),
+                    Err(e) => {
+                        self.windows
+                            .insert((r.key, r.start), WindowState::new(Handle::Fresh));
+                        self.counting += 1;
+                        self.fail(r.key, r.start, e);
+                        continue;
+                    }
+                },
+            };
+            let mut state = WindowState::new(handle);
+            state.interest = r.interest;
+            (state.seen, state.min, state.max) = r.seen;
+            state.changed = false;
+            if let Ok(bytes) = &r.state {
+                state.snapshot = bytes.clone();
+            }
+            if matches!(r.interest, Interest::After(_)) {
+                self.counting += 1;
+            }
+            self.windows.insert((r.key, r.start), state);
+            for &due in &r.processing_timers {
+                self.processing.insert((due, r.key, r.start));
+            }
+        }
+    }
+
+    /// The trigger plugin's (name, version, state version), for checkpoints.
+    pub fn identity(&self) -> (String, String, u32) {
+        match self.instance.info() {
+            Some(i) => (i.name.clone(), i.version.clone(), i.state_version),
+            None => (String::new(), String::new(), 0),
+        }
+    }
+}
+
+/// The wall clock in milliseconds since the epoch: processing time.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
