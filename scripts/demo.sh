@@ -23,6 +23,11 @@ echo "== first results (out/results.jsonl)"
 head -n 4 "$OUT/results.jsonl"
 echo "== late events: out/late.jsonl ($(wc -l <"$OUT/late.jsonl")), dead letters: out/dead.jsonl ($(wc -l <"$OUT/dead.jsonl"))"
 
+echo "== early alerts from a custom trigger: examples/llm-alert.yaml (examples/plugins/p99-alert)"
+"$SLUICE" run --config examples/llm-alert.yaml
+echo "== early alerts: $(grep -c '"emit":"early"' "$OUT/alert-results.jsonl" || true) (out/alert-results.jsonl), the first:"
+grep -m 1 '"emit":"early"' "$OUT/alert-results.jsonl" || echo "   (no window's p99 went above 2 s)"
+
 echo "== the same events through Kafka: sluice-gen | sluice run --config examples/llm-kafka.yaml"
 echo "   (an embedded broker, 4 partitions keyed by service, per-partition watermarks)"
 "$GEN" --events "$EVENTS" --rate 200 --services 4 --out-of-order 0.05 --late 0.002 \
