@@ -357,3 +357,20 @@ fn state_inspect_lists_checkpoints_and_windows_per_key() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not a sluice state directory"));
 }
+
+#[test]
+fn trigger_state_survives_repeated_kill_nine() {
+    // Early firings every 3 elements of a session: the trigger's count since
+    // its last firing, its interest and the elements it has not heard of yet
+    // are in the checkpoint, so firings land on the same elements.
+    let out = crash_test_with(
+        &generate(40_000),
+        "{ session: { gap: 1s } }",
+        "3s",
+        "trigger: { plugin: builtin/early, config: { every_events: 3 } }\n",
+    );
+    assert!(
+        out.results.matches(r#""emit":"early""#).count() >= 100,
+        "too few early firings to test anything"
+    );
+}
