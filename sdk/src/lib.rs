@@ -84,6 +84,15 @@ impl Info {
         }
     }
 
+    /// The same info for a trigger that keeps no state per window (its
+    /// `State` is `()`): state format 0, which tells the host it may drop a
+    /// window's trigger state between calls, so idle windows cost the
+    /// plugin no memory.
+    pub const fn stateless(mut self) -> Self {
+        self.state_version = 0;
+        self
+    }
+
     /// The same info with another configuration description.
     pub const fn with_config_help(mut self, config_help: &'static str) -> Self {
         self.config_help = config_help;

@@ -30,6 +30,8 @@ use super::{
 const META: &[u8] = b"m";
 const KEY_PREFIX: u8 = b'k';
 const SLOT_PREFIX: u8 = b's';
+/// How many bytes of records one write to the live database carries.
+const BATCH_BYTES: usize = 4 << 20;
 
 /// A state directory with a live RocksDB database and its last checkpoints.
 pub struct RocksBackend {
@@ -219,6 +221,19 @@ impl StateBackend for RocksBackend {
             .db
             .as_ref()
             .ok_or_else(|| self.error("commit before restore".into()))?;
+        // The live database is rebuilt from the newest checkpoint directory
+        // at every start, so a checkpoint is committed only by the directory
+        // below: the writes before it need neither one atomic batch nor the
+        // write-ahead log (the checkpoint flushes the memtable first). They
+        // go in batches of a few MB, each flushed to disk and each record
+        // freed once written, so a full checkpoint does not hold its records
+        // three times over in memory.
+        let mut unlogged = WriteOptions::default();
+        unlogged.disable_wal(true);
+        let write = |batch: WriteBatch| {
+            db.write_opt(batch, &unlogged)
+                .map_err(|e| self.error(format!("cannot write checkpoint {}: {e}", meta.id)))
+        };
         let mut batch = WriteBatch::default();
         for (id, key) in &delta.new_keys {
             let mut k = vec![KEY_PREFIX];
@@ -230,17 +245,23 @@ impl StateBackend for RocksBackend {
             k.extend_from_slice(&slot.encode());
             batch.delete(k);
         }
-        for (slot, bytes) in &delta.put {
+        let meta_record = encode_record(meta)?.0;
+        let id = meta.id;
+        for (slot, bytes) in delta.put {
             let mut k = vec![SLOT_PREFIX];
             k.extend_from_slice(&slot.encode());
-            batch.put(k, bytes);
+            batch.put(k, &bytes);
+            if batch.size_in_bytes() >= BATCH_BYTES {
+                write(std::mem::take(&mut batch))?;
+                // Flushed now rather than by the checkpoint below, the
+                // memtable never holds more than one batch of records.
+                db.flush()
+                    .map_err(|e| self.error(format!("cannot flush checkpoint {id}: {e}")))?;
+            }
         }
-        batch.put(META, encode_record(meta)?.0);
-        let mut sync = WriteOptions::default();
-        sync.set_sync(true);
-        db.write_opt(batch, &sync)
-            .map_err(|e| self.error(format!("cannot write checkpoint {}: {e}", meta.id)))?;
-        let target = self.checkpoints_dir().join(format!("chk-{:012}", meta.id));
+        batch.put(META, meta_record);
+        write(batch)?;
+        let target = self.checkpoints_dir().join(format!("chk-{id:012}"));
         if target.exists() {
             // Left by a run that crashed after this id's checkpoint and was
             // restored from an older one: it describes other work.
@@ -249,7 +270,7 @@ impl StateBackend for RocksBackend {
         }
         Checkpoint::new(db)
             .and_then(|c| c.create_checkpoint(&target))
-            .map_err(|e| self.error(format!("cannot create checkpoint {}: {e}", meta.id)))?;
+            .map_err(|e| self.error(format!("cannot create checkpoint {id}: {e}")))?;
         sync_dir(&self.checkpoints_dir());
         self.prune()
     }

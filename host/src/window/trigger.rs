@@ -138,6 +138,9 @@ pub struct Triggers {
     /// Failed calls over the run.
     pub failures: u64,
     state_version: u32,
+    /// State format 0: the trigger keeps nothing per window, so a window's
+    /// state that only waits for late elements is dropped between calls.
+    stateless: bool,
     purge_warned: bool,
 }
 
@@ -163,6 +166,7 @@ impl Triggers {
             quarantined: None,
             failures: 0,
             state_version,
+            stateless: state_version == 0,
             purge_warned: false,
         }
     }
@@ -323,6 +327,9 @@ impl Triggers {
                     let due = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
                     self.processing.insert((due, key, start));
                 }
+                if self.stateless && d.processing_delays.is_empty() {
+                    self.forget_if_idle(key, start);
+                }
                 match d.action {
                     Action::Continue => Verdict::default(),
                     Action::Fire => Verdict {
@@ -346,6 +353,23 @@ impl Triggers {
                     purge: false,
                 }
             }
+        }
+    }
+
+    /// Drops the state of a stateless trigger's window that waits for late
+    /// elements only, has none untold and no processing timer pending: a
+    /// missing state means exactly that (see the module docs).
+    fn forget_if_idle(&mut self, key: KeyId, start: i64) {
+        let idle = self.windows.get(&(key, start)).is_some_and(|w| {
+            w.interest == Interest::Late && w.seen == 0 && matches!(w.handle, Handle::Live(_))
+        });
+        if idle
+            && !self
+                .processing
+                .iter()
+                .any(|&(_, k, s)| (k, s) == (key, start))
+        {
+            self.drop_window(key, start);
         }
     }
 

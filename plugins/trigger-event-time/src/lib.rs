@@ -2,8 +2,8 @@
 //! watermark passes its end, then once more for every late element that
 //! arrives within the allowed lateness.
 //!
-//! It keeps no state and asks to hear only of late elements, so an on-time
-//! event costs no trigger call at all.
+//! It keeps no state (so the host keeps none for it between calls) and asks
+//! to hear only of late elements, so an on-time event costs no trigger call.
 
 use sluice_sdk::trigger::{Decision, Elements, Interest, Trigger, Window};
 use sluice_sdk::{Info, NoConfig, export_trigger};
@@ -19,7 +19,8 @@ impl Trigger for EventTime {
         env!("CARGO_PKG_VERSION"),
         "Fires when the watermark passes the window's end, then once per late element \
          within the allowed lateness.",
-    );
+    )
+    .stateless();
 
     fn new(_: NoConfig) -> Result<Self, String> {
         Ok(EventTime)
