@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use sluice_host::error::Error;
 use sluice_host::pipeline::{self, RunOptions};
 use sluice_host::plugin::bindings::OutputKind;
+use sluice_host::plugin::cache::CacheSetting;
 use sluice_host::plugin::laws::{self, LawOptions};
 use sluice_host::plugin::registry::{self, BUILTIN_PREFIX};
 use sluice_host::plugin::scaffold::{self, Language};
@@ -177,7 +178,7 @@ fn main() -> ExitCode {
 
 /// `sluice plugin test`: one line per law; exit 1 if any law fails.
 fn test_laws(reference: &str, config: &str, options: LawOptions) -> Result<ExitCode, Error> {
-    let engine = PluginEngine::new(PluginLimits::default())?;
+    let engine = PluginEngine::with_cache(PluginLimits::default(), &CacheSetting::from_env())?;
     let bytes = registry::plugin_bytes(reference, std::path::Path::new("."))?;
     let plugin = engine.compile(reference, &bytes)?;
     let mut instance = engine.open_aggregation(&plugin, config)?;
@@ -200,7 +201,7 @@ fn test_laws(reference: &str, config: &str, options: LawOptions) -> Result<ExitC
 
 fn inspect(reference: &str, config: &str) -> Result<(), Error> {
     let limits = PluginLimits::default();
-    let engine = PluginEngine::new(limits.clone())?;
+    let engine = PluginEngine::with_cache(limits.clone(), &CacheSetting::from_env())?;
     let bytes = registry::plugin_bytes(reference, std::path::Path::new("."))?;
     let plugin = engine.compile(reference, &bytes)?;
     let (imports, exports) = engine.world(&plugin);
@@ -236,5 +237,6 @@ fn inspect(reference: &str, config: &str) -> Result<(), Error> {
         limits.memory_limit >> 20,
         limits.fuel.map_or("off".to_string(), |f| f.to_string())
     );
+    println!("compile cache: {}", plugin.cache);
     Ok(())
 }

@@ -19,6 +19,7 @@ use wasmtime_wasi::random::{Deterministic, WasiRandom};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{AggregatorPlugin, AggregatorPluginPre, OutputSpec, PluginInfo};
+use super::cache::{CacheOutcome, CacheSetting, ComponentCache};
 use super::limits::{EpochTicker, MemoryCap, PluginLimits};
 use crate::error::PluginError;
 
@@ -65,6 +66,7 @@ pub struct PluginEngine {
     linker: Linker<PluginState>,
     limits: PluginLimits,
     ticker: Arc<EpochTicker>,
+    cache: Option<ComponentCache>,
 }
 
 /// A compiled plugin component whose imports and exports have been checked,
@@ -73,6 +75,8 @@ pub struct PluginEngine {
 pub struct CompiledPlugin {
     /// Where the plugin came from (`builtin/stats` or a path), for messages.
     pub source: String,
+    /// Whether the compiled code came from the on-disk cache.
+    pub cache: CacheOutcome,
     component: Component,
     pre: AggregatorPluginPre<PluginState>,
 }
@@ -155,20 +159,37 @@ fn unversioned(name: &str) -> &str {
 }
 
 impl PluginEngine {
-    /// An engine enforcing `limits`, with its epoch ticker running.
+    /// An engine enforcing `limits`, with its epoch ticker running, that
+    /// compiles every plugin it is given (no on-disk cache).
     pub fn new(limits: PluginLimits) -> Result<Self, PluginError> {
+        Self::with_cache(limits, &CacheSetting::Off)
+    }
+
+    /// An engine enforcing `limits` that keeps compiled plugins in the
+    /// on-disk cache `cache` names (see [`super::cache`]).
+    pub fn with_cache(limits: PluginLimits, cache: &CacheSetting) -> Result<Self, PluginError> {
         let engine = Engine::new(&limits.engine_config())
             .map_err(|e| PluginError::setup("creating the wasm engine", e))?;
         let mut linker = Linker::new(&engine);
         link_granted_wasi(&mut linker).map_err(|e| PluginError::setup("linking WASI", e))?;
         let ticker = EpochTicker::start(&engine)
             .map_err(|e| PluginError::setup("starting the epoch ticker", e))?;
+        let cache = match cache {
+            CacheSetting::Off => None,
+            CacheSetting::Dir(dir) => Some(ComponentCache::new(dir.clone(), &engine)),
+        };
         Ok(Self {
             engine,
             linker,
             limits,
             ticker: Arc::new(ticker),
+            cache,
         })
+    }
+
+    /// The compiled-plugin cache, when there is one.
+    pub fn cache(&self) -> Option<&ComponentCache> {
+        self.cache.as_ref()
     }
 
     /// The limits every instance of this engine runs under.
@@ -187,8 +208,14 @@ impl PluginEngine {
             plugin: source.to_string(),
             message,
         };
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| refuse(format!("not a valid WebAssembly component: {e:#}")))?;
+        let (component, cache) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes),
+            None => Component::new(&self.engine, bytes).map(|c| (c, CacheOutcome::Off)),
+        }
+        .map_err(|e| refuse(format!("not a valid WebAssembly component: {e:#}")))?;
+        if cache != CacheOutcome::Off {
+            tracing::debug!(plugin = source, "plugin {source}: compile cache {cache}");
+        }
         let ty = component.component_type();
         let refused: Vec<String> = ty
             .imports(&self.engine)
@@ -228,6 +255,7 @@ impl PluginEngine {
             })?;
         Ok(CompiledPlugin {
             source: source.to_string(),
+            cache,
             component,
             pre,
         })

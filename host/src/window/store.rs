@@ -710,6 +710,82 @@ impl WindowStore {
         }
     }
 
+    /// Swaps aggregation `a`'s plugin for `new` (a new version of it, with
+    /// the same state format), moving every open window's accumulator
+    /// across: buffered values are handed to the old instance first, each
+    /// accumulator is snapshotted there and restored in `new`. Returns how
+    /// many accumulators moved.
+    ///
+    /// All or nothing: if any snapshot or restore fails, `new` is dropped
+    /// and the old instance keeps serving, with every window as it was.
+    /// A window that had already failed for this aggregation keeps its
+    /// error; a quarantine ends, since the new version has not failed yet.
+    pub fn replace_plugin(
+        &mut self,
+        a: usize,
+        mut new: AggregationInstance,
+    ) -> Result<usize, String> {
+        if a >= self.plugins.len() {
+            return Err(format!("no aggregation {a}"));
+        }
+        self.flush_all();
+        let state_version = new.info().state_version;
+        let old_label = self.plugins[a].instance.label().to_string();
+        let mut moved = Vec::new();
+        let ids: Vec<usize> = self.slots.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            let Ok(acc) = self.slots[id].lanes[a].acc else {
+                continue;
+            };
+            let bytes = match self.plugins[a].instance.snapshot(acc) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let why = format!("snapshotting an open window in {old_label} failed: {e}");
+                    // The old instance's failure is handled as any other.
+                    self.fail(a, Some(id), e);
+                    return Err(why);
+                }
+            };
+            match new.restore(&bytes, state_version) {
+                Ok(restored) => moved.push((id, restored, bytes)),
+                Err(e) => {
+                    return Err(format!(
+                        "{} could not restore an open window's state from {old_label}: {e}",
+                        new.label()
+                    ));
+                }
+            }
+        }
+        let count = moved.len();
+        for (id, restored, bytes) in moved {
+            let slot = &mut self.slots[id];
+            slot.changed = true;
+            let lane = &mut slot.lanes[a];
+            lane.acc = Ok(restored);
+            lane.snapshot = Some(bytes);
+            // Everything handed so far is in the snapshot; nothing is pending
+            // after the flush above.
+            lane.values.drain(..lane.handed);
+            lane.times.drain(..lane.handed);
+            lane.handed = 0;
+        }
+        let plugin = &mut self.plugins[a];
+        plugin.instance = new;
+        plugin.consecutive_failures = 0;
+        plugin.quarantined = None;
+        Ok(count)
+    }
+
+    /// Aggregation `a`'s running plugin instance.
+    pub fn instance(&self, a: usize) -> &AggregationInstance {
+        &self.plugins[a].instance
+    }
+
+    /// The outputs aggregation `a`'s plugin declares.
+    pub fn outputs(&self, a: usize) -> &[crate::plugin::bindings::OutputSpec] {
+        self.plugins[a].instance.outputs()
+    }
+
     /// The earliest start of any open slot: every event older than it has
     /// left the window state (emitted and cleaned up, or reported late).
     pub fn oldest_start(&self) -> Option<i64> {
