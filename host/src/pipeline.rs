@@ -771,11 +771,19 @@ fn run_file_source(
         Some(SourcePosition::File { offset, line }) => LineSource::open_at(&path, offset, line)?,
         None => LineSource::open(&path)?,
     };
+    // Stdin or a FIFO is a live stream, not a replay: results are flushed
+    // after every batch, so they come out as windows fire rather than when
+    // a buffer fills.
+    let live =
+        path == Path::new("-") || std::fs::metadata(&path).is_ok_and(|m| !m.file_type().is_file());
     let mut batch = LineBatch::default();
     while source.next_batch(&mut batch, batch_size)? {
         flow.apply_reloads();
         for (line_no, raw) in batch.iter() {
             flow.on_record(Origin::Line(line_no), 0, raw, None, false)?;
+        }
+        if live {
+            flow.flush()?;
         }
         flow.maybe_checkpoint(|| file_position(&source))?;
     }
