@@ -8,6 +8,8 @@
 //! The second version is `tests/plugins/count-v2` (built by `scripts/test.sh`
 //! into `out/zoo/count-v2.wasm`): `builtin/count` with an extra output
 //! `generation` = 2, so each result shows which version finished it.
+//! `count-format2` (another state format) and `count-bad-merge` (breaks the
+//! merge laws) are versions a reload must refuse.
 
 mod common;
 
@@ -388,11 +390,32 @@ fn reload_under_a_stream(source: &str, keys: &[&str]) {
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("not a valid WebAssembly component"), "{body}");
     assert!(body.contains("count 0.2.0 keeps serving"), "{body}");
-    // So is another plugin in its place.
-    replace_file(&plugin, builtin_bytes("sum").expect("builtin sum"));
-    let (status, body) = admin_reload(port);
-    assert_eq!(status, 422, "{body}");
-    assert!(body.contains("not a new version of `count`"), "{body}");
+    // So are another plugin in its place, a version with another state
+    // format and one that breaks the laws (asked for with the CLI).
+    let refused = |bytes: &[u8], why: &str| {
+        replace_file(&plugin, bytes);
+        let out = sluice()
+            .args(["plugin", "reload", "--admin"])
+            .arg(format!("127.0.0.1:{port}"))
+            .output()
+            .expect("sluice plugin reload");
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{body}");
+        assert!(body.contains(why), "{why:?} in {body}");
+        assert!(body.contains("count 0.2.0 keeps serving"), "{body}");
+    };
+    refused(
+        builtin_bytes("sum").expect("builtin sum"),
+        "it is plugin `sum`, not a new version of `count`",
+    );
+    refused(
+        &std::fs::read(zoo_path("count-format2")).expect("format 2"),
+        "count 0.3.0 keeps state format 2, the running count 0.2.0 format 1",
+    );
+    refused(
+        &std::fs::read(zoo_path("count-bad-merge")).expect("bad merge"),
+        "count 0.4.0 fails the law checker: FAIL merging parts equals aggregating the whole",
+    );
     for second in 8..10 {
         send(&mut stdin, keys, &mut tally, second, 0, 10);
     }
