@@ -494,6 +494,7 @@ impl Flow {
             };
             let label = instance.label().to_string();
             let old_outputs = self.operator.plugin_outputs(a).to_vec();
+            let started = Instant::now();
             match self.operator.replace_plugin(a, instance) {
                 Ok(moved) => {
                     let outputs = self.operator.plugin_outputs(a);
@@ -505,10 +506,13 @@ impl Flow {
                     if !same {
                         self.names.replace(a, &self.agg_names[a], outputs);
                     }
+                    let took = started.elapsed();
                     tracing::info!(
                         aggregation = %name,
                         moved,
-                        "reloaded `{name}`: {label} is live ({moved} open windows moved to it by snapshot and restore)"
+                        micros = took.as_micros() as u64,
+                        "reloaded `{name}`: {label} is live ({moved} open windows moved to it \
+                         by snapshot and restore in {took:?})"
                     );
                     // The instance is in the store now; the reloader needs
                     // its description only.

@@ -20,7 +20,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 
 use super::bindings::{AggregatorPlugin, AggregatorPluginPre, OutputSpec, PluginInfo};
 use super::cache::{CacheOutcome, CacheSetting, ComponentCache};
-use super::limits::{EpochTicker, MemoryCap, PluginLimits};
+use super::limits::{EpochTicker, MAX_HANDLES, MemoryCap, PluginLimits};
 use crate::error::PluginError;
 
 /// Bytes of a plugin's stderr kept to explain a failure (a Rust panic message).
@@ -337,6 +337,7 @@ fn new_store(engine: &Engine, limits: &PluginLimits) -> Store<PluginState> {
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
+    store.set_max_component_handles(MAX_HANDLES);
     store.epoch_deadline_trap();
     // Instantiation runs guest start-up code: it gets the budget of one call.
     store.set_epoch_deadline(limits.deadline_ticks());

@@ -282,7 +282,16 @@ fn watch(
     watched: &[WatchedPlugin],
     requests: Sender<Request>,
 ) -> Result<notify::RecommendedWatcher, ConfigError> {
-    let files: Vec<PathBuf> = watched.iter().map(|w| w.path.clone()).collect();
+    // Absolute paths: notify may report events under the canonical path of
+    // a watched directory, whatever spelling it was given.
+    let files: Vec<PathBuf> = watched.iter().map(|w| canonical(&w.path)).collect();
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .map(|f| {
+            f.parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        })
+        .collect();
     let requests = Mutex::new(requests);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
@@ -308,14 +317,6 @@ fn watch(
             "key `reload.watch`: cannot watch plugin files: {e}"
         ))
     })?;
-    let mut dirs: Vec<PathBuf> = watched
-        .iter()
-        .map(|w| {
-            w.path
-                .parent()
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-        })
-        .collect();
     dirs.sort();
     dirs.dedup();
     for dir in &dirs {
@@ -337,9 +338,23 @@ fn watch(
     Ok(watcher)
 }
 
-/// Whether `event` (as notify reports it) is the watched file `file`.
+/// `path` with its directory made absolute and free of links and `..`
+/// (the file itself may not exist at the moment); as it is when that fails.
+fn canonical(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Whether `event` (as notify reports it) is the watched file `file`
+/// (absolute, see [`canonical`]).
 fn same_file_name(event: &Path, file: &Path) -> bool {
-    event.file_name() == file.file_name() && event.parent() == file.parent()
+    event.file_name() == file.file_name() && canonical(event).parent() == file.parent()
 }
 
 /// The thread that checks new versions.
