@@ -336,9 +336,11 @@ fn reload_under_a_stream(source: &str, keys: &[&str]) {
         ),
     )
     .expect("config");
+    // Run from the directory with a relative config path, as an operator
+    // would: the watched directory is then `./plugins`.
     let mut child = sluice()
-        .args(["run", "--config"])
-        .arg(dir.path().join("pipeline.yaml"))
+        .current_dir(dir.path())
+        .args(["run", "--config", "pipeline.yaml"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
