@@ -982,3 +982,47 @@ impl WindowStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::registry::builtin_bytes;
+    use crate::plugin::{PluginEngine, PluginLimits};
+
+    fn open(engine: &PluginEngine, name: &str) -> AggregationInstance {
+        let bytes = builtin_bytes(name).expect("a built-in");
+        let plugin = engine.compile(name, bytes).expect("compiles");
+        engine.open_aggregation(&plugin, "{}").expect("opens")
+    }
+
+    fn count(store: &mut WindowStore, id: usize) -> Option<f64> {
+        store.finish(id).values[0][0]
+    }
+
+    #[test]
+    fn replace_plugin_moves_every_open_window_or_none() {
+        let engine = PluginEngine::new(PluginLimits::default()).expect("engine");
+        let mut store = WindowStore::new(vec![open(&engine, "count")], 4);
+        let a = store.open(1, Window { start: 0, end: 10 });
+        let b = store.open(2, Window { start: 0, end: 10 });
+        // Six values in `a` (four handed to the plugin, two still buffered), one in `b`.
+        for t in 0..6 {
+            store.push(a, &[Some(1.0)], t);
+        }
+        store.push(b, &[Some(1.0)], 0);
+
+        // `sum` declares the same state format but cannot read count's bytes:
+        // the swap is refused and count keeps every window.
+        let refused = store
+            .replace_plugin(0, open(&engine, "sum"))
+            .expect_err("sum cannot restore count's state");
+        assert!(refused.contains("corrupt sum state"), "{refused}");
+        assert_eq!(store.instance(0).info().name, "count");
+
+        // A fresh count instance takes both windows with what they held.
+        assert_eq!(store.replace_plugin(0, open(&engine, "count")), Ok(2));
+        store.push(a, &[Some(1.0)], 7);
+        assert_eq!(count(&mut store, a), Some(7.0));
+        assert_eq!(count(&mut store, b), Some(1.0));
+    }
+}
