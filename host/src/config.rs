@@ -48,6 +48,14 @@ pub struct PipelineConfig {
     /// Sandbox limits for every plugin of the pipeline.
     #[serde(default)]
     pub plugins: PluginLimits,
+    /// Where compiled plugins are cached (a directory, relative to the
+    /// config's), or `off`; by default `$XDG_CACHE_HOME/sluice/components`
+    /// (see [`crate::plugin::cache`]). `SLUICE_PLUGIN_CACHE` overrides it.
+    #[serde(default)]
+    pub plugin_cache: Option<String>,
+    /// Hot reload of the pipeline's plugin files (see [`crate::plugin::reload`]).
+    #[serde(default)]
+    pub reload: Option<crate::plugin::reload::ReloadConfig>,
     /// Most values buffered for one window before a plugin call; also how many
     /// lines are read at a time. Changes speed, never results.
     #[serde(default = "default_batch_size")]
@@ -414,6 +422,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "late_output",
     "dead_letter",
     "plugins",
+    "plugin_cache",
+    "reload",
     "batch_size",
     "metrics",
     "state",

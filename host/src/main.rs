@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use sluice_host::error::Error;
 use sluice_host::pipeline::{self, RunOptions};
 use sluice_host::plugin::bindings::OutputKind;
+use sluice_host::plugin::cache::CacheSetting;
 use sluice_host::plugin::laws::{self, LawOptions};
 use sluice_host::plugin::registry::{self, BUILTIN_PREFIX};
 use sluice_host::plugin::scaffold::{self, Language};
@@ -69,6 +70,14 @@ enum PluginCommand {
     },
     /// List the built-in plugins.
     List,
+    /// Ask a running pipeline (one with `reload: { admin: ... }`) to check
+    /// its plugin files and swap in new versions; prints its answer and
+    /// exits 1 if a version was refused.
+    Reload {
+        /// The pipeline's admin address, as in its `reload.admin`.
+        #[arg(long, default_value = "127.0.0.1:9465")]
+        admin: String,
+    },
     /// Create a plugin that builds as it is: a Rust crate against the SDK,
     /// or a Python, JavaScript or C project with a `build.sh`.
     New {
@@ -155,6 +164,9 @@ fn main() -> ExitCode {
             })
             .map_err(Error::from),
         Command::Plugin {
+            command: PluginCommand::Reload { admin },
+        } => reload(&admin),
+        Command::Plugin {
             command: PluginCommand::List,
         } => {
             for name in registry::builtin_names() {
@@ -177,7 +189,7 @@ fn main() -> ExitCode {
 
 /// `sluice plugin test`: one line per law; exit 1 if any law fails.
 fn test_laws(reference: &str, config: &str, options: LawOptions) -> Result<ExitCode, Error> {
-    let engine = PluginEngine::new(PluginLimits::default())?;
+    let engine = PluginEngine::with_cache(PluginLimits::default(), &CacheSetting::from_env())?;
     let bytes = registry::plugin_bytes(reference, std::path::Path::new("."))?;
     let plugin = engine.compile(reference, &bytes)?;
     let mut instance = engine.open_aggregation(&plugin, config)?;
@@ -200,7 +212,7 @@ fn test_laws(reference: &str, config: &str, options: LawOptions) -> Result<ExitC
 
 fn inspect(reference: &str, config: &str) -> Result<(), Error> {
     let limits = PluginLimits::default();
-    let engine = PluginEngine::new(limits.clone())?;
+    let engine = PluginEngine::with_cache(limits.clone(), &CacheSetting::from_env())?;
     let bytes = registry::plugin_bytes(reference, std::path::Path::new("."))?;
     let plugin = engine.compile(reference, &bytes)?;
     let (imports, exports) = engine.world(&plugin);
@@ -236,5 +248,41 @@ fn inspect(reference: &str, config: &str) -> Result<(), Error> {
         limits.memory_limit >> 20,
         limits.fuel.map_or("off".to_string(), |f| f.to_string())
     );
+    println!("compile cache: {}", plugin.cache);
     Ok(())
+}
+
+/// `sluice plugin reload`: `POST /admin/reload` to a running pipeline.
+fn reload(admin: &str) -> Result<ExitCode, Error> {
+    use std::io::{Read as _, Write as _};
+    let io = |source: std::io::Error| {
+        Error::Io(sluice_host::error::IoError {
+            action: "asking for a reload at",
+            path: admin.into(),
+            source,
+        })
+    };
+    let mut stream = std::net::TcpStream::connect(admin).map_err(io)?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(600)))
+        .map_err(io)?;
+    write!(
+        stream,
+        "POST /admin/reload HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(io)?;
+    let status = response.split_whitespace().nth(1).unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    print!("{body}");
+    Ok(match status {
+        "200" => ExitCode::SUCCESS,
+        _ => {
+            if body.is_empty() {
+                eprintln!("sluice: the pipeline answered {status}");
+            }
+            ExitCode::FAILURE
+        }
+    })
 }

@@ -4,6 +4,7 @@
 //! own outputs on the way.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{
@@ -15,6 +16,9 @@ use crate::dedup::{Deduplicator, Verdict};
 use crate::error::{ConfigError, Error};
 use crate::fill::{Emission, GapFiller};
 use crate::plugin::bindings::OutputSpec;
+use crate::plugin::cache::CacheSetting;
+use crate::plugin::registry::BUILTIN_PREFIX;
+use crate::plugin::reload::{Reloader, WatchedPlugin};
 use crate::plugin::{AggregationInstance, PluginEngine, PluginRegistry};
 use crate::sink::{self, JsonlWriter, KafkaWriter, Output, OutputNames};
 use crate::source::{LineBatch, LineSource, Origin};
@@ -214,7 +218,8 @@ pub fn open_trigger(
             Some(index) => watches.push(index),
             None => {
                 return Err(at(&format!(
-                    "trigger {} watches {column:?}, which is not a result column of this                      pipeline (columns are `<aggregation>.<output>`)",
+                    "trigger {} watches {column:?}, which is not a result column of this \
+                     pipeline (columns are `<aggregation>.<output>`)",
                     instance.label()
                 )));
             }
@@ -227,7 +232,8 @@ pub fn open_trigger(
     ))
 }
 
-fn check_outputs(outputs: &[OutputSpec]) -> Result<(), String> {
+/// Checks a plugin's declared outputs: at least one, plain names, no repeats.
+pub(crate) fn check_outputs(outputs: &[OutputSpec]) -> Result<(), String> {
     if outputs.is_empty() {
         return Err("declares no outputs".into());
     }
@@ -299,6 +305,10 @@ struct Flow {
     checkpoints: Option<Checkpointer>,
     /// Where the source resumes, when the run was restored from a checkpoint.
     resume: Option<SourcePosition>,
+    /// Hot reload of plugin files, when the pipeline asks for it.
+    reloader: Option<Reloader>,
+    /// The aggregations' names, in order.
+    agg_names: Vec<String>,
 }
 
 /// Takes checkpoints of a [`Flow`] into a state backend.
@@ -319,7 +329,7 @@ impl Flow {
     /// Opens the plugins and outputs of `loaded`, for a source of `partitions`.
     fn open(
         loaded: &LoadedConfig,
-        engine: &PluginEngine,
+        engine: &Arc<PluginEngine>,
         batch_size: usize,
         partitions: usize,
         source_brokers: Option<&str>,
@@ -328,6 +338,40 @@ impl Flow {
         let mut registry = PluginRegistry::new(engine, &loaded.base_dir);
         let aggs = open_aggregations(engine, &mut registry, config)?;
         let triggers = open_trigger(engine, &loaded.base_dir, config, &aggs)?;
+        let reloader = match &config.reload {
+            Some(reload) => {
+                let spec = window_spec(&config.window);
+                let (watched, running): (Vec<WatchedPlugin>, Vec<&AggregationInstance>) = config
+                    .aggregations
+                    .iter()
+                    .zip(&aggs)
+                    .enumerate()
+                    .filter(|(_, (c, _))| !c.plugin.starts_with(BUILTIN_PREFIX))
+                    .map(|(i, (c, instance))| {
+                        let watched = WatchedPlugin {
+                            aggregation: i,
+                            name: c.name.clone(),
+                            reference: c.plugin.clone(),
+                            path: loaded.resolve(Path::new(&c.plugin)),
+                            config: c
+                                .config
+                                .as_ref()
+                                .map_or_else(|| "{}".to_string(), serde_json::Value::to_string),
+                            needs_merge: spec.needs_merge(),
+                            fixed_outputs: config.fill.is_some(),
+                        };
+                        (watched, instance)
+                    })
+                    .unzip();
+                Some(Reloader::start(
+                    reload,
+                    Arc::clone(engine),
+                    watched,
+                    &running,
+                )?)
+            }
+            None => None,
+        };
         let names = OutputNames::new(
             config
                 .aggregations
@@ -423,6 +467,8 @@ impl Flow {
             line: String::new(),
             checkpoints,
             resume: None,
+            reloader,
+            agg_names: config.aggregations.iter().map(|a| a.name.clone()).collect(),
         };
         if let Some(restored) = restored {
             flow.restore(config, restored)?;
@@ -517,6 +563,59 @@ impl Flow {
             meta.summary.events_read
         );
         Ok(())
+    }
+
+    /// Swaps in the plugin versions the reloader has checked since the last
+    /// call. Called between batches only, so that a batch is processed by
+    /// one version throughout.
+    fn apply_reloads(&mut self) {
+        let Some(reloader) = &self.reloader else {
+            return;
+        };
+        for staged in reloader.take_staged() {
+            let a = staged.aggregation;
+            let name = reloader.aggregation_name(a).to_string();
+            let instance = match reloader.open(&staged) {
+                Ok(instance) => instance,
+                Err(why) => {
+                    tracing::warn!(aggregation = %name, "reload of `{name}` failed: {why}; the running version keeps serving");
+                    reloader.swapped(&staged, None);
+                    continue;
+                }
+            };
+            let label = instance.label().to_string();
+            let old_outputs = self.operator.plugin_outputs(a).to_vec();
+            let started = Instant::now();
+            match self.operator.replace_plugin(a, instance) {
+                Ok(moved) => {
+                    let outputs = self.operator.plugin_outputs(a);
+                    let same = outputs.len() == old_outputs.len()
+                        && outputs
+                            .iter()
+                            .zip(&old_outputs)
+                            .all(|(n, o)| n.name == o.name && n.kind == o.kind);
+                    if !same {
+                        self.names.replace(a, &self.agg_names[a], outputs);
+                    }
+                    let took = started.elapsed();
+                    tracing::info!(
+                        aggregation = %name,
+                        moved,
+                        micros = took.as_micros() as u64,
+                        "reloaded `{name}`: {label} is live ({moved} open windows moved to it \
+                         by snapshot and restore in {took:?})"
+                    );
+                    // The instance is in the store now; the reloader needs
+                    // its description only.
+                    let live = self.operator.plugin_live(a);
+                    reloader.swapped(&staged, Some(live));
+                }
+                Err(why) => {
+                    tracing::warn!(aggregation = %name, "reload of `{name}` to {label} refused: {why}; the running version keeps serving");
+                    reloader.swapped(&staged, None);
+                }
+            }
+        }
     }
 
     /// Takes a checkpoint if the interval has passed since the last one.
@@ -758,7 +857,11 @@ pub fn run(loaded: &LoadedConfig, options: &RunOptions) -> Result<RunSummary, Er
     let config = &loaded.pipeline;
     let batch_size = options.batch_size.unwrap_or(config.batch_size).max(1);
     crate::logging::init(&config.log);
-    let engine = PluginEngine::new(config.plugins.clone())?;
+    let cache = match &config.plugin_cache {
+        Some(setting) => CacheSetting::parse(setting, &loaded.base_dir),
+        None => CacheSetting::default_dir(),
+    };
+    let engine = Arc::new(PluginEngine::with_cache(config.plugins.clone(), &cache)?);
     match &config.source {
         SourceConfig::File(path) => run_file_source(loaded, &engine, path, batch_size),
         SourceConfig::Kafka(kafka) => kafka::run(loaded, &engine, kafka, batch_size),
@@ -767,7 +870,7 @@ pub fn run(loaded: &LoadedConfig, options: &RunOptions) -> Result<RunSummary, Er
 
 fn run_file_source(
     loaded: &LoadedConfig,
-    engine: &PluginEngine,
+    engine: &Arc<PluginEngine>,
     path: &Path,
     batch_size: usize,
 ) -> Result<RunSummary, Error> {
@@ -778,12 +881,21 @@ fn run_file_source(
         Some(SourcePosition::File { offset, line }) => LineSource::open_at(&path, offset, line)?,
         None => LineSource::open(&path)?,
     };
+    // Stdin or a FIFO is a live stream, not a replay: results are flushed
+    // after every batch, so they come out as windows fire rather than when
+    // a buffer fills.
+    let live =
+        path == Path::new("-") || std::fs::metadata(&path).is_ok_and(|m| !m.file_type().is_file());
     let mut batch = LineBatch::default();
     while source.next_batch(&mut batch, batch_size)? {
+        flow.apply_reloads();
         for (line_no, raw) in batch.iter() {
             flow.on_record(Origin::Line(line_no), 0, raw, None, false)?;
         }
         flow.on_processing_time()?;
+        if live {
+            flow.flush()?;
+        }
         flow.maybe_checkpoint(|| file_position(&source))?;
     }
     // The end of a file is where a later run over a longer file would carry

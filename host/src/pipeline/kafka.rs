@@ -28,7 +28,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// reaches its end or a SIGINT/SIGTERM asks it to stop.
 pub(super) fn run(
     loaded: &LoadedConfig,
-    engine: &PluginEngine,
+    engine: &Arc<PluginEngine>,
     config: &KafkaSourceConfig,
     batch_size: usize,
 ) -> Result<RunSummary, Error> {
@@ -75,6 +75,8 @@ pub(super) fn run(
     let mut last_commit = Instant::now();
     let mut last_idle_check = Instant::now();
     loop {
+        // Between messages: a new plugin version goes live here.
+        flow.apply_reloads();
         if stop.load(Ordering::Relaxed) {
             tracing::info!("stop requested: flushing, committing behind open windows");
             // Fire nothing early: open windows are rebuilt from the committed

@@ -19,7 +19,8 @@ use wasmtime_wasi::random::{Deterministic, WasiRandom};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{AggregatorPlugin, AggregatorPluginPre, OutputSpec, PluginInfo};
-use super::limits::{EpochTicker, MemoryCap, PluginLimits};
+use super::cache::{CacheOutcome, CacheSetting, ComponentCache};
+use super::limits::{EpochTicker, MAX_HANDLES, MemoryCap, PluginLimits};
 use crate::error::PluginError;
 
 /// Bytes of a plugin's stderr kept to explain a failure (a Rust panic message).
@@ -65,6 +66,7 @@ pub struct PluginEngine {
     linker: Linker<PluginState>,
     limits: PluginLimits,
     ticker: Arc<EpochTicker>,
+    cache: Option<ComponentCache>,
 }
 
 /// A compiled plugin component whose imports and exports have been checked,
@@ -73,6 +75,8 @@ pub struct PluginEngine {
 pub struct CompiledPlugin {
     /// Where the plugin came from (`builtin/stats` or a path), for messages.
     pub source: String,
+    /// Whether the compiled code came from the on-disk cache.
+    pub cache: CacheOutcome,
     component: Component,
     pre: AggregatorPluginPre<PluginState>,
 }
@@ -155,20 +159,37 @@ fn unversioned(name: &str) -> &str {
 }
 
 impl PluginEngine {
-    /// An engine enforcing `limits`, with its epoch ticker running.
+    /// An engine enforcing `limits`, with its epoch ticker running, that
+    /// compiles every plugin it is given (no on-disk cache).
     pub fn new(limits: PluginLimits) -> Result<Self, PluginError> {
+        Self::with_cache(limits, &CacheSetting::Off)
+    }
+
+    /// An engine enforcing `limits` that keeps compiled plugins in the
+    /// on-disk cache `cache` names (see [`super::cache`]).
+    pub fn with_cache(limits: PluginLimits, cache: &CacheSetting) -> Result<Self, PluginError> {
         let engine = Engine::new(&limits.engine_config())
             .map_err(|e| PluginError::setup("creating the wasm engine", e))?;
         let mut linker = Linker::new(&engine);
         link_granted_wasi(&mut linker).map_err(|e| PluginError::setup("linking WASI", e))?;
         let ticker = EpochTicker::start(&engine)
             .map_err(|e| PluginError::setup("starting the epoch ticker", e))?;
+        let cache = match cache {
+            CacheSetting::Off => None,
+            CacheSetting::Dir(dir) => Some(ComponentCache::new(dir.clone(), &engine)),
+        };
         Ok(Self {
             engine,
             linker,
             limits,
             ticker: Arc::new(ticker),
+            cache,
         })
+    }
+
+    /// The compiled-plugin cache, when there is one.
+    pub fn cache(&self) -> Option<&ComponentCache> {
+        self.cache.as_ref()
     }
 
     /// The limits every instance of this engine runs under.
@@ -186,21 +207,28 @@ impl PluginEngine {
         Arc::clone(&self.ticker)
     }
 
-    /// Compiles a component and refuses it if it imports anything not in
-    /// [`GRANTED_IMPORTS`], whatever world it is for.
+    /// Compiles a component (or loads it from the compile cache) and refuses
+    /// it if it imports anything not in [`GRANTED_IMPORTS`], whatever world
+    /// it is for. Also says whether the cache served it.
     pub(super) fn checked_component(
         &self,
         source: &str,
         bytes: &[u8],
-    ) -> Result<Component, PluginError> {
+    ) -> Result<(Component, CacheOutcome), PluginError> {
         let refuse = |message: String| PluginError::Load {
             plugin: source.to_string(),
             message,
         };
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| refuse(format!("not a valid WebAssembly component: {e:#}")))?;
-        let refused: Vec<String> = component
-            .component_type()
+        let (component, cache) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes),
+            None => Component::new(&self.engine, bytes).map(|c| (c, CacheOutcome::Off)),
+        }
+        .map_err(|e| refuse(format!("not a valid WebAssembly component: {e:#}")))?;
+        if cache != CacheOutcome::Off {
+            tracing::debug!(plugin = source, "plugin {source}: compile cache {cache}");
+        }
+        let ty = component.component_type();
+        let refused: Vec<String> = ty
             .imports(&self.engine)
             .map(|(name, _)| name)
             .filter(|name| !GRANTED_IMPORTS.contains(&unversioned(name)))
@@ -212,7 +240,7 @@ impl PluginEngine {
                 refused.join(", ")
             )));
         }
-        Ok(component)
+        Ok((component, cache))
     }
 
     /// The interface names a component exports.
@@ -235,7 +263,7 @@ impl PluginEngine {
             plugin: source.to_string(),
             message,
         };
-        let component = self.checked_component(source, bytes)?;
+        let (component, cache) = self.checked_component(source, bytes)?;
         let exports = self.exports(&component);
         if !exports.iter().any(|e| e == AGGREGATOR_EXPORT) {
             let found = if exports.is_empty() {
@@ -259,6 +287,7 @@ impl PluginEngine {
             })?;
         Ok(CompiledPlugin {
             source: source.to_string(),
+            cache,
             component,
             pre,
         })
@@ -340,6 +369,7 @@ pub(super) fn new_store(engine: &Engine, limits: &PluginLimits) -> Store<PluginS
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
+    store.set_max_component_handles(MAX_HANDLES);
     store.epoch_deadline_trap();
     // Instantiation runs guest start-up code: it gets the budget of one call.
     store.set_epoch_deadline(limits.deadline_ticks());

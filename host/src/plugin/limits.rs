@@ -20,6 +20,18 @@ use crate::config::{de_bytes, de_duration};
 /// resolution; checking an epoch is a load and compare in compiled code.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Most resource handles (accumulators, in practice) one plugin instance may
+/// hold at once.
+///
+/// One instance serves every open window of its aggregation, one accumulator
+/// handle per window (or pane, or session), so this caps the open windows
+/// per aggregation. wasmtime's default of 100,000 per store failed the
+/// 100,001st window of a 100k-key pipeline; a handle costs the host a table
+/// slot of a few dozen bytes, so 10 million bound what a plugin creating
+/// handles in a loop can make the host hold to a few hundred MB (its own
+/// state for them counts against `memory_limit`).
+pub const MAX_HANDLES: usize = 10_000_000;
+
 /// Per-call and per-instance limits, from the pipeline's `plugins:` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

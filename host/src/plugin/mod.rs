@@ -2,10 +2,12 @@
 //! that implement the `sluice:plugin` WIT interfaces.
 
 pub mod bindings;
+pub mod cache;
 pub mod engine;
 pub mod laws;
 pub mod limits;
 pub mod registry;
+pub mod reload;
 pub mod scaffold;
 pub mod trigger;
 

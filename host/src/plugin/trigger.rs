@@ -48,7 +48,7 @@ impl PluginEngine {
             plugin: source.to_string(),
             message,
         };
-        let component = self.checked_component(source, bytes)?;
+        let (component, _) = self.checked_component(source, bytes)?;
         let exports = self.exports(&component);
         if !exports.iter().any(|e| e == TRIGGER_EXPORT) {
             return Err(refuse(format!(

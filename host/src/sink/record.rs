@@ -53,6 +53,14 @@ impl OutputNames {
         }
         names
     }
+
+    /// Renames aggregation `a`'s outputs after a hot reload gave it a
+    /// version with other outputs.
+    pub fn replace(&mut self, a: usize, name: &str, outputs: &[OutputSpec]) {
+        if let Some(per_agg) = self.per_agg.get_mut(a) {
+            *per_agg = Self::new([(name, outputs)]).per_agg.swap_remove(0);
+        }
+    }
 }
 
 fn write_window(out: &mut String, w: Window) {

@@ -65,6 +65,27 @@ impl WindowOperator {
         self.triggers.identity()
     }
 
+    /// Swaps aggregation `a`'s plugin for a new version between batches,
+    /// moving open windows to it (see `WindowStore::replace_plugin`).
+    /// Returns how many accumulators moved.
+    pub fn replace_plugin(
+        &mut self,
+        a: usize,
+        new: crate::plugin::AggregationInstance,
+    ) -> Result<usize, String> {
+        self.store.replace_plugin(a, new)
+    }
+
+    /// Aggregation `a`'s running plugin instance, to describe it.
+    pub fn plugin_live(&self, a: usize) -> &crate::plugin::AggregationInstance {
+        self.store.instance(a)
+    }
+
+    /// The outputs aggregation `a`'s plugin declares now.
+    pub fn plugin_outputs(&self, a: usize) -> &[crate::plugin::bindings::OutputSpec] {
+        self.store.outputs(a)
+    }
+
     /// How each aggregation's plugin has fared so far (failed calls,
     /// quarantine), in configuration order: for metrics and the run summary.
     pub fn plugin_health(&self) -> Vec<PluginHealth> {

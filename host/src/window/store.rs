@@ -736,6 +736,82 @@ impl WindowStore {
         }
     }
 
+    /// Swaps aggregation `a`'s plugin for `new` (a new version of it, with
+    /// the same state format), moving every open window's accumulator
+    /// across: buffered values are handed to the old instance first, each
+    /// accumulator is snapshotted there and restored in `new`. Returns how
+    /// many accumulators moved.
+    ///
+    /// All or nothing: if any snapshot or restore fails, `new` is dropped
+    /// and the old instance keeps serving, with every window as it was.
+    /// A window that had already failed for this aggregation keeps its
+    /// error; a quarantine ends, since the new version has not failed yet.
+    pub fn replace_plugin(
+        &mut self,
+        a: usize,
+        mut new: AggregationInstance,
+    ) -> Result<usize, String> {
+        if a >= self.plugins.len() {
+            return Err(format!("no aggregation {a}"));
+        }
+        self.flush_all();
+        let state_version = new.info().state_version;
+        let old_label = self.plugins[a].instance.label().to_string();
+        let mut moved = Vec::new();
+        let ids: Vec<usize> = self.slots.iter().map(|(id, _)| id).collect();
+        for id in ids {
+            let Ok(acc) = self.slots[id].lanes[a].acc else {
+                continue;
+            };
+            let bytes = match self.plugins[a].instance.snapshot(acc) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let why = format!("snapshotting an open window in {old_label} failed: {e}");
+                    // The old instance's failure is handled as any other.
+                    self.fail(a, Some(id), e);
+                    return Err(why);
+                }
+            };
+            match new.restore(&bytes, state_version) {
+                Ok(restored) => moved.push((id, restored, bytes)),
+                Err(e) => {
+                    return Err(format!(
+                        "{} could not restore an open window's state from {old_label}: {e}",
+                        new.label()
+                    ));
+                }
+            }
+        }
+        let count = moved.len();
+        for (id, restored, bytes) in moved {
+            let slot = &mut self.slots[id];
+            slot.changed = true;
+            let lane = &mut slot.lanes[a];
+            lane.acc = Ok(restored);
+            lane.snapshot = Some(bytes);
+            // Everything handed so far is in the snapshot; nothing is pending
+            // after the flush above.
+            lane.values.drain(..lane.handed);
+            lane.times.drain(..lane.handed);
+            lane.handed = 0;
+        }
+        let plugin = &mut self.plugins[a];
+        plugin.instance = new;
+        plugin.consecutive_failures = 0;
+        plugin.quarantined = None;
+        Ok(count)
+    }
+
+    /// Aggregation `a`'s running plugin instance.
+    pub fn instance(&self, a: usize) -> &AggregationInstance {
+        &self.plugins[a].instance
+    }
+
+    /// The outputs aggregation `a`'s plugin declares.
+    pub fn outputs(&self, a: usize) -> &[crate::plugin::bindings::OutputSpec] {
+        self.plugins[a].instance.outputs()
+    }
+
     /// The earliest start of any open slot: every event older than it has
     /// left the window state (emitted and cleaned up, or reported late).
     pub fn oldest_start(&self) -> Option<i64> {
@@ -939,5 +1015,49 @@ impl WindowStore {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::registry::builtin_bytes;
+    use crate::plugin::{PluginEngine, PluginLimits};
+
+    fn open(engine: &PluginEngine, name: &str) -> AggregationInstance {
+        let bytes = builtin_bytes(name).expect("a built-in");
+        let plugin = engine.compile(name, bytes).expect("compiles");
+        engine.open_aggregation(&plugin, "{}").expect("opens")
+    }
+
+    fn count(store: &mut WindowStore, id: usize) -> Option<f64> {
+        store.finish(id).values[0][0]
+    }
+
+    #[test]
+    fn replace_plugin_moves_every_open_window_or_none() {
+        let engine = PluginEngine::new(PluginLimits::default()).expect("engine");
+        let mut store = WindowStore::new(vec![open(&engine, "count")], 4);
+        let a = store.open(1, Window { start: 0, end: 10 });
+        let b = store.open(2, Window { start: 0, end: 10 });
+        // Six values in `a` (four handed to the plugin, two still buffered), one in `b`.
+        for t in 0..6 {
+            store.push(a, &[Some(1.0)], t);
+        }
+        store.push(b, &[Some(1.0)], 0);
+
+        // `sum` declares the same state format but cannot read count's bytes:
+        // the swap is refused and count keeps every window.
+        let refused = store
+            .replace_plugin(0, open(&engine, "sum"))
+            .expect_err("sum cannot restore count's state");
+        assert!(refused.contains("corrupt sum state"), "{refused}");
+        assert_eq!(store.instance(0).info().name, "count");
+
+        // A fresh count instance takes both windows with what they held.
+        assert_eq!(store.replace_plugin(0, open(&engine, "count")), Ok(2));
+        store.push(a, &[Some(1.0)], 7);
+        assert_eq!(count(&mut store, a), Some(7.0));
+        assert_eq!(count(&mut store, b), Some(1.0));
     }
 }
