@@ -96,29 +96,30 @@ fn compile_cache_is_filled_then_used_and_a_damaged_entry_is_compiled_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = dir.path().join("cache");
 
-    // First run: nothing cached, both plugins compiled and stored.
+    // First run: nothing cached, the two aggregations' plugins and the
+    // default trigger (`builtin/event-time`) compiled and stored.
     let (stderr, first) = run_with_cache(dir.path(), &cache);
     assert_eq!(
         stderr
             .matches("compile cache miss: compiled and stored")
             .count(),
-        2,
+        3,
         "{stderr}"
     );
     let entries = cache_entries(&cache);
-    assert_eq!(entries.len(), 2, "one entry per plugin: {entries:?}");
+    assert_eq!(entries.len(), 3, "one entry per plugin: {entries:?}");
 
-    // Second run: both loaded from the cache, same results.
+    // Second run: all loaded from the cache, same results.
     let (stderr, second) = run_with_cache(dir.path(), &cache);
     assert_eq!(
         stderr.matches("compile cache hit: loaded").count(),
-        2,
+        3,
         "{stderr}"
     );
     assert!(!stderr.contains("compiled and stored"), "{stderr}");
     assert_eq!(first, second);
 
-    // Damage: one entry gets a flipped byte in its code, the other is cut
+    // Damage: one entry gets a flipped byte in its code, another is cut
     // short. Both are detected, compiled again and replaced, never loaded.
     let mut bytes = std::fs::read(&entries[0]).expect("entry");
     let middle = bytes.len() / 2;
@@ -140,7 +141,7 @@ fn compile_cache_is_filled_then_used_and_a_damaged_entry_is_compiled_again() {
     let (stderr, _) = run_with_cache(dir.path(), &cache);
     assert_eq!(
         stderr.matches("compile cache hit: loaded").count(),
-        2,
+        3,
         "{stderr}"
     );
 
