@@ -642,3 +642,112 @@ fn event_time_from_the_message_timestamp() {
     let got = std::fs::read_to_string(dir.path().join("stamped-results.jsonl")).unwrap();
     assert_eq!(sorted_lines(&got), sorted_lines(&file_results));
 }
+
+/// Two members of one group: the second joins mid-stream (a rebalance moves
+/// partitions to it, the first drops their windows without emitting), then
+/// both stop and a bounded run finishes the open windows. Together they lose
+/// no result of the uninterrupted run. The broker is librdkafka's mock
+/// cluster, run by this test and reached by the members over its port: the
+/// new owner of a partition needs the watermark its previous owner committed
+/// as offset metadata, which Tansu 0.6 drops.
+///
+/// Not checked (issue 3 stays open for it): that nothing extra is written. A
+/// window can be written again after the rebalance with part of its events
+/// when the last commit before the revocation was skipped because the group
+/// was already rebalancing.
+#[test]
+fn a_member_joining_mid_stream_loses_nothing() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("events", 3, 1).expect("topic");
+    cluster.create_topic("results", 1, 1).expect("topic");
+    let broker = MockBroker {
+        address: cluster.bootstrap_servers(),
+    };
+    let events = events();
+    let (first, second) = events.split_at(events.len() / 2);
+    produce(&broker.address, "events", first);
+    let dir = tempfile::tempdir().unwrap();
+    let file_results = file_run(dir.path(), &events);
+
+    let config = |name: &str, stop_at_end: bool| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "source: {{ kafka: {{ brokers: \"{b}\", topics: [events], group: shared, \
+                 stop_at_end: {stop_at_end}, idle_timeout: 1m, commit_interval: 200ms, \
+                 properties: {{ heartbeat.interval.ms: \"300\", session.timeout.ms: \"6000\" }} }} }}\n\
+                 {PIPELINE}sink: {{ kafka: {{ topic: results }} }}\n\
+                 late_output: {{ file: {name}-late.jsonl }}\ndead_letter: {{ file: {name}-dead.jsonl }}\n",
+                b = broker.address
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let spawn = |name: &str| {
+        KillOnDrop(Some(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["run", "--config"])
+                .arg(config(name, false))
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ))
+    };
+    let stop = |mut member: KillOnDrop| {
+        let child = member.0.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+
+    let a = spawn("a");
+    let before = settled_commits(&broker.address, "shared");
+    let b = spawn("b");
+    // The second half trickles in over a few seconds, so that the group
+    // rebalances while it is read (a join takes a heartbeat or two).
+    for chunk in second.chunks(second.len() / 10 + 1) {
+        produce(&broker.address, "events", chunk);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let after = settled_commits(&broker.address, "shared");
+    assert!(
+        after.iter().all(|(p, o)| *o >= before[p]),
+        "{before:?} -> {after:?}"
+    );
+    let a_summary = stop(a);
+    let b_summary = stop(b);
+    eprintln!("member a: {a_summary}member b: {b_summary}");
+    // The joiner got partitions and read from them.
+    assert!(!b_summary.contains(" 0 events read"), "{b_summary}");
+
+    let out = sluice(&config("c", true));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let results: std::collections::HashSet<String> = consume_all(&broker.address, "results")
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
+    for line in file_results.lines() {
+        assert!(
+            results.contains(line),
+            "lost: {line}\na: {a_summary}\nb: {b_summary}"
+        );
+    }
+}
+
+/// The address of a broker this test runs in-process.
+struct MockBroker {
+    address: String,
+}

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::config::KafkaSourceConfig;
@@ -159,6 +160,11 @@ pub struct KafkaSource {
     safe: Arc<Mutex<Option<TopicPartitionList>>>,
     lag: Arc<Mutex<HashMap<(String, i32), i64>>>,
     idle_timeout: Duration,
+    /// Partitions whose message was left in a rebalancing poll.
+    rewind: Vec<(String, i32)>,
+    /// Which partitions this member owns now. The others are another
+    /// member's: they never hold this member's watermark back.
+    owned: Vec<bool>,
 }
 
 fn kafka_error(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError {
@@ -256,6 +262,8 @@ impl KafkaSource {
             safe,
             lag,
             idle_timeout: config.idle_timeout,
+            rewind: Vec::new(),
+            owned: Vec::new(),
         })
     }
 
@@ -333,6 +341,7 @@ impl KafkaSource {
             for p in &mut self.progress {
                 *p = PartitionProgress::fresh();
             }
+            self.owned.clear();
         }
         if assigned.is_empty() {
             return Ok(out);
@@ -352,6 +361,24 @@ impl KafkaSource {
             else {
                 continue;
             };
+            if let Some(at) = self
+                .rewind
+                .iter()
+                .position(|(t, p)| t == elem.topic() && *p == elem.partition())
+            {
+                self.rewind.swap_remove(at);
+                let from = match elem.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                };
+                self.consumer
+                    .seek(elem.topic(), elem.partition(), from, REQUEST_TIMEOUT)
+                    .map_err(kafka_error("rewinding after a rebalance"))?;
+            }
+            if self.owned.len() <= i {
+                self.owned.resize(self.partitions.len().max(i + 1), false);
+            }
+            self.owned[i] = true;
             let progress = &mut self.progress[i];
             *progress = PartitionProgress::fresh();
             if let Some((watermark, replay_end)) = parse_metadata(elem.metadata()) {
@@ -359,6 +386,8 @@ impl KafkaSource {
                 out.resumed.push((i, watermark));
             }
         }
+        // A left message of a partition not assigned to us again needs no rewind.
+        self.rewind.clear();
         Ok(out)
     }
 
@@ -380,17 +409,12 @@ impl KafkaSource {
             .map(|log| log.revoked || !log.assigned.is_empty())
             .unwrap_or(true);
         if rebalanced {
-            // The poll that ran the rebalance callbacks also returned a message
-            // of the new assignment: put it back, so that it is processed
-            // after the old windows are dropped, not into them.
-            self.consumer
-                .seek(
-                    message.topic(),
-                    message.partition(),
-                    Offset::Offset(message.offset()),
-                    REQUEST_TIMEOUT,
-                )
-                .map_err(kafka_error("rewinding after a rebalance"))?;
+            // The poll that ran the rebalance callbacks also returned a
+            // message, perhaps fetched before the rebalance from further on.
+            // Leave it: its partition is rewound to its committed offset once
+            // the old windows are dropped (see `take_reassignment`).
+            self.rewind
+                .push((message.topic().to_string(), message.partition()));
             return Ok(None);
         }
         let key = (message.topic().to_string(), message.partition());
@@ -441,14 +465,16 @@ impl KafkaSource {
         }
     }
 
-    /// Partitions that have delivered nothing for the idle timeout, and those
-    /// that are active: `(index, idle)` for every assigned partition.
+    /// Partitions that have delivered nothing for the idle timeout (or that
+    /// another member owns), and those that are active: `(index, idle)` for
+    /// every partition of the source.
     pub fn idleness(&self, now: Instant) -> impl Iterator<Item = (usize, bool)> + '_ {
         self.progress.iter().enumerate().map(move |(i, p)| {
             let quiet = p
                 .last_message
                 .is_none_or(|t| now.duration_since(t) >= self.idle_timeout);
-            (i, quiet || self.partition_done(i))
+            let foreign = !self.owned.get(i).copied().unwrap_or(false);
+            (i, quiet || foreign || self.partition_done(i))
         })
     }
 
@@ -489,9 +515,21 @@ impl KafkaSource {
         if offsets.count() == 0 {
             return Ok(());
         }
-        self.consumer
-            .commit(offsets, CommitMode::Sync)
-            .map_err(kafka_error("committing offsets"))
+        match self.consumer.commit(offsets, CommitMode::Sync) {
+            // The group is rebalancing, or this member's generation just
+            // ended: the commit is skipped, not failed. Committed offsets only
+            // lag a little more, and the revoke callback or the next commit
+            // after the rebalance moves them on.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId,
+            )) => {
+                tracing::info!("offset commit skipped: the group is rebalancing");
+                Ok(())
+            }
+            other => other.map_err(kafka_error("committing offsets")),
+        }
     }
 
     /// Leaves the group cleanly (avoids a hang seen in librdkafka when a
