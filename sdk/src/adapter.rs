@@ -32,16 +32,20 @@ impl<A: Aggregator> Guest for Component<A> {
     type Accumulator = AccumulatorOf<A>;
 
     fn info() -> PluginInfo {
-        let info = A::INFO;
-        PluginInfo {
-            name: info.name.into(),
-            version: info.version.into(),
-            description: info.description.into(),
-            state_version: info.state_version,
-            mergeable: info.mergeable,
-            commutative: info.commutative,
-            config_help: info.config_help.into(),
-        }
+        plugin_info(A::INFO)
+    }
+}
+
+/// The WIT `plugin-info` of an [`crate::Info`], for aggregators and triggers.
+pub(crate) fn plugin_info(info: crate::Info) -> PluginInfo {
+    PluginInfo {
+        name: info.name.into(),
+        version: info.version.into(),
+        description: info.description.into(),
+        state_version: info.state_version,
+        mergeable: info.mergeable,
+        commutative: info.commutative,
+        config_help: info.config_help.into(),
     }
 }
 

@@ -13,8 +13,8 @@ use std::rc::Rc;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::Info;
+use crate::bindings::sluice::plugin::types::PluginInfo;
 use crate::trigger_bindings::exports::sluice::plugin::trigger as wit;
-use crate::trigger_bindings::sluice::plugin::types::PluginInfo;
 
 /// A window's bounds `[start, end)` in event-time milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,16 +215,7 @@ impl<T: Trigger> wit::Guest for TriggerComponent<T> {
     type WindowTrigger = WindowTriggerOf<T>;
 
     fn info() -> PluginInfo {
-        let info = T::INFO;
-        PluginInfo {
-            name: info.name.into(),
-            version: info.version.into(),
-            description: info.description.into(),
-            state_version: info.state_version,
-            mergeable: info.mergeable,
-            commutative: info.commutative,
-            config_help: info.config_help.into(),
-        }
+        crate::adapter::plugin_info(T::INFO)
     }
 }
 

@@ -339,7 +339,6 @@ impl PluginEngine {
                 config_help: String::new(),
             },
             outputs: Vec::new(),
-            deadline: self.limits.deadline_ticks(),
         };
         instance.info = instance.call(|b, s| b.sluice_plugin_aggregator().call_info(s))?;
         instance.label = format!(
@@ -385,17 +384,62 @@ fn instantiate(
     plugin: &CompiledPlugin,
     limits: &PluginLimits,
 ) -> Result<(Store<PluginState>, AggregatorPlugin), PluginError> {
-    let mut store = new_store(plugin.pre.engine(), limits);
-    match plugin.pre.instantiate(&mut store) {
+    start(&plugin.source, plugin.pre.engine(), limits, |store| {
+        plugin.pre.instantiate(store)
+    })
+}
+
+/// A fresh store under `limits` with a component instantiated in it by
+/// `instantiate`, whatever its world; `source` names it in errors.
+pub(super) fn start<B>(
+    source: &str,
+    engine: &Engine,
+    limits: &PluginLimits,
+    instantiate: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<B>,
+) -> Result<(Store<PluginState>, B), PluginError> {
+    let mut store = new_store(engine, limits);
+    match instantiate(&mut store) {
         Ok(bindings) => Ok((store, bindings)),
         Err(e) => Err(PluginError::Load {
-            plugin: plugin.source.clone(),
+            plugin: source.to_string(),
             message: format!(
                 "failed to start: {}",
                 describe(&e, store.data_mut(), limits)
             ),
         }),
     }
+}
+
+/// Runs one guest call in `store` under a fresh deadline, fuel budget and
+/// memory check, turning a trap into an error that says what happened and
+/// marking the instance `poisoned` (a trapped instance cannot be entered
+/// again). Shared by every plugin world.
+pub(super) fn guarded_call<B, R>(
+    (store, bindings): (&mut Store<PluginState>, &B),
+    limits: &PluginLimits,
+    poisoned: &mut bool,
+    label: &str,
+    f: impl FnOnce(&B, &mut Store<PluginState>) -> wasmtime::Result<R>,
+) -> Result<R, PluginError> {
+    if *poisoned {
+        return Err(PluginError::Call {
+            plugin: label.to_string(),
+            message: "was called after a failure without being reopened".into(),
+        });
+    }
+    store.set_epoch_deadline(limits.deadline_ticks());
+    if let Some(fuel) = limits.fuel {
+        // Cannot fail: fuel is enabled on the engine whenever a budget is set.
+        let _ = store.set_fuel(fuel);
+    }
+    store.data_mut().limits.reset();
+    f(bindings, store).map_err(|e| {
+        *poisoned = true;
+        PluginError::Call {
+            plugin: label.to_string(),
+            message: describe(&e, store.data_mut(), limits),
+        }
+    })
 }
 
 /// Why a call failed, in the words of a pipeline author: what limit was hit
@@ -486,7 +530,6 @@ pub struct AggregationInstance {
     call_time: Duration,
     info: PluginInfo,
     outputs: Vec<OutputSpec>,
-    deadline: u64,
 }
 
 impl AggregationInstance {
@@ -570,37 +613,24 @@ impl AggregationInstance {
         })
     }
 
-    /// Runs one guest call under a fresh deadline (and fuel budget), turning
-    /// traps into errors that say what happened.
+    /// Runs one guest call under the limits (see [`guarded_call`]), timed.
     fn call<R>(
         &mut self,
         f: impl FnOnce(&AggregatorPlugin, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        if self.poisoned {
-            return Err(PluginError::Call {
-                plugin: self.label.clone(),
-                message: "was called after a failure without being reopened".into(),
-            });
-        }
-        self.store.set_epoch_deadline(self.deadline);
-        if let Some(fuel) = self.limits.fuel {
-            // Cannot fail: fuel is enabled on the engine whenever a budget is set.
-            let _ = self.store.set_fuel(fuel);
-        }
-        self.store.data_mut().limits.reset();
         // Timed per call, and calls carry whole batches: two clock reads
         // are small next to a component call.
         let started = Instant::now();
-        let result = f(&self.bindings, &mut self.store);
+        let result = guarded_call(
+            (&mut self.store, &self.bindings),
+            &self.limits,
+            &mut self.poisoned,
+            &self.label,
+            f,
+        );
         self.calls += 1;
         self.call_time += started.elapsed();
-        result.map_err(|e| {
-            self.poisoned = true;
-            PluginError::Call {
-                plugin: self.label.clone(),
-                message: describe(&e, self.store.data_mut(), &self.limits),
-            }
-        })
+        result
     }
 
     fn aggregation(&self) -> Result<ResourceAny, PluginError> {

@@ -11,7 +11,7 @@ use wasmtime::component::ResourceAny;
 
 use super::bindings::trigger_v0_1::{Decision, ElementInterest, Elements, TriggerWindow};
 use super::bindings::{PluginInfo, TriggerPlugin, TriggerPluginPre};
-use super::engine::{PluginEngine, PluginState, describe, new_store};
+use super::engine::{PluginEngine, PluginState, guarded_call, start};
 use super::limits::{EpochTicker, PluginLimits};
 use crate::error::PluginError;
 use crate::window::Window;
@@ -104,17 +104,9 @@ fn instantiate(
     plugin: &CompiledTrigger,
     limits: &PluginLimits,
 ) -> Result<(Store<PluginState>, TriggerPlugin), PluginError> {
-    let mut store = new_store(plugin.pre.engine(), limits);
-    match plugin.pre.instantiate(&mut store) {
-        Ok(bindings) => Ok((store, bindings)),
-        Err(e) => Err(PluginError::Load {
-            plugin: plugin.source.clone(),
-            message: format!(
-                "failed to start: {}",
-                describe(&e, store.data_mut(), limits)
-            ),
-        }),
-    }
+    start(&plugin.source, plugin.pre.engine(), limits, |store| {
+        plugin.pre.instantiate(store)
+    })
 }
 
 /// The live trigger plugin of one pipeline.
@@ -186,25 +178,13 @@ impl TriggerInstance {
         &mut self,
         f: impl FnOnce(&TriggerPlugin, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        if self.poisoned {
-            return Err(PluginError::Call {
-                plugin: self.label.clone(),
-                message: "was called after a failure without being reopened".into(),
-            });
-        }
-        self.store.set_epoch_deadline(self.limits.deadline_ticks());
-        if let Some(fuel) = self.limits.fuel {
-            // Cannot fail: fuel is enabled on the engine whenever a budget is set.
-            let _ = self.store.set_fuel(fuel);
-        }
-        self.store.data_mut().limits.reset();
-        f(&self.bindings, &mut self.store).map_err(|e| {
-            self.poisoned = true;
-            PluginError::Call {
-                plugin: self.label.clone(),
-                message: describe(&e, self.store.data_mut(), &self.limits),
-            }
-        })
+        guarded_call(
+            (&mut self.store, &self.bindings),
+            &self.limits,
+            &mut self.poisoned,
+            &self.label,
+            f,
+        )
     }
 
     fn policy(&self) -> Result<ResourceAny, PluginError> {
