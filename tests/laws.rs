@@ -7,8 +7,10 @@
 //! The example and zoo plugins are built by `scripts/test.sh`
 //! (`build_example_plugins`, `build_zoo_plugins`) into `out/`.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
+
+mod common;
+use common::out_file;
 
 /// Runs `sluice plugin test ARGS`; returns exit code and stdout.
 fn plugin_test(args: &[&str]) -> (i32, String, String) {
@@ -22,18 +24,6 @@ fn plugin_test(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-fn built(relative: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(relative);
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/test.sh, which builds the example and zoo plugins",
-        path.display()
-    );
-    path
 }
 
 /// The law lines of a run (everything after the header line).
@@ -79,7 +69,7 @@ fn every_builtin_passes_every_law() {
 
 #[test]
 fn the_example_plugin_passes_every_law() {
-    let plugin = built("out/plugins/slo_breach.wasm");
+    let plugin = out_file("out/plugins/slo_breach.wasm");
     assert_all_pass(&[
         plugin.to_str().expect("utf-8 path"),
         "--config",
@@ -89,7 +79,7 @@ fn the_example_plugin_passes_every_law() {
 
 #[test]
 fn an_unweighted_merge_of_means_is_caught_with_a_small_input() {
-    let plugin = built("out/zoo/bad-merge.wasm");
+    let plugin = out_file("out/zoo/bad-merge.wasm");
     let (code, stdout, stderr) = plugin_test(&[plugin.to_str().expect("utf-8 path")]);
     assert_eq!(code, 1, "a law fails:\n{stdout}{stderr}");
     let caught: Vec<&str> = law_lines(&stdout)
@@ -130,7 +120,7 @@ fn an_unweighted_merge_of_means_is_caught_with_a_small_input() {
 
 #[test]
 fn the_same_seed_checks_the_same_inputs() {
-    let plugin = built("out/zoo/bad-merge.wasm");
+    let plugin = out_file("out/zoo/bad-merge.wasm");
     let path = plugin.to_str().expect("utf-8 path");
     let run = |seed: &str| plugin_test(&[path, "--cases", "30", "--seed", seed]).1;
     assert_eq!(run("7"), run("7"));
@@ -153,7 +143,7 @@ fn a_file_that_is_not_a_plugin_exits_2() {
 
 #[test]
 fn a_plugin_that_rejects_its_config_exits_2() {
-    let plugin = built("out/plugins/slo_breach.wasm");
+    let plugin = out_file("out/plugins/slo_breach.wasm");
     let (code, _, stderr) = plugin_test(&[plugin.to_str().expect("utf-8 path")]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("rejected its config"), "{stderr}");

@@ -21,22 +21,12 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use common::sluice;
+use common::{sluice, zoo_path};
 use sluice_host::plugin::registry::builtin_bytes;
 
 /// How long to wait for the host to react (generous: the tests share two
 /// cores with builds).
 const WAIT: Duration = Duration::from_secs(60);
-
-fn zoo_path(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../out/zoo/{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/test.sh, which builds the zoo (build_zoo_plugins)",
-        path.display()
-    );
-    path
-}
 
 fn cache_entries(dir: &Path) -> Vec<PathBuf> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -7,7 +7,8 @@
 //! negative value, so a test chooses which call (and, end to end, which
 //! window) goes wrong.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::zoo_path;
 use std::time::{Duration, Instant};
 
 use sluice_host::plugin::registry::builtin_bytes;
@@ -26,16 +27,6 @@ fn limits() -> PluginLimits {
 /// A misbehaving call must fail within this, timeouts included (generous:
 /// the tests share two cores with builds).
 const BOUND: Duration = Duration::from_secs(10);
-
-fn zoo_path(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../out/zoo/{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/test.sh, which builds the zoo (build_zoo_plugins)",
-        path.display()
-    );
-    path
-}
 
 fn zoo(name: &str) -> Vec<u8> {
     std::fs::read(zoo_path(name)).expect("readable zoo plugin")

@@ -10,22 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{generate, sluice};
+use common::{generate, out_file, sluice, zoo_path};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn built(path: &str) -> PathBuf {
-    let p = repo().join(path);
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/test.sh, which builds it",
-        p.display()
-    );
-    p
-}
 
 fn records(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -85,7 +71,7 @@ fn of_kind<'a>(results: &'a [Value], emit: &str) -> Vec<&'a Value> {
 fn p99_alert_fires_early_once_above_the_threshold_and_changes_nothing_else() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("events.jsonl"), generate(20_000)).expect("input");
-    let plugin = built("out/plugins/p99_alert.wasm");
+    let plugin = out_file("out/plugins/p99_alert.wasm");
     let alert = pipeline(
         dir.path(),
         "alert",
@@ -180,7 +166,7 @@ fn processing_time_early_firings_on_a_live_input() {
 fn a_trigger_that_traps_or_hangs_still_fires_on_time_with_the_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("events.jsonl"), generate(5_000)).expect("input");
-    let trap = built("out/zoo/trigger-trap.wasm");
+    let trap = zoo_path("trigger-trap");
     let hostile = pipeline(
         dir.path(),
         "hostile",

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The `sluice` binary, with no `SLUICE_` override from the environment:
@@ -61,4 +62,23 @@ pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
         state ^= state << 17;
         state
     }
+}
+
+/// A file the test script builds under the repository root (`out/...`),
+/// with a message naming the step that makes it when it is missing.
+pub fn out_file(relative: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/test.sh, which builds it (scripts/common.sh)",
+        path.display()
+    );
+    path
+}
+
+/// A hostile or test plugin of the zoo (`tests/plugins/NAME`), built into `out/zoo/`.
+pub fn zoo_path(name: &str) -> PathBuf {
+    out_file(&format!("out/zoo/{name}.wasm"))
 }
