@@ -535,6 +535,14 @@ impl Flow {
                 );
             }
         }
+        let (name, version, state_version) = self.operator.trigger_identity();
+        if !meta.triggers.is_empty() && meta.trigger.2 != state_version {
+            return refuse(format!(
+                "its trigger state is format {} of {} {}, but the configured trigger {name} \
+                 {version} reads format {state_version}",
+                meta.trigger.2, meta.trigger.0, meta.trigger.1
+            ));
+        }
         for key in &restored.keys {
             self.keys.intern(key);
         }
@@ -700,6 +708,7 @@ impl Flow {
             dedup,
             fill,
             triggers,
+            trigger: self.operator.trigger_identity(),
             keys: self.keys.len() as u64,
             slots,
             slot_crc_sum,

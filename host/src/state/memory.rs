@@ -151,6 +151,7 @@ mod tests {
                 dedup: None,
                 fill: None,
                 triggers: Vec::new(),
+                trigger: Default::default(),
                 keys,
                 slots: 0,
                 slot_crc_sum: 0,

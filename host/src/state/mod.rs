@@ -179,6 +179,8 @@ pub struct Meta {
     /// Trigger state of the windows whose trigger is not as new (few: the
     /// default trigger keeps none), with the trigger timers they set.
     pub triggers: Vec<crate::window::TriggerRecord>,
+    /// The trigger plugin's (name, version, state format) that wrote them.
+    pub trigger: (String, String, u32),
     /// How many keys the key table holds.
     pub keys: u64,
     /// How many window records the checkpoint holds.
