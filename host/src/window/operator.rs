@@ -68,11 +68,26 @@ impl WindowOperator {
     /// Swaps aggregation `a`'s plugin for a new version between batches,
     /// moving open windows to it (see `WindowStore::replace_plugin`).
     /// Returns how many accumulators moved.
+    ///
+    /// Refused when the trigger previews a column of `a` that the new
+    /// version does not declare at the same place: the trigger resolved its
+    /// columns at start and would read another value.
     pub fn replace_plugin(
         &mut self,
         a: usize,
         new: crate::plugin::AggregationInstance,
     ) -> Result<usize, String> {
+        let old = self.store.outputs(a);
+        for &(_, o) in self.triggers.watches().iter().filter(|(wa, _)| *wa == a) {
+            let (was, now) = (old.get(o), new.outputs().get(o));
+            if was.map(|x| &x.name) != now.map(|x| &x.name) {
+                return Err(format!(
+                    "the trigger previews output `{}`, which the new version does not declare \
+                     in the same place",
+                    was.map_or("?", |x| x.name.as_str())
+                ));
+            }
+        }
         self.store.replace_plugin(a, new)
     }
 
