@@ -101,6 +101,21 @@ impl WindowState {
     }
 }
 
+impl WindowState {
+    /// The elements its trigger has not heard of yet, as `(count, min, max)`
+    /// event time, now counted as told; `None` when there are none.
+    fn take_untold(&mut self) -> Option<(u32, i64, i64)> {
+        if self.seen == 0 {
+            return None;
+        }
+        let untold = (self.seen, self.min, self.max);
+        self.seen = 0;
+        self.min = i64::MAX;
+        self.max = i64::MIN;
+        Some(untold)
+    }
+}
+
 /// A window's trigger as a checkpoint keeps it. Windows whose trigger is as
 /// new and interested in late elements only have no record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -425,28 +440,33 @@ impl Triggers {
         let Ok(handle) = self.handle(key, window) else {
             return Self::host_rule(late);
         };
-        let (count, min, max) = match self.windows.get_mut(&(key, window.start)) {
-            Some(w) if w.seen > 0 => {
-                let told = (w.seen, w.min, w.max);
-                w.seen = 0;
-                w.min = i64::MAX;
-                w.max = i64::MIN;
-                told
-            }
-            _ => (1, time, time),
-        };
-        let batch = Elements {
+        let untold = self
+            .windows
+            .get_mut(&(key, window.start))
+            .and_then(WindowState::take_untold)
+            .unwrap_or((1, time, time));
+        let batch = self.elements(untold, preview);
+        let outcome = self.instance.on_elements(handle, window, &batch, watermark);
+        self.decided(key, window.start, outcome, timers, late)
+    }
+
+    /// The batch a trigger is told of: `(count, min, max)` of its elements,
+    /// with the watched columns' preview when it watches any.
+    fn elements(
+        &self,
+        (count, min_time, max_time): (u32, i64, i64),
+        preview: impl FnOnce(&[(usize, usize)]) -> Vec<Option<f64>>,
+    ) -> Elements {
+        Elements {
             count,
-            min_time: min,
-            max_time: max,
+            min_time,
+            max_time,
             preview: if self.watches.is_empty() {
                 Vec::new()
             } else {
                 preview(&self.watches)
             },
-        };
-        let outcome = self.instance.on_elements(handle, window, &batch, watermark);
-        self.decided(key, window.start, outcome, timers, late)
+        }
     }
 
     /// Tells `window`'s trigger of the elements it has not heard of yet
@@ -463,30 +483,14 @@ impl Triggers {
         let Some(w) = self.windows.get_mut(&(key, window.start)) else {
             return Verdict::default();
         };
-        if w.seen == 0 {
-            return Verdict::default();
-        }
-        let batch = Elements {
-            count: w.seen,
-            min_time: w.min,
-            max_time: w.max,
-            preview: Vec::new(),
-        };
         let under = w.seen_under;
-        w.seen = 0;
-        w.min = i64::MAX;
-        w.max = i64::MIN;
+        let Some(untold) = w.take_untold() else {
+            return Verdict::default();
+        };
         let Ok(handle) = self.handle(key, window) else {
             return Verdict::default();
         };
-        let batch = Elements {
-            preview: if self.watches.is_empty() {
-                Vec::new()
-            } else {
-                preview(&self.watches)
-            },
-            ..batch
-        };
+        let batch = self.elements(untold, preview);
         let outcome = self.instance.on_elements(handle, window, &batch, under);
         self.decided(key, window.start, outcome, timers, false)
     }
