@@ -224,6 +224,39 @@ aggregations:
   - { name: errors, plugin: builtin/mean, field: error }
 ";
 
+/// Runs `sluice run` on `config` and waits at most `limit` for it to exit
+/// (a hang fails the test with what the run logged, not the whole suite).
+fn sluice_within(config: &Path, limit: Duration) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.0.as_mut().unwrap().try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sluice did not finish within {limit:?}:\n{}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::process::Output {
+        status,
+        stdout: std::fs::read(&stdout).unwrap_or_default(),
+        stderr: std::fs::read(&stderr).unwrap_or_default(),
+    }
+}
+
 fn sluice(config: &Path) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
     for (k, _) in std::env::vars() {
@@ -765,4 +798,141 @@ fn member_joins_mid_stream() -> bool {
 /// The address of a broker this test runs in-process.
 struct MockBroker {
     address: String,
+}
+
+/// With RocksDB checkpoints, a Kafka run killed with SIGKILL again and again
+/// while its input still arrives, and restarted each time, ends with the
+/// file run's results on the result topic, each exactly once, and each dead
+/// letter once: restarts resume from the checkpoint's offsets, and records
+/// written after a checkpoint are read back rather than produced again.
+///
+/// On a mock cluster run by the test: it keeps commit metadata, which the
+/// checkpoint's ownership check reads (Tansu drops it).
+#[test]
+fn kill_nine_with_checkpoints_writes_every_result_once() {
+    let kills: usize = std::env::var("SLUICE_KAFKA_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("events", 3, 1).expect("topic");
+    cluster.create_topic("results", 2, 1).expect("topic");
+    cluster.create_topic("dead", 1, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let events = events();
+    let dir = tempfile::tempdir().unwrap();
+    let file_results = file_run(dir.path(), &events);
+
+    let config = |stop_at_end: bool| {
+        let path = dir.path().join(format!("kafka-{stop_at_end}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "source: {{ kafka: {{ brokers: \"{brokers}\", topics: [events], group: ck, \
+                 stop_at_end: {stop_at_end}, idle_timeout: 1m, \
+                 properties: {{ heartbeat.interval.ms: \"300\", session.timeout.ms: \"6000\" }} }} }}\n\
+                 {PIPELINE}state: {{ backend: rocksdb, path: state, checkpoint_interval: 2s }}\n\
+                 sink: {{ kafka: {{ topic: results }} }}\n\
+                 late_output: {{ file: late.jsonl }}\ndead_letter: {{ kafka: {{ topic: dead }} }}\n\
+                 log: {{ level: info }}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+
+    // The input arrives while the runs are killed and restarted (a restart
+    // waits ~6 s for the killed member's session to expire), so each run
+    // finds a backlog, writes results from it and is killed before its next
+    // checkpoint: the following run reads those results back.
+    let feed = {
+        let brokers = brokers.clone();
+        let events = events.clone();
+        let pause = Duration::from_millis(120 * kills as u64);
+        std::thread::spawn(move || {
+            for chunk in events.chunks(events.len() / 60 + 1) {
+                produce(&brokers, "events", chunk);
+                std::thread::sleep(pause);
+            }
+        })
+    };
+    let mut next = xorshift(0x5eed_cafe);
+    let mut resumed = 0;
+    let mut logs = String::new();
+    for kill in 0..kills {
+        let log = dir.path().join(format!("run-{kill}.log"));
+        let mut run = KillOnDrop(Some(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["run", "--config"])
+                .arg(config(false))
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        ));
+        // Killed at a random moment once it owns partitions (a restart
+        // waits for the killed member's session to expire first).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("partitions assigned")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "run {kill} got no partitions in 30 s\n{logs}--- run {kill}\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100 + next() % 1_800));
+        let mut child = run.0.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        resumed += usize::from(text.contains("resuming from the checkpoint's offsets"));
+        logs.push_str(&format!("--- run {kill}\n{text}"));
+    }
+    feed.join().unwrap();
+    let out = sluice_within(&config(true), Duration::from_secs(120));
+    let last = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{logs}--- last run\n{last}");
+    resumed += usize::from(last.contains("resuming from the checkpoint's offsets"));
+    let read_back = format!("{logs}{last}")
+        .matches("the replay will not produce them")
+        .count();
+    eprintln!(
+        "{resumed} of {} runs resumed from a checkpoint; {read_back} read-backs",
+        kills + 1
+    );
+    assert!(
+        read_back >= 1,
+        "no run read back records written after its checkpoint\n{logs}--- last run\n{last}"
+    );
+    assert!(
+        resumed >= kills / 2,
+        "only {resumed} of {kills} restarts resumed from a checkpoint\n{logs}--- last run\n{last}"
+    );
+
+    let mut seen = std::collections::HashMap::new();
+    for (value, _) in consume_all(&brokers, "results") {
+        *seen.entry(value).or_insert(0) += 1;
+    }
+    let twice: Vec<&String> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(v, _)| v)
+        .collect();
+    assert!(twice.is_empty(), "written more than once: {twice:?}");
+    let mut results: Vec<String> = seen.into_keys().collect();
+    results.sort();
+    assert_eq!(
+        results,
+        sorted_lines(&file_results),
+        "{logs}--- last run\n{last}"
+    );
+    let dead = consume_all(&brokers, "dead");
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("late.jsonl")).unwrap(),
+        ""
+    );
 }

@@ -530,15 +530,7 @@ impl PipelineConfig {
                             .into(),
                     );
                 }
-                SourceConfig::Kafka(_) => {
-                    return err(
-                        "key `state.backend`: rocksdb checkpoints are not yet wired to the \
-                                Kafka source (it recovers by replay from committed offsets; see \
-                                the README); use `memory`"
-                            .into(),
-                    );
-                }
-                SourceConfig::File(_) => {}
+                SourceConfig::File(_) | SourceConfig::Kafka(_) => {}
             }
         }
         if let SourceConfig::Kafka(k) = &self.source {

@@ -23,8 +23,8 @@ use crate::plugin::{AggregationInstance, PluginEngine, PluginRegistry};
 use crate::sink::{self, JsonlWriter, KafkaWriter, Output, OutputNames};
 use crate::source::{LineBatch, LineSource, Origin};
 use crate::state::{
-    AggregationMeta, CheckpointDelta, FORMAT_VERSION, Meta, Restored, RocksBackend, SinkLengths,
-    SourcePosition, StateBackend,
+    AggregationMeta, CheckpointDelta, FORMAT_VERSION, Meta, OutputPosition, Restored, RocksBackend,
+    SinkLengths, SourcePosition, StateBackend, WatermarkState,
 };
 use crate::watermark::Watermarks;
 use crate::window::{EventOutcome, Triggers, WindowOperator, WindowResult, WindowSpec};
@@ -253,25 +253,31 @@ pub(crate) fn check_outputs(outputs: &[OutputSpec]) -> Result<(), String> {
     Ok(())
 }
 
-/// Opens one output; `resume_at` is its length in the checkpoint a run is
-/// restored from (the file is cut back to it), `None` for a fresh start.
+/// Opens one output; `resume_at` is its position in the checkpoint a run is
+/// restored from (a file is cut back to it; a topic's later records are read
+/// back so as not to be written twice), `None` for a fresh start.
 fn open_output(
     loaded: &LoadedConfig,
     output: Option<&OutputConfig>,
     source_brokers: Option<&str>,
-    resume_at: Option<u64>,
+    checkpoints: bool,
+    resume_at: Option<&OutputPosition>,
 ) -> Result<Output, Error> {
     Ok(match output {
         Some(OutputConfig::File(path)) => {
             let path = loaded.resolve(path);
-            Output::File(match resume_at {
+            Output::File(match resume_at.and_then(OutputPosition::file_length) {
                 Some(length) => JsonlWriter::resume(&path, length)?,
                 None => JsonlWriter::create(&path)?,
             })
         }
         Some(OutputConfig::Kafka(k)) => {
             let brokers = k.brokers.as_deref().or(source_brokers).unwrap_or_default();
-            Output::Kafka(KafkaWriter::create(k, brokers)?)
+            let resume = match resume_at {
+                Some(OutputPosition::Topic(t)) => Some(t),
+                _ => None,
+            };
+            Output::Kafka(KafkaWriter::create(k, brokers, checkpoints, resume)?)
         }
         None => Output::File(JsonlWriter::stderr()),
     })
@@ -305,6 +311,9 @@ struct Flow {
     checkpoints: Option<Checkpointer>,
     /// Where the source resumes, when the run was restored from a checkpoint.
     resume: Option<SourcePosition>,
+    /// The restored watermark state, for a source that learns its partition
+    /// count only after the flow is open.
+    resume_watermarks: Option<WatermarkState>,
     /// Hot reload of plugin files, when the pipeline asks for it.
     reloader: Option<Reloader>,
     /// The aggregations' names, in order.
@@ -323,6 +332,22 @@ struct Checkpointer {
     window: String,
     /// The aggregations' names, in order.
     aggregations: Vec<String>,
+    /// Names this state directory in a Kafka group's commit metadata.
+    token: u64,
+}
+
+/// A token no other state directory is likely to have: random per start,
+/// then kept in the checkpoints.
+fn fresh_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
 }
 
 impl Flow {
@@ -407,6 +432,7 @@ impl Flow {
                     keys_stored: 0,
                     window,
                     aggregations: config.aggregations.iter().map(|a| a.name.clone()).collect(),
+                    token: fresh_token(),
                 };
                 (Some(checkpoints), restored)
             }
@@ -415,25 +441,35 @@ impl Flow {
             .as_ref()
             .map(|r| r.meta.sinks.clone())
             .unwrap_or_default();
-        let results = open_output(loaded, Some(&config.sink), source_brokers, sinks.results)?;
+        let keeps = checkpoints.is_some();
+        let results = open_output(
+            loaded,
+            Some(&config.sink),
+            source_brokers,
+            keeps,
+            sinks.results.as_ref(),
+        )?;
         let late_out = open_output(
             loaded,
             config.late_output.as_ref(),
             source_brokers,
-            sinks.late,
+            keeps,
+            sinks.late.as_ref(),
         )?;
         let dead_out = open_output(
             loaded,
             config.dead_letter.as_ref(),
             source_brokers,
-            sinks.dead,
+            keeps,
+            sinks.dead.as_ref(),
         )?;
         let dedup_out = match &config.dedup_output {
             Some(output) => Some(open_output(
                 loaded,
                 Some(output),
                 source_brokers,
-                sinks.dedup,
+                keeps,
+                sinks.dedup.as_ref(),
             )?),
             None => None,
         };
@@ -467,6 +503,7 @@ impl Flow {
             line: String::new(),
             checkpoints,
             resume: None,
+            resume_watermarks: None,
             reloader,
             agg_names: config.aggregations.iter().map(|a| a.name.clone()).collect(),
         };
@@ -561,7 +598,11 @@ impl Flow {
         self.summary = meta.summary;
         checkpoints.next_id = meta.id + 1;
         checkpoints.keys_stored = restored.keys.len();
+        if let SourcePosition::Kafka { token, .. } = &meta.source {
+            checkpoints.token = *token;
+        }
         self.resume = Some(meta.source.clone());
+        self.resume_watermarks = Some(meta.watermarks.clone());
         tracing::info!(
             checkpoint = meta.id,
             windows = restored.slots.len(),
@@ -626,13 +667,36 @@ impl Flow {
         }
     }
 
-    /// Takes a checkpoint if the interval has passed since the last one.
-    fn maybe_checkpoint(&mut self, position: impl FnOnce() -> SourcePosition) -> Result<(), Error> {
-        if self
-            .checkpoints
+    /// Whether the state backend keeps checkpoints and the interval has
+    /// passed since the last one.
+    fn checkpoint_due(&self) -> bool {
+        self.checkpoints
             .as_ref()
             .is_some_and(|c| c.last.elapsed() >= c.interval)
-        {
+    }
+
+    /// The token naming this run's state directory, when it keeps one.
+    fn checkpoint_token(&self) -> Option<u64> {
+        self.checkpoints.as_ref().map(|c| c.token)
+    }
+
+    /// Drops every window, the dedup and fill state, and the watermarks:
+    /// the state is rebuilt by replay from committed offsets.
+    fn clear_state(&mut self, partitions: usize) -> Result<(), Error> {
+        self.operator.clear()?;
+        if let Some(fill) = &mut self.fill {
+            fill.clear();
+        }
+        if let Some(dedup) = &mut self.dedup {
+            dedup.clear();
+        }
+        self.watermarks = Watermarks::new(self.watermark_delay, partitions);
+        Ok(())
+    }
+
+    /// Takes a checkpoint if the interval has passed since the last one.
+    fn maybe_checkpoint(&mut self, position: impl FnOnce() -> SourcePosition) -> Result<(), Error> {
+        if self.checkpoint_due() {
             self.checkpoint(position())?;
         }
         Ok(())
@@ -674,10 +738,10 @@ impl Flow {
         let health = self.operator.health_state();
         let summary = self.summary;
         let sinks = SinkLengths {
-            results: self.results.file_length(),
-            late: self.late_out.file_length(),
-            dead: self.dead_out.file_length(),
-            dedup: self.dedup_out.as_ref().and_then(Output::file_length),
+            results: self.results.position(),
+            late: self.late_out.position(),
+            dead: self.dead_out.position(),
+            dedup: self.dedup_out.as_ref().and_then(Output::position),
         };
         let dedup = self.dedup.as_ref().map(|d| d.snapshot().clone());
         let fill = self.fill.as_ref().map(GapFiller::snapshot);
@@ -714,6 +778,19 @@ impl Flow {
             slot_crc_sum,
         });
         checkpoints.backend.commit(delta)?;
+        let pending = self.results.pending()
+            + self.late_out.pending()
+            + self.dead_out.pending()
+            + self.dedup_out.as_ref().map_or(0, Output::pending);
+        if pending > 0 {
+            tracing::info!(
+                checkpoint = id,
+                "{pending} records written before the restore have not been emitted again yet"
+            );
+        }
+        let Some(checkpoints) = self.checkpoints.as_mut() else {
+            return Ok(());
+        };
         checkpoints.next_id += 1;
         checkpoints.keys_stored = self.keys.len();
         checkpoints.last = Instant::now();
@@ -888,6 +965,13 @@ fn run_file_source(
     let path = loaded.resolve(path);
     let mut source = match flow.resume.take() {
         Some(SourcePosition::File { offset, line }) => LineSource::open_at(&path, offset, line)?,
+        Some(SourcePosition::Kafka { .. }) => {
+            return Err(Error::Config(ConfigError(
+                "key `state.path`: its checkpoints were taken from a Kafka source; this \
+                 pipeline reads a file: use another state directory"
+                    .into(),
+            )));
+        }
         None => LineSource::open(&path)?,
     };
     // Stdin or a FIFO is a live stream, not a replay: results are flushed

@@ -18,6 +18,7 @@ use crate::error::{Error, IoError, KafkaError};
 use crate::metrics::{Metrics, MetricsServer};
 use crate::plugin::PluginEngine;
 use crate::source::{KafkaSource, Origin};
+use crate::state::SourcePosition;
 use crate::watermark::Watermarks;
 
 /// How long one poll waits for a message: also how often shutdown, idleness
@@ -46,6 +47,34 @@ pub(super) fn run(
     let mut flow = Flow::open(loaded, engine, batch_size, 1, Some(&brokers))?;
     let mut source = KafkaSource::open(config, &brokers)?;
     flow.watermarks = Watermarks::new(flow.watermark_delay, source.partition_count());
+    let token = flow.checkpoint_token();
+    // A restored checkpoint is used only if, at the first assignment, every
+    // partition it read is ours with our last commit (see `Restore`).
+    let mut restore = match (flow.resume.take(), flow.resume_watermarks.take()) {
+        (Some(SourcePosition::Kafka { token, partitions }), Some(watermarks)) => {
+            if watermarks.max_seen.len() == source.partition_count() {
+                flow.watermarks.restore(&watermarks);
+                Some(Restore { token, partitions })
+            } else {
+                tracing::warn!(
+                    "the checkpoint was taken with {} partitions, the topics now have {}: \
+                     dropping it and replaying from committed offsets",
+                    watermarks.max_seen.len(),
+                    source.partition_count()
+                );
+                flow.clear_state(source.partition_count())?;
+                None
+            }
+        }
+        (Some(SourcePosition::File { .. }), _) => {
+            return Err(Error::Config(crate::error::ConfigError(
+                "key `state.path`: its checkpoints were taken from a file source; this \
+                 pipeline reads Kafka: use another state directory"
+                    .into(),
+            )));
+        }
+        _ => None,
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -78,11 +107,14 @@ pub(super) fn run(
         // Between messages: a new plugin version goes live here.
         flow.apply_reloads();
         if stop.load(Ordering::Relaxed) {
-            tracing::info!("stop requested: flushing, committing behind open windows");
-            // Fire nothing early: open windows are rebuilt from the committed
-            // offsets by the next run.
+            tracing::info!("stop requested: flushing, checkpointing, committing");
+            // Fire nothing early: open windows are restored from the
+            // checkpoint, or rebuilt from the committed offsets, by the next run.
             flow.flush()?;
-            commit(&mut source, &flow)?;
+            if restore.is_none() {
+                checkpoint(&mut flow, &source)?;
+            }
+            commit(&mut source, &flow, token)?;
             break;
         }
         if let Some(f) = feed.as_mut()
@@ -94,9 +126,14 @@ pub(super) fn run(
         }
         if feed.is_none() && source.at_end() {
             tracing::info!("end offsets reached: firing every window");
+            // As for a file, the last checkpoint precedes the end-of-input
+            // watermark: a later run carries on from the end offsets.
+            if restore.is_none() {
+                checkpoint(&mut flow, &source)?;
+            }
             let watermark = flow.watermarks.current();
             flow.finish()?;
-            let offsets = source.plan_commit(None, watermark);
+            let offsets = source.plan_commit(None, watermark, token);
             source.commit(&offsets)?;
             break;
         }
@@ -128,22 +165,48 @@ pub(super) fn run(
             );
             // The partitions' next owners (perhaps us again) rebuild these
             // windows from the committed offsets.
-            flow.operator.clear()?;
-            if let Some(fill) = &mut flow.fill {
-                fill.clear();
-            }
-            if let Some(dedup) = &mut flow.dedup {
-                dedup.clear();
-            }
-            flow.watermarks = Watermarks::new(flow.watermark_delay, source.partition_count());
+            flow.clear_state(source.partition_count())?;
+            restore = None;
         }
-        if !reassignment.resumed.is_empty() {
+        if !reassignment.assigned.is_empty() {
             tracing::info!(
-                partitions = reassignment.resumed.len(),
+                partitions = reassignment.assigned.len(),
+                "partitions assigned"
+            );
+        }
+        let mut resumed = reassignment.resumed;
+        if !reassignment.assigned.is_empty()
+            && let Some(r) = restore.take()
+        {
+            if r.holds(&reassignment.assigned, &source) {
+                let mut from_checkpoint = Vec::new();
+                for (topic, partition, next) in &r.partitions {
+                    if let Some(i) = source.index_of(topic, *partition) {
+                        source.resume_at(i, *next)?;
+                        from_checkpoint.push(i);
+                    }
+                }
+                resumed.retain(|(i, _)| !from_checkpoint.contains(i));
+                tracing::info!(
+                    partitions = from_checkpoint.len(),
+                    "resuming from the checkpoint's offsets"
+                );
+            } else {
+                tracing::warn!(
+                    "another member has processed partitions of the checkpoint since, or it \
+                     read partitions that are not ours now: dropping it and replaying from \
+                     committed offsets"
+                );
+                flow.clear_state(source.partition_count())?;
+            }
+        }
+        if !resumed.is_empty() {
+            tracing::info!(
+                partitions = resumed.len(),
                 "partitions assigned with a committed watermark: replaying"
             );
         }
-        for (partition, watermark) in reassignment.resumed {
+        for (partition, watermark) in resumed {
             flow.watermarks
                 .seed(partition, watermark.saturating_add(flow.watermark_delay));
         }
@@ -159,10 +222,19 @@ pub(super) fn run(
             flow.on_processing_time()?;
             publish(&metrics, &flow, &source, loaded, false);
         }
-        if now.duration_since(last_commit) >= config.commit_interval {
+        // With a state backend, offsets are committed right after the
+        // checkpoint that covers them; without one, every commit interval.
+        let due = match token {
+            Some(_) => restore.is_none() && flow.checkpoint_due(),
+            None => now.duration_since(last_commit) >= config.commit_interval,
+        };
+        if due {
             last_commit = now;
             flow.flush()?;
-            commit(&mut source, &flow)?;
+            if token.is_some() {
+                checkpoint(&mut flow, &source)?;
+            }
+            commit(&mut source, &flow, token)?;
             metrics.record_commit(now.elapsed());
             publish(&metrics, &flow, &source, loaded, true);
         }
@@ -202,9 +274,49 @@ fn publish(
     }
 }
 
-/// Commits what the flushed outputs cover.
-fn commit(source: &mut KafkaSource, flow: &Flow) -> Result<(), Error> {
-    let offsets = source.plan_commit(flow.operator.oldest_open_start(), flow.watermarks.current());
+/// A checkpoint restored at start, waiting for the first assignment to
+/// show whether it still holds.
+struct Restore {
+    token: u64,
+    partitions: Vec<(String, i32, i64)>,
+}
+
+impl Restore {
+    /// Whether the checkpoint can be used: every partition it has a
+    /// position for is assigned to this member, and the group's last commit
+    /// of it is this state directory's (no other member has processed it
+    /// since). Partitions it did not read are replayed from their commits.
+    fn holds(&self, assigned: &[(usize, Option<u64>)], source: &KafkaSource) -> bool {
+        self.partitions.iter().all(|(topic, partition, _)| {
+            source.index_of(topic, *partition).is_some_and(|i| {
+                assigned
+                    .iter()
+                    .any(|&(a, token)| a == i && token == Some(self.token))
+            })
+        })
+    }
+}
+
+/// Takes a checkpoint with the source's current positions (the outputs are
+/// flushed by it first).
+fn checkpoint(flow: &mut Flow, source: &KafkaSource) -> Result<(), Error> {
+    let Some(token) = flow.checkpoint_token() else {
+        return Ok(());
+    };
+    flow.checkpoint(SourcePosition::Kafka {
+        token,
+        partitions: source.positions(),
+    })
+}
+
+/// Commits what the flushed outputs cover (and the checkpoint named by
+/// `token`, when the run keeps them).
+fn commit(source: &mut KafkaSource, flow: &Flow, token: Option<u64>) -> Result<(), Error> {
+    let offsets = source.plan_commit(
+        flow.operator.oldest_open_start(),
+        flow.watermarks.current(),
+        token,
+    );
     source.commit(&offsets)?;
     tracing::debug!(partitions = offsets.count(), "committed offsets");
     Ok(())

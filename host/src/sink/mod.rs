@@ -15,6 +15,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::IoError;
+use crate::state::OutputPosition;
 
 /// Where a [`JsonlWriter`] writes.
 enum Target {
@@ -192,11 +193,20 @@ impl Output {
         Ok(())
     }
 
-    /// The file's length, for a checkpoint; `None` for streams and topics.
-    pub fn file_length(&self) -> Option<u64> {
+    /// Where the output stands, for a checkpoint (after [`Output::sync`]);
+    /// `None` for a standard stream.
+    pub fn position(&self) -> Option<OutputPosition> {
         match self {
-            Output::File(w) => w.file_length(),
-            Output::Kafka(_) => None,
+            Output::File(w) => w.file_length().map(OutputPosition::File),
+            Output::Kafka(w) => w.position().map(OutputPosition::Topic),
+        }
+    }
+
+    /// Records read back at a restore that the replay has not emitted again.
+    pub fn pending(&self) -> usize {
+        match self {
+            Output::File(_) => 0,
+            Output::Kafka(w) => w.pending(),
         }
     }
 

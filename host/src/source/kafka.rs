@@ -146,6 +146,9 @@ pub struct Reassignment {
     /// Newly assigned partitions with the watermark their previous owner
     /// committed, to seed the watermark with.
     pub resumed: Vec<(usize, i64)>,
+    /// Every newly assigned partition, with the checkpoint token of its
+    /// last commit (`None`: no commit, or one without a token).
+    pub assigned: Vec<(usize, Option<u64>)>,
 }
 
 /// A consumer group member over the configured topics.
@@ -335,7 +338,7 @@ impl KafkaSource {
         };
         let mut out = Reassignment {
             revoked,
-            resumed: Vec::new(),
+            ..Reassignment::default()
         };
         if revoked {
             for p in &mut self.progress {
@@ -381,14 +384,52 @@ impl KafkaSource {
             self.owned[i] = true;
             let progress = &mut self.progress[i];
             *progress = PartitionProgress::fresh();
-            if let Some((watermark, replay_end)) = parse_metadata(elem.metadata()) {
-                progress.replay_end = replay_end;
-                out.resumed.push((i, watermark));
+            let committed = parse_metadata(elem.metadata());
+            out.assigned
+                .push((i, committed.as_ref().and_then(|c| c.token)));
+            if let Some(c) = committed {
+                progress.replay_end = c.end;
+                out.resumed.push((i, c.watermark));
             }
         }
         // A left message of a partition not assigned to us again needs no rewind.
         self.rewind.clear();
         Ok(out)
+    }
+
+    /// Where a checkpoint resumes: `(topic, partition, next offset)` of each
+    /// owned partition that has a position.
+    pub fn positions(&self) -> Vec<(String, i32, i64)> {
+        self.progress
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.owned.get(*i).copied().unwrap_or(false))
+            .filter_map(|(i, p)| {
+                let (topic, partition) = &self.partitions[i];
+                Some((topic.clone(), *partition, p.next?))
+            })
+            .collect()
+    }
+
+    /// The index of `topic`/`partition` among the source's partitions.
+    pub fn index_of(&self, topic: &str, partition: i32) -> Option<usize> {
+        self.index.get(&(topic.to_string(), partition)).copied()
+    }
+
+    /// Continues partition `i` at `offset`, a checkpoint's position: the
+    /// checkpoint's state already holds everything before it, so nothing
+    /// after it is a replay.
+    pub fn resume_at(&mut self, i: usize, offset: i64) -> Result<(), KafkaError> {
+        let (topic, partition) = &self.partitions[i];
+        self.consumer
+            .seek(topic, *partition, Offset::Offset(offset), REQUEST_TIMEOUT)
+            .map_err(kafka_error(format!(
+                "resuming {topic}/{partition} at the checkpoint's offset {offset}"
+            )))?;
+        let progress = &mut self.progress[i];
+        progress.next = Some(offset);
+        progress.replay_end = 0;
+        Ok(())
     }
 
     /// Waits up to `timeout` for one message and hands it to `f`.
@@ -480,10 +521,16 @@ impl KafkaSource {
 
     /// The offsets safe to commit, given that no open window starts before
     /// `oldest_open` and the pipeline watermark is `watermark`; they are
-    /// remembered for a commit on revocation.
+    /// remembered for a commit on revocation. `token` names the state
+    /// directory whose checkpoint covers them, when the run keeps one.
     ///
     /// Call only after every output has been flushed and acknowledged.
-    pub fn plan_commit(&mut self, oldest_open: Option<i64>, watermark: i64) -> TopicPartitionList {
+    pub fn plan_commit(
+        &mut self,
+        oldest_open: Option<i64>,
+        watermark: i64,
+        token: Option<u64>,
+    ) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for (i, p) in self.progress.iter_mut().enumerate() {
             while let Some(front) = p.held.front() {
@@ -501,7 +548,10 @@ impl KafkaSource {
                 .is_ok()
                 && let Some(mut elem) = tpl.find_partition(topic, *partition)
             {
-                elem.set_metadata(format!("w={watermark};end={next}"));
+                elem.set_metadata(match token {
+                    Some(token) => format!("w={watermark};end={next};ck={token}"),
+                    None => format!("w={watermark};end={next}"),
+                });
             }
         }
         if let Ok(mut safe) = self.safe.lock() {
@@ -540,33 +590,59 @@ impl KafkaSource {
     }
 }
 
-/// Reads `w=<watermark>;end=<offset>` written by [`KafkaSource::plan_commit`].
-fn parse_metadata(metadata: &str) -> Option<(i64, i64)> {
+/// What a commit's metadata says.
+#[derive(Debug, PartialEq, Eq)]
+struct Committed {
+    /// The pipeline watermark when it was made.
+    watermark: i64,
+    /// The next offset that had been read.
+    end: i64,
+    /// The checkpoint token of the state directory covering it.
+    token: Option<u64>,
+}
+
+/// Reads `w=<watermark>;end=<offset>[;ck=<token>]` written by
+/// [`KafkaSource::plan_commit`].
+fn parse_metadata(metadata: &str) -> Option<Committed> {
     let mut watermark = None;
     let mut end = None;
+    let mut token = None;
     for part in metadata.split(';') {
         match part.split_once('=') {
             Some(("w", v)) => watermark = v.parse().ok(),
             Some(("end", v)) => end = v.parse().ok(),
+            Some(("ck", v)) => token = v.parse().ok(),
             _ => {}
         }
     }
-    Some((watermark?, end?))
+    Some(Committed {
+        watermark: watermark?,
+        end: end?,
+        token,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_metadata;
+    use super::{Committed, parse_metadata};
 
     #[test]
     fn commit_metadata_round_trips() {
         assert_eq!(
             parse_metadata("w=1700000000000;end=42"),
-            Some((1_700_000_000_000, 42))
+            Some(Committed {
+                watermark: 1_700_000_000_000,
+                end: 42,
+                token: None
+            })
         );
         assert_eq!(
-            parse_metadata("w=-9223372036854775808;end=0"),
-            Some((i64::MIN, 0))
+            parse_metadata("w=-9223372036854775808;end=0;ck=77"),
+            Some(Committed {
+                watermark: i64::MIN,
+                end: 0,
+                token: Some(77)
+            })
         );
         assert_eq!(parse_metadata(""), None);
         assert_eq!(parse_metadata("end=5"), None);

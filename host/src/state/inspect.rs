@@ -32,10 +32,15 @@ pub fn report(dir: &Path, top_keys: usize) -> Result<String, StateError> {
                 let taken = chrono::DateTime::from_timestamp_millis(m.taken_at_ms)
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
                     .unwrap_or_default();
-                let position = match m.source {
+                let position = match &m.source {
                     SourcePosition::File { offset, line } => {
                         format!("file byte {offset} (line {line})")
                     }
+                    SourcePosition::Kafka { partitions, .. } => partitions
+                        .iter()
+                        .map(|(topic, p, next)| format!("{topic}/{p}@{next}"))
+                        .collect::<Vec<_>>()
+                        .join(" "),
                 };
                 let _ = writeln!(
                     out,

@@ -35,7 +35,7 @@ use crate::decode::KeyId;
 use crate::pipeline::RunSummary;
 
 /// Bumped whenever the layout of checkpoint records changes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// A failure of the state backend (disk, RocksDB, or a damaged checkpoint).
 #[derive(Debug, thiserror::Error)]
@@ -131,20 +131,61 @@ pub enum SourcePosition {
         /// Lines consumed.
         line: u64,
     },
+    /// A Kafka consumer group member: the next offset to read of each
+    /// partition it owned and had a position in.
+    Kafka {
+        /// Names this state directory in the group's commit metadata, so a
+        /// restored run can tell whether another member has processed a
+        /// partition since (then the checkpoint is not used).
+        token: u64,
+        /// `(topic, partition, next offset)`.
+        partitions: Vec<(String, i32, i64)>,
+    },
 }
 
-/// The byte length of each output file at the checkpoint; `None` for an
-/// output that is not a file (a standard stream, a topic).
+/// Where each output stood at the checkpoint; `None` for a standard stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SinkLengths {
     /// Window results.
-    pub results: Option<u64>,
+    pub results: Option<OutputPosition>,
     /// Late events.
-    pub late: Option<u64>,
+    pub late: Option<OutputPosition>,
     /// Dead letters.
-    pub dead: Option<u64>,
+    pub dead: Option<OutputPosition>,
     /// Dropped duplicates, when they have an output.
-    pub dedup: Option<u64>,
+    pub dedup: Option<OutputPosition>,
+}
+
+/// Where one output stood at a checkpoint: what a restored run must not
+/// write again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputPosition {
+    /// A file's length in bytes: a restored run cuts the file back to it.
+    File(u64),
+    /// A Kafka topic, which cannot be cut back: a restored run reads what
+    /// was written after this position and does not write it again.
+    Topic(TopicPosition),
+}
+
+/// A Kafka output's position at a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicPosition {
+    /// Per partition of the topic, the offset after the last record the run
+    /// knows of (its own, acknowledged, or read back at a restore).
+    pub ends: Vec<(i32, i64)>,
+    /// Records read back at an earlier restore that the replay has not
+    /// written again yet, as `(message key, value)`.
+    pub pending: Vec<(Option<String>, String)>,
+}
+
+impl OutputPosition {
+    /// The file length, for a file output.
+    pub fn file_length(&self) -> Option<u64> {
+        match self {
+            Self::File(length) => Some(*length),
+            Self::Topic(_) => None,
+        }
+    }
 }
 
 /// Everything of a checkpoint but its windows and keys: small, and written
