@@ -1,0 +1,417 @@
+//! The Kafka rows of the benchmarks (issue 3): `cargo bench -p sluice --bench kafka_bench`.
+//!
+//! 1. **Consume and aggregate vs a raw consume loop**: the same events in the
+//!    same topic, read once by a bare rdkafka consumer loop (poll, borrow the
+//!    payload, nothing else) and once by `sluice run` (a bounded Kafka source,
+//!    tumbling 10 s windows, `stats` + `percentiles`, results produced to a
+//!    topic). Both are timed from the moment the group assigned them
+//!    partitions to the moment they had everything (the raw loop) or exited
+//!    (sluice: that includes firing every window, flushing the results and
+//!    committing), so the group join, the same for both, is left out.
+//! 2. **Event-to-result latency**: events produced live with the wall clock
+//!    as event time, through a running `sluice` (tumbling 1 s windows, no
+//!    out-of-orderness allowance), read back from the result topic: per
+//!    result, the time it arrived minus its window's end, which is when the
+//!    first event that closes the window was produced. Broker round trips
+//!    (sluice's fetch, its produce, the reader's fetch) are included.
+//!
+//! The broker is librdkafka's mock cluster, in this process, as in
+//! `brokers: embedded`: it keeps at most 5 MiB per partition, so the event
+//! count stays small (150k events over 8 partitions, ~2.6 MiB each).
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+const PARTITIONS: i32 = 8;
+const SERVICES: u64 = 10;
+
+fn main() -> Result<()> {
+    let mut events: u64 = 150_000;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--events" => {
+                events = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .context("--events needs a number")?;
+            }
+            // cargo bench passes --bench.
+            "--bench" => {}
+            other => bail!("unknown argument {other:?} (use --events N)"),
+        }
+    }
+    let cluster = MockCluster::new(1).context("starting the mock cluster")?;
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir()?;
+
+    println!("| bench | case | result | ratio / target |");
+    println!("|---|---|---|---|");
+    throughput(&cluster, &brokers, dir.path(), events)?;
+    latency(&cluster, &brokers, dir.path())?;
+    Ok(())
+}
+
+/// One event line as the examples write them.
+fn event(i: u64, ts: i64) -> String {
+    let svc = i % SERVICES;
+    let latency = 50.0 + ((i * 7919) % 4000) as f64 / 2.0;
+    format!(
+        r#"{{"ts":{ts},"service":"svc-{svc}","model":"m-{}","latency_ms":{latency},"tokens":{},"error":{}}}"#,
+        i % 3,
+        100 + i % 900,
+        i % 23 == 0
+    )
+}
+
+/// Wall-clock time in epoch milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn producer(brokers: &str) -> Result<ThreadedProducer<DefaultProducerContext>> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?)
+}
+
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    partition: i32,
+    line: &str,
+) -> Result<()> {
+    let mut record = BaseRecord::<str, str>::to(topic)
+        .partition(partition)
+        .payload(line);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((e, back)) if e.to_string().contains("Queue full") => {
+                record = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+fn write_config(dir: &Path, name: &str, body: &str) -> Result<PathBuf> {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, body)?;
+    Ok(path)
+}
+
+/// Row 1: sluice's consume-and-aggregate rate against a raw consume loop.
+fn throughput(
+    cluster: &MockCluster<'_, DefaultProducerContext>,
+    brokers: &str,
+    dir: &Path,
+    n: u64,
+) -> Result<()> {
+    cluster.create_topic("events", PARTITIONS, 1)?;
+    cluster.create_topic("results", 1, 1)?;
+    let p = producer(brokers)?;
+    let base: i64 = 1_700_000_000_000;
+    for i in 0..n {
+        // A key's events stay in one partition, as a keyed producer puts them.
+        let partition = (i % SERVICES) as i32 % PARTITIONS;
+        send(&p, "events", partition, &event(i, base + i as i64))?;
+    }
+    p.flush(Duration::from_secs(60))?;
+
+    // The raw loop: assignment to the last message.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "raw")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&["events"])?;
+    let mut read = 0u64;
+    let mut bytes = 0usize;
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while read < n {
+        if Instant::now() > deadline {
+            bail!("the raw loop read {read} of {n} events in 120 s");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                first.get_or_insert_with(Instant::now);
+                bytes += m.payload().map_or(0, <[u8]>::len);
+                read += 1;
+            }
+            Some(Err(e)) => bail!("raw consume: {e}"),
+            None => {}
+        }
+    }
+    // The first poll that returns a message comes right after assignment.
+    let raw = first.map_or(Duration::ZERO, |f| f.elapsed());
+    std::hint::black_box(bytes);
+    consumer.unsubscribe();
+
+    let config = write_config(
+        dir,
+        "throughput",
+        &format!(
+            "source: {{ kafka: {{ brokers: \"{brokers}\", topics: [events], group: sluice, stop_at_end: true, properties: {{ {props} }} }} }}\n\
+             event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
+             watermark: {{ max_out_of_orderness: 1s }}\n\
+             window: {{ tumbling: {{ size: 10s }} }}\n\
+             aggregations:\n\
+             \x20 - {{ name: latency, plugin: builtin/stats, field: latency_ms, config: {{ quantiles: [] }} }}\n\
+             \x20 - {{ name: pct, plugin: builtin/percentiles, field: latency_ms, config: {{ quantiles: [0.5, 0.95, 0.99] }} }}\n\
+             sink: {{ kafka: {{ topic: results }} }}\n\
+             log: {{ level: info }}\n",
+            props = std::env::var("SLUICE_BENCH_PROPS").unwrap_or_default()
+        ),
+    )?;
+    let timed = timed_sluice(&config)?;
+    if timed.events != n {
+        bail!("sluice read {} events, {n} were produced", timed.events);
+    }
+
+    // The same events and pipeline from a file: what the source costs.
+    let file = dir.join("events.jsonl");
+    let lines: String = (0..n).map(|i| event(i, base + i as i64) + "\n").collect();
+    std::fs::write(&file, lines)?;
+    let text = std::fs::read_to_string(&config)?;
+    let source_line = text.lines().next().unwrap_or_default();
+    let file_config = write_config(
+        dir,
+        "file",
+        &text
+            .replace(
+                source_line,
+                &format!("source: {{ file: {} }}", file.display()),
+            )
+            .replace(
+                "sink: { kafka: { topic: results } }",
+                "sink: { file: results.jsonl }",
+            ),
+    )?;
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--config"])
+        .arg(&file_config)
+        .stdout(Stdio::null())
+        .output()?;
+    let file_secs = start.elapsed();
+    if !out.status.success() {
+        bail!("file run failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    let secs = |d: Duration| d.as_secs_f64();
+    println!(
+        "| kafka 1 | {n} events, {PARTITIONS} partitions, raw rdkafka consume loop | {:.0}k/s ({:.2} s from assignment) | baseline |",
+        rate(raw) / 1e3,
+        secs(raw)
+    );
+    println!(
+        "| kafka 1 | same topic, `sluice run` (tumbling 10 s, stats + percentiles, results to a topic), to the end offsets | {:.0}k/s ({:.2} s from assignment) | {:.2}x the raw loop's time (target <= 1.3x) |",
+        rate(timed.to_end) / 1e3,
+        secs(timed.to_end),
+        secs(timed.to_end) / secs(raw).max(1e-9)
+    );
+    println!(
+        "| kafka 1 | the same run, to its exit (fire all, flush, commit, leave the group) | {:.2} s from assignment | {:.2}x the raw loop's time |",
+        secs(timed.to_exit),
+        secs(timed.to_exit) / secs(raw).max(1e-9)
+    );
+    println!(
+        "| kafka 1 | the same events from a file, whole `sluice run` (start-up and exit included) | {:.0}k/s ({:.2} s) | the Kafka run to the end offsets takes {:.2}x this |",
+        rate(file_secs) / 1e3,
+        secs(file_secs),
+        secs(timed.to_end) / secs(file_secs).max(1e-9)
+    );
+    Ok(())
+}
+
+/// What [`timed_sluice`] measured.
+struct Timed {
+    /// From the "partitions assigned" log line to the "end offsets reached"
+    /// one: every event consumed and aggregated.
+    to_end: Duration,
+    /// From the assignment to the exit: also fires every window, flushes
+    /// the results, commits and leaves the group.
+    to_exit: Duration,
+    events: u64,
+}
+
+/// Runs `sluice run` on a bounded Kafka config and times it.
+fn timed_sluice(config: &Path) -> Result<Timed> {
+    // SLUICE_BENCH_WRAP="perf record -g -o FILE --" (for example) runs
+    // sluice under a profiler.
+    let wrap = std::env::var("SLUICE_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(env!("CARGO_BIN_EXE_sluice"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_sluice")),
+    };
+    let mut child = command
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let mut assigned: Option<Instant> = None;
+    let mut at_end: Option<Instant> = None;
+    let mut summary = String::new();
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line?;
+        if assigned.is_none() && line.contains("partitions assigned") {
+            assigned = Some(Instant::now());
+        }
+        if at_end.is_none() && line.contains("end offsets reached") {
+            at_end = Some(Instant::now());
+        }
+        summary.push_str(&line);
+        summary.push('\n');
+    }
+    let status = child.wait()?;
+    let exited = Instant::now();
+    if std::env::var_os("SLUICE_BENCH_WRAP").is_some() {
+        eprintln!("{summary}");
+    }
+    if !status.success() {
+        bail!("sluice failed:\n{summary}");
+    }
+    let assigned =
+        assigned.with_context(|| format!("sluice never logged an assignment:\n{summary}"))?;
+    let events = summary
+        .split_whitespace()
+        .zip(summary.split_whitespace().skip(1))
+        .find_map(|(n, word)| (word == "events").then(|| n.parse().ok()).flatten())
+        .with_context(|| format!("no event count in:\n{summary}"))?;
+    let at_end =
+        at_end.with_context(|| format!("sluice never reached the end offsets:\n{summary}"))?;
+    Ok(Timed {
+        to_end: at_end - assigned,
+        to_exit: exited - assigned,
+        events,
+    })
+}
+
+/// Row 2: event-to-result latency through a running sluice.
+fn latency(
+    cluster: &MockCluster<'_, DefaultProducerContext>,
+    brokers: &str,
+    dir: &Path,
+) -> Result<()> {
+    cluster.create_topic("live", PARTITIONS, 1)?;
+    cluster.create_topic("live-results", 1, 1)?;
+    let config = write_config(
+        dir,
+        "latency",
+        &format!(
+            "source: {{ kafka: {{ brokers: \"{brokers}\", topics: [live], group: live, \
+             properties: {{ fetch.wait.max.ms: \"5\" }} }} }}\n\
+             event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
+             watermark: {{ max_out_of_orderness: 0s }}\n\
+             window: {{ tumbling: {{ size: 1s }} }}\n\
+             aggregations:\n\
+             \x20 - {{ name: latency, plugin: builtin/stats, field: latency_ms, config: {{ quantiles: [] }} }}\n\
+             \x20 - {{ name: pct, plugin: builtin/percentiles, field: latency_ms, config: {{ quantiles: [0.5, 0.95, 0.99] }} }}\n\
+             sink: {{ kafka: {{ topic: live-results, properties: {{ linger.ms: \"0\" }} }} }}\n\
+             log: {{ level: info }}\n"
+        ),
+    )?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "latency-reader")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "5")
+        .create()?;
+    reader.subscribe(&["live-results"])?;
+
+    // ~20k events/s spread over every partition, event time = wall clock.
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let stop = Arc::clone(&stop);
+        let p = producer(brokers)?;
+        std::thread::spawn(move || -> Result<()> {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let now = now_ms();
+                for _ in 0..100 {
+                    send(&p, "live", (i % PARTITIONS as u64) as i32, &event(i, now))?;
+                    i += 1;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            p.flush(Duration::from_secs(10))?;
+            Ok(())
+        })
+    };
+
+    // Results of windows that ended while the run was warm: skip the first
+    // seconds (group join, plugin compilation), then collect for 15 s.
+    let warm = now_ms() + 8_000;
+    let until = Instant::now() + Duration::from_secs(25);
+    let mut lags: Vec<i64> = Vec::new();
+    while Instant::now() < until {
+        let Some(message) = reader.poll(Duration::from_millis(20)) else {
+            continue;
+        };
+        let arrived = now_ms();
+        let message = message?;
+        let value: serde_json::Value =
+            serde_json::from_slice(message.payload().unwrap_or_default())?;
+        let end = value["window"]["end"]
+            .as_i64()
+            .context("result without window end")?;
+        if end >= warm {
+            lags.push(arrived - end);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the feeder panicked"))??;
+    let _ = child.kill();
+    let _ = child.wait();
+    reader.unsubscribe();
+    if lags.is_empty() {
+        bail!("no result arrived for a window after warm-up");
+    }
+    lags.sort_unstable();
+    let pick = |q: f64| lags[((lags.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "| kafka 2 | event-to-result, tumbling 1 s, ~20k events/s over {PARTITIONS} partitions | p50 {} ms / p99 {} ms / max {} ms over {} results | includes three broker round trips (sluice's fetch and produce, the reader's fetch) |",
+        pick(0.5),
+        pick(0.99),
+        lags[lags.len() - 1],
+        lags.len()
+    );
+    Ok(())
+}
