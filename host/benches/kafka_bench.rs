@@ -71,7 +71,7 @@ fn event(i: u64, ts: i64) -> String {
         r#"{{"ts":{ts},"service":"svc-{svc}","model":"m-{}","latency_ms":{latency},"tokens":{},"error":{}}}"#,
         i % 3,
         100 + i % 900,
-        i % 23 == 0
+        i.is_multiple_of(23)
     )
 }
 
