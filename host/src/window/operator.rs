@@ -46,13 +46,36 @@ impl WindowOperator {
         triggers: Triggers,
         batch_size: usize,
     ) -> Self {
+        let mut store = WindowStore::new(aggs, batch_size);
+        if let WindowSpec::Sliding {
+            size,
+            slide,
+            offset,
+        } = spec
+        {
+            store.use_partials(size, slide, offset);
+        }
         Self {
             spec,
             lateness: lateness_ms.max(0),
-            store: WindowStore::new(aggs, batch_size),
+            store,
             triggers,
             asked: Vec::new(),
         }
+    }
+
+    /// Switches the partial aggregates of sliding windows on (the default)
+    /// or off. Off, every firing merges all of its window's panes afresh:
+    /// the same results, at a cost that grows with `size / slide`; the
+    /// reference the tests and the bench compare against.
+    pub fn set_sliding_partials(&mut self, on: bool) {
+        self.store.set_partials(on);
+    }
+
+    /// How many partial-aggregate accumulators sliding windows hold now,
+    /// over all keys and aggregations: their memory cost, in accumulators.
+    pub fn sliding_partials_held(&self) -> usize {
+        self.store.partials_held()
     }
 
     /// Failed trigger calls over the run.

@@ -3,9 +3,11 @@
 //! A window of `size` starting every `slide` overlaps `size / slide` others, so
 //! adding each event to every window would multiply the work. Instead the
 //! timeline is cut into panes of `gcd(size, slide)`: each event updates exactly
-//! one pane, and a window's result merges the panes it covers when it fires.
+//! one pane, and a window's result merges the panes it covers when it fires,
+//! through partial aggregates when the window is settled (`store::partials`),
+//! so that firing costs a few plugin calls whatever `size / slide` is.
 
-use super::store::{Timer, TimerKind, WindowStore};
+use super::store::{Fold, Timer, TimerKind, WindowStore};
 use super::{EmitKind, Window, WindowResult, align, gcd};
 use crate::decode::KeyId;
 
@@ -89,7 +91,8 @@ pub(super) fn on_event(
     Ok((pane, new))
 }
 
-/// Emits the window of `key` starting at `start`, merging its panes.
+/// Emits the window of `key` starting at `start`, from its panes as `fold`
+/// says (see `store::partials`); nothing when it has no pane.
 pub(super) fn fire(
     store: &mut WindowStore,
     geo: Sliding,
@@ -98,15 +101,23 @@ pub(super) fn fire(
     emit: EmitKind,
     out: &mut Vec<WindowResult>,
 ) {
-    let end = start + geo.size;
-    let panes = store.range(key, start, end);
-    if panes.is_empty() {
+    let window = Window {
+        start,
+        end: start + geo.size,
+    };
+    // Early firings see panes that still change with every event: partials
+    // would be rebuilt at once. Settled windows (on time, late) use them.
+    let fold = match emit {
+        EmitKind::Early => Fold::Panes,
+        EmitKind::Late => Fold::Partials,
+        EmitKind::OnTime => Fold::PartialsOnce,
+    };
+    let Some(outputs) = store.finish_window(key, window, fold) else {
         return;
-    }
-    let outputs = store.finish_merged(&panes);
+    };
     out.push(WindowResult {
         key,
-        window: Window { start, end },
+        window,
         emit,
         outputs: outputs.values,
         errors: outputs.errors,
