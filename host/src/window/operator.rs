@@ -164,8 +164,8 @@ impl WindowOperator {
                     lateness,
                 });
                 sliding::on_event(&mut self.store, geo, key, time, values, watermark).map(
-                    |(pane, new_pane)| {
-                        for start in geo.window_starts(pane) {
+                    |routed| {
+                        for start in geo.window_starts(routed.pane) {
                             let window = Window {
                                 start,
                                 end: start + geo.size,
@@ -174,8 +174,11 @@ impl WindowOperator {
                                 continue;
                             }
                             let late = window.end <= watermark;
-                            if new_pane || late || !self.triggers.quiet() {
-                                self.element(key, window, time, watermark, new_pane, out);
+                            // A new pane of a window that has others is
+                            // not a new window: its trigger already knows it.
+                            let new = routed.opened(start);
+                            if new || late || !self.triggers.quiet() {
+                                self.element(key, window, time, watermark, new, out);
                             }
                         }
                     },

@@ -37,8 +37,27 @@ impl Sliding {
     }
 }
 
-/// Routes one event into its pane. Returns the pane's start and whether it
-/// was just opened; `Err(window)` when the event is late for every window.
+/// Where one event went: its pane and the windows it opened.
+pub(super) struct Routed {
+    /// The pane's start.
+    pub pane: i64,
+    /// Window starts `s` with `opened.0 < s <= opened.1` are windows the
+    /// event's pane opened: it is their only pane. Empty when the pane existed.
+    pub opened: (i64, i64),
+}
+
+impl Routed {
+    /// Whether the window starting at `start` was opened by this event.
+    pub fn opened(&self, start: i64) -> bool {
+        self.opened.0 < start && start <= self.opened.1
+    }
+}
+
+/// Routes one event into its pane; `Err(window)` when the event is late for
+/// every window.
+///
+/// A new pane opens the windows holding no other pane of the key: only
+/// those get a firing timer (the others have one) and are new to triggers.
 pub(super) fn on_event(
     store: &mut WindowStore,
     geo: Sliding,
@@ -46,7 +65,7 @@ pub(super) fn on_event(
     time: i64,
     values: &[Option<f64>],
     watermark: i64,
-) -> Result<(i64, bool), Window> {
+) -> Result<Routed, Window> {
     let pane_size = geo.pane_size();
     let pane = align(time, pane_size, geo.offset);
     let last_start = align(pane, geo.slide, geo.offset);
@@ -57,9 +76,19 @@ pub(super) fn on_event(
     if watermark >= last_window.end.saturating_add(geo.lateness) {
         return Err(last_window);
     }
-    let (id, new) = match store.find(key, pane) {
-        Some(id) => (id, false),
+    let (id, opened) = match store.find(key, pane) {
+        Some(id) => (id, (0, 0)),
         None => {
+            // The key's nearest panes before and after this one: a window
+            // is new when it holds neither.
+            let before = store.starting_at_or_before(key, pane).next();
+            let before = before.and_then(|id| store.bounds(id)).map(|b| b.start);
+            let after = store.range(key, pane + 1, pane + geo.size).first().copied();
+            let after = after.and_then(|id| store.bounds(id)).map(|b| b.start);
+            let opened = (
+                before.unwrap_or(i64::MIN),
+                after.map_or(i64::MAX, |a| a - geo.size),
+            );
             let id = store.open(
                 key,
                 Window {
@@ -69,7 +98,7 @@ pub(super) fn on_event(
             );
             for start in geo.window_starts(pane) {
                 let end = start + geo.size;
-                if end > watermark {
+                if end > watermark && opened.0 < start && start <= opened.1 {
                     store.add_timer(Timer {
                         time: end,
                         kind: TimerKind::Fire,
@@ -84,11 +113,11 @@ pub(super) fn on_event(
                 key,
                 start: pane,
             });
-            (id, true)
+            (id, opened)
         }
     };
     store.push(id, values, time);
-    Ok((pane, new))
+    Ok(Routed { pane, opened })
 }
 
 /// Emits the window of `key` starting at `start`, from its panes as `fold`
