@@ -165,21 +165,34 @@ impl WindowOperator {
                 });
                 sliding::on_event(&mut self.store, geo, key, time, values, watermark).map(
                     |routed| {
-                        for start in geo.window_starts(routed.pane) {
+                        // The windows holding the pane, earliest first, less
+                        // those nothing is told of: past their allowed
+                        // lateness, or (under a quiet trigger) on time and
+                        // not new. Those are skipped in runs, so an event
+                        // costs no `size / slide` loop.
+                        let (first, last) = geo.start_bounds(routed.pane);
+                        let too_late = watermark.saturating_sub(lateness).saturating_sub(geo.size);
+                        let mut start = geo.next_start_after(first, too_late);
+                        while start <= last {
                             let window = Window {
                                 start,
                                 end: start + geo.size,
                             };
-                            if window.end.saturating_add(lateness) <= watermark {
-                                continue;
-                            }
                             let late = window.end <= watermark;
                             // A new pane of a window that has others is
                             // not a new window: its trigger already knows it.
                             let new = routed.opened(start);
                             if new || late || !self.triggers.quiet() {
                                 self.element(key, window, time, watermark, new, out);
+                            } else if start <= routed.opened.0 {
+                                // On time from here on (lateness only falls
+                                // as starts grow): on to the new windows.
+                                start = geo.next_start_after(start, routed.opened.0);
+                                continue;
+                            } else {
+                                break;
                             }
+                            start += geo.slide;
                         }
                     },
                 )

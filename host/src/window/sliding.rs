@@ -25,12 +25,29 @@ impl Sliding {
         gcd(self.size, self.slide)
     }
 
+    /// The first and last starts of the windows that contain the pane
+    /// starting at `pane`.
+    pub(super) fn start_bounds(&self, pane: i64) -> (i64, i64) {
+        let last = align(pane, self.slide, self.offset);
+        // Windows start every `slide`; those with start + size > pane contain it.
+        let first = last - ((self.size - 1 - (pane - last)) / self.slide) * self.slide;
+        (first, last)
+    }
+
+    /// The first window start after `after`, counting from the start `from`
+    /// (`from` itself when it is after).
+    pub(super) fn next_start_after(&self, from: i64, after: i64) -> i64 {
+        if from > after {
+            return from;
+        }
+        let steps = (i128::from(after) - i128::from(from)) / i128::from(self.slide) + 1;
+        i64::try_from(i128::from(from) + steps * i128::from(self.slide)).unwrap_or(i64::MAX)
+    }
+
     /// Starts of the windows that contain the pane starting at `pane`, earliest first.
     pub(super) fn window_starts(&self, pane: i64) -> impl Iterator<Item = i64> + use<> {
-        let last = align(pane, self.slide, self.offset);
-        let (size, slide) = (self.size, self.slide);
-        // Windows start every `slide`; those with start + size > pane contain it.
-        let first = last - ((size - 1 - (pane - last)) / slide) * slide;
+        let (first, last) = self.start_bounds(pane);
+        let slide = self.slide;
         (0..)
             .map(move |k| first + k * slide)
             .take_while(move |&s| s <= last)

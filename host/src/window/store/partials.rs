@@ -346,10 +346,9 @@ impl WindowStore {
     /// The result of `key`'s sliding window `window`, or `None` when it has
     /// no pane. `fold` says whether partials may be used.
     pub fn finish_window(&mut self, key: KeyId, window: Window, fold: Fold) -> Option<Outputs> {
-        let has_pane = self
-            .by_key
-            .get(&key)
-            .is_some_and(|map| window.start < window.end && map.range(window.start..window.end).next().is_some());
+        let has_pane = self.by_key.get(&key).is_some_and(|map| {
+            window.start < window.end && map.range(window.start..window.end).next().is_some()
+        });
         if !has_pane {
             return None;
         }
@@ -418,7 +417,12 @@ impl WindowStore {
             aggregation = a,
             "a partial aggregate failed ({e}); merging the window's panes instead"
         );
-        if self.partials.failures.get(a).is_some_and(|&n| n >= FAST_FAILURE_LIMIT) {
+        if self
+            .partials
+            .failures
+            .get(a)
+            .is_some_and(|&n| n >= FAST_FAILURE_LIMIT)
+        {
             tracing::warn!(
                 aggregation = a,
                 "partial aggregates failed {FAST_FAILURE_LIMIT} times: merging panes for the rest of the run"
@@ -496,7 +500,13 @@ impl WindowStore {
     }
 
     /// Aggregation `a`'s accumulators of `key`'s panes in `[from, to)`, in order.
-    fn pane_accs(&self, a: usize, key: KeyId, from: i64, to: i64) -> Result<Vec<Accumulator>, Fallback> {
+    fn pane_accs(
+        &self,
+        a: usize,
+        key: KeyId,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Accumulator>, Fallback> {
         let mut accs = Vec::new();
         if let Some(map) = self.by_key.get(&key) {
             for (_, &id) in map.range(from..to) {
@@ -669,7 +679,10 @@ mod tests {
             start,
             end: start + 1_000,
         };
-        store.finish_window(KEY, window, fold).expect("has panes").values[0][0]
+        store
+            .finish_window(KEY, window, fold)
+            .expect("has panes")
+            .values[0][0]
     }
 
     #[test]
