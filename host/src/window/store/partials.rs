@@ -373,7 +373,7 @@ impl WindowStore {
                     .get(a)
                     .is_some_and(|&n| n < FAST_FAILURE_LIMIT);
             let values = if fast {
-                match self.from_partials(a, key, window, geo, fold == Fold::PartialsOnce) {
+                match self.result_from_partials(a, key, window, geo, fold == Fold::PartialsOnce) {
                     Ok(values) => {
                         self.plugins[a].consecutive_failures = 0;
                         Ok(values)
@@ -435,7 +435,7 @@ impl WindowStore {
     }
 
     /// Aggregation `a`'s result for `window` from `S(start)` and `P(end)`.
-    fn from_partials(
+    fn result_from_partials(
         &mut self,
         a: usize,
         key: KeyId,
