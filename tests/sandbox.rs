@@ -599,3 +599,54 @@ fn end_to_end_a_failed_session_half_fails_the_merged_session() {
         assert_eq!(got, want, "batch size {batch_size}: {stderr}");
     }
 }
+
+/// A sliding window whose pane failed reports the same error, and every
+/// other window the same numbers, whether results come from partial
+/// aggregates or from merging every pane afresh: a failed pane sends its
+/// windows the plain way, and the instance rebuilt after the panic drops
+/// the partials it held.
+#[test]
+fn a_failed_pane_gives_the_same_sliding_results_with_or_without_partials() {
+    use sluice_host::window::{WindowOperator, WindowSpec};
+    let run = |partials: bool| {
+        let engine = PluginEngine::new(limits()).expect("engine");
+        let count = engine
+            .compile("count", builtin_bytes("count").expect("count"))
+            .expect("compiles");
+        let aggs = vec![
+            open(&engine, "panic", "{}"),
+            engine.open_aggregation(&count, "{}").expect("opens"),
+        ];
+        let triggers = sluice_host::pipeline::default_trigger(&engine).expect("trigger");
+        let spec = WindowSpec::Sliding {
+            size: 1_000,
+            slide: 100,
+            offset: 0,
+        };
+        let mut op = WindowOperator::new(spec, 0, aggs, triggers, 4);
+        op.set_sliding_partials(partials);
+        let mut out = Vec::new();
+        for i in 0..400i64 {
+            let (key, time) = ((i % 2) as u32, i * 25);
+            // One negative value, in key 1's pane at 5 s: the plugin panics.
+            let value = if i == 201 { -1.0 } else { 1.0 };
+            let watermark = time - 200;
+            op.on_event(key, time, &[Some(value), Some(value)], watermark, &mut out)
+                .expect("event");
+            op.on_watermark(watermark, &mut out).expect("watermark");
+        }
+        op.on_watermark(i64::MAX, &mut out).expect("end");
+        out
+    };
+    let plain = run(false);
+    let fast = run(true);
+    assert!(
+        plain.iter().any(|r| !r.errors.is_empty()),
+        "the panic fails some windows"
+    );
+    assert!(
+        plain.iter().filter(|r| r.errors.is_empty()).count() > 100,
+        "the other windows have results"
+    );
+    assert_eq!(plain, fast);
+}

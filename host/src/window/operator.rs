@@ -46,13 +46,36 @@ impl WindowOperator {
         triggers: Triggers,
         batch_size: usize,
     ) -> Self {
+        let mut store = WindowStore::new(aggs, batch_size);
+        if let WindowSpec::Sliding {
+            size,
+            slide,
+            offset,
+        } = spec
+        {
+            store.use_partials(size, slide, offset);
+        }
         Self {
             spec,
             lateness: lateness_ms.max(0),
-            store: WindowStore::new(aggs, batch_size),
+            store,
             triggers,
             asked: Vec::new(),
         }
+    }
+
+    /// Switches the partial aggregates of sliding windows on (the default)
+    /// or off. Off, every firing merges all of its window's panes afresh:
+    /// the same results, at a cost that grows with `size / slide`; the
+    /// reference the tests and the bench compare against.
+    pub fn set_sliding_partials(&mut self, on: bool) {
+        self.store.set_partials(on);
+    }
+
+    /// How many partial-aggregate accumulators sliding windows hold now,
+    /// over all keys and aggregations: their memory cost, in accumulators.
+    pub fn sliding_partials_held(&self) -> usize {
+        self.store.partials_held()
     }
 
     /// Failed trigger calls over the run.
@@ -141,19 +164,35 @@ impl WindowOperator {
                     lateness,
                 });
                 sliding::on_event(&mut self.store, geo, key, time, values, watermark).map(
-                    |(pane, new_pane)| {
-                        for start in geo.window_starts(pane) {
+                    |routed| {
+                        // The windows holding the pane, earliest first, less
+                        // those nothing is told of: past their allowed
+                        // lateness, or (under a quiet trigger) on time and
+                        // not new. Those are skipped in runs, so an event
+                        // costs no `size / slide` loop.
+                        let (first, last) = geo.start_bounds(routed.pane);
+                        let too_late = watermark.saturating_sub(lateness).saturating_sub(geo.size);
+                        let mut start = geo.next_start_after(first, too_late);
+                        while start <= last {
                             let window = Window {
                                 start,
                                 end: start + geo.size,
                             };
-                            if window.end.saturating_add(lateness) <= watermark {
-                                continue;
-                            }
                             let late = window.end <= watermark;
-                            if new_pane || late || !self.triggers.quiet() {
-                                self.element(key, window, time, watermark, new_pane, out);
+                            // A new pane of a window that has others is
+                            // not a new window: its trigger already knows it.
+                            let new = routed.opened(start);
+                            if new || late || !self.triggers.quiet() {
+                                self.element(key, window, time, watermark, new, out);
+                            } else if start <= routed.opened.0 {
+                                // On time from here on (lateness only falls
+                                // as starts grow): on to the new windows.
+                                start = geo.next_start_after(start, routed.opened.0);
+                                continue;
+                            } else {
+                                break;
                             }
+                            start += geo.slide;
                         }
                     },
                 )

@@ -35,6 +35,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+mod partials;
+
+pub(crate) use partials::Fold;
+
 use slab::Slab;
 
 use super::Window;
@@ -174,6 +178,8 @@ pub(crate) struct WindowStore {
     /// What the stored checkpoint holds of this store, kept up to date so a
     /// checkpoint writes only what changed.
     persisted: Persisted,
+    /// Sliding windows' partial aggregates (see `partials`); never checkpointed.
+    partials: partials::Partials,
 }
 
 /// The window records of the last checkpoint, as far as the store knows.
@@ -208,6 +214,7 @@ impl WindowStore {
             pending_total: 0,
             batch_size: batch_size.max(1),
             persisted: Persisted::default(),
+            partials: partials::Partials::default(),
         }
     }
 
@@ -273,6 +280,7 @@ impl WindowStore {
         });
         self.by_key.entry(key).or_default().insert(bounds.start, id);
         self.fill_lanes(id);
+        self.pane_changed(None, key, bounds.start);
         id
     }
 
@@ -285,6 +293,7 @@ impl WindowStore {
         self.pending_total -= slot.pending_len;
         slot.pending_len = 0;
         slot.changed = true;
+        let (key, start) = (slot.key, slot.bounds.start);
         let lanes = std::mem::take(&mut slot.lanes);
         for (a, lane) in lanes.into_iter().enumerate() {
             if let Ok(acc) = lane.acc {
@@ -292,6 +301,7 @@ impl WindowStore {
             }
         }
         self.fill_lanes(id);
+        self.pane_changed(None, key, start);
     }
 
     /// Gives an empty slot a new accumulator per aggregation.
@@ -322,7 +332,15 @@ impl WindowStore {
         };
         if slot.pending_len == 0 {
             self.dirty.push(id);
+            // The pane's first value since its last flush: partials that
+            // cover it are out of date from here on (any partial built later
+            // flushes it first).
+            let (key, start) = (slot.key, slot.bounds.start);
+            self.pane_changed(None, key, start);
         }
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
         slot.changed = true;
         for (lane, value) in slot.lanes.iter_mut().zip(values) {
             // A window that failed for this aggregation reports that instead
@@ -465,25 +483,24 @@ impl WindowStore {
             errors: Vec::new(),
         };
         for a in 0..self.plugins.len() {
-            let mut panes = Vec::with_capacity(ids.len());
-            let mut failed = None;
-            for &id in ids {
-                match self.slots.get(id).map(|s| &s.lanes[a].acc) {
-                    Some(Ok(acc)) => panes.push(*acc),
-                    Some(Err(why)) => {
-                        failed = Some(Arc::clone(why));
-                        break;
-                    }
-                    None => {}
-                }
-            }
-            let values = match failed {
-                Some(why) => Err(why),
-                None => self.merge_and_finish(a, &panes),
-            };
+            let values = self.merge_panes(a, ids);
             self.push_outputs(&mut out, a, values);
         }
         out
+    }
+
+    /// Aggregation `a`'s result over the (flushed) slots `ids`, merged in
+    /// that order; the first slot that failed for `a` gives its error instead.
+    fn merge_panes(&mut self, a: usize, ids: &[usize]) -> Result<Vec<Option<f64>>, Arc<str>> {
+        let mut panes = Vec::with_capacity(ids.len());
+        for &id in ids {
+            match self.slots.get(id).map(|s| &s.lanes[a].acc) {
+                Some(Ok(acc)) => panes.push(*acc),
+                Some(Err(why)) => return Err(Arc::clone(why)),
+                None => {}
+            }
+        }
+        self.merge_and_finish(a, &panes)
     }
 
     /// Merges `panes` into a scratch accumulator of aggregation `a` and
@@ -596,6 +613,7 @@ impl WindowStore {
                 self.by_key.remove(&slot.key);
             }
         }
+        self.pane_closed(slot.key, slot.bounds.start);
         for (a, lane) in slot.lanes.into_iter().enumerate() {
             if let Ok(acc) = lane.acc {
                 self.release(a, acc);
@@ -621,6 +639,12 @@ impl WindowStore {
     fn fail(&mut self, a: usize, failed: Option<usize>, error: PluginError) -> Arc<str> {
         let why: Arc<str> = Arc::from(error.to_string());
         tracing::warn!(aggregation = a, "{why}");
+        if let Some((key, start)) = failed
+            .and_then(|id| self.slots.get(id))
+            .map(|s| (s.key, s.bounds.start))
+        {
+            self.pane_changed(Some(a), key, start);
+        }
         if let Some(acc) = failed
             .and_then(|id| self.slots.get_mut(id))
             .and_then(|slot| {
@@ -657,6 +681,7 @@ impl WindowStore {
             plugin.consecutive_failures
         );
         plugin.quarantined = Some(Arc::clone(&why));
+        self.forget_partials(Some(a));
         for (_, slot) in self.slots.iter_mut() {
             let lane = &mut slot.lanes[a];
             // A window that failed already keeps its own cause. Accumulators
@@ -676,6 +701,8 @@ impl WindowStore {
     /// without that window. Each round fails one window more (and counts
     /// towards quarantine), so this ends.
     fn rebuild(&mut self, a: usize, cause: &str) {
+        // Partials lived in the lost instance; they are rebuilt when needed.
+        self.forget_partials(Some(a));
         loop {
             let plugin = &mut self.plugins[a];
             if let Err(e) = plugin.instance.reopen() {
@@ -795,6 +822,8 @@ impl WindowStore {
             lane.times.drain(..lane.handed);
             lane.handed = 0;
         }
+        // Partials belong to the old instance, dropped here with it.
+        self.forget_partials(Some(a));
         let plugin = &mut self.plugins[a];
         plugin.instance = new;
         plugin.consecutive_failures = 0;
@@ -820,6 +849,7 @@ impl WindowStore {
 
     /// Drops every slot and timer without firing anything.
     pub fn clear(&mut self) -> Result<(), PluginError> {
+        self.drop_partials();
         let ids: Vec<usize> = self.slots.iter().map(|(id, _)| id).collect();
         for id in ids {
             self.close(id);
