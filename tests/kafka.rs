@@ -936,3 +936,51 @@ fn kill_nine_with_checkpoints_writes_every_result_once() {
         ""
     );
 }
+
+/// A sink whose producer queue holds only a few records: consumption is
+/// paused while it is backlogged and resumed once drained, and the result
+/// topic still ends with exactly the file run's results.
+#[test]
+fn a_backlogged_sink_pauses_consumption_and_loses_nothing() {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    cluster.create_topic("events", 3, 1).expect("topic");
+    cluster.create_topic("results", 1, 1).expect("topic");
+    let brokers = cluster.bootstrap_servers();
+    let events = events();
+    produce(&brokers, "events", &events);
+    let dir = tempfile::tempdir().unwrap();
+    let file_results = file_run(dir.path(), &events);
+    let config = dir.path().join("slow.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ kafka: {{ brokers: \"{brokers}\", topics: [events], group: slow, \
+             stop_at_end: true, idle_timeout: 1m }} }}\n\
+             {PIPELINE}sink: {{ kafka: {{ topic: results, properties: \
+             {{ queue.buffering.max.messages: \"2\", linger.ms: \"20\" }} }} }}\n\
+             late_output: {{ file: late.jsonl }}\ndead_letter: {{ file: dead.jsonl }}\n\
+             log: {{ level: info }}\n"
+        ),
+    )
+    .unwrap();
+    let out = sluice_within(&config, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("consumption was paused"),
+        "the sink never held the consumer back:\n{stderr}"
+    );
+    let mut results: Vec<String> = consume_all(&brokers, "results")
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
+    results.sort();
+    assert_eq!(results, sorted_lines(&file_results), "{stderr}");
+    eprintln!(
+        "{}",
+        stderr
+            .lines()
+            .find(|l| l.contains("consumption was paused"))
+            .unwrap_or_default()
+    );
+}

@@ -927,6 +927,18 @@ impl Flow {
         }
     }
 
+    /// Moves on what Kafka outputs kept while their queues were full;
+    /// returns whether any output is still backlogged.
+    fn drain_outputs(&mut self) -> Result<bool, Error> {
+        let mut backlogged = self.results.drain()?;
+        backlogged |= self.late_out.drain()?;
+        backlogged |= self.dead_out.drain()?;
+        if let Some(out) = &mut self.dedup_out {
+            backlogged |= out.drain()?;
+        }
+        Ok(backlogged)
+    }
+
     /// Makes every record written so far durable.
     fn flush(&mut self) -> Result<(), Error> {
         self.results.flush()?;

@@ -138,6 +138,19 @@ pub(super) fn run(
             break;
         }
 
+        // Backpressure: while an output holds records its producer's queue
+        // could not take, nothing new is fetched; the loop goes on polling
+        // (rebalances, idleness, commits) and resumes once it is drained.
+        if flow.drain_outputs()? {
+            if !source.is_paused() {
+                tracing::debug!("an output is backlogged: pausing consumption");
+            }
+            source.pause()?;
+        } else if source.is_paused() {
+            tracing::debug!("outputs drained: resuming consumption");
+            source.resume()?;
+        }
+
         let polled = source.poll(POLL, |record| {
             let origin = Origin::Kafka {
                 topic: record.topic,
@@ -238,6 +251,15 @@ pub(super) fn run(
             metrics.record_commit(now.elapsed());
             publish(&metrics, &flow, &source, loaded, true);
         }
+    }
+    let (pauses, paused_for) = source.pauses();
+    if pauses > 0 {
+        tracing::info!(
+            pauses,
+            seconds = paused_for.as_secs_f64(),
+            "consumption was paused {pauses} times ({:.1} s in all) while outputs were backlogged",
+            paused_for.as_secs_f64()
+        );
     }
     source.close();
     Ok(flow.summary())

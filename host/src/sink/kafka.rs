@@ -85,6 +85,8 @@ pub struct KafkaWriter {
     delivered: Arc<Mutex<HashMap<i32, i64>>>,
     /// Present when the run keeps checkpoints.
     tracking: Option<Tracking>,
+    /// Records emitted while the producer's queue was full, oldest first.
+    overflow: std::collections::VecDeque<(Option<String>, String, Option<String>)>,
     records: u64,
 }
 
@@ -125,6 +127,7 @@ impl KafkaWriter {
             failed,
             delivered,
             tracking,
+            overflow: std::collections::VecDeque::new(),
             records: 0,
         })
     }
@@ -163,8 +166,10 @@ impl KafkaWriter {
         self.tracking.as_ref().map_or(0, |t| t.suppressed)
     }
 
-    /// Queues one record. A full local queue is backpressure: wait for the
-    /// broker to take some, then try again, never drop.
+    /// Queues one record. A full local queue is backpressure: the record is
+    /// kept (never dropped) and [`KafkaWriter::drain`] reports the output
+    /// backlogged until the brokers have taken it, so the run pauses its
+    /// consumer rather than blocking in here.
     pub fn send(
         &mut self,
         key: Option<&str>,
@@ -185,6 +190,27 @@ impl KafkaWriter {
                 return Ok(());
             }
         }
+        if !self.overflow.is_empty() || !self.produce(key, value, reason)? {
+            // The local queue is full: keep the record, in order, until the
+            // brokers take some (the poll loop pauses consumption meanwhile).
+            self.overflow.push_back((
+                key.map(str::to_owned),
+                value.to_owned(),
+                reason.map(str::to_owned),
+            ));
+            self.drain()?;
+        }
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Hands one record to the producer; `false` when its queue is full.
+    fn produce(
+        &self,
+        key: Option<&str>,
+        value: &str,
+        reason: Option<&str>,
+    ) -> Result<bool, KafkaError> {
         let mut record = BaseRecord::<str, str>::to(&self.topic).payload(value);
         if let Some(key) = key {
             record = record.key(key);
@@ -195,28 +221,45 @@ impl KafkaWriter {
                 value: Some(reason),
             }));
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => {
-                    return Err(KafkaError {
-                        what: format!("producing to topic {}", self.topic),
-                        message: e.to_string(),
-                    });
-                }
-            }
+        match self.producer.send(record) {
+            Ok(()) => Ok(true),
+            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Ok(false),
+            Err((e, _)) => Err(KafkaError {
+                what: format!("producing to topic {}", self.topic),
+                message: e.to_string(),
+            }),
         }
-        self.records += 1;
-        Ok(())
+    }
+
+    /// Moves kept records to the producer while its queue takes them;
+    /// returns whether some are still kept (the output is backlogged).
+    pub fn drain(&mut self) -> Result<bool, KafkaError> {
+        while let Some((key, value, reason)) = self.overflow.front() {
+            if !self.produce(key.as_deref(), value, reason.as_deref())? {
+                return Ok(true);
+            }
+            self.overflow.pop_front();
+        }
+        Ok(false)
     }
 
     /// Waits until every queued record is acknowledged; fails if any
     /// delivery failed for good.
     pub fn flush(&mut self) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        while self.drain()? {
+            self.check()?;
+            if Instant::now() >= deadline {
+                return Err(KafkaError {
+                    what: format!("flushing topic {}", self.topic),
+                    message: format!(
+                        "the brokers took no record for {}s",
+                        FLUSH_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         self.producer.flush(FLUSH_TIMEOUT).map_err(|e| KafkaError {
             what: format!("flushing topic {}", self.topic),
             message: e.to_string(),

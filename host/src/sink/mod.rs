@@ -202,6 +202,15 @@ impl Output {
         }
     }
 
+    /// Moves records kept while a Kafka producer's queue was full on to it;
+    /// returns whether some are still kept (the output is backlogged).
+    pub fn drain(&mut self) -> Result<bool, crate::error::Error> {
+        Ok(match self {
+            Output::File(_) => false,
+            Output::Kafka(w) => w.drain()?,
+        })
+    }
+
     /// Records read back at a restore that the replay has not emitted again.
     pub fn pending(&self) -> usize {
         match self {

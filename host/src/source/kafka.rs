@@ -169,6 +169,11 @@ pub struct KafkaSource {
     /// Which partitions this member owns now. The others are another
     /// member's: they never hold this member's watermark back.
     owned: Vec<bool>,
+    /// Since when consumption is paused because an output is backlogged.
+    paused: Option<Instant>,
+    /// How often it was paused, and for how long in all.
+    pauses: u64,
+    paused_for: Duration,
 }
 
 fn kafka_error(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError {
@@ -271,6 +276,9 @@ impl KafkaSource {
             idle_timeout: config.idle_timeout,
             rewind: Vec::new(),
             owned: Vec::new(),
+            paused: None,
+            pauses: 0,
+            paused_for: Duration::ZERO,
         })
     }
 
@@ -398,6 +406,56 @@ impl KafkaSource {
         Ok(out)
     }
 
+    /// Stops fetching from every assigned partition (an output is
+    /// backlogged) while polls go on serving the group. Called again after
+    /// a rebalance, it pauses the newly assigned partitions too.
+    pub fn pause(&mut self) -> Result<(), KafkaError> {
+        let assignment = self
+            .consumer
+            .assignment()
+            .map_err(kafka_error("reading the assignment"))?;
+        self.consumer
+            .pause(&assignment)
+            .map_err(kafka_error("pausing partitions"))?;
+        if self.paused.is_none() {
+            self.paused = Some(Instant::now());
+            self.pauses += 1;
+        }
+        Ok(())
+    }
+
+    /// Fetches again after [`KafkaSource::pause`]; the pause does not count
+    /// towards any partition's idleness.
+    pub fn resume(&mut self) -> Result<(), KafkaError> {
+        let Some(since) = self.paused.take() else {
+            return Ok(());
+        };
+        self.paused_for += since.elapsed();
+        let assignment = self
+            .consumer
+            .assignment()
+            .map_err(kafka_error("reading the assignment"))?;
+        self.consumer
+            .resume(&assignment)
+            .map_err(kafka_error("resuming partitions"))?;
+        let now = Instant::now();
+        for p in &mut self.progress {
+            p.last_message = Some(now);
+        }
+        Ok(())
+    }
+
+    /// Whether consumption is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
+    }
+
+    /// How many times consumption was paused for backpressure, and for how
+    /// long in all.
+    pub fn pauses(&self) -> (u64, Duration) {
+        (self.pauses, self.paused_for)
+    }
+
     /// Where a checkpoint resumes: `(topic, partition, next offset)` of each
     /// owned partition that has a position.
     pub fn positions(&self) -> Vec<(String, i32, i64)> {
@@ -513,9 +571,10 @@ impl KafkaSource {
     /// every partition of the source.
     pub fn idleness(&self, now: Instant) -> impl Iterator<Item = (usize, bool)> + '_ {
         self.progress.iter().enumerate().map(move |(i, p)| {
-            let quiet = p
-                .last_message
-                .is_none_or(|t| now.duration_since(t) >= self.idle_timeout);
+            // A paused partition is not idle: it has messages we do not take.
+            let quiet = self.paused.is_none()
+                && p.last_message
+                    .is_none_or(|t| now.duration_since(t) >= self.idle_timeout);
             let foreign = !self.owned.get(i).copied().unwrap_or(false);
             (i, quiet || foreign || self.partition_done(i))
         })
