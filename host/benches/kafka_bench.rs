@@ -34,6 +34,15 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 const PARTITIONS: i32 = 8;
+
+/// The event mapping and aggregations of both pipelines: `stats` (moments)
+/// and `percentiles` of `latency_ms` per service, as in the file benchmarks.
+const AGGREGATIONS: &str = "\
+event: { key: [service], time: { field: ts, format: epoch_millis } }
+aggregations:
+  - { name: latency, plugin: builtin/stats, field: latency_ms, config: { quantiles: [] } }
+  - { name: pct, plugin: builtin/percentiles, field: latency_ms, config: { quantiles: [0.5, 0.95, 0.99] } }
+";
 const SERVICES: u64 = 10;
 
 fn main() -> Result<()> {
@@ -171,12 +180,9 @@ fn throughput(
         "throughput",
         &format!(
             "source: {{ kafka: {{ brokers: \"{brokers}\", topics: [events], group: sluice, stop_at_end: true, properties: {{ {props} }} }} }}\n\
-             event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
+             {AGGREGATIONS}\
              watermark: {{ max_out_of_orderness: 1s }}\n\
              window: {{ tumbling: {{ size: 10s }} }}\n\
-             aggregations:\n\
-             \x20 - {{ name: latency, plugin: builtin/stats, field: latency_ms, config: {{ quantiles: [] }} }}\n\
-             \x20 - {{ name: pct, plugin: builtin/percentiles, field: latency_ms, config: {{ quantiles: [0.5, 0.95, 0.99] }} }}\n\
              sink: {{ kafka: {{ topic: results }} }}\n\
              log: {{ level: info }}\n",
             props = std::env::var("SLUICE_BENCH_PROPS").unwrap_or_default()
@@ -328,12 +334,9 @@ fn latency(
         &format!(
             "source: {{ kafka: {{ brokers: \"{brokers}\", topics: [live], group: live, \
              properties: {{ fetch.wait.max.ms: \"5\" }} }} }}\n\
-             event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
+             {AGGREGATIONS}\
              watermark: {{ max_out_of_orderness: 0s }}\n\
              window: {{ tumbling: {{ size: 1s }} }}\n\
-             aggregations:\n\
-             \x20 - {{ name: latency, plugin: builtin/stats, field: latency_ms, config: {{ quantiles: [] }} }}\n\
-             \x20 - {{ name: pct, plugin: builtin/percentiles, field: latency_ms, config: {{ quantiles: [0.5, 0.95, 0.99] }} }}\n\
              sink: {{ kafka: {{ topic: live-results, properties: {{ linger.ms: \"0\" }} }} }}\n\
              log: {{ level: info }}\n"
         ),

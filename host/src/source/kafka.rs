@@ -410,12 +410,8 @@ impl KafkaSource {
     /// backlogged) while polls go on serving the group. Called again after
     /// a rebalance, it pauses the newly assigned partitions too.
     pub fn pause(&mut self) -> Result<(), KafkaError> {
-        let assignment = self
-            .consumer
-            .assignment()
-            .map_err(kafka_error("reading the assignment"))?;
         self.consumer
-            .pause(&assignment)
+            .pause(&self.assignment()?)
             .map_err(kafka_error("pausing partitions"))?;
         if self.paused.is_none() {
             self.paused = Some(Instant::now());
@@ -431,18 +427,20 @@ impl KafkaSource {
             return Ok(());
         };
         self.paused_for += since.elapsed();
-        let assignment = self
-            .consumer
-            .assignment()
-            .map_err(kafka_error("reading the assignment"))?;
         self.consumer
-            .resume(&assignment)
+            .resume(&self.assignment()?)
             .map_err(kafka_error("resuming partitions"))?;
         let now = Instant::now();
         for p in &mut self.progress {
             p.last_message = Some(now);
         }
         Ok(())
+    }
+
+    fn assignment(&self) -> Result<TopicPartitionList, KafkaError> {
+        self.consumer
+            .assignment()
+            .map_err(kafka_error("reading the assignment"))
     }
 
     /// Whether consumption is paused.
