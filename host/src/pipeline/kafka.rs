@@ -144,8 +144,8 @@ pub(super) fn run(
         if flow.drain_outputs()? {
             if !source.is_paused() {
                 tracing::debug!("an output is backlogged: pausing consumption");
+                source.pause()?;
             }
-            source.pause()?;
         } else if source.is_paused() {
             tracing::debug!("outputs drained: resuming consumption");
             source.resume()?;
@@ -186,6 +186,10 @@ pub(super) fn run(
                 partitions = reassignment.assigned.len(),
                 "partitions assigned"
             );
+        }
+        if source.is_paused() && !reassignment.assigned.is_empty() {
+            // Partitions assigned while paused start paused too.
+            source.pause()?;
         }
         let mut resumed = reassignment.resumed;
         if !reassignment.assigned.is_empty()
