@@ -330,7 +330,7 @@ fn track(
     let mut left = 0usize;
     for &p in &partitions {
         let start = from.get(&p).copied().unwrap_or(0);
-        if start < tracking.ends[&p] {
+        if start < tracking.ends.get(&p).copied().unwrap_or(0) {
             tpl.add_partition_offset(topic, p, Offset::Offset(start))
                 .map_err(error("reading back"))?;
             left += 1;
@@ -353,7 +353,7 @@ fn track(
     let mut read = 0u64;
     while partitions
         .iter()
-        .any(|p| next.get(p).copied().unwrap_or(0) < tracking.ends[p])
+        .any(|p| next.get(p).copied().unwrap_or(0) < tracking.ends.get(p).copied().unwrap_or(0))
     {
         if Instant::now() >= deadline {
             return Err(KafkaError {
@@ -369,7 +369,13 @@ fn track(
         };
         let message = message.map_err(error("reading back"))?;
         next.insert(message.partition(), message.offset() + 1);
-        if message.offset() >= tracking.ends[&message.partition()] {
+        if message.offset()
+            >= tracking
+                .ends
+                .get(&message.partition())
+                .copied()
+                .unwrap_or(0)
+        {
             continue;
         }
         let key = message
