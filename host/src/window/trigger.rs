@@ -102,6 +102,15 @@ impl WindowState {
 }
 
 impl WindowState {
+    /// A window's state when there is none: as new, interested in late
+    /// elements only.
+    fn untracked() -> Self {
+        Self {
+            interest: Interest::Late,
+            ..Self::new(Handle::Fresh)
+        }
+    }
+
     /// The elements its trigger has not heard of yet, as `(count, min, max)`
     /// event time, now counted as told; `None` when there are none.
     fn take_untold(&mut self) -> Option<(u32, i64, i64)> {
@@ -128,8 +137,9 @@ pub struct TriggerRecord {
     pub state: Result<Vec<u8>, String>,
     /// Its interest in elements, and what it has not yet heard of.
     pub interest: Interest,
-    /// Elements not yet told, and their time range.
-    pub seen: (u32, i64, i64),
+    /// Elements not yet told: their count, time range, and the watermark
+    /// the last of them arrived under (they are told under it).
+    pub seen: (u32, i64, i64, i64),
     /// Event-time timers it set.
     pub event_timers: Vec<i64>,
     /// Processing-time timers it set, as wall-clock due times.
@@ -239,6 +249,14 @@ impl Triggers {
         }
     }
 
+    /// The state of a window with none here: as new, interested in late
+    /// elements only (what a missing state means, see the module docs).
+    fn untracked(&mut self, key: KeyId, start: i64) -> &mut WindowState {
+        self.windows
+            .entry((key, start))
+            .or_insert_with(WindowState::untracked)
+    }
+
     /// The live handle of a window's trigger, created if it has none yet.
     /// `Err` carries why the host's rule applies instead.
     fn handle(&mut self, key: KeyId, window: Window) -> Result<WindowTrigger, Arc<str>> {
@@ -258,10 +276,7 @@ impl Triggers {
             Some(Err(why)) => return Err(why),
             Some(Ok(None)) => {}
             None => {
-                // No record: as new, interested in late elements only.
-                let mut state = WindowState::new(Handle::Fresh);
-                state.interest = Interest::Late;
-                self.windows.insert((key, window.start), state);
+                self.untracked(key, window.start);
             }
         }
         match self.instance.create(window) {
@@ -560,24 +575,36 @@ impl Triggers {
     ) -> Verdict {
         let mut verdict = Verdict::default();
         for &other in from {
-            let Some(state) = self.windows.remove(&(key, other)) else {
-                continue;
-            };
+            // No state: as new and late-only, which merges like any other.
+            let state = self
+                .windows
+                .remove(&(key, other))
+                .unwrap_or_else(WindowState::untracked);
             if matches!(state.interest, Interest::After(_)) {
                 self.counting -= 1;
             }
             // Elements the absorbed trigger had not heard of yet are the
-            // merged window's now.
-            if state.seen > 0
-                && let Some(w) = self.windows.get_mut(&(key, into))
-            {
+            // merged window's now (even if it kept no state).
+            if state.seen > 0 {
+                let w = self.untracked(key, into);
                 w.seen += state.seen;
                 w.min = w.min.min(state.min);
                 w.max = w.max.max(state.max);
                 w.seen_under = w.seen_under.max(state.seen_under);
             }
-            let Handle::Live(from_handle) = state.handle else {
-                continue;
+            // A fresh state (never called, or restored as new) merges as
+            // the trigger's new state would: skipping it would leave the
+            // merged window's interest as it was before a restart.
+            let from_handle = match state.handle {
+                Handle::Live(h) => h,
+                Handle::Fresh => match self.instance.create(window) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        self.fail(key, into, e);
+                        continue;
+                    }
+                },
+                Handle::Failed(_) => continue,
             };
             let into_window = Window {
                 start: into,
@@ -693,7 +720,7 @@ impl Triggers {
                     start,
                     state,
                     interest: w.interest,
-                    seen: (w.seen, w.min, w.max),
+                    seen: (w.seen, w.min, w.max, w.seen_under),
                     event_timers: event,
                     processing_timers: proc,
                 });
@@ -723,7 +750,7 @@ impl Triggers {
             };
             let mut state = WindowState::new(handle);
             state.interest = r.interest;
-            (state.seen, state.min, state.max) = r.seen;
+            (state.seen, state.min, state.max, state.seen_under) = r.seen;
             state.changed = false;
             if let Ok(bytes) = &r.state {
                 state.snapshot = bytes.clone();
@@ -752,4 +779,105 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::registry::trigger_bytes;
+    use crate::plugin::{PluginEngine, PluginLimits};
+
+    /// One step of a script run against [`Triggers`].
+    #[derive(Clone, Copy)]
+    enum Step {
+        /// An element at `time` of `window` under `watermark`; `new` window.
+        Element(Window, i64, i64, bool),
+        /// Untold elements of `window` told (as before its end timer).
+        Pending(Window),
+        /// The watermark reached `window`'s end.
+        End(Window, i64),
+        /// The session at the first start absorbed the one at the second,
+        /// becoming the window.
+        Merge(i64, i64, Window),
+    }
+
+    fn early(engine: &PluginEngine) -> Triggers {
+        let bytes = trigger_bytes("builtin/early", std::path::Path::new(".")).expect("built-in");
+        let plugin = engine.compile_trigger("early", &bytes).expect("compiles");
+        let instance = engine
+            .open_trigger(&plugin, r#"{"every_events": 3}"#)
+            .expect("opens");
+        Triggers::new(instance, Vec::new(), 3)
+    }
+
+    fn run(triggers: &mut Triggers, steps: &[Step]) -> Vec<Verdict> {
+        let mut timers = Vec::new();
+        let none = |_: &[(usize, usize)]| Vec::new();
+        steps
+            .iter()
+            .map(|&step| match step {
+                Step::Element(w, t, wm, new) => {
+                    triggers.on_element(1, w, t, wm, new, &mut timers, none)
+                }
+                Step::Pending(w) => triggers.tell_pending(1, w, &mut timers, none),
+                Step::End(w, wm) => triggers.on_event_time(1, w, w.end, wm, &mut timers),
+                Step::Merge(into, from, w) => triggers.merge(1, into, &[from], w, &mut timers),
+            })
+            .collect()
+    }
+
+    /// A checkpoint taken between any two steps and restored into a new
+    /// instance decides every later step as the uninterrupted run does:
+    /// including a merge with a window whose state was as new (recorded
+    /// without bytes) and elements counted after the window's end.
+    #[test]
+    fn a_restored_checkpoint_decides_as_the_uninterrupted_run() {
+        let engine = PluginEngine::new(PluginLimits::default()).expect("engine");
+        let a = Window { start: 0, end: 10 };
+        let b = Window { start: 12, end: 20 };
+        let ab = Window { start: 0, end: 20 };
+        let c = Window { start: 30, end: 40 };
+        let d = Window { start: 42, end: 50 };
+        let cd = Window { start: 30, end: 50 };
+        let steps = [
+            Step::Element(a, 0, 0, true),
+            Step::Element(a, 1, 0, false),
+            Step::Element(a, 2, 0, false),
+            Step::Element(a, 3, 0, false),
+            Step::Pending(a),
+            Step::End(a, 10),
+            Step::Element(b, 12, 10, true),
+            Step::Element(b, 13, 10, false),
+            Step::Element(b, 14, 10, false),
+            Step::Element(b, 15, 10, false),
+            Step::Merge(0, 12, ab),
+            Step::Element(ab, 5, 10, false),
+            Step::Element(ab, 6, 10, false),
+            Step::Element(ab, 7, 10, false),
+            Step::Element(ab, 8, 25, false),
+            Step::Pending(ab),
+            Step::End(ab, 25),
+            // Two sessions fired on time, then bridged by late elements.
+            Step::Element(c, 30, 25, true),
+            Step::End(c, 40),
+            Step::Element(d, 42, 40, true),
+            Step::End(d, 50),
+            Step::Merge(30, 42, cd),
+            Step::Element(cd, 41, 50, false),
+            Step::Element(cd, 41, 50, false),
+            Step::Element(cd, 41, 50, false),
+        ];
+        let expected = run(&mut early(&engine), &steps);
+        let fired = expected.iter().filter(|v| v.fire).count();
+        assert_eq!(fired, 9, "{expected:?}");
+        for split in 0..=steps.len() {
+            let mut first = early(&engine);
+            let mut got = run(&mut first, &steps[..split]);
+            let records = first.records(&HashMap::new());
+            let mut second = early(&engine);
+            second.restore(&records);
+            got.extend(run(&mut second, &steps[split..]));
+            assert_eq!(got, expected, "checkpoint after step {split}");
+        }
+    }
 }
