@@ -73,11 +73,11 @@ impl Watermarks {
 
     /// Starts `partition` as if events up to `time` had been seen: a resumed
     /// consumer continues from the watermark its predecessor committed.
-    pub fn seed(&mut self, partition: usize, time: i64) {
-        if let Some(slot) = self.max_seen.get_mut(partition) {
-            *slot = (*slot).max(time);
-        }
-        self.advance();
+    /// Returns the new watermark if it advanced.
+    pub fn seed(&mut self, partition: usize, time: i64) -> Option<i64> {
+        let slot = self.max_seen.get_mut(partition)?;
+        *slot = (*slot).max(time);
+        self.advance()
     }
 
     /// The largest event time seen on `partition`.

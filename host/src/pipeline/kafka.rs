@@ -187,6 +187,13 @@ pub(super) fn run(
                 "partitions assigned"
             );
         }
+        // Assigned partitions hold the watermark back from now on, not from
+        // the next idleness check: until then the events of one of them
+        // could carry it past the others' (whose events would be late).
+        for &(partition, _) in &reassignment.assigned {
+            let advanced = flow.watermarks.set_idle(partition, false);
+            flow.advance(advanced)?;
+        }
         if source.is_paused() && !reassignment.assigned.is_empty() {
             // Partitions assigned while paused start paused too.
             source.pause()?;
@@ -224,8 +231,10 @@ pub(super) fn run(
             );
         }
         for (partition, watermark) in resumed {
-            flow.watermarks
+            let advanced = flow
+                .watermarks
                 .seed(partition, watermark.saturating_add(flow.watermark_delay));
+            flow.advance(advanced)?;
         }
 
         let now = Instant::now();
@@ -263,6 +272,13 @@ pub(super) fn run(
             seconds = paused_for.as_secs_f64(),
             "consumption was paused {pauses} times ({:.1} s in all) while outputs were backlogged",
             paused_for.as_secs_f64()
+        );
+    }
+    if source.stale() > 0 {
+        tracing::info!(
+            messages = source.stale(),
+            "left {} messages fetched for partitions revoked since",
+            source.stale()
         );
     }
     source.close();

@@ -174,6 +174,8 @@ pub struct KafkaSource {
     /// How often it was paused, and for how long in all.
     pauses: u64,
     paused_for: Duration,
+    /// Messages left because their partition was no longer ours.
+    stale: u64,
 }
 
 fn kafka_error(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> KafkaError {
@@ -279,6 +281,7 @@ impl KafkaSource {
             paused: None,
             pauses: 0,
             paused_for: Duration::ZERO,
+            stale: 0,
         })
     }
 
@@ -373,16 +376,22 @@ impl KafkaSource {
             let Some(i) = self.index_of(elem.topic(), elem.partition()) else {
                 continue;
             };
-            if let Some(at) = self
+            // Every partition with a commit starts from it explicitly, so
+            // that nothing fetched under an earlier assignment is read on;
+            // one whose message a rebalancing poll left starts from the
+            // beginning when nothing was committed.
+            let left = self
                 .rewind
                 .iter()
-                .position(|(t, p)| t == elem.topic() && *p == elem.partition())
-            {
+                .position(|(t, p)| t == elem.topic() && *p == elem.partition());
+            if let Some(at) = left {
                 self.rewind.swap_remove(at);
-                let from = match elem.offset() {
-                    Offset::Offset(o) => Offset::Offset(o),
-                    _ => Offset::Beginning,
-                };
+            }
+            let from = match elem.offset() {
+                Offset::Offset(o) => Some(Offset::Offset(o)),
+                _ => left.map(|_| Offset::Beginning),
+            };
+            if let Some(from) = from {
                 self.consumer
                     .seek(elem.topic(), elem.partition(), from, REQUEST_TIMEOUT)
                     .map_err(kafka_error("rewinding after a rebalance"))?;
@@ -394,6 +403,13 @@ impl KafkaSource {
             let progress = &mut self.progress[i];
             *progress = PartitionProgress::fresh();
             let committed = parse_metadata(elem.metadata());
+            tracing::debug!(
+                topic = elem.topic(),
+                partition = elem.partition(),
+                "assigned at committed offset {:?} ({})",
+                elem.offset(),
+                elem.metadata()
+            );
             out.assigned
                 .push((i, committed.as_ref().and_then(|c| c.token)));
             if let Some(c) = committed {
@@ -452,6 +468,12 @@ impl KafkaSource {
     /// long in all.
     pub fn pauses(&self) -> (u64, Duration) {
         (self.pauses, self.paused_for)
+    }
+
+    /// How many messages arrived for a partition no longer ours and were
+    /// left to its owner.
+    pub fn stale(&self) -> u64 {
+        self.stale
     }
 
     /// Where a checkpoint resumes: `(topic, partition, next offset)` of each
@@ -521,6 +543,14 @@ impl KafkaSource {
             // A partition added after start: not tracked by this run.
             return Ok(None);
         };
+        if !self.owned.get(i).copied().unwrap_or(false) {
+            // Fetched under an assignment that has since been revoked: its
+            // window state is gone, and whoever owns the partition now reads
+            // it again from the committed offset. Taking it would move this
+            // partition's watermark past the events that replay will bring.
+            self.stale += 1;
+            return Ok(None);
+        }
         let offset = message.offset();
         if let Some(ends) = &self.stop_at
             && offset >= ends[i]
@@ -601,6 +631,9 @@ impl KafkaSource {
             }
             let Some(next) = p.next else { continue };
             let commit = p.held.front().map_or(next, |c| c.first);
+            // Mid-replay, the previous owner's position still marks the
+            // events whose effects are written.
+            let end = next.max(p.replay_end);
             let (topic, partition) = &self.partitions[i];
             if tpl
                 .add_partition_offset(topic, *partition, Offset::Offset(commit))
@@ -608,8 +641,8 @@ impl KafkaSource {
                 && let Some(mut elem) = tpl.find_partition(topic, *partition)
             {
                 elem.set_metadata(match token {
-                    Some(token) => format!("w={watermark};end={next};ck={token}"),
-                    None => format!("w={watermark};end={next}"),
+                    Some(token) => format!("w={watermark};end={end};ck={token}"),
+                    None => format!("w={watermark};end={end}"),
                 });
             }
         }
@@ -623,6 +656,17 @@ impl KafkaSource {
     pub fn commit(&self, offsets: &TopicPartitionList) -> Result<(), KafkaError> {
         if offsets.count() == 0 {
             return Ok(());
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for e in offsets.elements() {
+                tracing::debug!(
+                    "committing {}/{} at {:?} ({})",
+                    e.topic(),
+                    e.partition(),
+                    e.offset(),
+                    e.metadata()
+                );
+            }
         }
         match self.consumer.commit(offsets, CommitMode::Sync) {
             // The group is rebalancing, or this member's generation just
