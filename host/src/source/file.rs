@@ -36,7 +36,7 @@ impl LineBatch {
 /// Reads non-blank lines from a file (or stdin for `-`), numbering them.
 pub struct LineSource {
     path: PathBuf,
-    reader: Box<dyn BufRead>,
+    reader: Box<dyn BufRead + Send>,
     line_no: u64,
     /// Bytes consumed, blank lines included.
     offset: u64,
@@ -58,7 +58,7 @@ impl LineSource {
                 source,
             }
         };
-        let reader: Box<dyn Read> = if path == Path::new("-") {
+        let reader: Box<dyn Read + Send> = if path == Path::new("-") {
             if offset > 0 {
                 return Err(fail("resuming")(std::io::Error::other(
                     "stdin cannot seek back to a checkpoint",
