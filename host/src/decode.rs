@@ -128,6 +128,11 @@ impl EventDecoder {
         }
     }
 
+    /// How many values an event carries: one per aggregation.
+    pub fn values_per_event(&self) -> usize {
+        self.aggs.len()
+    }
+
     /// Decodes `line` into `event`, or says why it cannot be.
     pub fn decode(&mut self, line: &[u8], event: &mut Event) -> Result<(), String> {
         self.decode_at(line, None, event)

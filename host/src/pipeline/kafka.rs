@@ -151,33 +151,23 @@ pub(super) fn run(
             source.resume()?;
         }
 
-        // Up to a batch of messages per turn: what follows (rebalances,
-        // idleness, commits, backpressure) runs between batches, not per
-        // message. A poll that ran a rebalance callback hands on nothing,
-        // which ends the batch, so a reassignment is always handled before
-        // the next message is.
-        let mut wait = POLL;
-        for _ in 0..batch_size {
-            let polled = source.poll(wait, |record| {
-                let origin = Origin::Kafka {
-                    topic: record.topic,
-                    partition: record.kafka_partition,
-                    offset: record.offset,
-                };
-                let time = flow.on_record(
-                    origin,
-                    record.partition,
-                    record.payload,
-                    record.timestamp,
-                    record.replayed,
-                );
-                (record.partition, record.offset, time)
-            })?;
-            let Some((partition, offset, time)) = polled else {
-                break;
+        let polled = source.poll(POLL, |record| {
+            let origin = Origin::Kafka {
+                topic: record.topic,
+                partition: record.kafka_partition,
+                offset: record.offset,
             };
+            let time = flow.on_record(
+                origin,
+                record.partition,
+                record.payload,
+                record.timestamp,
+                record.replayed,
+            );
+            (record.partition, record.offset, time)
+        })?;
+        if let Some((partition, offset, time)) = polled {
             source.processed(partition, offset, time?);
-            wait = Duration::ZERO;
         }
 
         let reassignment = source.take_reassignment()?;

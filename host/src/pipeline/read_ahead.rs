@@ -62,36 +62,24 @@ impl DecodedBatch {
     }
 
     fn decode(&mut self, decoder: &mut EventDecoder, event: &mut Event) {
+        let n = decoder.values_per_event();
+        self.values_per_line = n;
         for (_, line) in self.lines.iter() {
             match decoder.decode(line, event) {
                 Ok(()) => {
-                    self.values_per_line = event.values.len();
                     self.keys.push_str(&event.key);
                     self.times.push(event.time);
                     self.values.extend_from_slice(&event.values);
                     self.errors.push(None);
                 }
                 Err(why) => {
+                    // No event: placeholders keep the other lines' indexes.
                     self.times.push(0);
+                    self.values.extend(std::iter::repeat_n(None, n));
                     self.errors.push(Some(why));
                 }
             }
             self.key_ends.push(self.keys.len());
-        }
-        // A failed line holds no values: pad it so that indexes stay aligned.
-        if self.errors.iter().any(Option::is_some) {
-            let n = self.values_per_line;
-            let mut aligned = Vec::with_capacity(self.errors.len() * n);
-            let mut next = 0;
-            for failed in &self.errors {
-                if failed.is_some() {
-                    aligned.extend(std::iter::repeat_n(None, n));
-                } else {
-                    aligned.extend_from_slice(&self.values[next..next + n]);
-                    next += n;
-                }
-            }
-            self.values = aligned;
         }
     }
 }
