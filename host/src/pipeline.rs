@@ -1016,16 +1016,14 @@ fn run_file_source(
             flow.on_record(Origin::Line(line_no), 0, raw, None, false)?;
         }
         flow.on_processing_time()?;
-        if live {
-            flow.flush()?;
-        }
-        flow.maybe_checkpoint(|| file_position(&source))?;
+        flow.flush()?;
+        flow.maybe_checkpoint(|| file_position(source.position()))?;
     }
     // The end of a file is where a later run over a longer file would carry
     // on, so the last checkpoint is taken before the end-of-input watermark:
     // a restart after a finished run fires the same last windows again, into
     // outputs cut back to where they were.
-    flow.checkpoint(file_position(&source))?;
+    flow.checkpoint(file_position(source.position()))?;
     flow.finish()?;
     Ok(flow.summary())
 }
@@ -1038,8 +1036,7 @@ fn replay_file(
     source: LineSource,
     batch_size: usize,
 ) -> Result<RunSummary, Error> {
-    let (offset, line) = source.position();
-    let mut position = SourcePosition::File { offset, line };
+    let mut position = file_position(source.position());
     // One decoder more than cores: on 2 cores, 3 decoders ran 7% faster than
     // 2 (this thread's share of the work leaves gaps that a spare fills).
     let decoders = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) + 1;
@@ -1052,8 +1049,7 @@ fn replay_file(
             flow.on_decoded(Origin::Line(line_no), 0, raw, None, false, decoded)?;
         }
         flow.on_processing_time()?;
-        let (offset, line) = batch.position;
-        position = SourcePosition::File { offset, line };
+        position = file_position(batch.position);
         flow.maybe_checkpoint(|| position.clone())?;
     }
     // As in `run_file_source`: the last checkpoint precedes the end of input.
@@ -1062,8 +1058,8 @@ fn replay_file(
     Ok(flow.summary())
 }
 
-fn file_position(source: &LineSource) -> SourcePosition {
-    let (offset, line) = source.position();
+/// A checkpoint's position `(bytes, lines)` into a file.
+fn file_position((offset, line): (u64, u64)) -> SourcePosition {
     SourcePosition::File { offset, line }
 }
 
