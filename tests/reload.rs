@@ -7,9 +7,10 @@
 //!
 //! The second version is `tests/plugins/count-v2` (built by `scripts/test.sh`
 //! into `out/zoo/count-v2.wasm`): `builtin/count` with an extra output
-//! `generation` = 2, so each result shows which version finished it.
-//! `count-format2` (another state format) and `count-bad-merge` (breaks the
-//! merge laws) are versions a reload must refuse.
+//! `generation` = 2, so each result shows which version finished it. The
+//! third, `count-format2`, keeps another state format (and says generation
+//! 3): it runs beside version 2, which finishes the windows open at the swap.
+//! `count-bad-merge` (breaks the merge laws) is a version a reload must refuse.
 
 mod common;
 
@@ -402,16 +403,29 @@ fn reload_under_a_stream(source: &str, keys: &[&str]) {
         "it is plugin `sum`, not a new version of `count`",
     );
     refused(
-        &std::fs::read(zoo_path("count-format2")).expect("format 2"),
-        "count 0.3.0 keeps state format 2, the running count 0.2.0 format 1",
-    );
-    refused(
         &std::fs::read(zoo_path("count-bad-merge")).expect("bad merge"),
         "count 0.4.0 fails the law checker: FAIL merging parts equals aggregating the whole",
     );
     for second in 8..10 {
         send(&mut stdin, keys, &mut tally, second, 0, 10);
     }
+    send(&mut stdin, keys, &mut tally, 10, 0, 5);
+    wait_for_window(&results_path, last, 9000);
+
+    // Another state format: window 10, half full, finishes on version 2;
+    // windows from 11 on start on version 3.
+    replace_file(&plugin, &std::fs::read(zoo_path("count-format2")).expect("format 2"));
+    log.wait_for(&["staged count 0.3.0", "finish on", "count 0.2.0"]);
+    send(&mut stdin, keys, &mut tally, 10, 500, 5);
+    log.wait_for(&[
+        "reloaded `n`",
+        "(count 0.3.0) is live for new windows",
+        "finish on",
+    ]);
+    for second in 11..13 {
+        send(&mut stdin, keys, &mut tally, second, 0, 10);
+    }
+    log.wait_for(&["count 0.2.0) retired"]);
     drop(stdin);
     let status = child.wait().expect("sluice exits");
     let log = log.rest();
@@ -440,11 +454,218 @@ fn reload_under_a_stream(source: &str, keys: &[&str]) {
         );
         counted += expected;
         let generation = r["results"].get("n.generation").and_then(|g| g.as_u64());
-        if *start < 5000 {
-            assert_eq!(generation, None, "emitted by version 1: {r}");
-        } else {
-            assert_eq!(generation, Some(2), "emitted by version 2: {r}");
-        }
+        let finished_by = match *start {
+            ..5000 => None,
+            5000..11000 => Some(2),
+            _ => Some(3),
+        };
+        assert_eq!(generation, finished_by, "{r}");
     }
     assert_eq!(counted, events, "every event counted once");
+}
+
+/// Two versions side by side in the window operator, without the binary:
+/// every shape, with the swap to another state format at several points
+/// and a checkpoint taken and restored while the old version retires.
+mod side_by_side {
+    use std::sync::Arc;
+
+    use sluice_host::plugin::{AggregationInstance, PluginEngine, PluginLimits};
+    use sluice_host::state::{
+        CheckpointDelta, LaneState, RetiringState, SlotKey, SlotState, decode_record,
+    };
+    use sluice_host::watermark::Watermarks;
+    use sluice_host::window::{EventOutcome, Swap, WindowOperator, WindowResult, WindowSpec};
+
+    use super::common::zoo_path;
+
+    /// Out-of-orderness the events have and the watermark allows.
+    const DELAY: i64 = 300;
+
+    fn open(engine: &PluginEngine, bytes: &[u8]) -> AggregationInstance {
+        let plugin = engine.compile("zoo", bytes).expect("compiles");
+        engine.open_aggregation(&plugin, "{}").expect("opens")
+    }
+
+    /// Events of three keys, roughly in time order (within `DELAY`).
+    fn events(seed: u64, n: usize) -> Vec<(u32, i64)> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut next = move |m: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % m
+        };
+        let mut t = 0i64;
+        (0..n)
+            .map(|_| {
+                t += next(400) as i64;
+                let jitter = next(DELAY as u64) as i64;
+                (next(3) as u32, (t - jitter).max(0))
+            })
+            .collect()
+    }
+
+    fn operator(engine: &PluginEngine, spec: WindowSpec, agg: AggregationInstance) -> WindowOperator {
+        let triggers = sluice_host::pipeline::default_trigger(engine).expect("default trigger");
+        WindowOperator::new(spec, 0, vec![agg], triggers, 4)
+    }
+
+    /// Checkpoints `op` and builds a new operator from the records alone,
+    /// as a restart does: the current version from `current`, the retiring
+    /// one from the bytes the checkpoint kept.
+    /// Also returns how many slots had a shadow and whether the old version
+    /// was kept, so a test can tell that it covered them.
+    fn restart(
+        engine: &PluginEngine,
+        spec: WindowSpec,
+        op: &mut WindowOperator,
+        current: &[u8],
+        watermark: i64,
+    ) -> (WindowOperator, usize, bool) {
+        let mut delta = CheckpointDelta::default();
+        op.checkpoint_into(&mut delta).expect("checkpoint");
+        let mut slots: Vec<(SlotKey, SlotState, u32)> = delta
+            .put
+            .iter()
+            .map(|(k, bytes)| {
+                let (state, crc) = decode_record::<SlotState>(bytes).expect("window record");
+                (*k, state, crc)
+            })
+            .collect();
+        slots.sort_by_key(|(k, _, _)| *k);
+        let shadowed = slots
+            .iter()
+            .filter(|(_, s, _)| matches!(s.lanes[0], LaneState::Shadowed(..)))
+            .count();
+        let slots: Vec<(SlotState, u32)> = slots.into_iter().map(|(_, s, c)| (s, c)).collect();
+        let health = op.health_state();
+        let triggers = op.trigger_records();
+        let mut restored = operator(engine, spec, open(engine, current));
+        for (a, bytes) in &delta.retiring_put {
+            let (record, _) = decode_record::<RetiringState>(bytes).expect("retiring record");
+            assert_eq!(record.aggregation, *a);
+            assert_eq!((record.version.as_str(), record.state_version), ("0.2.0", 1));
+            let instance = open(engine, &record.component);
+            restored.restore_retiring(*a as usize, Ok(instance), Arc::from(record.component));
+        }
+        restored.restore(&health, &slots, &triggers, watermark);
+        (restored, shadowed, !delta.retiring_put.is_empty())
+    }
+
+    /// Runs `events` through count-v2, swapping in count-format2 before
+    /// event `swap_at` and, if asked, restarting from a checkpoint before
+    /// event `restart_at`; with the results, what the checkpoint held (see
+    /// [`restart`]).
+    fn run(
+        spec: WindowSpec,
+        events: &[(u32, i64)],
+        swap_at: usize,
+        restart_at: Option<usize>,
+    ) -> (Vec<WindowResult>, usize, bool) {
+        let engine = PluginEngine::new(PluginLimits::default()).expect("engine");
+        let v2 = std::fs::read(zoo_path("count-v2")).expect("count-v2 built");
+        let format2 = std::fs::read(zoo_path("count-format2")).expect("count-format2 built");
+        let mut op = operator(&engine, spec, open(&engine, &v2));
+        let mut wm = Watermarks::new(DELAY, 1);
+        let mut out = Vec::new();
+        let mut held = (0, false);
+        for (i, &(key, time)) in events.iter().enumerate() {
+            if i == swap_at {
+                let swap = op
+                    .replace_plugin(0, open(&engine, &format2), Arc::from(v2.as_slice()))
+                    .expect("swap");
+                let open_now = op.open_windows();
+                assert_eq!(swap, Swap::SideBySide(open_now), "every open slot retires");
+                if open_now > 0 {
+                    assert!(op.retiring(0).is_some());
+                }
+            }
+            if restart_at == Some(i) {
+                let (restored, shadowed, kept) =
+                    restart(&engine, spec, &mut op, &format2, wm.current());
+                op = restored;
+                held = (shadowed, kept);
+            }
+            let outcome = op
+                .on_event(key, time, &[Some(1.0)], wm.current(), &mut out)
+                .expect("event");
+            assert_eq!(outcome, EventOutcome::Accepted, "event {i} at {time}");
+            if let Some(w) = wm.observe(0, time) {
+                op.on_watermark(w, &mut out).expect("watermark");
+            }
+        }
+        op.on_watermark(wm.finish(), &mut out).expect("end");
+        assert_eq!(op.retiring(0), None, "the old version retired with its last window");
+        (out, held.0, held.1)
+    }
+
+    /// Each result counts exactly the events of its key and window, and was
+    /// finished by version 2 if and only if it holds an event that arrived
+    /// before the swap.
+    fn check(events: &[(u32, i64)], swap_at: usize, results: &[WindowResult], what: &str) {
+        assert!(!results.is_empty(), "{what}");
+        for r in results {
+            let inside = |&(k, t): &(u32, i64)| k == r.key && r.window.start <= t && t < r.window.end;
+            let count = events.iter().filter(|e| inside(e)).count() as f64;
+            let early = events[..swap_at].iter().any(inside);
+            let generation = if early { 2.0 } else { 3.0 };
+            assert_eq!(
+                r.outputs[0],
+                vec![Some(count), Some(generation)],
+                "{what}: key {} window {:?}",
+                r.key,
+                r.window
+            );
+        }
+    }
+
+    fn shapes() -> [(&'static str, WindowSpec); 3] {
+        [
+            ("tumbling", WindowSpec::Tumbling { size: 1000, offset: 0 }),
+            (
+                "sliding",
+                WindowSpec::Sliding {
+                    size: 2000,
+                    slide: 500,
+                    offset: 0,
+                },
+            ),
+            ("session", WindowSpec::Session { gap: 700 }),
+        ]
+    }
+
+    #[test]
+    fn open_windows_finish_on_the_old_format_and_new_ones_start_on_the_new() {
+        for (name, spec) in shapes() {
+            for seed in 0..3 {
+                let events = events(seed, 400);
+                for swap_at in [0, 1, 137, 250, 399] {
+                    let (results, _, _) = run(spec, &events, swap_at, None);
+                    check(&events, swap_at, &results, &format!("{name} seed {seed} swap {swap_at}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_taken_while_a_version_retires_restores_both() {
+        for (name, spec) in shapes() {
+            let events = events(7, 400);
+            let (whole, _, _) = run(spec, &events, 150, None);
+            let (mut shadows, mut kept) = (0, 0);
+            // The transition lasts about a window (or a session): a few events.
+            for restart_at in 151..160 {
+                let (restarted, shadowed, old_kept) = run(spec, &events, 150, Some(restart_at));
+                assert_eq!(restarted, whole, "{name}: restarted before event {restart_at}");
+                shadows += shadowed;
+                kept += usize::from(old_kept);
+            }
+            check(&events, 150, &whole, name);
+            assert!(kept > 0, "{name}: no checkpoint held the retiring version");
+            if name != "tumbling" {
+                assert!(shadows > 0, "{name}: no checkpoint held a shadow");
+            }
+        }
+    }
 }

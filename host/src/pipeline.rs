@@ -27,7 +27,7 @@ use crate::state::{
     SinkLengths, SourcePosition, StateBackend, WatermarkState,
 };
 use crate::watermark::Watermarks;
-use crate::window::{EventOutcome, Triggers, WindowOperator, WindowResult, WindowSpec};
+use crate::window::{EventOutcome, Swap, Triggers, WindowOperator, WindowResult, WindowSpec};
 
 mod kafka;
 mod read_ahead;
@@ -109,6 +109,34 @@ pub fn window_spec(window: &WindowConfig) -> WindowSpec {
         },
         WindowConfig::Session { gap } => WindowSpec::Session { gap: millis(gap) },
     }
+}
+
+/// Compiles and opens a checkpoint's retiring plugin version of aggregation
+/// `agg`, checking that it is the version the checkpoint names.
+fn open_retiring(
+    engine: &PluginEngine,
+    agg: &crate::config::AggregationConfig,
+    retiring: &crate::state::RetiringState,
+) -> Result<AggregationInstance, String> {
+    let source = format!("{} (retiring, from the checkpoint)", agg.plugin);
+    let plugin = engine
+        .compile(&source, &retiring.component)
+        .map_err(|e| e.to_string())?;
+    let config = agg
+        .config
+        .as_ref()
+        .map_or_else(|| "{}".to_string(), serde_json::Value::to_string);
+    let instance = engine
+        .open_aggregation(&plugin, &config)
+        .map_err(|e| e.to_string())?;
+    let info = instance.info();
+    if info.name != retiring.plugin || info.state_version != retiring.state_version {
+        return Err(format!(
+            "its code says {} (state format {}), the checkpoint {} (format {})",
+            info.name, info.state_version, retiring.plugin, retiring.state_version
+        ));
+    }
+    Ok(instance)
 }
 
 /// Loads, configures and checks every aggregation's plugin, so that a bad
@@ -319,6 +347,9 @@ struct Flow {
     reloader: Option<Reloader>,
     /// The aggregations' names, in order.
     agg_names: Vec<String>,
+    /// Per aggregation, whether the reloader was last told that an older
+    /// version still finishes windows.
+    retiring_told: Vec<bool>,
 }
 
 /// Takes checkpoints of a [`Flow`] into a state backend.
@@ -326,6 +357,9 @@ struct Checkpointer {
     backend: Box<dyn StateBackend>,
     interval: Duration,
     last: Instant,
+    /// Take one at the next chance, whatever the interval: a reload to
+    /// another state format made the last one unrestorable with the new file.
+    soon: bool,
     next_id: u64,
     /// How many keys the stored checkpoints hold.
     keys_stored: usize,
@@ -429,6 +463,7 @@ impl Flow {
                     backend: Box::new(backend),
                     interval: config.state.checkpoint_interval,
                     last: Instant::now(),
+                    soon: false,
                     next_id: 1,
                     keys_stored: 0,
                     window,
@@ -507,9 +542,10 @@ impl Flow {
             resume_watermarks: None,
             reloader,
             agg_names: config.aggregations.iter().map(|a| a.name.clone()).collect(),
+            retiring_told: vec![false; config.aggregations.len()],
         };
         if let Some(restored) = restored {
-            flow.restore(config, restored)?;
+            flow.restore(config, engine, restored)?;
             tracing::debug!(
                 millis = restore_started.elapsed().as_millis() as u64,
                 "restore took {:?}",
@@ -521,7 +557,12 @@ impl Flow {
 
     /// Carries on from a checkpoint: keys, watermarks, windows and counters
     /// as they were, and the source position to resume from.
-    fn restore(&mut self, config: &PipelineConfig, restored: Restored) -> Result<(), Error> {
+    fn restore(
+        &mut self,
+        config: &PipelineConfig,
+        engine: &PluginEngine,
+        restored: Restored,
+    ) -> Result<(), Error> {
         let meta = &restored.meta;
         let Some(checkpoints) = self.checkpoints.as_mut() else {
             return Ok(());
@@ -584,6 +625,33 @@ impl Flow {
         for key in &restored.keys {
             self.keys.intern(key);
         }
+        for retiring in &restored.retiring {
+            let a = retiring.aggregation as usize;
+            let Some(agg) = config.aggregations.get(a) else {
+                return refuse(format!(
+                    "it holds a retiring plugin version for aggregation {a}, which the config lacks"
+                ));
+            };
+            let instance = open_retiring(engine, agg, retiring);
+            match &instance {
+                Ok(i) => tracing::info!(
+                    aggregation = %agg.name,
+                    "aggregation `{}`: {} restored from the checkpoint to finish the windows it holds",
+                    agg.name,
+                    i.label()
+                ),
+                Err(why) => tracing::warn!(
+                    aggregation = %agg.name,
+                    "aggregation `{}`: the checkpoint's retiring version {} {} cannot run ({why}); \
+                     the windows it holds report that",
+                    agg.name,
+                    retiring.plugin,
+                    retiring.version
+                ),
+            }
+            self.operator
+                .restore_retiring(a, instance, Arc::from(retiring.component.as_slice()));
+        }
         self.watermarks.restore(&meta.watermarks);
         let watermark = self.watermarks.current();
         self.operator
@@ -634,10 +702,12 @@ impl Flow {
                 }
             };
             let label = instance.label().to_string();
+            let old_label = self.operator.plugin_live(a).label().to_string();
             let old_outputs = self.operator.plugin_outputs(a).to_vec();
             let started = Instant::now();
-            match self.operator.replace_plugin(a, instance) {
-                Ok(moved) => {
+            let component = reloader.running_component(a);
+            match self.operator.replace_plugin(a, instance, component) {
+                Ok(swap) => {
                     let outputs = self.operator.plugin_outputs(a);
                     let same = outputs.len() == old_outputs.len()
                         && outputs
@@ -648,13 +718,29 @@ impl Flow {
                         self.names.replace(a, &self.agg_names[a], outputs);
                     }
                     let took = started.elapsed();
-                    tracing::info!(
-                        aggregation = %name,
-                        moved,
-                        micros = took.as_micros() as u64,
-                        "reloaded `{name}`: {label} is live ({moved} open windows moved to it \
-                         by snapshot and restore in {took:?})"
-                    );
+                    match swap {
+                        Swap::Moved(moved) => tracing::info!(
+                            aggregation = %name,
+                            moved,
+                            micros = took.as_micros() as u64,
+                            "reloaded `{name}`: {label} is live ({moved} open windows moved to it \
+                             by snapshot and restore in {took:?})"
+                        ),
+                        Swap::SideBySide(held) => {
+                            tracing::info!(
+                                aggregation = %name,
+                                held,
+                                "reloaded `{name}`: {label} is live for new windows; it keeps \
+                                 another state format, so the {held} open windows finish on \
+                                 {old_label}, which retires once they have closed"
+                            );
+                            // The last checkpoint names the old state format,
+                            // which the new file no longer reads.
+                            if let Some(c) = &mut self.checkpoints {
+                                c.soon = true;
+                            }
+                        }
+                    }
                     // The instance is in the store now; the reloader needs
                     // its description only.
                     let live = self.operator.plugin_live(a);
@@ -666,6 +752,15 @@ impl Flow {
                 }
             }
         }
+        // Tell the reloader when a retiring version comes (a swap, a restored
+        // checkpoint) or goes, so it refuses a third state format meanwhile.
+        for (a, told) in self.retiring_told.iter_mut().enumerate() {
+            let now = self.operator.retiring(a).map(|(label, _)| label.to_string());
+            if now.is_some() != *told {
+                *told = now.is_some();
+                reloader.set_retiring(a, now);
+            }
+        }
     }
 
     /// Whether the state backend keeps checkpoints and the interval has
@@ -673,7 +768,7 @@ impl Flow {
     fn checkpoint_due(&self) -> bool {
         self.checkpoints
             .as_ref()
-            .is_some_and(|c| c.last.elapsed() >= c.interval)
+            .is_some_and(|c| c.soon || c.last.elapsed() >= c.interval)
     }
 
     /// The token naming this run's state directory, when it keeps one.
@@ -795,6 +890,7 @@ impl Flow {
         checkpoints.next_id += 1;
         checkpoints.keys_stored = self.keys.len();
         checkpoints.last = Instant::now();
+        checkpoints.soon = false;
         tracing::debug!(
             checkpoint = id,
             windows = slots,

@@ -11,20 +11,20 @@
 //! - it is a component of the `sluice:plugin` world that imports nothing
 //!   sluice does not grant (as at start-up);
 //! - it opens with the aggregation's config and declares valid outputs;
-//! - it is the same plugin (same `name`) with the same state format
-//!   (`state-version`), so that open windows can move to it;
+//! - it is the same plugin (same `name`);
 //! - it merges if the window shape needs merging;
 //! - it passes the law checker ([`super::laws`]).
 //!
 //! A version that fails any of these is refused, with the reason logged and
 //! (for an admin request) returned; the running version keeps serving. One
-//! that passes is staged, and the pipeline swaps it in between two batches:
-//! every open window's accumulator is snapshotted by the old instance and
-//! restored into the new one (see `WindowStore::replace_plugin`), so each
-//! event is counted exactly once, by whichever version held the window when
-//! it arrived. A reload to another state format is refused rather than run
-//! side by side with the old version: the windows it would strand would have
-//! to finish on the old instance, which the window store does not do yet.
+//! that passes is staged, and the pipeline swaps it in between two batches.
+//! With the same state format (`state-version`) every open window's
+//! accumulator is snapshotted by the old instance and restored into the new
+//! one; with another, the open windows finish on the old instance while new
+//! windows start on the new one (see `WindowStore::replace_plugin`). Either
+//! way each event is counted exactly once, by the version that holds its
+//! window. Only one older version retires at a time: a third state format is
+//! refused until the windows of the second have closed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -102,6 +102,10 @@ struct Live {
     version: String,
     state_version: u32,
     outputs: Vec<(String, OutputKind)>,
+    /// The running version's component, kept by checkpoints if it retires.
+    component: Arc<[u8]>,
+    /// The label of an older version that still finishes windows.
+    retiring: Option<String>,
     /// The hash of a version staged but not yet swapped in.
     pending: Option<[u8; 32]>,
     /// The hash of the last version refused, to say so again without
@@ -118,6 +122,7 @@ pub struct Staged {
     /// The aggregation's plugin config (JSON).
     pub config: String,
     hash: [u8; 32],
+    component: Arc<[u8]>,
 }
 
 enum Request {
@@ -167,6 +172,8 @@ impl Reloader {
             let info = instance.info();
             live.push(Live {
                 hash: hash(&bytes),
+                component: Arc::from(bytes.as_slice()),
+                retiring: None,
                 name: info.name.clone(),
                 version: info.version.clone(),
                 state_version: info.state_version,
@@ -249,10 +256,38 @@ impl Reloader {
         if let Some(instance) = instance {
             let info = instance.info();
             live.hash = staged.hash;
+            live.component = Arc::clone(&staged.component);
             live.name = info.name.clone();
             live.version = info.version.clone();
             live.state_version = info.state_version;
             live.outputs = output_names(instance.outputs());
+        }
+    }
+
+    /// The code of what runs now for aggregation `a` (empty for one not watched).
+    pub fn running_component(&self, aggregation: usize) -> Arc<[u8]> {
+        self.watched
+            .iter()
+            .position(|w| w.aggregation == aggregation)
+            .and_then(|slot| {
+                let live = self.live.lock().ok()?;
+                Some(Arc::clone(&live[slot].component))
+            })
+            .unwrap_or_else(|| Arc::from(&[][..]))
+    }
+
+    /// The pipeline says whether an older version of aggregation `a` still
+    /// finishes windows (`Some(label)`) or not.
+    pub fn set_retiring(&self, aggregation: usize, retiring: Option<String>) {
+        let Some(slot) = self
+            .watched
+            .iter()
+            .position(|w| w.aggregation == aggregation)
+        else {
+            return;
+        };
+        if let Ok(mut live) = self.live.lock() {
+            live[slot].retiring = retiring;
         }
     }
 
@@ -460,13 +495,14 @@ impl Worker {
             );
         }
         match self.validate(w, &live, &bytes) {
-            Ok((plugin, label)) => {
+            Ok((plugin, label, side_by_side)) => {
                 let cache = plugin.cache.clone();
                 let staged = Staged {
                     aggregation: w.aggregation,
                     plugin,
                     config: w.config.clone(),
                     hash: new_hash,
+                    component: Arc::from(bytes.as_slice()),
                 };
                 if let Ok(mut all) = self.live.lock() {
                     all[slot].pending = Some(new_hash);
@@ -477,11 +513,18 @@ impl Worker {
                         format!("aggregation `{}`: the pipeline has ended", w.name),
                     );
                 }
+                let plan = if side_by_side {
+                    format!(
+                        "it takes new windows from the next batch on, while the open ones \
+                         finish on {running} (another state format)"
+                    )
+                } else {
+                    format!("it replaces {running} before the next batch")
+                };
                 (
                     true,
                     format!(
-                        "aggregation `{}`: staged {label} from {} (compile cache {cache}); \
-                         it replaces {running} before the next batch",
+                        "aggregation `{}`: staged {label} from {} (compile cache {cache}); {plan}",
                         w.name, w.reference
                     ),
                 )
@@ -501,13 +544,14 @@ impl Worker {
         }
     }
 
-    /// Compiles and checks a new version; returns it and its label.
+    /// Compiles and checks a new version; returns it, its label, and
+    /// whether it runs beside the old one (another state format).
     fn validate(
         &self,
         w: &WatchedPlugin,
         live: &Live,
         bytes: &[u8],
-    ) -> Result<(CompiledPlugin, String), String> {
+    ) -> Result<(CompiledPlugin, String, bool), String> {
         let plugin = self
             .engine
             .compile(&w.reference, bytes)
@@ -524,11 +568,13 @@ impl Worker {
                 info.name, live.name
             ));
         }
-        if info.state_version != live.state_version {
+        if info.state_version != live.state_version
+            && let Some(retiring) = &live.retiring
+        {
             return Err(format!(
-                "{label} keeps state format {}, the running {} {} format {}: open windows \
-                 cannot move to it, and sluice does not run two versions side by side; \
-                 restart the pipeline to change state formats",
+                "{label} keeps state format {}, the running {} {} format {}, and {retiring} \
+                 still finishes the windows open at the last change of format; reload again \
+                 once they have closed",
                 info.state_version, live.name, live.version, live.state_version
             ));
         }
@@ -563,7 +609,7 @@ impl Worker {
                 failed.join("; ")
             ));
         }
-        Ok((plugin, label))
+        Ok((plugin, label, info.state_version != live.state_version))
     }
 }
 

@@ -73,14 +73,14 @@ pub fn report(dir: &Path, top_keys: usize) -> Result<String, StateError> {
     let mut per_key: BTreeMap<u32, usize> = BTreeMap::new();
     let mut bytes = vec![0usize; meta.aggregations.len()];
     let mut failed = vec![0usize; meta.aggregations.len()];
+    let mut retiring = vec![0usize; meta.aggregations.len()];
     for (slot, _) in &newest.slots {
         *per_key.entry(slot.key).or_default() += 1;
         for (a, lane) in slot.lanes.iter().enumerate().take(bytes.len()) {
-            match lane {
-                LaneState::Snapshot(b) => bytes[a] += b.len(),
-                LaneState::Failed(_) => failed[a] += 1,
-                LaneState::Fresh => {}
+            if matches!(lane, LaneState::Retiring(_)) {
+                retiring[a] += 1;
             }
+            tally(lane, &mut bytes[a], &mut failed[a]);
         }
     }
     for (a, agg) in meta.aggregations.iter().enumerate() {
@@ -89,6 +89,21 @@ pub fn report(dir: &Path, top_keys: usize) -> Result<String, StateError> {
             "aggregation {}: {} {} (state format {}), {} bytes of state, {} windows failed",
             agg.name, agg.plugin, agg.version, agg.state_version, bytes[a], failed[a]
         );
+        if let Some(r) = newest
+            .retiring
+            .iter()
+            .find(|r| r.aggregation as usize == a)
+        {
+            let _ = writeln!(
+                out,
+                "  retiring: {} {} (state format {}, {} bytes of code) finishes {} windows",
+                r.plugin,
+                r.version,
+                r.state_version,
+                r.component.len(),
+                retiring[a]
+            );
+        }
     }
     let mut keys: Vec<(usize, u32)> = per_key.iter().map(|(k, n)| (*n, *k)).collect();
     keys.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -109,4 +124,19 @@ pub fn report(dir: &Path, top_keys: usize) -> Result<String, StateError> {
         let _ = writeln!(out, "  ... and {} more keys", keys.len() - top_keys);
     }
     Ok(out)
+}
+
+/// Adds one lane's snapshot bytes (its shadow's included) or failure.
+fn tally(lane: &LaneState, bytes: &mut usize, failed: &mut usize) {
+    match lane {
+        LaneState::Snapshot(b) => *bytes += b.len(),
+        LaneState::Failed(_) => *failed += 1,
+        LaneState::Fresh => {}
+        LaneState::Retiring(own) => tally(own, bytes, failed),
+        LaneState::Shadowed(own, shadow) => {
+            tally(own, bytes, failed);
+            let mut ignored = 0;
+            tally(shadow, bytes, &mut ignored);
+        }
+    }
 }

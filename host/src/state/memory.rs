@@ -12,6 +12,7 @@ struct Image {
     meta: Vec<u8>,
     keys: Vec<Vec<u8>>,
     slots: BTreeMap<SlotKey, Vec<u8>>,
+    retiring: BTreeMap<u32, Vec<u8>>,
 }
 
 /// The last `keep` checkpoints, in memory.
@@ -62,6 +63,7 @@ impl StateBackend for MemoryBackend {
                 &image.meta,
                 image.keys.iter().map(Vec::as_slice),
                 image.slots.values().map(Vec::as_slice),
+                image.retiring.values().map(Vec::as_slice),
             ) {
                 Ok(restored) => {
                     self.live = image.clone();
@@ -96,6 +98,12 @@ impl StateBackend for MemoryBackend {
         }
         for key in &delta.delete {
             self.live.slots.remove(key);
+        }
+        for a in &delta.retiring_delete {
+            self.live.retiring.remove(a);
+        }
+        for (a, bytes) in delta.retiring_put {
+            self.live.retiring.insert(a, bytes);
         }
         for (key, bytes) in delta.put {
             self.live.slots.insert(key, bytes);
@@ -159,6 +167,7 @@ mod tests {
             new_keys: Vec::new(),
             put,
             delete: delete.to_vec(),
+            ..CheckpointDelta::default()
         }
     }
 

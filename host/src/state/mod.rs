@@ -68,6 +68,28 @@ pub enum LaneState {
     Snapshot(Vec<u8>),
     /// The window has no result for this aggregation, and this is why.
     Failed(String),
+    /// The window finishes in the aggregation's retiring version (after a
+    /// hot reload to another state format); its state in that version.
+    Retiring(Box<LaneState>),
+    /// A current-version state (first) with its shadow in the retiring
+    /// version (second), for a slot that may merge into a retiring window.
+    Shadowed(Box<LaneState>, Box<LaneState>),
+}
+
+/// An aggregation's retiring version, kept while it finishes windows: the
+/// code to run them with after a restart, whatever the plugin file holds by then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetiringState {
+    /// The aggregation's index.
+    pub aggregation: u32,
+    /// The plugin's self-declared name.
+    pub plugin: String,
+    /// Its version.
+    pub version: String,
+    /// The format of its snapshot bytes.
+    pub state_version: u32,
+    /// The component, as loaded.
+    pub component: Vec<u8>,
 }
 
 /// One open window (or pane, or session) of one key.
@@ -242,6 +264,11 @@ pub struct CheckpointDelta {
     pub put: Vec<(SlotKey, Vec<u8>)>,
     /// Windows closed (or moved, for sessions) since the previous checkpoint.
     pub delete: Vec<SlotKey>,
+    /// Retiring versions new since the previous checkpoint, per aggregation,
+    /// encoded by [`encode_record`] from a [`RetiringState`].
+    pub retiring_put: Vec<(u32, Vec<u8>)>,
+    /// Aggregations whose retiring version has gone since.
+    pub retiring_delete: Vec<u32>,
 }
 
 /// A checkpoint read back in full.
@@ -253,6 +280,8 @@ pub struct Restored {
     pub keys: Vec<String>,
     /// Every open window, in (key id, start) order, with its record's CRC.
     pub slots: Vec<(SlotState, u32)>,
+    /// The retiring versions its windows need.
+    pub retiring: Vec<RetiringState>,
 }
 
 /// A summary of one stored checkpoint, for `sluice state inspect`.
@@ -361,6 +390,7 @@ fn assemble<'a>(
     meta: &[u8],
     keys: impl Iterator<Item = &'a [u8]>,
     slots: impl Iterator<Item = &'a [u8]>,
+    retiring: impl Iterator<Item = &'a [u8]>,
 ) -> Result<Restored, String> {
     let (meta, _) = decode_record::<Meta>(meta).map_err(|e| format!("meta record: {e}"))?;
     let keys = keys
@@ -375,7 +405,19 @@ fn assemble<'a>(
         .map(|bytes| decode_record::<SlotState>(bytes).map_err(|e| format!("window record: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     verify(&meta, keys.len(), &slots)?;
-    Ok(Restored { meta, keys, slots })
+    let retiring = retiring
+        .map(|bytes| {
+            decode_record::<RetiringState>(bytes)
+                .map(|(r, _)| r)
+                .map_err(|e| format!("retiring plugin record: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Restored {
+        meta,
+        keys,
+        slots,
+        retiring,
+    })
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ use super::{
 const META: &[u8] = b"m";
 const KEY_PREFIX: u8 = b'k';
 const SLOT_PREFIX: u8 = b's';
+/// Retiring plugin versions, by aggregation index (see `RetiringState`).
+const RETIRING_PREFIX: u8 = b'r';
 /// How many bytes of records one write to the live database carries.
 const BATCH_BYTES: usize = 4 << 20;
 
@@ -245,6 +247,16 @@ impl StateBackend for RocksBackend {
             k.extend_from_slice(&slot.encode());
             batch.delete(k);
         }
+        for a in &delta.retiring_delete {
+            let mut k = vec![RETIRING_PREFIX];
+            k.extend_from_slice(&a.to_be_bytes());
+            batch.delete(k);
+        }
+        for (a, bytes) in &delta.retiring_put {
+            let mut k = vec![RETIRING_PREFIX];
+            k.extend_from_slice(&a.to_be_bytes());
+            batch.put(k, bytes);
+        }
         let meta_record = encode_record(meta)?.0;
         let id = meta.id;
         for (slot, bytes) in delta.put {
@@ -282,10 +294,12 @@ fn read_checkpoint(path: &Path) -> Result<Restored, String> {
     let meta = meta_record(&db)?;
     let keys = prefixed(&db, KEY_PREFIX)?;
     let slots = prefixed(&db, SLOT_PREFIX)?;
+    let retiring = prefixed(&db, RETIRING_PREFIX)?;
     assemble(
         &meta,
         keys.iter().map(Vec::as_slice),
         slots.iter().map(Vec::as_slice),
+        retiring.iter().map(Vec::as_slice),
     )
 }
 

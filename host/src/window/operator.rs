@@ -8,7 +8,7 @@
 //! plugin failure.
 
 use super::sliding::{self, Sliding};
-use super::store::{PluginHealth, Timer, TimerKind, WindowStore};
+use super::store::{PluginHealth, Swap, Timer, TimerKind, WindowStore};
 use super::trigger::{EventTimer, TRIGGER_ERROR, TriggerRecord, Triggers, Verdict};
 use super::{EmitKind, Window, WindowResult, WindowSpec, session, tumbling};
 use crate::decode::KeyId;
@@ -47,6 +47,7 @@ impl WindowOperator {
         batch_size: usize,
     ) -> Self {
         let mut store = WindowStore::new(aggs, batch_size);
+        store.set_merges_slots(spec.needs_merge());
         if let WindowSpec::Sliding {
             size,
             slide,
@@ -88,9 +89,11 @@ impl WindowOperator {
         self.triggers.identity()
     }
 
-    /// Swaps aggregation `a`'s plugin for a new version between batches,
-    /// moving open windows to it (see `WindowStore::replace_plugin`).
-    /// Returns how many accumulators moved.
+    /// Swaps aggregation `a`'s plugin for a new version between batches:
+    /// open windows move to it, or finish on the old one if the new version
+    /// has another state format (see `WindowStore::replace_plugin`).
+    /// `component` is the running version's code, kept in checkpoints while
+    /// it retires.
     ///
     /// Refused when the trigger previews a column of `a` that the new
     /// version does not declare at the same place: the trigger resolved its
@@ -99,7 +102,8 @@ impl WindowOperator {
         &mut self,
         a: usize,
         new: crate::plugin::AggregationInstance,
-    ) -> Result<usize, String> {
+        component: std::sync::Arc<[u8]>,
+    ) -> Result<Swap, String> {
         let old = self.store.outputs(a);
         for &(_, o) in self.triggers.watches().iter().filter(|(wa, _)| *wa == a) {
             let (was, now) = (old.get(o), new.outputs().get(o));
@@ -111,7 +115,24 @@ impl WindowOperator {
                 ));
             }
         }
-        self.store.replace_plugin(a, new)
+        self.store.replace_plugin(a, new, component)
+    }
+
+    /// Aggregation `a`'s retiring version, if it still finishes windows: its
+    /// label and how many windows it holds.
+    pub fn retiring(&self, a: usize) -> Option<(&str, usize)> {
+        self.store.retiring(a)
+    }
+
+    /// Takes up a checkpoint's retiring version of aggregation `a` before
+    /// [`Self::restore`]; `Err` says why it cannot run, and its windows report that.
+    pub fn restore_retiring(
+        &mut self,
+        a: usize,
+        instance: Result<AggregationInstance, String>,
+        component: std::sync::Arc<[u8]>,
+    ) {
+        self.store.restore_retiring(a, instance, component);
     }
 
     /// Aggregation `a`'s running plugin instance, to describe it.
@@ -555,6 +576,7 @@ impl WindowOperator {
         for (slot, crc) in slots {
             self.store.restore_slot(slot, *crc);
         }
+        self.store.restored();
         let lateness = self.lateness;
         for (key, bounds) in self.store.slot_bounds() {
             let cleanup = |time: i64, start: i64| Timer {

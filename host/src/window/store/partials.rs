@@ -366,7 +366,10 @@ impl WindowStore {
         for a in 0..self.plugins.len() {
             // A quarantined plugin is not called; the plain way reports
             // the same error as before (a pane's own, or the quarantine).
+            // While an older version retires, some windows finish there:
+            // partials (current version only) wait until it has gone.
             let fast = self.plugins[a].quarantined.is_none()
+                && self.plugins[a].retiring.is_none()
                 && self
                     .partials
                     .failures
@@ -430,7 +433,7 @@ impl WindowStore {
         }
         let plugin = &self.plugins[a];
         if plugin.quarantined.is_none() && plugin.instance.is_poisoned() {
-            self.rebuild(a, &e.to_string());
+            self.rebuild(a, super::Version::Current, &e.to_string());
         }
     }
 
@@ -731,7 +734,10 @@ mod tests {
         assert_eq!(count(&mut fresh, 100, Fold::Partials), Some(4.0));
 
         // A hot reload drops the partials: they lived in the old instance.
-        assert_eq!(store.replace_plugin(0, open(&engine, "count")), Ok(20));
+        assert_eq!(
+            store.replace_plugin(0, open(&engine, "count"), std::sync::Arc::from(&[][..])),
+            Ok(super::super::Swap::Moved(20))
+        );
         assert_eq!(store.partials_held(), 0);
         assert_eq!(count(&mut store, 300, Fold::Partials), Some(11.0));
         assert!(store.partials_held() > 0);
