@@ -15,10 +15,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -206,13 +206,27 @@ impl Log {
 /// Writes `count` events of each of `keys` into the one-second window starting
 /// at `second`, from `from` ms into it, 100 ms apart; tallies them.
 fn send(
-    stdin: &mut ChildStdin,
+    stdin: &mut impl Write,
     keys: &[&str],
     tally: &mut BTreeMap<(String, i64), u64>,
     second: i64,
     from: i64,
     count: i64,
-) {
+) -> String {
+    let text = window_events(keys, tally, second, from, count);
+    stdin.write_all(text.as_bytes()).expect("write events");
+    stdin.flush().expect("flush events");
+    text
+}
+
+/// The lines [`send`] writes.
+fn window_events(
+    keys: &[&str],
+    tally: &mut BTreeMap<(String, i64), u64>,
+    second: i64,
+    from: i64,
+    count: i64,
+) -> String {
     let mut text = String::new();
     for i in 0..count {
         for key in keys {
@@ -221,8 +235,7 @@ fn send(
             *tally.entry((key.to_string(), second * 1000)).or_default() += 1;
         }
     }
-    stdin.write_all(text.as_bytes()).expect("write events");
-    stdin.flush().expect("flush events");
+    text
 }
 
 /// Replaces `path` the way a deploy should: a new file renamed over it.
@@ -414,7 +427,10 @@ fn reload_under_a_stream(source: &str, keys: &[&str]) {
 
     // Another state format: window 10, half full, finishes on version 2;
     // windows from 11 on start on version 3.
-    replace_file(&plugin, &std::fs::read(zoo_path("count-format2")).expect("format 2"));
+    replace_file(
+        &plugin,
+        &std::fs::read(zoo_path("count-format2")).expect("format 2"),
+    );
     log.wait_for(&["staged count 0.3.0", "finish on", "count 0.2.0"]);
     send(&mut stdin, keys, &mut tally, 10, 500, 5);
     log.wait_for(&[
@@ -464,6 +480,135 @@ fn reload_under_a_stream(source: &str, keys: &[&str]) {
     assert_eq!(counted, events, "every event counted once");
 }
 
+/// A checkpoint taken while an older version retires keeps that version's
+/// code: a later run, whose plugin file holds only the new version, still
+/// finishes the retiring windows on the old one.
+///
+/// The first run reads a FIFO (a live stream, as stdin, but one a state
+/// directory may follow) and swaps state formats mid-window; at the end of
+/// its input it checkpoints before firing, so its last checkpoint holds a
+/// retiring window. The second run carries on over a file that starts with
+/// the same bytes.
+#[test]
+fn a_restart_finishes_the_windows_of_a_retiring_version_from_the_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("plugins dir");
+    let plugin = plugins.join("count.wasm");
+    std::fs::write(&plugin, std::fs::read(zoo_path("count-v2")).expect("v2")).expect("v2");
+    let config = |source: &str| {
+        format!(
+            "source: {{ file: \"{source}\" }}\n\
+             event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
+             watermark: {{ max_out_of_orderness: 1s }}\n\
+             window: {{ tumbling: {{ size: 1s }} }}\n\
+             aggregations:\n\
+             \x20 - {{ name: n, plugin: plugins/count.wasm }}\n\
+             sink: {{ file: results.jsonl }}\n\
+             batch_size: 1\n\
+             plugin_cache: cache\n\
+             state: {{ backend: rocksdb, path: state, checkpoint_interval: 1h }}\n\
+             reload: {{ watch: true, law_cases: 20 }}\n\
+             log: {{ level: debug }}\n"
+        )
+    };
+    let fifo = dir.path().join("events.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    std::fs::write(dir.path().join("fifo.yaml"), config("events.fifo")).expect("config");
+    std::fs::write(dir.path().join("file.yaml"), config("events.jsonl")).expect("config");
+    let keys = &["a", "b"];
+    let mut tally = BTreeMap::new();
+    let mut input = String::new();
+
+    let mut child = sluice()
+        .current_dir(dir.path())
+        .args(["run", "--config", "fifo.yaml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sluice");
+    let mut log = Log::new(&mut child);
+    log.wait_for(&["watching"]);
+    // Opening blocks until sluice opens the other end.
+    let mut stdin = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .expect("open the FIFO");
+    for second in 0..2 {
+        input += &send(&mut stdin, keys, &mut tally, second, 0, 10);
+    }
+    input += &send(&mut stdin, keys, &mut tally, 2, 0, 5);
+    replace_file(
+        &plugin,
+        &std::fs::read(zoo_path("count-format2")).expect("format 2"),
+    );
+    log.wait_for(&["staged count 0.3.0"]);
+    input += &send(&mut stdin, keys, &mut tally, 2, 500, 5);
+    log.wait_for(&["(count 0.3.0) is live for new windows"]);
+    // The swap asks for a checkpoint at once (the interval is an hour): the
+    // last one names format 1, which the new file does not read.
+    log.wait_for(&["checkpoint", "written"]);
+    // Window 3 starts on the new version while window 2 (the watermark lags
+    // by a second) is still open on the old one.
+    input += &send(&mut stdin, keys, &mut tally, 3, 0, 5);
+    drop(stdin);
+    let status = child.wait().expect("sluice exits");
+    let first = log.rest();
+    assert!(status.success(), "{first}");
+
+    // The last checkpoint holds window 2 in the retiring version, with its code.
+    let out = sluice()
+        .current_dir(dir.path())
+        .args(["state", "inspect", "state"])
+        .output()
+        .expect("state inspect");
+    let inspect = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{inspect}");
+    assert!(
+        inspect.contains("retiring: count 0.2.0 (state format 1")
+            && inspect.contains("finishes 2 windows"),
+        "{inspect}"
+    );
+
+    // The second run: the same bytes, then the rest of window 3 and window 4.
+    input += &window_events(keys, &mut tally, 3, 500, 5);
+    input += &window_events(keys, &mut tally, 4, 0, 10);
+    std::fs::write(dir.path().join("events.jsonl"), &input).expect("input file");
+    let out = sluice()
+        .current_dir(dir.path())
+        .args(["run", "--config", "file.yaml"])
+        .output()
+        .expect("second run");
+    let second = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{second}");
+    assert!(
+        second.contains("count 0.2.0) restored from the checkpoint to finish the windows it holds"),
+        "{second}"
+    );
+    assert!(second.contains("count 0.2.0) retired"), "{second}");
+
+    let results = results(&dir.path().join("results.jsonl"));
+    assert_eq!(
+        results.keys().collect::<Vec<_>>(),
+        tally.keys().collect::<Vec<_>>(),
+        "one result per window"
+    );
+    for ((key, start), expected) in &tally {
+        let r = &results[&(key.clone(), *start)];
+        assert_eq!(r["results"]["n.count"].as_u64(), Some(*expected), "{r}");
+        let generation = if *start <= 2000 { 2 } else { 3 };
+        assert_eq!(
+            r["results"]["n.generation"].as_u64(),
+            Some(generation),
+            "{r}"
+        );
+    }
+}
+
 /// Two versions side by side in the window operator, without the binary:
 /// every shape, with the swap to another state format at several points
 /// and a checkpoint taken and restored while the old version retires.
@@ -489,7 +634,9 @@ mod side_by_side {
 
     /// Events of three keys, roughly in time order (within `DELAY`).
     fn events(seed: u64, n: usize) -> Vec<(u32, i64)> {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let mut next = move |m: u64| {
             state = state
                 .wrapping_mul(6364136223846793005)
@@ -506,7 +653,11 @@ mod side_by_side {
             .collect()
     }
 
-    fn operator(engine: &PluginEngine, spec: WindowSpec, agg: AggregationInstance) -> WindowOperator {
+    fn operator(
+        engine: &PluginEngine,
+        spec: WindowSpec,
+        agg: AggregationInstance,
+    ) -> WindowOperator {
         let triggers = sluice_host::pipeline::default_trigger(engine).expect("default trigger");
         WindowOperator::new(spec, 0, vec![agg], triggers, 4)
     }
@@ -545,7 +696,10 @@ mod side_by_side {
         for (a, bytes) in &delta.retiring_put {
             let (record, _) = decode_record::<RetiringState>(bytes).expect("retiring record");
             assert_eq!(record.aggregation, *a);
-            assert_eq!((record.version.as_str(), record.state_version), ("0.2.0", 1));
+            assert_eq!(
+                (record.version.as_str(), record.state_version),
+                ("0.2.0", 1)
+            );
             let instance = open(engine, &record.component);
             restored.restore_retiring(*a as usize, Ok(instance), Arc::from(record.component));
         }
@@ -579,6 +733,11 @@ mod side_by_side {
                 assert_eq!(swap, Swap::SideBySide(open_now), "every open slot retires");
                 if open_now > 0 {
                     assert!(op.retiring(0).is_some());
+                    // Back to format 1 would be a third version at once: refused.
+                    let refused = op
+                        .replace_plugin(0, open(&engine, &v2), Arc::from(format2.as_slice()))
+                        .expect_err("one version retires at a time");
+                    assert!(refused.contains("still finishes"), "{refused}");
                 }
             }
             if restart_at == Some(i) {
@@ -596,7 +755,11 @@ mod side_by_side {
             }
         }
         op.on_watermark(wm.finish(), &mut out).expect("end");
-        assert_eq!(op.retiring(0), None, "the old version retired with its last window");
+        assert_eq!(
+            op.retiring(0),
+            None,
+            "the old version retired with its last window"
+        );
         (out, held.0, held.1)
     }
 
@@ -606,7 +769,8 @@ mod side_by_side {
     fn check(events: &[(u32, i64)], swap_at: usize, results: &[WindowResult], what: &str) {
         assert!(!results.is_empty(), "{what}");
         for r in results {
-            let inside = |&(k, t): &(u32, i64)| k == r.key && r.window.start <= t && t < r.window.end;
+            let inside =
+                |&(k, t): &(u32, i64)| k == r.key && r.window.start <= t && t < r.window.end;
             let count = events.iter().filter(|e| inside(e)).count() as f64;
             let early = events[..swap_at].iter().any(inside);
             let generation = if early { 2.0 } else { 3.0 };
@@ -622,7 +786,13 @@ mod side_by_side {
 
     fn shapes() -> [(&'static str, WindowSpec); 3] {
         [
-            ("tumbling", WindowSpec::Tumbling { size: 1000, offset: 0 }),
+            (
+                "tumbling",
+                WindowSpec::Tumbling {
+                    size: 1000,
+                    offset: 0,
+                },
+            ),
             (
                 "sliding",
                 WindowSpec::Sliding {
@@ -642,7 +812,12 @@ mod side_by_side {
                 let events = events(seed, 400);
                 for swap_at in [0, 1, 137, 250, 399] {
                     let (results, _, _) = run(spec, &events, swap_at, None);
-                    check(&events, swap_at, &results, &format!("{name} seed {seed} swap {swap_at}"));
+                    check(
+                        &events,
+                        swap_at,
+                        &results,
+                        &format!("{name} seed {seed} swap {swap_at}"),
+                    );
                 }
             }
         }
@@ -657,7 +832,10 @@ mod side_by_side {
             // The transition lasts about a window (or a session): a few events.
             for restart_at in 151..160 {
                 let (restarted, shadowed, old_kept) = run(spec, &events, 150, Some(restart_at));
-                assert_eq!(restarted, whole, "{name}: restarted before event {restart_at}");
+                assert_eq!(
+                    restarted, whole,
+                    "{name}: restarted before event {restart_at}"
+                );
                 shadows += shadowed;
                 kept += usize::from(old_kept);
             }

@@ -755,7 +755,10 @@ impl Flow {
         // Tell the reloader when a retiring version comes (a swap, a restored
         // checkpoint) or goes, so it refuses a third state format meanwhile.
         for (a, told) in self.retiring_told.iter_mut().enumerate() {
-            let now = self.operator.retiring(a).map(|(label, _)| label.to_string());
+            let now = self
+                .operator
+                .retiring(a)
+                .map(|(label, _)| label.to_string());
             if now.is_some() != *told {
                 *told = now.is_some();
                 reloader.set_retiring(a, now);

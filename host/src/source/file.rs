@@ -67,7 +67,23 @@ impl LineSource {
             Box::new(std::io::stdin())
         } else {
             let mut file = File::open(path).map_err(fail("opening"))?;
-            let length = file.metadata().map_err(fail("reading the size of"))?.len();
+            let metadata = file.metadata().map_err(fail("reading the size of"))?;
+            if !metadata.is_file() {
+                // A FIFO or device: read from where it is; it has no past to
+                // seek back to.
+                if offset > 0 {
+                    return Err(fail("resuming")(std::io::Error::other(
+                        "it is not a regular file, so it cannot seek back to a checkpoint",
+                    )));
+                }
+                return Ok(Self {
+                    path: path.to_path_buf(),
+                    reader: Box::new(BufReader::with_capacity(1 << 16, Box::new(file))),
+                    line_no: line,
+                    offset,
+                });
+            }
+            let length = metadata.len();
             if length < offset {
                 return Err(fail("resuming")(std::io::Error::other(format!(
                     "the checkpoint read {offset} bytes of it but it now has {length}: \

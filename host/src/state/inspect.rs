@@ -89,11 +89,7 @@ pub fn report(dir: &Path, top_keys: usize) -> Result<String, StateError> {
             "aggregation {}: {} {} (state format {}), {} bytes of state, {} windows failed",
             agg.name, agg.plugin, agg.version, agg.state_version, bytes[a], failed[a]
         );
-        if let Some(r) = newest
-            .retiring
-            .iter()
-            .find(|r| r.aggregation as usize == a)
-        {
+        if let Some(r) = newest.retiring.iter().find(|r| r.aggregation as usize == a) {
             let _ = writeln!(
                 out,
                 "  retiring: {} {} (state format {}, {} bytes of code) finishes {} windows",

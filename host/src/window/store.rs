@@ -1503,7 +1503,9 @@ impl WindowStore {
                         state_version: info.state_version,
                         component: r.component.to_vec(),
                     };
-                    delta.retiring_put.push((a as u32, encode_record(&record)?.0));
+                    delta
+                        .retiring_put
+                        .push((a as u32, encode_record(&record)?.0));
                     self.persisted.retiring.insert(a, h);
                 }
                 None if stored.is_some() => {
