@@ -103,6 +103,10 @@ pub(super) fn run(
 
     let mut last_commit = Instant::now();
     let mut last_idle_check = Instant::now();
+    // When partitions were last assigned, until their first message comes:
+    // the log says how long fetching took to start (offset lookups, the
+    // first fetch round trip).
+    let mut awaiting_first: Option<Instant> = None;
     loop {
         // Between messages: a new plugin version goes live here.
         flow.apply_reloads();
@@ -168,6 +172,13 @@ pub(super) fn run(
         })?;
         if let Some((partition, offset, time)) = polled {
             source.processed(partition, offset, time?);
+            if let Some(since) = awaiting_first.take() {
+                tracing::info!(
+                    millis = since.elapsed().as_millis() as u64,
+                    "first message {:?} after the assignment",
+                    since.elapsed()
+                );
+            }
         }
 
         let reassignment = source.take_reassignment()?;
@@ -186,6 +197,7 @@ pub(super) fn run(
                 partitions = reassignment.assigned.len(),
                 "partitions assigned"
             );
+            awaiting_first = Some(Instant::now());
         }
         // Assigned partitions hold the watermark back from now on, not from
         // the next idleness check: until then the events of one of them
