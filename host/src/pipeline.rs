@@ -29,6 +29,7 @@ use crate::state::{
 use crate::watermark::Watermarks;
 use crate::window::{EventOutcome, Swap, Triggers, WindowOperator, WindowResult, WindowSpec};
 
+mod decode_ahead;
 mod kafka;
 mod read_ahead;
 

@@ -12,12 +12,13 @@ use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
+use super::decode_ahead::DecodeAhead;
 use super::{Flow, RunSummary};
 use crate::config::{EMBEDDED_PARTITIONS, KafkaSourceConfig, LoadedConfig, OutputConfig};
 use crate::error::{Error, IoError, KafkaError};
 use crate::metrics::{Metrics, MetricsServer};
 use crate::plugin::PluginEngine;
-use crate::source::{KafkaSource, Origin};
+use crate::source::KafkaSource;
 use crate::state::SourcePosition;
 use crate::watermark::Watermarks;
 
@@ -107,11 +108,13 @@ pub(super) fn run(
     // the log says how long fetching took to start (offset lookups, the
     // first fetch round trip).
     let mut awaiting_first: Option<Instant> = None;
+    let mut ahead = DecodeAhead::start(&flow.decoder, &config.topics)?;
     loop {
         // Between messages: a new plugin version goes live here.
         flow.apply_reloads();
         if stop.load(Ordering::Relaxed) {
             tracing::info!("stop requested: flushing, checkpointing, committing");
+            ahead.drain(&mut flow, &mut source)?;
             // Fire nothing early: open windows are restored from the
             // checkpoint, or rebuilt from the committed offsets, by the next run.
             flow.flush()?;
@@ -128,7 +131,7 @@ pub(super) fn run(
             feed = None;
             source.stop_at_current_end()?;
         }
-        if feed.is_none() && source.at_end() {
+        if feed.is_none() && !ahead.pending() && source.at_end() {
             tracing::info!("end offsets reached: firing every window");
             // As for a file, the last checkpoint precedes the end-of-input
             // watermark: a later run carries on from the end offsets.
@@ -155,30 +158,34 @@ pub(super) fn run(
             source.resume()?;
         }
 
-        let polled = source.poll(POLL, |record| {
-            let origin = Origin::Kafka {
-                topic: record.topic,
-                partition: record.kafka_partition,
-                offset: record.offset,
-            };
-            let time = flow.on_record(
-                origin,
-                record.partition,
-                record.payload,
-                record.timestamp,
-                record.replayed,
-            );
-            (record.partition, record.offset, time)
-        })?;
-        if let Some((partition, offset, time)) = polled {
-            source.processed(partition, offset, time?);
-            if let Some(since) = awaiting_first.take() {
-                tracing::info!(
-                    millis = since.elapsed().as_millis() as u64,
-                    "first message {:?} after the assignment",
-                    since.elapsed()
-                );
+        // Messages are decoded on another thread while the next are polled
+        // (see `decode_ahead`); with some pending, the poll does not wait,
+        // so that a slow stream's events are not held back for a batch.
+        let timeout = if ahead.pending() {
+            Duration::ZERO
+        } else {
+            POLL
+        };
+        let polled = source.poll(timeout, |record| ahead.push(&record))?;
+        match polled {
+            Some(full) => {
+                if full {
+                    ahead.send(&mut flow, &mut source)?;
+                }
+                if let Some(since) = awaiting_first.take() {
+                    tracing::info!(
+                        millis = since.elapsed().as_millis() as u64,
+                        "first message {:?} after the assignment",
+                        since.elapsed()
+                    );
+                }
             }
+            None => ahead.drain(&mut flow, &mut source)?,
+        }
+        if source.rebalanced() {
+            // Dropping window state for a revocation, or seeding watermarks,
+            // must come after every message polled before it.
+            ahead.drain(&mut flow, &mut source)?;
         }
 
         let reassignment = source.take_reassignment()?;
@@ -252,6 +259,8 @@ pub(super) fn run(
         let now = Instant::now();
         if now.duration_since(last_idle_check) >= POLL {
             last_idle_check = now;
+            // Idleness moves watermarks: every polled event goes first.
+            ahead.drain(&mut flow, &mut source)?;
             let changes: Vec<(usize, bool)> = source.idleness(now).collect();
             for (partition, idle) in changes {
                 let advanced = flow.watermarks.set_idle(partition, idle);
@@ -268,6 +277,7 @@ pub(super) fn run(
         };
         if due {
             last_commit = now;
+            ahead.drain(&mut flow, &mut source)?;
             flow.flush()?;
             if token.is_some() {
                 checkpoint(&mut flow, &source)?;

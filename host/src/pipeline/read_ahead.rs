@@ -34,6 +34,9 @@ pub(super) struct DecodedBatch {
     values: Vec<Option<f64>>,
     values_per_line: usize,
     errors: Vec<Option<String>>,
+    /// Per line, the time its source stamped it with (Kafka messages);
+    /// empty for a file's lines.
+    message_times: Vec<Option<i64>>,
     /// The source's `(bytes, lines)` position after the batch.
     pub position: (u64, u64),
 }
@@ -42,6 +45,17 @@ impl DecodedBatch {
     /// The batch's lines with their line numbers.
     pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> {
         self.lines.iter()
+    }
+
+    /// Adds a message's value, stamped `time` by its source, to be decoded.
+    pub fn push_message(&mut self, number: u64, value: &[u8], time: Option<i64>) {
+        self.lines.push(number, value);
+        self.message_times.push(time);
+    }
+
+    /// How many lines (or messages) the batch holds.
+    pub fn len(&self) -> usize {
+        self.lines.len()
     }
 
     /// Puts line `i`'s event into `event`, or says why the line has none.
@@ -61,11 +75,13 @@ impl DecodedBatch {
         Ok(())
     }
 
-    fn decode(&mut self, decoder: &mut EventDecoder, event: &mut Event) {
+    /// Decodes every line, as the pipeline's own decoder would.
+    pub fn decode(&mut self, decoder: &mut EventDecoder, event: &mut Event) {
         let n = decoder.values_per_event();
         self.values_per_line = n;
-        for (_, line) in self.lines.iter() {
-            match decoder.decode(line, event) {
+        for (i, (_, line)) in self.lines.iter().enumerate() {
+            let stamp = self.message_times.get(i).copied().flatten();
+            match decoder.decode_at(line, stamp, event) {
                 Ok(()) => {
                     self.keys.push_str(&event.key);
                     self.times.push(event.time);

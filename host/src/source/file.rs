@@ -31,6 +31,13 @@ impl LineBatch {
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
+
+    /// Adds one record (a Kafka message's value), numbered `number`.
+    pub fn push(&mut self, number: u64, bytes: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        self.lines.push((number, start..self.data.len()));
+    }
 }
 
 /// Reads non-blank lines from a file (or stdin for `-`), numbering them.

@@ -339,6 +339,14 @@ impl KafkaSource {
         }
     }
 
+    /// Whether a rebalance happened since the last [`Self::take_reassignment`].
+    pub fn rebalanced(&self) -> bool {
+        self.log
+            .lock()
+            .map(|log| log.revoked || !log.assigned.is_empty())
+            .unwrap_or(true)
+    }
+
     /// Handles what rebalances did since the last call.
     pub fn take_reassignment(&mut self) -> Result<Reassignment, KafkaError> {
         let (revoked, assigned) = {
