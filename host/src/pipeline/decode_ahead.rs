@@ -139,6 +139,14 @@ impl DecodeAhead {
         Ok(())
     }
 
+    /// The consumer had nothing at once: hands over the partial batch and
+    /// applies the oldest batch out (waiting for it), leaving the newer one
+    /// to decode while the loop polls again.
+    pub fn step(&mut self, flow: &mut Flow, source: &mut KafkaSource) -> Result<(), Error> {
+        self.send(flow, source)?;
+        self.apply_oldest(flow, source)
+    }
+
     /// Runs every polled message through the pipeline.
     pub fn drain(&mut self, flow: &mut Flow, source: &mut KafkaSource) -> Result<(), Error> {
         self.send(flow, source)?;

@@ -180,7 +180,7 @@ pub(super) fn run(
                     );
                 }
             }
-            None => ahead.drain(&mut flow, &mut source)?,
+            None => ahead.step(&mut flow, &mut source)?,
         }
         if source.rebalanced() {
             // Dropping window state for a revocation, or seeding watermarks,
