@@ -614,15 +614,9 @@ impl WindowStore {
         let Some(lane) = self.slots.get(id).map(|s| &s.lanes[a]) else {
             return;
         };
-        let (Ok(acc), version) = (&lane.acc, lane.version) else {
+        let (Ok(acc), version) = (lane.acc.clone(), lane.version) else {
             return;
         };
-        let (acc, shadow) = (
-            *acc,
-            lane.shadow
-                .as_ref()
-                .and_then(|s| s.acc.as_ref().ok().copied()),
-        );
         let bytes = match self.plugins[a].of(version).snapshot(acc) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -630,17 +624,7 @@ impl WindowStore {
                 return;
             }
         };
-        // The shadow shares the replay log, so it is snapshotted at the same point.
-        if let Some(shadow) = shadow {
-            match self.plugins[a].of(Version::Retiring).snapshot(shadow) {
-                Ok(bytes) => {
-                    if let Some(s) = &mut self.slots[id].lanes[a].shadow {
-                        s.snapshot = Some(bytes);
-                    }
-                }
-                Err(e) => self.shadow_failed(a, id, e),
-            }
-        }
+        self.snapshot_shadow(a, id);
         let Some(lane) = self.slots.get_mut(id).map(|s| &mut s.lanes[a]) else {
             return;
         };
@@ -649,6 +633,28 @@ impl WindowStore {
             lane.values.drain(..lane.handed);
             lane.times.drain(..lane.handed);
             lane.handed = 0;
+        }
+    }
+
+    /// Snapshots slot `id`'s shadow of aggregation `a`, if it has a live
+    /// one, at the replay log's current point: whenever the lane's own
+    /// snapshot moves (and the log is cut), since the two share the log.
+    fn snapshot_shadow(&mut self, a: usize, id: usize) {
+        let shadow = self
+            .slots
+            .get(id)
+            .and_then(|s| s.lanes[a].shadow.as_ref())
+            .and_then(|s| s.acc.as_ref().ok().copied());
+        let Some(shadow) = shadow else {
+            return;
+        };
+        match self.plugins[a].of(Version::Retiring).snapshot(shadow) {
+            Ok(bytes) => {
+                if let Some(s) = &mut self.slots[id].lanes[a].shadow {
+                    s.snapshot = Some(bytes);
+                }
+            }
+            Err(e) => self.shadow_failed(a, id, e),
         }
     }
 
@@ -1301,22 +1307,8 @@ impl WindowStore {
         }
         let count = moved.len();
         for (id, restored, bytes) in moved {
-            // The replay log is dropped below, so a shadow (which shares it)
-            // is snapshotted at the same point.
-            let shadow = self.slots[id].lanes[a]
-                .shadow
-                .as_ref()
-                .and_then(|s| s.acc.as_ref().ok().copied());
-            if let Some(shadow) = shadow {
-                match self.plugins[a].of(Version::Retiring).snapshot(shadow) {
-                    Ok(bytes) => {
-                        if let Some(s) = &mut self.slots[id].lanes[a].shadow {
-                            s.snapshot = Some(bytes);
-                        }
-                    }
-                    Err(e) => self.shadow_failed(a, id, e),
-                }
-            }
+            // The replay log is dropped below.
+            self.snapshot_shadow(a, id);
             let slot = &mut self.slots[id];
             slot.changed = true;
             let lane = &mut slot.lanes[a];
