@@ -351,6 +351,16 @@ pub struct AggregationConfig {
     pub on_missing: MissingPolicy,
 }
 
+impl AggregationConfig {
+    /// The plugin's configuration as the JSON text it is opened with (`{}`
+    /// when the pipeline gives none).
+    pub fn plugin_config(&self) -> String {
+        self.config
+            .as_ref()
+            .map_or_else(|| "{}".to_string(), serde_json::Value::to_string)
+    }
+}
+
 /// `trigger: { plugin: builtin/early, config: { every_events: 1000 } }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

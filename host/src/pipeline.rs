@@ -123,10 +123,7 @@ fn open_retiring(
     let plugin = engine
         .compile(&source, &retiring.component)
         .map_err(|e| e.to_string())?;
-    let config = agg
-        .config
-        .as_ref()
-        .map_or_else(|| "{}".to_string(), serde_json::Value::to_string);
+    let config = agg.plugin_config();
     let instance = engine
         .open_aggregation(&plugin, &config)
         .map_err(|e| e.to_string())?;
@@ -154,10 +151,7 @@ pub fn open_aggregations(
             ConfigError(format!("key `aggregations[{i}]` ({}): {e}", agg.name))
         };
         let plugin = registry.get(&agg.plugin).map_err(|e| at(&e))?;
-        let plugin_config = agg
-            .config
-            .as_ref()
-            .map_or_else(|| "{}".to_string(), serde_json::Value::to_string);
+        let plugin_config = agg.plugin_config();
         let instance = engine
             .open_aggregation(&plugin, &plugin_config)
             .map_err(|e| at(&e))?;
@@ -414,10 +408,7 @@ impl Flow {
                             name: c.name.clone(),
                             reference: c.plugin.clone(),
                             path: loaded.resolve(Path::new(&c.plugin)),
-                            config: c
-                                .config
-                                .as_ref()
-                                .map_or_else(|| "{}".to_string(), serde_json::Value::to_string),
+                            config: c.plugin_config(),
                             needs_merge: spec.needs_merge(),
                             fixed_outputs: config.fill.is_some(),
                         };
