@@ -746,14 +746,13 @@ impl Flow {
         }
         // Tell the reloader when a retiring version comes (a swap, a restored
         // checkpoint) or goes, so it refuses a third state format meanwhile.
+        // Called between every two Kafka messages: the label is copied
+        // only when the state changes.
         for (a, told) in self.retiring_told.iter_mut().enumerate() {
-            let now = self
-                .operator
-                .retiring(a)
-                .map(|(label, _)| label.to_string());
+            let now = self.operator.retiring(a);
             if now.is_some() != *told {
                 *told = now.is_some();
-                reloader.set_retiring(a, now);
+                reloader.set_retiring(a, now.map(|(label, _)| label.to_string()));
             }
         }
     }
