@@ -195,8 +195,7 @@ fn throughput(
         events: n,
         broker_cpu: median(runs.iter().map(|t| t.broker_cpu).collect()),
         sluice_cpu: median(runs.iter().map(|t| t.sluice_cpu).collect()),
-        main_cpu: median(runs.iter().map(|t| t.main_cpu).collect()),
-        rdkafka_cpu: median(runs.iter().map(|t| t.rdkafka_cpu).collect()),
+        threads: std::array::from_fn(|g| median(runs.iter().map(|t| t.threads[g]).collect())),
     };
 
     // The same events and pipeline from a file: what the source costs.
@@ -257,15 +256,19 @@ fn throughput(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let busy = |cpu: Duration, wall: Duration| secs(cpu) / secs(wall).max(1e-9);
     let sluice_total = timed.broker_cpu + timed.sluice_cpu;
+    let split: Vec<String> = GROUPS
+        .iter()
+        .zip(timed.threads)
+        .map(|(name, cpu)| format!("{name} {:.2}", secs(cpu)))
+        .collect();
     println!(
-        "| kafka 1 | CPU time over the same spans (raw: broker and consumer in this process; sluice: broker here, sluice in its own) | raw {:.2} core-s ({:.1} of {cores} cores busy); sluice run {:.2} core-s: broker {:.2}, sluice {:.2} (main thread {:.2}, librdkafka threads {:.2}; {:.1} cores busy) | with every core busy, this CPU alone bounds sluice's time at {:.2}x the raw loop's |",
+        "| kafka 1 | CPU time over the same spans (raw: broker and consumer in this process; sluice: broker here, sluice in its own; medians, so the parts need not add up) | raw {:.2} core-s ({:.1} of {cores} cores busy); sluice run {:.2} core-s: broker {:.2}, sluice {:.2} ({}; {:.1} cores busy) | with every core busy, this CPU alone bounds sluice's time at {:.2}x the raw loop's |",
         secs(raw_cpu),
         busy(raw_cpu, raw),
         secs(sluice_total),
         secs(timed.broker_cpu),
         secs(timed.sluice_cpu),
-        secs(timed.main_cpu),
-        secs(timed.rdkafka_cpu),
+        split.join(", "),
         busy(sluice_total, timed.to_end),
         secs(sluice_total) / cores / secs(raw).max(1e-9)
     );
@@ -350,25 +353,46 @@ struct Timed {
     /// the latter split into its main thread and librdkafka's threads.
     broker_cpu: Duration,
     sluice_cpu: Duration,
-    main_cpu: Duration,
-    rdkafka_cpu: Duration,
+    /// Sluice's CPU time per [`GROUPS`] entry.
+    threads: [Duration; 5],
 }
 
-/// CPU time of a process's main thread and of its librdkafka threads.
-fn thread_cpu(pid: &str) -> (Duration, Duration) {
-    let main = cpu_time(&format!("{pid}/task/{pid}"));
-    let mut rdkafka = Duration::ZERO;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            let tid = task.file_name().to_string_lossy().into_owned();
-            let comm =
-                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
-            if comm.starts_with("rdk:") {
-                rdkafka += cpu_time(&format!("{pid}/task/{tid}"));
-            }
-        }
+/// The thread groups whose CPU time the bench reports, by what their
+/// threads are named: the main thread (the poll loop and the pipeline),
+/// the decoder, librdkafka's threads (consumer and producers), the
+/// producers' polling threads, and the rest (plugin epoch ticker, metrics).
+const GROUPS: [&str; 5] = [
+    "main thread",
+    "decoder",
+    "librdkafka",
+    "producer polls",
+    "other",
+];
+
+/// CPU time of a process's threads so far, per [`GROUPS`] entry.
+fn thread_cpu(pid: &str) -> [Duration; 5] {
+    let mut groups = [Duration::ZERO; 5];
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return groups;
+    };
+    for task in tasks.flatten() {
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let comm =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+        let group = if tid == pid {
+            0
+        } else if comm.starts_with("sluice-decode") {
+            1
+        } else if comm.starts_with("rdk:") {
+            2
+        } else if comm.starts_with("producer poll") {
+            3
+        } else {
+            4
+        };
+        groups[group] += cpu_time(&format!("{pid}/task/{tid}"));
     }
-    (main, rdkafka)
+    groups
 }
 
 /// Runs `sluice run` on a bounded Kafka config and times it.
@@ -397,7 +421,7 @@ fn timed_sluice(config: &Path) -> Result<Timed> {
     let mut first: Option<Instant> = None;
     let mut at_end: Option<Instant> = None;
     let (mut broker_cpu, mut sluice_cpu) = (Duration::ZERO, Duration::ZERO);
-    let (mut main_cpu, mut rdkafka_cpu) = (Duration::ZERO, Duration::ZERO);
+    let mut threads = [Duration::ZERO; 5];
     let mut summary = String::new();
     for line in std::io::BufReader::new(stderr).lines() {
         let line = line?;
@@ -408,15 +432,15 @@ fn timed_sluice(config: &Path) -> Result<Timed> {
             first = Some(Instant::now());
             broker_cpu = cpu_time("self");
             sluice_cpu = cpu_time(&pid);
-            (main_cpu, rdkafka_cpu) = thread_cpu(&pid);
+            threads = thread_cpu(&pid);
         }
         if at_end.is_none() && line.contains("end offsets reached") {
             at_end = Some(Instant::now());
             broker_cpu = cpu_time("self").saturating_sub(broker_cpu);
             sluice_cpu = cpu_time(&pid).saturating_sub(sluice_cpu);
-            let (main, rdkafka) = thread_cpu(&pid);
-            main_cpu = main.saturating_sub(main_cpu);
-            rdkafka_cpu = rdkafka.saturating_sub(rdkafka_cpu);
+            for (at_first, now) in threads.iter_mut().zip(thread_cpu(&pid)) {
+                *at_first = now.saturating_sub(*at_first);
+            }
         }
         summary.push_str(&line);
         summary.push('\n');
@@ -447,8 +471,7 @@ fn timed_sluice(config: &Path) -> Result<Timed> {
         events,
         broker_cpu,
         sluice_cpu,
-        main_cpu,
-        rdkafka_cpu,
+        threads,
     })
 }
 

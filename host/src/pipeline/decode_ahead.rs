@@ -55,6 +55,12 @@ pub(super) struct DecodeAhead {
     filling_messages: Vec<Message>,
     /// The messages of the batches out, oldest first.
     out: VecDeque<Vec<Message>>,
+    /// Applied batches and message lists, emptied for reuse: the loop and
+    /// the decoder then fill them without allocating, and no buffer is
+    /// freed on another thread than the one that grew it (glibc's malloc
+    /// locks the other thread's arena for that).
+    spare: Vec<DecodedBatch>,
+    spare_messages: Vec<Vec<Message>>,
     to_decoder: Option<SyncSender<DecodedBatch>>,
     decoded: Receiver<DecodedBatch>,
     thread: Option<JoinHandle<()>>,
@@ -84,6 +90,8 @@ impl DecodeAhead {
             filling: DecodedBatch::default(),
             filling_messages: Vec::with_capacity(BATCH),
             out: VecDeque::with_capacity(OUT),
+            spare: Vec::with_capacity(OUT),
+            spare_messages: Vec::with_capacity(OUT),
             to_decoder: Some(to_decoder),
             decoded,
             thread: Some(thread),
@@ -126,8 +134,12 @@ impl DecodeAhead {
         if self.out.len() >= OUT {
             self.apply_oldest(flow, source)?;
         }
-        let batch = std::mem::take(&mut self.filling);
-        let messages = std::mem::replace(&mut self.filling_messages, Vec::with_capacity(BATCH));
+        let batch = std::mem::replace(&mut self.filling, self.spare.pop().unwrap_or_default());
+        let next = self
+            .spare_messages
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH));
+        let messages = std::mem::replace(&mut self.filling_messages, next);
         let sent = self
             .to_decoder
             .as_ref()
@@ -159,10 +171,10 @@ impl DecodeAhead {
     /// Takes the oldest batch back from the decoder and runs it through
     /// the pipeline, noting each message as processed.
     fn apply_oldest(&mut self, flow: &mut Flow, source: &mut KafkaSource) -> Result<(), Error> {
-        let Some(messages) = self.out.pop_front() else {
+        let Some(mut messages) = self.out.pop_front() else {
             return Ok(());
         };
-        let batch = self
+        let mut batch = self
             .decoded
             .recv()
             .map_err(|_| stopped("the decoder thread has stopped"))?;
@@ -177,6 +189,10 @@ impl DecodeAhead {
                 flow.on_decoded(origin, m.partition, raw, m.timestamp, m.replayed, decoded)?;
             source.processed(m.partition, m.offset, time);
         }
+        batch.clear();
+        self.spare.push(batch);
+        messages.clear();
+        self.spare_messages.push(messages);
         Ok(())
     }
 }

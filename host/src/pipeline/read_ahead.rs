@@ -58,6 +58,19 @@ impl DecodedBatch {
         self.lines.len()
     }
 
+    /// Empties the batch for reuse: its buffers keep their capacity, so a
+    /// recycled batch is filled and decoded without allocating.
+    pub fn clear(&mut self) {
+        self.lines.clear();
+        self.keys.clear();
+        self.key_ends.clear();
+        self.times.clear();
+        self.values.clear();
+        self.errors.clear();
+        self.message_times.clear();
+        self.position = (0, 0);
+    }
+
     /// Puts line `i`'s event into `event`, or says why the line has none.
     pub fn load(&self, i: usize, event: &mut Event) -> Result<(), String> {
         if let Some(Some(why)) = self.errors.get(i) {

@@ -32,6 +32,12 @@ impl LineBatch {
         self.lines.is_empty()
     }
 
+    /// Empties the batch, keeping its buffers for the next records.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.lines.clear();
+    }
+
     /// Adds one record (a Kafka message's value), numbered `number`.
     pub fn push(&mut self, number: u64, bytes: &[u8]) {
         let start = self.data.len();
@@ -116,8 +122,7 @@ impl LineSource {
 
     /// Fills `batch` with up to `max` lines; returns false at end of input.
     pub fn next_batch(&mut self, batch: &mut LineBatch, max: usize) -> Result<bool, IoError> {
-        batch.data.clear();
-        batch.lines.clear();
+        batch.clear();
         while batch.lines.len() < max {
             let start = batch.data.len();
             let n = self
