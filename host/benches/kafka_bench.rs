@@ -176,6 +176,16 @@ fn throughput(
         if timed.events != n {
             bail!("sluice read {} events, {n} were produced", timed.events);
         }
+        if std::env::var_os("SLUICE_BENCH_ROUNDS").is_some() {
+            let raw = raws.last().map_or(Duration::ZERO, |r| r.0);
+            eprintln!(
+                "round {round}: raw {:.3} s, sluice {:.3} s ({:.2}x), sluice CPU by thread {:?}",
+                raw.as_secs_f64(),
+                timed.to_end.as_secs_f64(),
+                timed.to_end.as_secs_f64() / raw.as_secs_f64().max(1e-9),
+                timed.threads
+            );
+        }
         runs.push(timed);
     }
     let ratios: Vec<f64> = raws

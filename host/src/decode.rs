@@ -6,7 +6,6 @@
 //! for the dead-letter output, never an error that stops the run.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -24,7 +23,7 @@ pub type KeyId = u32;
 /// that result records carry (`{"service":"svc-1"}`).
 #[derive(Debug, Default)]
 pub struct KeyTable {
-    ids: HashMap<String, KeyId>,
+    ids: foldhash::HashMap<String, KeyId>,
     rendered: Vec<String>,
 }
 
@@ -83,6 +82,9 @@ pub struct Event {
 #[derive(Debug, Clone)]
 pub struct EventDecoder {
     key_fields: Vec<String>,
+    /// Per key field, what precedes its value in the rendered key:
+    /// `{"service":` for the first, `,"model":` for the next.
+    key_prefixes: Vec<String>,
     time: TimeConfig,
     /// Distinct value fields, in first-use order.
     value_fields: Vec<String>,
@@ -119,8 +121,19 @@ impl EventDecoder {
                 (index, a.on_missing)
             })
             .collect();
+        let key_prefixes = key_fields
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                let mut prefix = String::from(if i == 0 { "{" } else { "," });
+                write_json_string(&mut prefix, field);
+                prefix.push(':');
+                prefix
+            })
+            .collect();
         Self {
             key_fields: key_fields.to_vec(),
+            key_prefixes,
             time: time.clone(),
             value_fields,
             aggs,
@@ -156,15 +169,20 @@ impl EventDecoder {
         s.values.clear();
         s.values.resize(self.value_fields.len(), None);
 
-        let mut de = serde_json::Deserializer::from_slice(line);
-        LineSeed {
+        let seed = LineSeed {
             key_fields: &self.key_fields,
             time: &self.time,
             value_fields: &self.value_fields,
             scratch: s,
+        };
+        // A line checked as UTF-8 once, in one pass, is parsed without
+        // checking each string again. Any other line is parsed from bytes as
+        // before, so what is accepted does not change: serde_json checks the
+        // strings it reads and not those it skips.
+        match std::str::from_utf8(line) {
+            Ok(text) => parse(&mut serde_json::Deserializer::from_str(text), seed),
+            Err(_) => parse(&mut serde_json::Deserializer::from_slice(line), seed),
         }
-        .deserialize(&mut de)
-        .and_then(|()| de.end())
         .map_err(|e| format!("malformed JSON: {e}"))?;
 
         event.time = if self.time.format == TimeFormat::KafkaTimestamp {
@@ -180,17 +198,15 @@ impl EventDecoder {
             return Err(reason);
         }
         event.key.clear();
-        event.key.push('{');
-        for (i, (field, value)) in self.key_fields.iter().zip(&s.keys).enumerate() {
+        for (i, (prefix, value)) in self.key_prefixes.iter().zip(&s.keys).enumerate() {
             if !s.key_seen[i] {
-                return Err(format!("missing key field `{field}`"));
+                return Err(format!("missing key field `{}`", self.key_fields[i]));
             }
-            if i > 0 {
-                event.key.push(',');
-            }
-            write_json_string(&mut event.key, field);
-            event.key.push(':');
+            event.key.push_str(prefix);
             event.key.push_str(value);
+        }
+        if self.key_prefixes.is_empty() {
+            event.key.push('{');
         }
         event.key.push('}');
 
@@ -216,20 +232,38 @@ impl EventDecoder {
 /// Appends `s` as a JSON string literal.
 pub fn write_json_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+    // Runs without anything to escape are copied whole. Every character
+    // that needs escaping is one ASCII byte, so `i` and `i + 1` are
+    // character boundaries.
+    let mut rest = s;
+    while let Some(i) = rest
+        .bytes()
+        .position(|b| b < 0x20 || b == b'"' || b == b'\\')
+    {
+        out.push_str(&rest[..i]);
+        match rest.as_bytes()[i] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            b => {
+                let _ = write!(out, "\\u{b:04x}");
             }
-            c => out.push(c),
         }
+        rest = &rest[i + 1..];
     }
+    out.push_str(rest);
     out.push('"');
+}
+
+/// Runs `seed` over one whole JSON document.
+fn parse<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    seed: LineSeed<'_>,
+) -> Result<(), serde_json::Error> {
+    seed.deserialize(&mut *de)?;
+    de.end()
 }
 
 struct LineSeed<'a> {

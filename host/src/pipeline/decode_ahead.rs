@@ -33,7 +33,7 @@ const BATCH: usize = 256;
 
 /// Batches out with the decoder at a time: one being decoded while the
 /// loop applies another.
-const OUT: usize = 2;
+const OUT: usize = 8;
 
 /// Where a polled message came from, kept beside its value.
 #[derive(Debug, Clone, Copy)]
@@ -102,11 +102,7 @@ impl DecodeAhead {
     /// Adds a polled message; returns whether the batch is full (time to
     /// [`Self::send`] it).
     pub fn push(&mut self, record: &KafkaRecord<'_>) -> bool {
-        let topic = self
-            .topics
-            .iter()
-            .position(|t| t == record.topic)
-            .unwrap_or(0);
+        let topic = record.topic_index;
         self.filling
             .push_message(0, record.payload, record.timestamp);
         self.filling_messages.push(Message {

@@ -126,6 +126,8 @@ pub struct KafkaRecord<'a> {
     pub partition: usize,
     /// Topic name.
     pub topic: &'a str,
+    /// Index of its topic among the source's configured topics.
+    pub topic_index: usize,
     /// Partition number within the topic.
     pub kafka_partition: i32,
     /// Offset within the partition.
@@ -547,7 +549,25 @@ impl KafkaSource {
                 .push((message.topic().to_string(), message.partition()));
             return Ok(None);
         }
-        let Some(i) = self.index_of(message.topic(), message.partition()) else {
+        // With one topic subscribed, every message is from it: its name is
+        // not read from each message (a C string checked as UTF-8 each time).
+        let topic_index = if self.topics.len() == 1 {
+            0
+        } else {
+            let name = message.topic();
+            match self.topics.iter().position(|(t, _, _)| t == name) {
+                Some(t) => t,
+                None => return Ok(None),
+            }
+        };
+        let Some((topic, base, count)) = self.topics.get(topic_index) else {
+            return Ok(None);
+        };
+        let Some(i) = usize::try_from(message.partition())
+            .ok()
+            .filter(|p| p < count)
+            .map(|p| base + p)
+        else {
             // A partition added after start: not tracked by this run.
             return Ok(None);
         };
@@ -570,7 +590,8 @@ impl KafkaSource {
         progress.last_message = Some(Instant::now());
         let record = KafkaRecord {
             partition: i,
-            topic: message.topic(),
+            topic,
+            topic_index,
             kafka_partition: message.partition(),
             offset,
             payload: message.payload().unwrap_or_default(),
