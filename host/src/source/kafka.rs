@@ -716,9 +716,28 @@ impl KafkaSource {
 
     /// Leaves the group cleanly (avoids a hang seen in librdkafka when a
     /// consumer is dropped right after a manual commit).
+    ///
+    /// Polls until the revocation the unsubscribe brings has been served,
+    /// then until the consumer has closed, each for at most 100 ms: the
+    /// client's own drop polls in steps of 100 ms and so always took that.
     pub fn close(self) {
+        if let Ok(mut log) = self.log.lock() {
+            log.revoked = false;
+        }
         self.consumer.unsubscribe();
-        let _ = self.consumer.poll(Duration::from_millis(100));
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while Instant::now() < deadline {
+            let _ = self.consumer.poll(Duration::from_millis(10));
+            if self.log.lock().map_or(true, |log| log.revoked) {
+                break;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_millis(100);
+        if self.consumer.close_queue().is_ok() {
+            while !self.consumer.closed() && Instant::now() < deadline {
+                let _ = self.consumer.poll(Duration::from_millis(1));
+            }
+        }
     }
 }
 
