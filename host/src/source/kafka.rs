@@ -124,8 +124,6 @@ impl ConsumerContext for SourceContext {
 pub struct KafkaRecord<'a> {
     /// Index of its partition among all partitions of the source's topics.
     pub partition: usize,
-    /// Topic name.
-    pub topic: &'a str,
     /// Index of its topic among the source's configured topics.
     pub topic_index: usize,
     /// Partition number within the topic.
@@ -502,7 +500,13 @@ impl KafkaSource {
 
     /// The index of `topic`/`partition` among the source's partitions.
     pub fn index_of(&self, topic: &str, partition: i32) -> Option<usize> {
-        let (_, base, count) = self.topics.iter().find(|(t, _, _)| t == topic)?;
+        let t = self.topics.iter().position(|(name, _, _)| name == topic)?;
+        self.index_in(t, partition)
+    }
+
+    /// Index of partition `partition` of the `t`-th configured topic.
+    fn index_in(&self, t: usize, partition: i32) -> Option<usize> {
+        let (_, base, count) = self.topics.get(t)?;
         let p = usize::try_from(partition).ok().filter(|p| p < count)?;
         Some(base + p)
     }
@@ -560,14 +564,7 @@ impl KafkaSource {
                 None => return Ok(None),
             }
         };
-        let Some((topic, base, count)) = self.topics.get(topic_index) else {
-            return Ok(None);
-        };
-        let Some(i) = usize::try_from(message.partition())
-            .ok()
-            .filter(|p| p < count)
-            .map(|p| base + p)
-        else {
+        let Some(i) = self.index_in(topic_index, message.partition()) else {
             // A partition added after start: not tracked by this run.
             return Ok(None);
         };
@@ -590,7 +587,6 @@ impl KafkaSource {
         progress.last_message = Some(Instant::now());
         let record = KafkaRecord {
             partition: i,
-            topic,
             topic_index,
             kafka_partition: message.partition(),
             offset,
