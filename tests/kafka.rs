@@ -351,12 +351,17 @@ fn kafka_run_matches_the_file_run() {
 
     let dead = consume_all(&broker.address, "dead");
     assert_eq!(dead.len(), 2);
+    let mut dead_partitions = Vec::new();
     for (record, reason) in &dead {
         let reason = reason.as_deref().expect("a reason header");
         let record: serde_json::Value = serde_json::from_str(record).expect("a JSON record");
         assert_eq!(record["topic"], "events");
         assert_eq!(record["reason"], reason);
+        dead_partitions.push(record["partition"].as_i64().expect("a partition number"));
     }
+    // The two undecodable messages were produced to partitions 0 and 1.
+    dead_partitions.sort_unstable();
+    assert_eq!(dead_partitions, [0, 1]);
     assert!(consume_all(&broker.address, "late").is_empty());
 
     // Offsets: committed at the end of each partition, nothing held back.

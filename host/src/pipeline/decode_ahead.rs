@@ -40,11 +40,9 @@ const OUT: usize = 8;
 /// Where a polled message came from, kept beside its value.
 #[derive(Debug, Clone, Copy)]
 struct Message {
-    /// Index of its partition in the source.
+    /// Index of its partition in the source (which names its topic and
+    /// partition number).
     partition: usize,
-    /// Index of its topic in the source's configured topics.
-    topic: usize,
-    kafka_partition: i32,
     offset: i64,
     timestamp: Option<i64>,
     replayed: bool,
@@ -66,13 +64,11 @@ pub(super) struct DecodeAhead {
     to_decoder: Option<SyncSender<DecodedBatch>>,
     decoded: Receiver<DecodedBatch>,
     thread: Option<JoinHandle<()>>,
-    /// The configured topics, to name a message's topic in dead letters.
-    topics: Vec<String>,
 }
 
 impl DecodeAhead {
     /// Starts a decoder thread with a copy of `decoder`.
-    pub fn start(decoder: &EventDecoder, topics: &[String]) -> Result<Self, Error> {
+    pub fn start(decoder: &EventDecoder) -> Result<Self, Error> {
         let (to_decoder, batches) = sync_channel::<DecodedBatch>(OUT);
         let (to_loop, decoded) = sync_channel(OUT);
         let mut decoder = decoder.clone();
@@ -97,20 +93,16 @@ impl DecodeAhead {
             to_decoder: Some(to_decoder),
             decoded,
             thread: Some(thread),
-            topics: topics.to_vec(),
         })
     }
 
     /// Adds a polled message; returns whether the batch is full (time to
     /// [`Self::send`] it).
     pub fn push(&mut self, record: &KafkaRecord<'_>) -> bool {
-        let topic = record.topic_index;
         self.filling
             .push_message(0, record.payload, record.timestamp);
         self.filling_messages.push(Message {
             partition: record.partition,
-            topic,
-            kafka_partition: record.kafka_partition,
             offset: record.offset,
             timestamp: record.timestamp,
             replayed: record.replayed,
@@ -178,9 +170,10 @@ impl DecodeAhead {
             .map_err(|_| stopped("the decoder thread has stopped"))?;
         for (i, ((_, raw), m)) in batch.lines().zip(&messages).enumerate() {
             let decoded = batch.load(i, &mut flow.event);
+            let (topic, partition) = source.partition_name(m.partition).unwrap_or(("?", -1));
             let origin = Origin::Kafka {
-                topic: self.topics.get(m.topic).map_or("?", String::as_str),
-                partition: m.kafka_partition,
+                topic,
+                partition,
                 offset: m.offset,
             };
             let time =

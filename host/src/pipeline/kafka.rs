@@ -108,7 +108,7 @@ pub(super) fn run(
     // the log says how long fetching took to start (offset lookups, the
     // first fetch round trip).
     let mut awaiting_first: Option<Instant> = None;
-    let mut ahead = DecodeAhead::start(&flow.decoder, &config.topics)?;
+    let mut ahead = DecodeAhead::start(&flow.decoder)?;
     loop {
         // Between messages: a new plugin version goes live here.
         flow.apply_reloads();

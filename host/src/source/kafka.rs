@@ -124,10 +124,6 @@ impl ConsumerContext for SourceContext {
 pub struct KafkaRecord<'a> {
     /// Index of its partition among all partitions of the source's topics.
     pub partition: usize,
-    /// Index of its topic among the source's configured topics.
-    pub topic_index: usize,
-    /// Partition number within the topic.
-    pub kafka_partition: i32,
     /// Offset within the partition.
     pub offset: i64,
     /// The message value (empty for a null value).
@@ -539,12 +535,7 @@ impl KafkaSource {
             return Ok(None);
         };
         let message = result.map_err(kafka_error("consuming"))?;
-        let rebalanced = self
-            .log
-            .lock()
-            .map(|log| log.revoked || !log.assigned.is_empty())
-            .unwrap_or(true);
-        if rebalanced {
+        if self.rebalanced() {
             // The poll that ran the rebalance callbacks also returned a
             // message, perhaps fetched before the rebalance from further on.
             // Leave it: its partition is rewound to its committed offset once
@@ -587,8 +578,6 @@ impl KafkaSource {
         progress.last_message = Some(Instant::now());
         let record = KafkaRecord {
             partition: i,
-            topic_index,
-            kafka_partition: message.partition(),
             offset,
             payload: message.payload().unwrap_or_default(),
             timestamp: message.timestamp().to_millis(),
