@@ -269,7 +269,7 @@ pub(super) fn run(
             last_idle_check = now;
             // Idleness moves watermarks: every polled event goes first.
             ahead.drain(&mut flow, &mut source)?;
-            let changes: Vec<(usize, bool)> = source.idleness(now).collect();
+            let changes = source.idleness(now);
             for (partition, idle) in changes {
                 let advanced = flow.watermarks.set_idle(partition, idle);
                 flow.advance(advanced)?;

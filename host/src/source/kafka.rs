@@ -11,6 +11,7 @@
 //! events whose windows were already emitted, so nothing is counted twice.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,8 +48,13 @@ struct PartitionProgress {
     next: Option<i64>,
     /// Offsets below this were processed by a previous owner: replays.
     replay_end: i64,
-    /// When the partition last delivered a message.
+    /// When the partition was last seen delivering: set at the idleness
+    /// check that follows its messages, not per message (a clock read per
+    /// message was a visible share of the poll loop), so it lags by at most
+    /// the check interval.
     last_message: Option<Instant>,
+    /// Whether it delivered a message since the last idleness check.
+    delivered: bool,
 }
 
 impl PartitionProgress {
@@ -69,10 +75,45 @@ struct RebalanceLog {
     assigned: Vec<(String, i32)>,
 }
 
+/// The rebalance log and a flag that says it holds something: the poll
+/// loop asks after every message, and reading a flag costs less than
+/// taking the lock.
+#[derive(Debug, Default)]
+struct Rebalances {
+    log: Mutex<RebalanceLog>,
+    pending: AtomicBool,
+}
+
+impl Rebalances {
+    /// Notes a revocation or an assignment.
+    fn record(&self, change: impl FnOnce(&mut RebalanceLog)) {
+        if let Ok(mut log) = self.log.lock() {
+            change(&mut log);
+            self.pending
+                .store(log.revoked || !log.assigned.is_empty(), Ordering::Release);
+        }
+    }
+
+    /// Whether anything was noted since the last [`Self::take`].
+    fn pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// What was noted: whether partitions were revoked, and those assigned.
+    fn take(&self) -> Option<(bool, Vec<(String, i32)>)> {
+        let mut log = self.log.lock().ok()?;
+        self.pending.store(false, Ordering::Release);
+        Some((
+            std::mem::take(&mut log.revoked),
+            std::mem::take(&mut log.assigned),
+        ))
+    }
+}
+
 /// Commits the latest safe offsets when partitions are taken away, so that
 /// the next owner replays as little as possible.
 struct SourceContext {
-    log: Arc<Mutex<RebalanceLog>>,
+    rebalances: Arc<Rebalances>,
     safe: Arc<Mutex<Option<TopicPartitionList>>>,
     lag: Arc<Mutex<HashMap<(String, i32), i64>>>,
 }
@@ -101,21 +142,19 @@ impl ConsumerContext for SourceContext {
                 // Best effort: a failed commit only means a longer replay.
                 let _ = consumer.commit(&tpl, CommitMode::Sync);
             }
-            if let Ok(mut log) = self.log.lock() {
-                log.revoked = true;
-            }
+            self.rebalances.record(|log| log.revoked = true);
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance
-            && let Ok(mut log) = self.log.lock()
-        {
-            log.assigned.extend(
-                tpl.elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition())),
-            );
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.rebalances.record(|log| {
+                log.assigned.extend(
+                    tpl.elements()
+                        .iter()
+                        .map(|e| (e.topic().to_string(), e.partition())),
+                );
+            });
         }
     }
 }
@@ -156,7 +195,7 @@ pub struct KafkaSource {
     progress: Vec<PartitionProgress>,
     /// End offsets to stop at, for a bounded source.
     stop_at: Option<Vec<i64>>,
-    log: Arc<Mutex<RebalanceLog>>,
+    rebalances: Arc<Rebalances>,
     safe: Arc<Mutex<Option<TopicPartitionList>>>,
     lag: Arc<Mutex<HashMap<(String, i32), i64>>>,
     idle_timeout: Duration,
@@ -185,11 +224,11 @@ fn kafka_error(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaErro
 impl KafkaSource {
     /// Joins the consumer group at `brokers` and learns the topics' partitions.
     pub fn open(config: &KafkaSourceConfig, brokers: &str) -> Result<Self, KafkaError> {
-        let log = Arc::new(Mutex::new(RebalanceLog::default()));
+        let rebalances = Arc::new(Rebalances::default());
         let safe = Arc::new(Mutex::new(None));
         let lag = Arc::new(Mutex::new(HashMap::new()));
         let context = SourceContext {
-            log: Arc::clone(&log),
+            rebalances: Arc::clone(&rebalances),
             safe: Arc::clone(&safe),
             lag: Arc::clone(&lag),
         };
@@ -268,7 +307,7 @@ impl KafkaSource {
             topics: topic_index,
             progress,
             stop_at,
-            log,
+            rebalances,
             safe,
             lag,
             idle_timeout: config.idle_timeout,
@@ -337,24 +376,15 @@ impl KafkaSource {
 
     /// Whether a rebalance happened since the last [`Self::take_reassignment`].
     pub fn rebalanced(&self) -> bool {
-        self.log
-            .lock()
-            .map(|log| log.revoked || !log.assigned.is_empty())
-            .unwrap_or(true)
+        self.rebalances.pending()
     }
 
     /// Handles what rebalances did since the last call.
     pub fn take_reassignment(&mut self) -> Result<Reassignment, KafkaError> {
-        let (revoked, assigned) = {
-            let mut log = self.log.lock().map_err(|_| KafkaError {
-                what: "rebalancing".into(),
-                message: "the rebalance log is poisoned".into(),
-            })?;
-            (
-                std::mem::take(&mut log.revoked),
-                std::mem::take(&mut log.assigned),
-            )
-        };
+        let (revoked, assigned) = self.rebalances.take().ok_or_else(|| KafkaError {
+            what: "rebalancing".into(),
+            message: "the rebalance log is poisoned".into(),
+        })?;
         let mut out = Reassignment {
             revoked,
             ..Reassignment::default()
@@ -575,7 +605,7 @@ impl KafkaSource {
             return Ok(None);
         }
         let progress = &mut self.progress[i];
-        progress.last_message = Some(Instant::now());
+        progress.delivered = true;
         let record = KafkaRecord {
             partition: i,
             offset,
@@ -611,15 +641,23 @@ impl KafkaSource {
     /// Partitions that have delivered nothing for the idle timeout (or that
     /// another member owns), and those that are active: `(index, idle)` for
     /// every partition of the source.
-    pub fn idleness(&self, now: Instant) -> impl Iterator<Item = (usize, bool)> + '_ {
-        self.progress.iter().enumerate().map(move |(i, p)| {
-            // A paused partition is not idle: it has messages we do not take.
-            let quiet = self.paused.is_none()
-                && p.last_message
-                    .is_none_or(|t| now.duration_since(t) >= self.idle_timeout);
-            let foreign = !self.owned.get(i).copied().unwrap_or(false);
-            (i, quiet || foreign || self.partition_done(i))
-        })
+    pub fn idleness(&mut self, now: Instant) -> Vec<(usize, bool)> {
+        for p in &mut self.progress {
+            if std::mem::take(&mut p.delivered) {
+                p.last_message = Some(now);
+            }
+        }
+        (0..self.progress.len())
+            .map(|i| {
+                // A paused partition is not idle: it has messages we do not take.
+                let quiet = self.paused.is_none()
+                    && self.progress[i]
+                        .last_message
+                        .is_none_or(|t| now.duration_since(t) >= self.idle_timeout);
+                let foreign = !self.owned.get(i).copied().unwrap_or(false);
+                (i, quiet || foreign || self.partition_done(i))
+            })
+            .collect()
     }
 
     /// The offsets safe to commit, given that no open window starts before
@@ -706,14 +744,12 @@ impl KafkaSource {
     /// then until the consumer has closed, each for at most 100 ms: the
     /// client's own drop polls in steps of 100 ms and so always took that.
     pub fn close(self) {
-        if let Ok(mut log) = self.log.lock() {
-            log.revoked = false;
-        }
+        let _ = self.rebalances.take();
         self.consumer.unsubscribe();
         let deadline = Instant::now() + Duration::from_millis(100);
         while Instant::now() < deadline {
             let _ = self.consumer.poll(Duration::from_millis(10));
-            if self.log.lock().map_or(true, |log| log.revoked) {
+            if self.rebalances.pending() {
                 break;
             }
         }
