@@ -96,9 +96,8 @@ impl DecodeAhead {
         })
     }
 
-    /// Adds a polled message; returns whether the batch is full (time to
-    /// [`Self::send`] it).
-    pub fn push(&mut self, record: &KafkaRecord<'_>) -> bool {
+    /// Adds a polled message.
+    pub fn push(&mut self, record: &KafkaRecord<'_>) {
         self.filling
             .push_message(0, record.payload, record.timestamp);
         self.filling_messages.push(Message {
@@ -107,7 +106,12 @@ impl DecodeAhead {
             timestamp: record.timestamp,
             replayed: record.replayed,
         });
-        self.filling.len() >= BATCH
+    }
+
+    /// How many more messages the filling batch takes before it is full
+    /// (time to [`Self::send`] it).
+    pub fn room(&self) -> usize {
+        BATCH.saturating_sub(self.filling.len())
     }
 
     /// Whether any polled message is not through the pipeline yet.

@@ -166,29 +166,25 @@ pub(super) fn run(
         } else {
             POLL
         };
-        let mut polled = source.poll(timeout, |record| ahead.push(&record))?;
-        // Then whatever the consumer already holds, up to a full batch: the
-        // checks around the poll run once per burst instead of per message.
+        // Up to a batch at a time of what the consumer holds: the checks
+        // around the poll run once per batch instead of per message.
         // Polling only copies values into the batch; results, and so any
         // backlog of an output, come from applying batches, after which the
         // loop comes round to its checks as before.
-        while polled == Some(false) && !source.rebalanced() {
-            polled = source.poll(Duration::ZERO, |record| ahead.push(&record))?;
-        }
-        match polled {
-            Some(full) => {
-                if full {
-                    ahead.send(&mut flow, &mut source)?;
-                }
-                if let Some(since) = awaiting_first.take() {
-                    tracing::info!(
-                        millis = since.elapsed().as_millis() as u64,
-                        "first message {:?} after the assignment",
-                        since.elapsed()
-                    );
-                }
+        let taken = source.poll(timeout, ahead.room(), |record| ahead.push(&record))?;
+        if taken > 0 {
+            if ahead.room() == 0 {
+                ahead.send(&mut flow, &mut source)?;
             }
-            None => ahead.step(&mut flow, &mut source)?,
+            if let Some(since) = awaiting_first.take() {
+                tracing::info!(
+                    millis = since.elapsed().as_millis() as u64,
+                    "first message {:?} after the assignment",
+                    since.elapsed()
+                );
+            }
+        } else {
+            ahead.step(&mut flow, &mut source)?;
         }
         if source.rebalanced() {
             // Dropping window state for a revocation, or seeding watermarks,

@@ -11,10 +11,13 @@
 //! events whose windows were already emitted, so nothing is counted twice.
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::{CStr, CString, c_int};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::bindings as rdsys;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
@@ -114,6 +117,9 @@ impl Rebalances {
 /// the next owner replays as little as possible.
 struct SourceContext {
     rebalances: Arc<Rebalances>,
+    /// Where assigned partitions' messages go; `None` once the source is
+    /// being dropped (the queue goes before the consumer).
+    messages: Arc<Mutex<Option<MessageQueue>>>,
     safe: Arc<Mutex<Option<TopicPartitionList>>>,
     lag: Arc<Mutex<HashMap<(String, i32), i64>>>,
 }
@@ -137,6 +143,17 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance
+            && let Ok(slot) = self.messages.lock()
+            && let Some(queue) = slot.as_ref()
+        {
+            // Before the assignment starts fetching, so that no message of
+            // these partitions goes to the consumer's own queue.
+            let rk = consumer.client().native_ptr();
+            for e in tpl.elements() {
+                queue.forward(rk, e.topic(), e.partition());
+            }
+        }
         if let Rebalance::Revoke(_) = rebalance {
             if let Some(tpl) = self.safe.lock().ok().and_then(|mut s| s.take()) {
                 // Best effort: a failed commit only means a longer replay.
@@ -173,6 +190,48 @@ pub struct KafkaRecord<'a> {
     pub replayed: bool,
 }
 
+/// librdkafka's queue that every assigned partition's messages are
+/// forwarded to, so that the poll loop takes them in batches.
+///
+/// Polling the consumer message by message read the clock three times and
+/// took the queue's lock twice for each message: with the event wrapper
+/// around it, half of the poll loop's own time (README, Kafka rows).
+/// Rebalances, commit results and statistics stay on the consumer's queue,
+/// which the loop still polls before each batch.
+#[derive(Debug, Clone, Copy)]
+struct MessageQueue(NonNull<rdsys::rd_kafka_queue_t>);
+
+// SAFETY: librdkafka's queues may be used from any thread; the handle is
+// destroyed once, by `KafkaSource`'s drop, after every use.
+unsafe impl Send for MessageQueue {}
+unsafe impl Sync for MessageQueue {}
+
+impl MessageQueue {
+    /// A new queue of the client `rk`.
+    fn new(rk: *mut rdsys::rd_kafka_t) -> Option<Self> {
+        // SAFETY: `rk` is a live client handle.
+        NonNull::new(unsafe { rdsys::rd_kafka_queue_new(rk) }).map(Self)
+    }
+
+    /// Sends the messages of `topic`/`partition` here from now on. librdkafka
+    /// keeps this forwarding over later fetch starts, but drops it when
+    /// the partition is revoked: each assignment forwards again.
+    fn forward(&self, rk: *mut rdsys::rd_kafka_t, topic: &str, partition: i32) {
+        let Ok(topic) = CString::new(topic) else {
+            return;
+        };
+        // SAFETY: `rk` is the live client this queue belongs to; the
+        // partition's queue handle is released right after use.
+        unsafe {
+            let partition = rdsys::rd_kafka_queue_get_partition(rk, topic.as_ptr(), partition);
+            if !partition.is_null() {
+                rdsys::rd_kafka_queue_forward(partition, self.0.as_ptr());
+                rdsys::rd_kafka_queue_destroy(partition);
+            }
+        }
+    }
+}
+
 /// What the poll loop must do after a rebalance.
 #[derive(Debug, Default)]
 pub struct Reassignment {
@@ -189,6 +248,11 @@ pub struct Reassignment {
 /// A consumer group member over the configured topics.
 pub struct KafkaSource {
     consumer: BaseConsumer<SourceContext>,
+    /// Fetched messages (see [`MessageQueue`]), shared with the rebalance
+    /// callbacks, and the buffer a batch of them is read into.
+    messages: Arc<Mutex<Option<MessageQueue>>>,
+    queue: Option<MessageQueue>,
+    batch: Vec<*mut rdsys::rd_kafka_message_t>,
     partitions: Vec<(String, i32)>,
     /// Per topic: its name, the index of its partition 0, its partition count.
     topics: Vec<(String, usize, usize)>,
@@ -225,10 +289,12 @@ impl KafkaSource {
     /// Joins the consumer group at `brokers` and learns the topics' partitions.
     pub fn open(config: &KafkaSourceConfig, brokers: &str) -> Result<Self, KafkaError> {
         let rebalances = Arc::new(Rebalances::default());
+        let messages = Arc::new(Mutex::new(None));
         let safe = Arc::new(Mutex::new(None));
         let lag = Arc::new(Mutex::new(HashMap::new()));
         let context = SourceContext {
             rebalances: Arc::clone(&rebalances),
+            messages: Arc::clone(&messages),
             safe: Arc::clone(&safe),
             lag: Arc::clone(&lag),
         };
@@ -293,6 +359,11 @@ impl KafkaSource {
         } else {
             None
         };
+        // Before subscribing: the first assignment forwards to it.
+        let queue = MessageQueue::new(consumer.client().native_ptr());
+        if let Ok(mut slot) = messages.lock() {
+            *slot = queue;
+        }
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topics)
@@ -303,6 +374,9 @@ impl KafkaSource {
             .collect();
         Ok(Self {
             consumer,
+            messages,
+            queue,
+            batch: Vec::new(),
             partitions,
             topics: topic_index,
             progress,
@@ -553,67 +627,188 @@ impl KafkaSource {
         Ok(())
     }
 
-    /// Waits up to `timeout` for one message and hands it to `f`.
+    /// Serves the consumer group (rebalances, commit results, statistics)
+    /// and hands up to `max` fetched messages to `f`, waiting up to
+    /// `timeout` for the first. Returns how many messages it took from the
+    /// consumer, counting those it does not hand on: messages at or past a
+    /// bounded source's end offsets, and those of partitions no longer ours.
     ///
-    /// Messages at or past a bounded source's end offsets are not handed on.
-    pub fn poll<R>(
+    /// After a rebalance it takes nothing more until
+    /// [`Self::take_reassignment`] has run.
+    pub fn poll(
         &mut self,
         timeout: Duration,
-        f: impl FnOnce(KafkaRecord<'_>) -> R,
-    ) -> Result<Option<R>, KafkaError> {
-        let Some(result) = self.consumer.poll(timeout) else {
-            return Ok(None);
-        };
-        let message = result.map_err(kafka_error("consuming"))?;
-        if self.rebalanced() {
-            // The poll that ran the rebalance callbacks also returned a
-            // message, perhaps fetched before the rebalance from further on.
-            // Leave it: its partition is rewound to its committed offset once
-            // the old windows are dropped (see `take_reassignment`).
-            self.rewind
-                .push((message.topic().to_string(), message.partition()));
-            return Ok(None);
-        }
-        // With one topic subscribed, every message is from it: its name is
-        // not read from each message (a C string checked as UTF-8 each time).
-        let topic_index = if self.topics.len() == 1 {
-            0
-        } else {
-            let name = message.topic();
-            match self.topics.iter().position(|(t, _, _)| t == name) {
-                Some(t) => t,
-                None => return Ok(None),
+        max: usize,
+        mut f: impl FnMut(KafkaRecord<'_>),
+    ) -> Result<usize, KafkaError> {
+        // With partitions assigned, the wait is for their messages; without,
+        // for the group's next assignment.
+        let assigned = self.owned.contains(&true);
+        let wait = if assigned { Duration::ZERO } else { timeout };
+        let mut taken = 0;
+        if let Some(result) = self.consumer.poll(wait) {
+            // A message on the consumer's own queue: its partition's
+            // messages are not forwarded to the message queue (none should
+            // be, see `MessageQueue::forward`), so it is taken from here.
+            let message = result.map_err(kafka_error("consuming"))?;
+            taken += 1;
+            if self.rebalanced() {
+                // The poll that ran the rebalance callbacks also returned a
+                // message, perhaps fetched before the rebalance from further
+                // on. Leave it: its partition is rewound to its committed
+                // offset once the old windows are dropped (see
+                // `take_reassignment`).
+                self.rewind
+                    .push((message.topic().to_string(), message.partition()));
+                return Ok(taken);
             }
+            // Copied out of the message, which borrows the consumer: this
+            // path is not the one messages normally take.
+            let topic = self.topic_of(|| Some(message.topic()));
+            let (partition, offset) = (message.partition(), message.offset());
+            let payload = message.payload().unwrap_or_default().to_vec();
+            let timestamp = message.timestamp().to_millis();
+            drop(message);
+            if let Some((i, replayed)) = topic.and_then(|t| self.accept(t, partition, offset)) {
+                f(KafkaRecord {
+                    partition: i,
+                    offset,
+                    payload: &payload,
+                    timestamp,
+                    replayed,
+                });
+            }
+        }
+        let Some(queue) = self.queue else {
+            return Ok(taken);
         };
-        let Some(i) = self.index_in(topic_index, message.partition()) else {
-            // A partition added after start: not tracked by this run.
-            return Ok(None);
+        if self.rebalanced() || !assigned || taken >= max {
+            return Ok(taken);
+        }
+        // librdkafka's batch read waits for all `max` messages or the
+        // timeout. So the wait, if any, is for the first message alone
+        // (else a slow stream's events would sit out the timeout), and
+        // the rest is whatever is there already.
+        if taken == 0 && !timeout.is_zero() {
+            taken = self.take_batch(queue, timeout, 1, &mut f)?;
+            if taken == 0 {
+                return Ok(0);
+            }
+        }
+        if taken < max {
+            taken += self.take_batch(queue, Duration::ZERO, max - taken, &mut f)?;
+        }
+        Ok(taken)
+    }
+
+    /// Takes up to `max` messages from the message queue, waiting up to
+    /// `wait` for all of them, and hands those to be handed on to `f`.
+    fn take_batch(
+        &mut self,
+        queue: MessageQueue,
+        wait: Duration,
+        max: usize,
+        f: &mut impl FnMut(KafkaRecord<'_>),
+    ) -> Result<usize, KafkaError> {
+        let wait = c_int::try_from(wait.as_millis()).unwrap_or(c_int::MAX);
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.resize(max, std::ptr::null_mut());
+        // SAFETY: the queue is live until this source is dropped, and
+        // `batch` has room for the `max` messages asked for.
+        let n = unsafe {
+            rdsys::rd_kafka_consume_batch_queue(queue.0.as_ptr(), wait, batch.as_mut_ptr(), max)
         };
+        let n = usize::try_from(n).unwrap_or(0).min(max);
+        let mut failed = None;
+        for &m in &batch[..n] {
+            // SAFETY: librdkafka handed over `n` valid messages, each
+            // destroyed only after this loop.
+            let message = unsafe { &*m };
+            if message.err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                let code = rdkafka::types::RDKafkaErrorCode::from(message.err);
+                failed = Some(kafka_error("consuming")(
+                    rdkafka::error::KafkaError::MessageConsumption(code),
+                ));
+                break;
+            }
+            let accepted = self
+                .topic_of(|| {
+                    // SAFETY: a message's topic handle and its name live as
+                    // long as the message.
+                    unsafe { CStr::from_ptr(rdsys::rd_kafka_topic_name(message.rkt)) }
+                        .to_str()
+                        .ok()
+                })
+                .and_then(|t| self.accept(t, message.partition, message.offset));
+            let Some((i, replayed)) = accepted else {
+                continue;
+            };
+            let payload = if message.payload.is_null() {
+                &[][..]
+            } else {
+                // SAFETY: librdkafka's payload pointer and length, valid
+                // while the message is.
+                unsafe { std::slice::from_raw_parts(message.payload.cast::<u8>(), message.len) }
+            };
+            let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+            // SAFETY: a valid message, as above.
+            let stamp = unsafe { rdsys::rd_kafka_message_timestamp(m, &mut kind) };
+            let timestamp = (stamp != -1
+                && kind != rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE)
+                .then_some(stamp);
+            f(KafkaRecord {
+                partition: i,
+                offset: message.offset,
+                payload,
+                timestamp,
+                replayed,
+            });
+        }
+        for &m in &batch[..n] {
+            // SAFETY: each message librdkafka handed over, destroyed once.
+            unsafe { rdsys::rd_kafka_message_destroy(m) };
+        }
+        self.batch = batch;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
+    }
+
+    /// Which configured topic a message is from; `name` reads its name,
+    /// which with a single topic is not needed (a C string checked as UTF-8
+    /// for each message).
+    fn topic_of<'m>(&self, name: impl FnOnce() -> Option<&'m str>) -> Option<usize> {
+        if self.topics.len() == 1 {
+            return Some(0);
+        }
+        let name = name()?;
+        self.topics.iter().position(|(t, _, _)| t == name)
+    }
+
+    /// Whether a fetched message of the `t`-th topic's `partition` at
+    /// `offset` is handed on, and if so its partition index and whether it
+    /// is a replay.
+    fn accept(&mut self, t: usize, partition: i32, offset: i64) -> Option<(usize, bool)> {
+        // A partition added after start is not tracked by this run.
+        let i = self.index_in(t, partition)?;
         if !self.owned.get(i).copied().unwrap_or(false) {
             // Fetched under an assignment that has since been revoked: its
             // window state is gone, and whoever owns the partition now reads
             // it again from the committed offset. Taking it would move this
             // partition's watermark past the events that replay will bring.
             self.stale += 1;
-            return Ok(None);
+            return None;
         }
-        let offset = message.offset();
         if let Some(ends) = &self.stop_at
             && offset >= ends[i]
         {
             self.progress[i].next = Some(offset);
-            return Ok(None);
+            return None;
         }
         let progress = &mut self.progress[i];
         progress.delivered = true;
-        let record = KafkaRecord {
-            partition: i,
-            offset,
-            payload: message.payload().unwrap_or_default(),
-            timestamp: message.timestamp().to_millis(),
-            replayed: offset < progress.replay_end,
-        };
-        Ok(Some(f(record)))
+        Some((i, offset < progress.replay_end))
     }
 
     /// Notes that the message at `offset` of partition `i`, with event time
@@ -758,6 +953,21 @@ impl KafkaSource {
             while !self.consumer.closed() && Instant::now() < deadline {
                 let _ = self.consumer.poll(Duration::from_millis(1));
             }
+        }
+    }
+}
+
+impl Drop for KafkaSource {
+    /// Destroys the message queue before the consumer (a field, dropped
+    /// after this), which must outlive it.
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.messages.lock() {
+            *slot = None;
+        }
+        if let Some(queue) = self.queue.take() {
+            // SAFETY: the handle's last use: the rebalance callbacks no
+            // longer see it, and the consumer is still alive.
+            unsafe { rdsys::rd_kafka_queue_destroy(queue.0.as_ptr()) };
         }
     }
 }
