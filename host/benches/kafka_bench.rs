@@ -27,11 +27,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+/// The same allocator as the `sluice` binary, unprefixed too, so that the
+/// raw loops' librdkafka (and the broker) allocate as sluice's does.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const PARTITIONS: i32 = 8;
 
@@ -155,10 +160,12 @@ fn throughput(
     // Rounds, each a raw loop then a sluice run in groups of their own, so
     // that medians (and the spread) stand for the noise of a shared machine.
     let mut raws = Vec::new();
+    let mut batch_raws = Vec::new();
     let mut runs = Vec::new();
     let mut config = PathBuf::new();
     for round in 0..rounds {
         raws.push(raw_loop(brokers, &format!("raw-{round}"), n)?);
+        batch_raws.push(raw_batch_loop(brokers, &format!("raw-batch-{round}"), n)?);
         config = write_config(
             dir,
             "throughput",
@@ -203,6 +210,8 @@ fn throughput(
     let paired = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
     let raw_cpu = median(raws.iter().map(|r| r.1).collect());
     let raw = median(raws.iter().map(|r| r.0).collect());
+    let batch_raw = median(batch_raws.iter().map(|r| r.0).collect());
+    let batch_raw_cpu = median(batch_raws.iter().map(|r| r.1).collect());
     let timed = Timed {
         to_end: median(runs.iter().map(|t| t.to_end).collect()),
         to_exit: median(runs.iter().map(|t| t.to_exit).collect()),
@@ -256,6 +265,13 @@ fn throughput(
         secs(timed.to_end),
         secs(timed.to_first),
         secs(timed.to_end) / secs(raw).max(1e-9)
+    );
+    println!(
+        "| kafka 1 | same topic, raw loop reading in batches of 256 (`rd_kafka_consume_batch_queue`, partitions assigned by hand: no group to serve), as sluice reads | {:.0}k/s ({:.2} s from its first message; {:.2} core-s) | sluice's time to the end offsets is {:.2}x this |",
+        rate(batch_raw) / 1e3,
+        secs(batch_raw),
+        secs(batch_raw_cpu),
+        secs(timed.to_end) / secs(batch_raw).max(1e-9)
     );
     println!(
         "| kafka 1 | the same run, to its exit (fire all, flush, commit, leave the group) | {:.2} s from its first message | {:.2}x the raw loop's time |",
@@ -347,6 +363,77 @@ fn raw_loop(brokers: &str, group: &str, n: u64) -> Result<(Duration, Duration)> 
     }
     std::hint::black_box(bytes);
     consumer.unsubscribe();
+    let (at, cpu) = first.unwrap_or((Instant::now(), Duration::ZERO));
+    Ok((at.elapsed(), cpu_time("self").saturating_sub(cpu)))
+}
+
+/// The plainest fast consumer of the same events: every partition assigned
+/// by hand from the beginning (no group, so no rebalance to serve), read
+/// from the consumer's queue in batches of up to 256 as sluice reads them,
+/// each payload's length summed. Time and CPU as for [`raw_loop`].
+fn raw_batch_loop(brokers: &str, group: &str, n: u64) -> Result<(Duration, Duration)> {
+    use rdkafka::bindings as rdsys;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset("events", p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    // SAFETY: a live consumer's handle; the queue is destroyed below,
+    // before the consumer.
+    let queue = unsafe { rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
+    if queue.is_null() {
+        bail!("the consumer has no queue");
+    }
+    let mut batch = vec![std::ptr::null_mut(); 256];
+    let mut read = 0u64;
+    let mut bytes = 0usize;
+    let mut first: Option<(Instant, Duration)> = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut failed = None;
+    while read < n && failed.is_none() && Instant::now() < deadline {
+        // A batch read waits for all it asks for: wait for one, then take
+        // what is there.
+        let mut got = 0;
+        for (wait, max) in [(100, 1), (0, batch.len() - 1)] {
+            // SAFETY: `batch` has room for `max` messages from `got` on.
+            let taken = unsafe {
+                rdsys::rd_kafka_consume_batch_queue(queue, wait, batch[got..].as_mut_ptr(), max)
+            };
+            got += usize::try_from(taken).unwrap_or(0);
+            if got == 0 {
+                break;
+            }
+        }
+        if got > 0 {
+            first.get_or_insert_with(|| (Instant::now(), cpu_time("self")));
+        }
+        for &m in &batch[..got] {
+            // SAFETY: messages librdkafka handed over, each destroyed once.
+            unsafe {
+                if (*m).err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    failed = Some((*m).err);
+                } else {
+                    bytes += (*m).len;
+                    read += 1;
+                }
+                rdsys::rd_kafka_message_destroy(m);
+            }
+        }
+    }
+    // SAFETY: the queue handle's last use.
+    unsafe { rdsys::rd_kafka_queue_destroy(queue) };
+    std::hint::black_box(bytes);
+    if let Some(err) = failed {
+        bail!("raw batch consume: {err:?}");
+    }
+    if read < n {
+        bail!("the raw batch loop read {read} of {n} events in 120 s");
+    }
     let (at, cpu) = first.unwrap_or((Instant::now(), Duration::ZERO));
     Ok((at.elapsed(), cpu_time("self").saturating_sub(cpu)))
 }
