@@ -621,6 +621,67 @@ fn settled_commits(brokers: &str, group: &str) -> BTreeMap<i32, i64> {
     last
 }
 
+/// A source over two topics: each message is told apart by its topic (the
+/// name librdkafka gives each message, read only when there are several),
+/// the per-partition watermarks span both topics' partitions (two of which
+/// stay empty), the results are the file run's, and dead letters name the
+/// topic their message came from.
+#[test]
+fn two_topics_match_the_file_run() {
+    let broker = Broker::start();
+    broker.create_topic("left", 3);
+    broker.create_topic("right", 2);
+    let events = events();
+    let dir = tempfile::tempdir().unwrap();
+    let file_results = file_run(dir.path(), &events);
+
+    // Partitions 0 and 2 of `events()` go to the same partitions of
+    // `left`, partition 1 to `right/1`: `left/1` and `right/0` stay empty.
+    let (right, left): (Vec<_>, Vec<_>) = events.iter().cloned().partition(|(p, _)| *p == 1);
+    produce(&broker.address, "left", &left);
+    produce(&broker.address, "right", &right);
+
+    let config = dir.path().join("two.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ kafka: {{ brokers: \"{b}\", topics: [left, right], group: two, stop_at_end: true }} }}\n\
+             {PIPELINE}sink: {{ file: two-results.jsonl }}\n\
+             late_output: {{ file: two-late.jsonl }}\ndead_letter: {{ file: two-dead.jsonl }}\n",
+            b = broker.address
+        ),
+    )
+    .unwrap();
+    // Bounded in time: a message taken for another topic's partition
+    // would leave the real one short of its end offset for ever.
+    let out = sluice_within(&config, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = std::fs::read_to_string(dir.path().join("two-results.jsonl")).unwrap();
+    assert_eq!(sorted_lines(&got), sorted_lines(&file_results));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("two-late.jsonl")).unwrap(),
+        ""
+    );
+    // The two undecodable messages, one in each topic, named by it.
+    let dead = std::fs::read_to_string(dir.path().join("two-dead.jsonl")).unwrap();
+    let mut origins: Vec<(String, i64)> = dead
+        .lines()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            (
+                record["topic"].as_str().expect("a topic").to_string(),
+                record["partition"].as_i64().expect("a partition"),
+            )
+        })
+        .collect();
+    origins.sort();
+    assert_eq!(origins, [("left".to_string(), 0), ("right".to_string(), 1)]);
+}
+
 /// `time: { format: kafka_timestamp }` takes event time from the message
 /// timestamp: events produced with their time as the message timestamp (and
 /// no time field) give the results of the file run.

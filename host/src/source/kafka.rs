@@ -79,8 +79,8 @@ struct RebalanceLog {
 }
 
 /// The rebalance log and a flag that says it holds something: the poll
-/// loop asks after every message, and reading a flag costs less than
-/// taking the lock.
+/// loop asks after every poll, and reading a flag costs less than taking
+/// the lock.
 #[derive(Debug, Default)]
 struct Rebalances {
     log: Mutex<RebalanceLog>,
@@ -193,9 +193,9 @@ pub struct KafkaRecord<'a> {
 /// librdkafka's queue that every assigned partition's messages are
 /// forwarded to, so that the poll loop takes them in batches.
 ///
-/// Polling the consumer message by message read the clock three times and
-/// took the queue's lock twice for each message: with the event wrapper
-/// around it, half of the poll loop's own time (README, Kafka rows).
+/// Polling the consumer message by message read the clock three times for
+/// each message and wrapped it in an event: about half of the poll loop's
+/// own time (README, Kafka rows). A batch read does that once per batch.
 /// Rebalances, commit results and statistics stay on the consumer's queue,
 /// which the loop still polls before each batch.
 #[derive(Debug, Clone, Copy)]
