@@ -600,8 +600,7 @@ impl KafkaSource {
 
     /// The index of `topic`/`partition` among the source's partitions.
     pub fn index_of(&self, topic: &str, partition: i32) -> Option<usize> {
-        let t = self.topics.iter().position(|(name, _, _)| name == topic)?;
-        self.index_in(t, partition)
+        self.index_in(self.topic_named(topic)?, partition)
     }
 
     /// Index of partition `partition` of the `t`-th configured topic.
@@ -782,7 +781,11 @@ impl KafkaSource {
         if self.topics.len() == 1 {
             return Some(0);
         }
-        let name = name()?;
+        self.topic_named(name()?)
+    }
+
+    /// Which configured topic is called `name`.
+    fn topic_named(&self, name: &str) -> Option<usize> {
         self.topics.iter().position(|(t, _, _)| t == name)
     }
 
