@@ -73,7 +73,7 @@ build_language_plugin() {
     python)
         # --stub-wasi: every WASI import becomes a trap inside the component,
         # so it imports nothing and the host's refusal of file and socket
-        # imports holds for Python too (print() would trap; see README).
+        # imports holds for Python too (print() would trap; see docs/plugins/writing.md).
         (cd "$work" && "$COMPONENTIZE_PY" -d "$ROOT/wit" -w aggregator-plugin \
             componentize --stub-wasi -p "$src" app -o "$out") >"$work/log" 2>&1 ||
             { cat "$work/log" >&2; rm -rf "$work"; return 1; }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start-up of `sluice run` with the compile cache off, cold and warm, for the
-# Rust example plugin and the Python one (README "Compile cache").
+# Rust example plugin and the Python one (docs/performance.md, "Start-up and
+# the compile cache").
 # Needs the release binary and out/plugins/{slo_breach,ewma_python}.wasm
 # (scripts/test.sh builds both).
 set -euo pipefail

@@ -133,7 +133,8 @@ proptest! {
 
     /// Every quantile `percentiles` reports is within its relative accuracy of
     /// the exact order statistic of rank floor(q * (n - 1)), the bound the
-    /// README documents, for skewed, signed and clustered data alike.
+    /// plugins page documents (docs/plugins/README.md), for skewed, signed and
+    /// clustered data alike.
     #[test]
     fn percentiles_stay_within_the_documented_bound(
         mut values in prop::collection::vec(

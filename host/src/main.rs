@@ -17,8 +17,8 @@ use sluice_host::plugin::{PluginEngine, PluginLimits};
 /// jemalloc for the whole process. Its unprefixed `malloc` and `free`
 /// serve the C libraries as well as Rust: librdkafka allocates each fetched
 /// message on its fetch thread and the poll loop frees it, which under
-/// glibc's allocator made the loop wait on that thread's arena lock (the
-/// README's Kafka rows give the profile and the measured gain).
+/// glibc's allocator made the loop wait on that thread's arena lock (why
+/// jemalloc: docs/dependencies.md; the Kafka figures: docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -2,8 +2,8 @@
 //! next ones.
 //!
 //! The poll loop is one thread by design (one watermark, one order of
-//! events), and decoding the JSON values was a third of its time (see the
-//! README's Kafka rows). So the loop copies each polled value into a batch;
+//! events), and decoding the JSON values was a third of its time (see
+//! docs/performance.md, Kafka). So the loop copies each polled value into a batch;
 //! a full batch, or whatever is pending when the consumer has nothing more
 //! at once, goes to a decoder thread and comes back, in order, to be run
 //! through the pipeline while the loop polls the next. At most [`OUT`]

@@ -1,7 +1,7 @@
 //! A file read and decoded ahead of the pipeline on other threads.
 //!
-//! Decoding JSON is most of what a file replay costs (the README's
-//! Performance section), and the window operator, its plugins and the
+//! Decoding JSON is most of what a file replay costs (docs/performance.md,
+//! File replay), and the window operator, its plugins and the
 //! outputs are single-threaded by design (one watermark, deterministic
 //! order). So a reader thread cuts the file into batches of lines and deals
 //! them out in turn to decoder threads; the pipeline takes the decoded

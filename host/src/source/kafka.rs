@@ -195,7 +195,7 @@ pub struct KafkaRecord<'a> {
 ///
 /// Polling the consumer message by message read the clock three times for
 /// each message and wrapped it in an event: about half of the poll loop's
-/// own time (README, Kafka rows). A batch read does that once per batch.
+/// own time (docs/performance.md, Kafka). A batch read does that once per batch.
 /// Rebalances, commit results and statistics stay on the consumer's queue,
 /// which the loop still polls before each batch.
 #[derive(Debug, Clone, Copy)]
