@@ -20,7 +20,7 @@ build_zoo_plugins
 echo "== cargo clippy (host and guests, native), -D warnings"
 cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== cargo clippy (guests, wasm32-wasip2), -D warnings"
-cargo clippy --release --target wasm32-wasip2 --workspace --exclude sluice --exclude sluice-gen -- -D warnings
+cargo clippy --release --target wasm32-wasip2 -p sluice-sdk -p 'sluice-plugin-*' -p 'sluice-example-*' -p 'sluice-zoo-*' -- -D warnings
 
 echo "== cargo test"
 cargo test --release --workspace

@@ -14,7 +14,7 @@ fn stderr(out: &Output) -> String {
 
 /// The example plugin, built by scripts/test.sh into out/plugins/.
 fn example_plugin() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../out/plugins/slo_breach.wasm");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../out/plugins/slo_breach.wasm");
     assert!(
         path.is_file(),
         "{} is missing: run scripts/test.sh, which builds the example plugins",
@@ -298,7 +298,7 @@ fn plugin_inspect_describes_builtins_and_custom_plugins() {
 /// lines on stderr, while the run goes on and its summary stays plain.
 #[test]
 fn json_logs_report_plugin_failures() {
-    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../out/zoo/panic.wasm");
+    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../out/zoo/panic.wasm");
     assert!(
         zoo.is_file(),
         "{} is missing: run scripts/test.sh",

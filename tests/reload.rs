@@ -23,7 +23,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use common::{sluice, zoo_path};
-use sluice_host::plugin::registry::builtin_bytes;
+use sluice_wasm::registry::builtin_bytes;
 
 /// How long to wait for the host to react (generous: the tests share two
 /// cores with builds).
@@ -355,8 +355,9 @@ fn reload_under_a_stream(source: &str, keys: &[&str]) {
     let mut stdin = child.stdin.take().expect("stdin piped");
     let mut tally = BTreeMap::new();
     let last = keys.last().expect("a key");
-    log.wait_for(&["admin endpoint"]);
+    // The watcher starts with the reloader, the admin endpoint after it.
     log.wait_for(&["watching"]);
+    log.wait_for(&["admin endpoint"]);
 
     // Version 1 serves windows 0-4 and the first half of window 5.
     for second in 0..5 {
@@ -615,21 +616,22 @@ fn a_restart_finishes_the_windows_of_a_retiring_version_from_the_checkpoint() {
 mod side_by_side {
     use std::sync::Arc;
 
-    use sluice_host::plugin::{AggregationInstance, PluginEngine, PluginLimits};
-    use sluice_host::state::{
-        CheckpointDelta, LaneState, RetiringState, SlotKey, SlotState, decode_record,
+    use sluice_core::plugin::Aggregation;
+    use sluice_core::state::{
+        LaneState, RetiringState, SlotKey, SlotState, WindowDelta, decode_record,
     };
-    use sluice_host::watermark::Watermarks;
-    use sluice_host::window::{EventOutcome, Swap, WindowOperator, WindowResult, WindowSpec};
+    use sluice_core::watermark::Watermarks;
+    use sluice_core::window::{EventOutcome, Swap, WindowOperator, WindowResult, WindowSpec};
+    use sluice_wasm::{PluginEngine, PluginLimits};
 
     use super::common::zoo_path;
 
     /// Out-of-orderness the events have and the watermark allows.
     const DELAY: i64 = 300;
 
-    fn open(engine: &PluginEngine, bytes: &[u8]) -> AggregationInstance {
+    fn open(engine: &PluginEngine, bytes: &[u8]) -> Box<dyn Aggregation> {
         let plugin = engine.compile("zoo", bytes).expect("compiles");
-        engine.open_aggregation(&plugin, "{}").expect("opens")
+        Box::new(engine.open_aggregation(&plugin, "{}").expect("opens"))
     }
 
     /// Events of three keys, roughly in time order (within `DELAY`).
@@ -656,10 +658,10 @@ mod side_by_side {
     fn operator(
         engine: &PluginEngine,
         spec: WindowSpec,
-        agg: AggregationInstance,
+        agg: Box<dyn Aggregation>,
     ) -> WindowOperator {
-        let triggers = sluice_host::pipeline::default_trigger(engine).expect("default trigger");
-        WindowOperator::new(spec, 0, vec![agg], triggers, 4)
+        let triggers = sluice::pipeline::default_trigger(engine).expect("default trigger");
+        WindowOperator::new(spec, 0, vec![agg], triggers, 4, 5)
     }
 
     /// Checkpoints `op` and builds a new operator from the records alone,
@@ -674,7 +676,7 @@ mod side_by_side {
         current: &[u8],
         watermark: i64,
     ) -> (WindowOperator, usize, bool) {
-        let mut delta = CheckpointDelta::default();
+        let mut delta = WindowDelta::default();
         op.checkpoint_into(&mut delta).expect("checkpoint");
         let mut slots: Vec<(SlotKey, SlotState, u32)> = delta
             .put

@@ -11,8 +11,9 @@ mod common;
 use common::zoo_path;
 use std::time::{Duration, Instant};
 
-use sluice_host::plugin::registry::builtin_bytes;
-use sluice_host::plugin::{AggregationInstance, PluginEngine, PluginLimits};
+use sluice_core::plugin::Aggregation;
+use sluice_wasm::registry::builtin_bytes;
+use sluice_wasm::{AggregationInstance, PluginEngine, PluginLimits};
 
 /// Small limits, so that the hostile plugins fail fast.
 fn limits() -> PluginLimits {
@@ -252,7 +253,7 @@ fn garbage_bytes_are_refused_at_load() {
 #[test]
 fn the_builtins_import_only_what_is_granted() {
     let engine = PluginEngine::new(limits()).expect("engine");
-    for name in sluice_host::plugin::registry::builtin_names() {
+    for name in sluice_wasm::registry::builtin_names() {
         let bytes = builtin_bytes(name).expect("built-in");
         let plugin = engine
             .compile(name, bytes)
@@ -607,23 +608,23 @@ fn end_to_end_a_failed_session_half_fails_the_merged_session() {
 /// the partials it held.
 #[test]
 fn a_failed_pane_gives_the_same_sliding_results_with_or_without_partials() {
-    use sluice_host::window::{WindowOperator, WindowSpec};
+    use sluice_core::window::{WindowOperator, WindowSpec};
     let run = |partials: bool| {
         let engine = PluginEngine::new(limits()).expect("engine");
         let count = engine
             .compile("count", builtin_bytes("count").expect("count"))
             .expect("compiles");
-        let aggs = vec![
-            open(&engine, "panic", "{}"),
-            engine.open_aggregation(&count, "{}").expect("opens"),
+        let aggs: Vec<Box<dyn Aggregation>> = vec![
+            Box::new(open(&engine, "panic", "{}")),
+            Box::new(engine.open_aggregation(&count, "{}").expect("opens")),
         ];
-        let triggers = sluice_host::pipeline::default_trigger(&engine).expect("trigger");
+        let triggers = sluice::pipeline::default_trigger(&engine).expect("trigger");
         let spec = WindowSpec::Sliding {
             size: 1_000,
             slide: 100,
             offset: 0,
         };
-        let mut op = WindowOperator::new(spec, 0, aggs, triggers, 4);
+        let mut op = WindowOperator::new(spec, 0, aggs, triggers, 4, 5);
         op.set_sliding_partials(partials);
         let mut out = Vec::new();
         for i in 0..400i64 {

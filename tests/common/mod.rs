@@ -68,7 +68,7 @@ pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
 /// with a message naming the step that makes it when it is missing.
 pub fn out_file(relative: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
+        .join("../..")
         .join(relative);
     assert!(
         path.is_file(),

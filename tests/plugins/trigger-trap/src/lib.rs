@@ -33,6 +33,7 @@ impl Trigger for TriggerTrap {
 
     fn on_elements(&self, _: &mut (), window: Window, _: &Elements, watermark: i64) -> Decision {
         if hangs(window) {
+            // The hang is the point: this trigger must be cut by the deadline.
             #[allow(clippy::empty_loop)]
             loop {}
         }

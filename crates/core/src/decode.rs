@@ -1,0 +1,635 @@
+//! Decoding one JSON line into what the windowing needs: a key, an event time
+//! in epoch milliseconds, and one value per aggregation.
+//!
+//! Only the configured fields are read; everything else in the object is
+//! skipped without being built. A line that cannot be decoded yields a reason
+//! for the dead-letter output, never an error that stops the run.
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
+use sluice_config::{AggregationConfig, MissingPolicy, TimeConfig, TimeFormat};
+
+/// Event times are refused outside roughly ±100,000 years: far beyond any real
+/// data, and it keeps window arithmetic clear of overflow.
+pub const MAX_ABS_TIME_MS: i64 = 1 << 52;
+
+/// Identifies a grouping key within one run (an index into [`KeyTable`]).
+pub type KeyId = u32;
+
+/// Interns keys: each distinct key is stored once, rendered as the JSON object
+/// that result records carry (`{"service":"svc-1"}`).
+#[derive(Debug, Default)]
+pub struct KeyTable {
+    ids: foldhash::HashMap<String, KeyId>,
+    rendered: Vec<String>,
+}
+
+impl KeyTable {
+    /// The id of a rendered key, adding it if new.
+    pub fn intern(&mut self, rendered: &str) -> KeyId {
+        if let Some(&id) = self.ids.get(rendered) {
+            return id;
+        }
+        let id = KeyId::try_from(self.rendered.len()).unwrap_or(KeyId::MAX);
+        self.ids.insert(rendered.to_string(), id);
+        self.rendered.push(rendered.to_string());
+        id
+    }
+
+    /// The key's JSON object.
+    pub fn render(&self, id: KeyId) -> &str {
+        self.rendered
+            .get(id as usize)
+            .map(String::as_str)
+            .unwrap_or("{}")
+    }
+
+    /// Keys from id `from` on, in id order: those a checkpoint has not stored yet.
+    pub fn since(&self, from: usize) -> impl Iterator<Item = (KeyId, &str)> {
+        self.rendered
+            .iter()
+            .enumerate()
+            .skip(from)
+            .map(|(i, k)| (i as KeyId, k.as_str()))
+    }
+
+    /// How many distinct keys have been seen.
+    pub fn len(&self) -> usize {
+        self.rendered.len()
+    }
+
+    /// Whether no key has been seen yet.
+    pub fn is_empty(&self) -> bool {
+        self.rendered.is_empty()
+    }
+}
+
+/// A decoded event, reused from line to line to avoid allocation.
+#[derive(Debug, Default, PartialEq)]
+pub struct Event {
+    /// The key rendered as a JSON object.
+    pub key: String,
+    /// Event time, epoch milliseconds.
+    pub time: i64,
+    /// One value per aggregation; `None` where the aggregation skips this event.
+    pub values: Vec<Option<f64>>,
+}
+
+/// Turns JSON lines into [`Event`]s according to the pipeline's field mapping.
+#[derive(Debug, Clone)]
+pub struct EventDecoder {
+    key_fields: Vec<String>,
+    /// Per key field, what precedes its value in the rendered key:
+    /// `{"service":` for the first, `,"model":` for the next.
+    key_prefixes: Vec<String>,
+    time: TimeConfig,
+    /// Distinct value fields, in first-use order.
+    value_fields: Vec<String>,
+    /// Per aggregation: index into `value_fields` (None = constant 1) and policy.
+    aggs: Vec<(Option<usize>, MissingPolicy)>,
+    scratch: Scratch,
+}
+
+/// What the visitor found in one line.
+#[derive(Debug, Default, Clone)]
+struct Scratch {
+    /// Rendered JSON of each key field, and whether the line had it; the
+    /// strings keep their capacity from line to line.
+    keys: Vec<String>,
+    key_seen: Vec<bool>,
+    key_error: Option<String>,
+    time: Option<Result<i64, String>>,
+    values: Vec<Option<Result<f64, String>>>,
+}
+
+impl EventDecoder {
+    /// A decoder for the given key fields, time field and aggregations.
+    pub fn new(key_fields: &[String], time: &TimeConfig, aggs: &[AggregationConfig]) -> Self {
+        let mut value_fields: Vec<String> = Vec::new();
+        let aggs = aggs
+            .iter()
+            .map(|a| {
+                let index = a.field.as_ref().map(|f| {
+                    value_fields.iter().position(|v| v == f).unwrap_or_else(|| {
+                        value_fields.push(f.clone());
+                        value_fields.len() - 1
+                    })
+                });
+                (index, a.on_missing)
+            })
+            .collect();
+        let key_prefixes = key_fields
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                let mut prefix = String::from(if i == 0 { "{" } else { "," });
+                write_json_string(&mut prefix, field);
+                prefix.push(':');
+                prefix
+            })
+            .collect();
+        Self {
+            key_fields: key_fields.to_vec(),
+            key_prefixes,
+            time: time.clone(),
+            value_fields,
+            aggs,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// How many values an event carries: one per aggregation.
+    pub fn values_per_event(&self) -> usize {
+        self.aggs.len()
+    }
+
+    /// Decodes `line` into `event`, or says why it cannot be.
+    pub fn decode(&mut self, line: &[u8], event: &mut Event) -> Result<(), String> {
+        self.decode_at(line, None, event)
+    }
+
+    /// Decodes `line`, a message stamped `message_time` (epoch ms) by its
+    /// source, into `event`; the stamp is the event time when the time format
+    /// is `kafka_timestamp`.
+    pub fn decode_at(
+        &mut self,
+        line: &[u8],
+        message_time: Option<i64>,
+        event: &mut Event,
+    ) -> Result<(), String> {
+        let s = &mut self.scratch;
+        s.keys.resize(self.key_fields.len(), String::new());
+        s.key_seen.clear();
+        s.key_seen.resize(self.key_fields.len(), false);
+        s.key_error = None;
+        s.time = None;
+        s.values.clear();
+        s.values.resize(self.value_fields.len(), None);
+
+        let seed = LineSeed {
+            key_fields: &self.key_fields,
+            time: &self.time,
+            value_fields: &self.value_fields,
+            scratch: s,
+        };
+        // A line checked as UTF-8 once, in one pass, is parsed without
+        // checking each string again. Any other line is parsed from bytes as
+        // before, so what is accepted does not change: serde_json checks the
+        // strings it reads and not those it skips.
+        match std::str::from_utf8(line) {
+            Ok(text) => parse(&mut serde_json::Deserializer::from_str(text), seed),
+            Err(_) => parse(&mut serde_json::Deserializer::from_slice(line), seed),
+        }
+        .map_err(|e| format!("malformed JSON: {e}"))?;
+
+        event.time = if self.time.format == TimeFormat::KafkaTimestamp {
+            message_time.ok_or("the message has no timestamp")?
+        } else {
+            match s.time.take() {
+                None => return Err(format!("missing time field `{}`", self.time.field)),
+                Some(r) => r?,
+            }
+        };
+
+        if let Some(reason) = s.key_error.take() {
+            return Err(reason);
+        }
+        event.key.clear();
+        for (i, (prefix, value)) in self.key_prefixes.iter().zip(&s.keys).enumerate() {
+            if !s.key_seen[i] {
+                return Err(format!("missing key field `{}`", self.key_fields[i]));
+            }
+            event.key.push_str(prefix);
+            event.key.push_str(value);
+        }
+        if self.key_prefixes.is_empty() {
+            event.key.push('{');
+        }
+        event.key.push('}');
+
+        event.values.clear();
+        for (index, policy) in &self.aggs {
+            let value = match index {
+                None => Some(1.0),
+                Some(i) => match &s.values[*i] {
+                    Some(Ok(v)) => Some(*v),
+                    Some(Err(reason)) => return Err(reason.clone()),
+                    None if *policy == MissingPolicy::Skip => None,
+                    None => {
+                        return Err(format!("missing value field `{}`", self.value_fields[*i]));
+                    }
+                },
+            };
+            event.values.push(value);
+        }
+        Ok(())
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    // Runs without anything to escape are copied whole. Every character
+    // that needs escaping is one ASCII byte, so `i` and `i + 1` are
+    // character boundaries.
+    let mut rest = s;
+    while let Some(i) = rest
+        .bytes()
+        .position(|b| b < 0x20 || b == b'"' || b == b'\\')
+    {
+        out.push_str(&rest[..i]);
+        match rest.as_bytes()[i] {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            b => {
+                let _ = write!(out, "\\u{b:04x}");
+            }
+        }
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
+    out.push('"');
+}
+
+/// Runs `seed` over one whole JSON document.
+fn parse<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+    seed: LineSeed<'_>,
+) -> Result<(), serde_json::Error> {
+    seed.deserialize(&mut *de)?;
+    de.end()
+}
+
+struct LineSeed<'a> {
+    key_fields: &'a [String],
+    time: &'a TimeConfig,
+    value_fields: &'a [String],
+    scratch: &'a mut Scratch,
+}
+
+impl<'de> DeserializeSeed<'de> for LineSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LineSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(FieldName(name)) = map.next_key::<FieldName<'de>>()? {
+            let name = name.as_ref();
+            // A field may serve as key, time and value at once, so check each role.
+            let key_slot = self.key_fields.iter().position(|f| f == name);
+            let is_time = self.time.field == name;
+            let value_slot = self.value_fields.iter().position(|f| f == name);
+            if key_slot.is_none() && !is_time && value_slot.is_none() {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let scalar: Scalar = map.next_value()?;
+            if let (Some(_), Scalar::Other(what)) = (key_slot, &scalar) {
+                self.scratch.key_error = Some(format!(
+                    "key field `{name}` is {what}, not a string, number or boolean"
+                ));
+            } else if let Some(i) = key_slot {
+                let out = &mut self.scratch.keys[i];
+                out.clear();
+                scalar.write_key_json(out);
+                self.scratch.key_seen[i] = true;
+            }
+            if is_time {
+                self.scratch.time = Some(scalar.time(name, self.time.format));
+            }
+            if let Some(i) = value_slot {
+                self.scratch.values[i] = Some(scalar.value(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A field name, borrowed from the line unless it holds escapes.
+///
+/// serde's own `Deserialize` for `Cow<str>` always builds a `String`: that
+/// was a malloc and a free for every field of every line (issue 8's profile).
+struct FieldName<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for FieldName<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FieldName<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<FieldName<'de>, E> {
+                Ok(FieldName(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A field value as far as sluice cares: the JSON scalars, or something else.
+#[derive(Debug)]
+enum Scalar<'de> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Cow<'de, str>),
+    Other(&'static str),
+}
+
+impl<'de> de::Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar<'de>, E> {
+                Ok(i64::try_from(v).map_or(Scalar::Float(v as f64), Scalar::Int))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other("an array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other("an object"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Scalar<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Scalar::Null => "null".into(),
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Str(s) => format!("{s:?}"),
+            Scalar::Other(what) => (*what).into(),
+        }
+    }
+
+    fn write_key_json(&self, out: &mut String) {
+        match self {
+            Scalar::Null => out.push_str("null"),
+            Scalar::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Scalar::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Scalar::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                None => out.push_str("null"),
+            },
+            Scalar::Str(s) => write_json_string(out, s),
+            Scalar::Other(_) => out.push_str("null"),
+        }
+    }
+
+    fn value(&self, field: &str) -> Result<f64, String> {
+        let v = match self {
+            Scalar::Int(i) => *i as f64,
+            Scalar::Float(f) => *f,
+            Scalar::Bool(b) => f64::from(u8::from(*b)),
+            other => {
+                return Err(format!(
+                    "value field `{field}` is {}, not a number",
+                    other.describe()
+                ));
+            }
+        };
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(format!("value field `{field}` is not finite"))
+        }
+    }
+
+    fn time(&self, field: &str, format: TimeFormat) -> Result<i64, String> {
+        let bad = || {
+            format!(
+                "time field `{field}` is {}, not {}",
+                self.describe(),
+                format_name(format)
+            )
+        };
+        let ms = match (self, format) {
+            (Scalar::Str(s), TimeFormat::Rfc3339) => chrono::DateTime::parse_from_rfc3339(s)
+                .map_err(|e| format!("time field `{field}` is {s:?}: not RFC 3339 ({e})"))?
+                .timestamp_millis(),
+            (_, TimeFormat::Rfc3339) => return Err(bad()),
+            (Scalar::Int(i), f) => match f {
+                TimeFormat::EpochSeconds => i.checked_mul(1000).ok_or_else(bad)?,
+                TimeFormat::EpochMillis => *i,
+                TimeFormat::EpochMicros => i.div_euclid(1000),
+                TimeFormat::EpochNanos => i.div_euclid(1_000_000),
+                TimeFormat::Rfc3339 | TimeFormat::KafkaTimestamp => return Err(bad()),
+            },
+            (Scalar::Float(x), f) => {
+                let scaled = match f {
+                    TimeFormat::EpochSeconds => x * 1e3,
+                    TimeFormat::EpochMillis => *x,
+                    TimeFormat::EpochMicros => x / 1e3,
+                    TimeFormat::EpochNanos => x / 1e6,
+                    TimeFormat::Rfc3339 | TimeFormat::KafkaTimestamp => return Err(bad()),
+                };
+                if !scaled.is_finite() || scaled.abs() >= MAX_ABS_TIME_MS as f64 {
+                    return Err(bad());
+                }
+                scaled.floor() as i64
+            }
+            _ => return Err(bad()),
+        };
+        if ms.abs() >= MAX_ABS_TIME_MS {
+            return Err(format!("time field `{field}` is out of range"));
+        }
+        Ok(ms)
+    }
+}
+
+fn format_name(format: TimeFormat) -> &'static str {
+    match format {
+        TimeFormat::EpochSeconds => "epoch seconds",
+        TimeFormat::EpochMillis => "epoch milliseconds",
+        TimeFormat::EpochMicros => "epoch microseconds",
+        TimeFormat::EpochNanos => "epoch nanoseconds",
+        TimeFormat::Rfc3339 => "an RFC 3339 timestamp",
+        TimeFormat::KafkaTimestamp => "read from a field",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder(format: TimeFormat, on_missing: MissingPolicy) -> EventDecoder {
+        let agg = |name: &str, field: Option<&str>| AggregationConfig {
+            name: name.into(),
+            plugin: "builtin/stats".into(),
+            field: field.map(Into::into),
+            config: None,
+            on_missing,
+        };
+        EventDecoder::new(
+            &["service".into(), "model".into()],
+            &TimeConfig {
+                field: "ts".into(),
+                format,
+            },
+            &[
+                agg("lat", Some("latency_ms")),
+                agg("n", None),
+                agg("err", Some("error")),
+            ],
+        )
+    }
+
+    fn decode(d: &mut EventDecoder, line: &str) -> Result<Event, String> {
+        let mut ev = Event::default();
+        d.decode(line.as_bytes(), &mut ev).map(|()| ev)
+    }
+
+    #[test]
+    fn field_names_with_escapes_are_matched_by_their_text() {
+        // Escaped names cannot be borrowed from the line; they must still match.
+        let mut d = decoder(TimeFormat::EpochMillis, MissingPolicy::DeadLetter);
+        let ev = decode(
+            &mut d,
+            r#"{"\u0074s":5,"serv\u0069ce":"a","model":"b","latency\u005fms":2,"error":false}"#,
+        )
+        .unwrap();
+        assert_eq!(ev.key, r#"{"service":"a","model":"b"}"#);
+        assert_eq!(ev.time, 5);
+        assert_eq!(ev.values, vec![Some(2.0), Some(1.0), Some(0.0)]);
+    }
+
+    #[test]
+    fn reads_key_time_and_values() {
+        let mut d = decoder(TimeFormat::EpochMillis, MissingPolicy::DeadLetter);
+        let ev = decode(
+            &mut d,
+            r#"{"model":"m\"1","ts":1700000000123,"x":{"deep":[1,2]},"service":"chat","latency_ms":12.5,"error":true}"#,
+        )
+        .unwrap();
+        assert_eq!(ev.key, r#"{"service":"chat","model":"m\"1"}"#);
+        assert_eq!(ev.time, 1_700_000_000_123);
+        assert_eq!(ev.values, vec![Some(12.5), Some(1.0), Some(1.0)]);
+    }
+
+    #[test]
+    fn time_formats() {
+        let mut d = decoder(TimeFormat::Rfc3339, MissingPolicy::DeadLetter);
+        let line = r#"{"ts":"2023-11-14T22:13:20.5Z","service":"a","model":"b","latency_ms":1,"error":false}"#;
+        assert_eq!(decode(&mut d, line).unwrap().time, 1_700_000_000_500);
+        let mut d = decoder(TimeFormat::EpochSeconds, MissingPolicy::DeadLetter);
+        let line = r#"{"ts":1700000000.25,"service":"a","model":"b","latency_ms":1,"error":false}"#;
+        assert_eq!(decode(&mut d, line).unwrap().time, 1_700_000_000_250);
+        let mut d = decoder(TimeFormat::EpochMicros, MissingPolicy::DeadLetter);
+        let line =
+            r#"{"ts":1700000000250999,"service":"a","model":"b","latency_ms":1,"error":false}"#;
+        assert_eq!(decode(&mut d, line).unwrap().time, 1_700_000_000_250);
+    }
+
+    #[test]
+    fn bad_lines_say_why() {
+        let mut d = decoder(TimeFormat::EpochMillis, MissingPolicy::DeadLetter);
+        let cases = [
+            (
+                r#"{"ts":1,"service":"a","model":"b","latency_ms":1"#,
+                "malformed JSON",
+            ),
+            (
+                r#"{"service":"a","model":"b","latency_ms":1,"error":false}"#,
+                "missing time field `ts`",
+            ),
+            (
+                r#"{"ts":1,"model":"b","latency_ms":1,"error":false}"#,
+                "missing key field `service`",
+            ),
+            (
+                r#"{"ts":1,"service":"a","model":"b","latency_ms":"12","error":false}"#,
+                "not a number",
+            ),
+            (
+                r#"{"ts":1,"service":"a","model":"b","error":false}"#,
+                "missing value field `latency_ms`",
+            ),
+            (
+                r#"{"ts":"soon","service":"a","model":"b","latency_ms":1,"error":false}"#,
+                "not epoch milliseconds",
+            ),
+            (
+                r#"{"ts":1,"service":"a","model":"b","latency_ms":1e999,"error":false}"#,
+                "malformed JSON",
+            ),
+            (r#"[1,2]"#, "malformed JSON"),
+            (
+                r#"{"ts":1,"service":"a","model":"b","latency_ms":1,"error":false} x"#,
+                "malformed JSON",
+            ),
+        ];
+        for (line, want) in cases {
+            let got = decode(&mut d, line).unwrap_err();
+            assert!(got.contains(want), "{line}: {got}");
+        }
+    }
+
+    #[test]
+    fn skip_policy_leaves_the_aggregation_out() {
+        let mut d = decoder(TimeFormat::EpochMillis, MissingPolicy::Skip);
+        let ev = decode(&mut d, r#"{"ts":5,"service":"a","model":"b"}"#).unwrap();
+        assert_eq!(ev.values, vec![None, Some(1.0), None]);
+    }
+
+    #[test]
+    fn key_table_interns() {
+        let mut t = KeyTable::default();
+        let a = t.intern(r#"{"s":"a"}"#);
+        let b = t.intern(r#"{"s":"b"}"#);
+        assert_ne!(a, b);
+        assert_eq!(t.intern(r#"{"s":"a"}"#), a);
+        assert_eq!(t.render(b), r#"{"s":"b"}"#);
+    }
+}

@@ -1,0 +1,246 @@
+//! The JSON shapes of sluice's records, written by hand into a reused buffer
+//! because they are on the per-window (and per-bad-event) path.
+//!
+//! Result: `{"key":{..},"window":{"start":S,"end":E},"emit":"on_time","results":{"agg.out":V,..}}`
+//! (with `"filled":true` after `emit` for a window made up by gap filling)
+//!
+//! A result for a window in which an aggregation's plugin failed keeps that
+//! aggregation's outputs, as `null`, and adds an `errors` object after
+//! `results`, keyed by aggregation name, with why:
+//! `..,"results":{"requests.count":3,"latency.mean":null},"errors":{"latency":"plugin builtin/stats (stats 0.1.0) timed out after 1s"}}`.
+//! A trigger that failed for the window is reported under the key `"trigger"`.
+//! A record without failures has no `errors` key.
+//! Late:   `{"line":N,"reason":"..","key":{..},"event_time":T,"window":{..},"watermark":W,"event":{..}}`
+//! Dead:   `{"line":N,"reason":"..","raw":".."}`
+//! Duplicate: `{"line":N,"reason":"duplicate","dedup_key":{..},"event_time":T,"event":{..}}`
+
+use std::fmt::Write as _;
+
+use crate::decode::write_json_string;
+use crate::plugin::{OutputKind, OutputSpec};
+use crate::source::Origin;
+use crate::window::{Window, WindowResult};
+
+/// The result keys of every aggregation (`"latency.p99"`), JSON-quoted once.
+#[derive(Debug, Clone)]
+pub struct OutputNames {
+    per_agg: Vec<Vec<(String, OutputKind)>>,
+    /// Aggregation names, JSON-quoted, for the `errors` object.
+    aggs: Vec<String>,
+}
+
+impl OutputNames {
+    /// Names for aggregations called `names`, with the outputs their plugins declare.
+    pub fn new<'a>(aggs: impl IntoIterator<Item = (&'a str, &'a [OutputSpec])>) -> Self {
+        let mut names = Self {
+            per_agg: Vec::new(),
+            aggs: Vec::new(),
+        };
+        for (name, outputs) in aggs {
+            names.per_agg.push(
+                outputs
+                    .iter()
+                    .map(|o| {
+                        let mut quoted = String::new();
+                        write_json_string(&mut quoted, &format!("{name}.{}", o.name));
+                        (quoted, o.kind)
+                    })
+                    .collect(),
+            );
+            let mut quoted = String::new();
+            write_json_string(&mut quoted, name);
+            names.aggs.push(quoted);
+        }
+        names
+    }
+
+    /// Renames aggregation `a`'s outputs after a hot reload gave it a
+    /// version with other outputs.
+    pub fn replace(&mut self, a: usize, name: &str, outputs: &[OutputSpec]) {
+        if let Some(per_agg) = self.per_agg.get_mut(a) {
+            *per_agg = Self::new([(name, outputs)]).per_agg.swap_remove(0);
+        }
+    }
+}
+
+fn write_window(out: &mut String, w: Window) {
+    let _ = write!(out, r#"{{"start":{},"end":{}}}"#, w.start, w.end);
+}
+
+fn write_number(out: &mut String, value: Option<f64>, kind: OutputKind) {
+    match value {
+        Some(v) if v.is_finite() => {
+            if kind == OutputKind::Integer && v.fract() == 0.0 && v.abs() < 9.0e15 {
+                let _ = write!(out, "{}", v as i64);
+            } else {
+                out.push_str(ryu::Buffer::new().format_finite(v));
+            }
+        }
+        _ => out.push_str("null"),
+    }
+}
+
+/// Renders one window result into `out` (cleared first).
+pub fn write_result(out: &mut String, key: &str, result: &WindowResult, names: &OutputNames) {
+    write_result_marked(out, key, result, names, false);
+}
+
+/// Renders one window result, with `"filled":true` after `emit` when gap
+/// filling made it up (see [`crate::fill`]); real results have no such key.
+pub fn write_result_marked(
+    out: &mut String,
+    key: &str,
+    result: &WindowResult,
+    names: &OutputNames,
+    filled: bool,
+) {
+    out.clear();
+    out.push_str(r#"{"key":"#);
+    out.push_str(key);
+    out.push_str(r#","window":"#);
+    write_window(out, result.window);
+    out.push_str(r#","emit":""#);
+    out.push_str(result.emit.as_str());
+    out.push('"');
+    if filled {
+        out.push_str(r#","filled":true"#);
+    }
+    out.push_str(r#","results":{"#);
+    let mut first = true;
+    for (values, names) in result.outputs.iter().zip(&names.per_agg) {
+        for (value, (name, kind)) in values.iter().zip(names) {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(name);
+            out.push(':');
+            write_number(out, *value, *kind);
+        }
+    }
+    out.push('}');
+    if !result.errors.is_empty() {
+        out.push_str(r#","errors":{"#);
+        for (i, (agg, why)) in result.errors.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            match names.aggs.get(*agg) {
+                Some(name) => out.push_str(name),
+                None if *agg == crate::window::TRIGGER_ERROR => out.push_str(r#""trigger""#),
+                None => write_json_string(out, &agg.to_string()),
+            }
+            out.push(':');
+            write_json_string(out, why);
+        }
+        out.push('}');
+    }
+    out.push('}');
+}
+
+/// Why an event is late, in words: the late record's `reason` and the
+/// `reason` header of a late record on Kafka.
+pub fn late_reason(window: Window, watermark: i64, lateness_ms: i64) -> String {
+    format!(
+        "late: watermark {watermark} has passed window end {} plus allowed lateness {lateness_ms}ms",
+        window.end
+    )
+}
+
+/// Renders a late event: where it came from, where it would have gone and why
+/// it did not.
+// Each argument is one field of the record it writes.
+#[allow(clippy::too_many_arguments)]
+pub fn write_late(
+    out: &mut String,
+    origin: &Origin<'_>,
+    key: &str,
+    event_time: i64,
+    window: Window,
+    watermark: i64,
+    lateness_ms: i64,
+    raw: &[u8],
+) {
+    out.clear();
+    let _ = write!(out, r#"{{{origin},"reason":"#);
+    write_json_string(out, &late_reason(window, watermark, lateness_ms));
+    let _ = write!(out, r#","key":{key},"event_time":{event_time},"window":"#);
+    write_window(out, window);
+    let _ = write!(out, r#","watermark":{watermark},"event":"#);
+    // The raw line decoded successfully, so it is one valid JSON value.
+    out.push_str(&String::from_utf8_lossy(raw));
+    out.push('}');
+}
+
+/// Renders an event dropped by dedup: where it came from, its dedup key and
+/// event time, and the event.
+pub fn write_duplicate(
+    out: &mut String,
+    origin: &Origin<'_>,
+    dedup_key: &str,
+    event_time: i64,
+    raw: &[u8],
+) {
+    out.clear();
+    let _ = write!(
+        out,
+        r#"{{{origin},"reason":"duplicate","dedup_key":{dedup_key},"event_time":{event_time},"event":"#
+    );
+    // The raw line decoded successfully, so it is one valid JSON value.
+    out.push_str(&String::from_utf8_lossy(raw));
+    out.push('}');
+}
+
+/// Renders an event that could not be decoded, with where it came from.
+pub fn write_dead_letter(out: &mut String, origin: &Origin<'_>, reason: &str, raw: &[u8]) {
+    out.clear();
+    let _ = write!(out, r#"{{{origin},"reason":"#);
+    write_json_string(out, reason);
+    out.push_str(r#","raw":"#);
+    write_json_string(out, &String::from_utf8_lossy(raw));
+    out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::EmitKind;
+
+    fn spec(name: &str, kind: OutputKind) -> OutputSpec {
+        OutputSpec {
+            name: name.into(),
+            kind,
+            description: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_aggregation_keeps_its_columns_as_null_and_says_why() {
+        let count = [spec("count", OutputKind::Integer)];
+        let stats = [
+            spec("mean", OutputKind::Float),
+            spec("p99", OutputKind::Float),
+        ];
+        let names = OutputNames::new([("requests", &count[..]), ("latency", &stats[..])]);
+        let mut result = WindowResult {
+            key: 0,
+            window: Window { start: 0, end: 10 },
+            emit: EmitKind::OnTime,
+            outputs: vec![vec![Some(3.0)], vec![None, None]],
+            errors: vec![(
+                1,
+                "plugin builtin/stats (stats 0.1.0) timed out after 1s".into(),
+            )],
+        };
+        let mut out = String::new();
+        write_result(&mut out, r#"{"service":"a"}"#, &result, &names);
+        assert_eq!(
+            out,
+            r#"{"key":{"service":"a"},"window":{"start":0,"end":10},"emit":"on_time","results":{"requests.count":3,"latency.mean":null,"latency.p99":null},"errors":{"latency":"plugin builtin/stats (stats 0.1.0) timed out after 1s"}}"#
+        );
+        // Without failures the record has no `errors` key at all.
+        result.errors.clear();
+        write_result(&mut out, r#"{"service":"a"}"#, &result, &names);
+        assert!(out.ends_with(r#""latency.p99":null}}"#), "{out}");
+    }
+}

@@ -1,0 +1,293 @@
+//! The `sluice` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use sluice::error::{Error, IoError};
+use sluice::pipeline::{self, RunOptions};
+use sluice::scaffold::{self, Language};
+use sluice_core::plugin::laws::{self, LawOptions};
+use sluice_core::plugin::{Aggregation, OutputKind};
+use sluice_wasm::cache::CacheSetting;
+use sluice_wasm::registry::{self, BUILTIN_PREFIX};
+use sluice_wasm::{PluginEngine, PluginLimits};
+
+/// jemalloc for the whole process. Its unprefixed `malloc` and `free`
+/// serve the C libraries as well as Rust: librdkafka allocates each fetched
+/// message on its fetch thread and the poll loop frees it, which under
+/// glibc's allocator made the loop wait on that thread's arena lock (why
+/// jemalloc: docs/dependencies.md; the Kafka figures: docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Windowed stream aggregation with WebAssembly plugins.
+#[derive(Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline to the end of its input.
+    Run {
+        /// The pipeline file (YAML); `SLUICE_`-prefixed environment variables override its keys.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Values buffered per plugin call; changes speed, never results.
+        #[arg(long)]
+        batch_size: Option<usize>,
+    },
+    /// Work with plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Work with a state directory (`state.path` of a RocksDB pipeline).
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// List the checkpoints of a state directory, and the newest one's
+    /// windows per key and state size per aggregation.
+    Inspect {
+        /// The state directory.
+        dir: PathBuf,
+        /// How many keys to list, those with most open windows first.
+        #[arg(long, default_value_t = 20)]
+        keys: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Print a plugin's self-description, outputs and WIT world.
+    Inspect {
+        /// A `.wasm` component, or `builtin/NAME`.
+        plugin: String,
+        /// The plugin config (JSON) to list outputs for.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
+    /// List the built-in plugins.
+    List,
+    /// Ask a running pipeline (one with `reload: { admin: ... }`) to check
+    /// its plugin files and swap in new versions; prints its answer and
+    /// exits 1 if a version was refused.
+    Reload {
+        /// The pipeline's admin address, as in its `reload.admin`.
+        #[arg(long, default_value = "127.0.0.1:9465")]
+        admin: String,
+    },
+    /// Create a plugin that builds as it is: a Rust crate against the SDK,
+    /// or a Python, JavaScript or C project with a `build.sh`.
+    New {
+        /// Crate and plugin name (lowercase letters, digits, `-`, `_`).
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Language,
+        /// Directory to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The SDK to depend on (default: this checkout's `sdk/`).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Check the laws a correct aggregator satisfies (merge associativity,
+    /// snapshot round trips, determinism, batch independence) on generated
+    /// data; exits 1 if any fails, 2 if the plugin cannot be loaded.
+    Test {
+        /// A `.wasm` component, or `builtin/NAME`.
+        plugin: String,
+        /// The plugin config (JSON) to test with.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// Generated cases per law.
+        #[arg(long, default_value_t = 100)]
+        cases: usize,
+        /// Seed of the data generator; the same seed checks the same inputs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Run { config, batch_size } => {
+            pipeline::run_file(&config, &RunOptions { batch_size }).map(|summary| {
+                eprintln!("sluice: {summary}");
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Plugin {
+            command: PluginCommand::Inspect { plugin, config },
+        } => inspect(&plugin, &config).map(|()| ExitCode::SUCCESS),
+        Command::Plugin {
+            command:
+                PluginCommand::Test {
+                    plugin,
+                    config,
+                    cases,
+                    seed,
+                },
+        } => test_laws(&plugin, &config, LawOptions { cases, seed }),
+        Command::Plugin {
+            command:
+                PluginCommand::New {
+                    name,
+                    lang,
+                    dir,
+                    sdk,
+                },
+        } => {
+            let sdk = sdk.unwrap_or_else(scaffold::default_sdk_dir);
+            let checkout = scaffold::default_checkout_dir();
+            scaffold::new_plugin(&name, lang, &dir, &sdk, &checkout).map(|root| {
+                println!("created {}", root.display());
+                match lang {
+                    Language::Rust => println!(
+                        "build it: cd {} && cargo build --release --target wasm32-wasip2",
+                        root.display()
+                    ),
+                    _ => println!("build it: {}/build.sh", root.display()),
+                }
+                ExitCode::SUCCESS
+            })
+        }
+        Command::State {
+            command: StateCommand::Inspect { dir, keys },
+        } => sluice_rocks::inspect::report(&dir, keys)
+            .map(|text| {
+                print!("{text}");
+                ExitCode::SUCCESS
+            })
+            .map_err(Error::from),
+        Command::Plugin {
+            command: PluginCommand::Reload { admin },
+        } => reload(&admin),
+        Command::Plugin {
+            command: PluginCommand::List,
+        } => {
+            for name in registry::builtin_names() {
+                println!("{BUILTIN_PREFIX}{name}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sluice: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `sluice plugin test`: one line per law; exit 1 if any law fails.
+fn test_laws(reference: &str, config: &str, options: LawOptions) -> Result<ExitCode, Error> {
+    let engine = PluginEngine::with_cache(PluginLimits::default(), &CacheSetting::from_env())?;
+    let bytes = registry::plugin_bytes(reference, std::path::Path::new("."))?;
+    let plugin = engine.compile(reference, &bytes)?;
+    let mut instance = engine.open_aggregation(&plugin, config)?;
+    println!(
+        "testing {} with config {config}, {} cases per law, seed {}",
+        instance.label(),
+        options.cases,
+        options.seed
+    );
+    let report = laws::check(&mut instance, &options);
+    for result in &report.results {
+        println!("{result}");
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn inspect(reference: &str, config: &str) -> Result<(), Error> {
+    let limits = PluginLimits::default();
+    let engine = PluginEngine::with_cache(limits.clone(), &CacheSetting::from_env())?;
+    let bytes = registry::plugin_bytes(reference, std::path::Path::new("."))?;
+    let plugin = engine.compile(reference, &bytes)?;
+    let (imports, exports) = engine.world(&plugin);
+    let instance = engine.open_aggregation(&plugin, config)?;
+    let info = instance.info();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    println!("plugin:        {reference} ({} bytes)", bytes.len());
+    println!("name:          {}", info.name);
+    println!("version:       {}", info.version);
+    println!("description:   {}", info.description);
+    println!("state version: {}", info.state_version);
+    println!("mergeable:     {}", yes(info.mergeable));
+    println!("commutative:   {}", yes(info.commutative));
+    println!("config:        {}", info.config_help);
+    println!("outputs with config {config}:");
+    for o in instance.outputs() {
+        let kind = match o.kind {
+            OutputKind::Integer => "integer",
+            OutputKind::Float => "float",
+        };
+        println!("  {:<14} {:<8} {}", o.name, kind, o.description);
+    }
+    println!("world:");
+    for e in &exports {
+        println!("  export {e}");
+    }
+    for i in &imports {
+        println!("  import {i}  (granted no capability)");
+    }
+    println!(
+        "limits:        call timeout {}, memory {} MiB, fuel {}",
+        humantime::format_duration(limits.call_timeout),
+        limits.memory_limit >> 20,
+        limits.fuel.map_or("off".to_string(), |f| f.to_string())
+    );
+    println!("compile cache: {}", plugin.cache);
+    Ok(())
+}
+
+/// `sluice plugin reload`: `POST /admin/reload` to a running pipeline.
+fn reload(admin: &str) -> Result<ExitCode, Error> {
+    use std::io::{Read as _, Write as _};
+    let io = |source: std::io::Error| {
+        Error::Io(IoError {
+            action: "asking for a reload at",
+            path: admin.into(),
+            source,
+        })
+    };
+    let mut stream = std::net::TcpStream::connect(admin).map_err(io)?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(600)))
+        .map_err(io)?;
+    write!(
+        stream,
+        "POST /admin/reload HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(io)?;
+    let status = response.split_whitespace().nth(1).unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    print!("{body}");
+    Ok(match status {
+        "200" => ExitCode::SUCCESS,
+        _ => {
+            if body.is_empty() {
+                eprintln!("sluice: the pipeline answered {status}");
+            }
+            ExitCode::FAILURE
+        }
+    })
+}

@@ -1,0 +1,750 @@
+//! The wasmtime engine that compiles plugins and the live instances that run them.
+//!
+//! One [`AggregationInstance`] per configured aggregation: its store holds the
+//! plugin's memory and every accumulator resource for that aggregation, so a
+//! new window costs one resource (~1 us), not one instance (~40 us), and a
+//! plugin that fails takes only its own aggregation down with it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasData, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
+use wasmtime_wasi::p2::bindings::sync as wasi_sync;
+use wasmtime_wasi::p2::bindings::{cli, clocks, io, random};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::random::{Deterministic, WasiRandom};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+use slab::Slab;
+use sluice_config::PluginLimits;
+use sluice_core::plugin::{AccumulatorHandle, Aggregation, OutputSpec, PluginError, PluginInfo};
+
+use crate::bindings::{AggregatorPlugin, AggregatorPluginPre};
+use crate::cache::{CacheOutcome, CacheSetting, ComponentCache};
+use crate::limits::{self, EpochTicker, MAX_HANDLES, MemoryCap};
+
+/// Bytes of a plugin's stderr kept to explain a failure (a Rust panic message).
+const STDERR_CAPACITY: usize = 8 << 10;
+
+/// The WIT interface the host implements, as a component names its export.
+pub const AGGREGATOR_EXPORT: &str = "sluice:plugin/aggregator@0.1.0";
+
+/// The interfaces (without version) a plugin may import, all satisfied with
+/// no capability: no preopened directory, no environment variables or
+/// arguments, empty stdin, stdout dropped, stderr kept to explain failures,
+/// clocks stopped at the epoch and fixed randomness.
+///
+/// A Rust guest's standard library imports these whatever the plugin does;
+/// anything else (files, sockets, HTTP) gives a plugin a way to depend on or
+/// reach the machine, so a component importing it is refused at load.
+pub const GRANTED_IMPORTS: &[&str] = &[
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    // Types only: the aggregator interface's records.
+    "sluice:plugin/types",
+];
+
+/// Compiles plugin components and instantiates them under the configured limits.
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    limits: PluginLimits,
+    ticker: Arc<EpochTicker>,
+    cache: Option<ComponentCache>,
+}
+
+/// A compiled plugin component whose imports and exports have been checked,
+/// ready to be instantiated any number of times.
+#[derive(Clone)]
+pub struct CompiledPlugin {
+    /// Where the plugin came from (`builtin/stats` or a path), for messages.
+    pub source: String,
+    /// Whether the compiled code came from the on-disk cache.
+    pub cache: CacheOutcome,
+    component: Component,
+    pre: AggregatorPluginPre<PluginState>,
+}
+
+/// What a plugin's store holds besides wasm state: a WASI context that grants
+/// nothing, and the limits the store enforces.
+pub(super) struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limits: MemoryCap,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// `wasi:io` works on the resource table alone.
+struct IoTable;
+
+impl HasData for IoTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// A clock stopped at the epoch: plugins get no time source, so their results
+/// depend on the events alone and stay deterministic.
+struct StoppedClock;
+
+impl HostWallClock for StoppedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for StoppedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// Links exactly the [`GRANTED_IMPORTS`] of WASI p2, so that even a check
+/// missed at load could not hand a plugin a file or a socket.
+fn link_granted_wasi(l: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    type S = PluginState;
+    io::error::add_to_linker::<S, IoTable>(l, |s| &mut s.table)?;
+    wasi_sync::io::poll::add_to_linker::<S, IoTable>(l, |s| &mut s.table)?;
+    wasi_sync::io::streams::add_to_linker::<S, IoTable>(l, |s| &mut s.table)?;
+    cli::environment::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::exit::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::stdin::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::stdout::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::stderr::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::terminal_input::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::terminal_output::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::terminal_stdin::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::terminal_stdout::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    cli::terminal_stderr::add_to_linker::<S, WasiCli>(l, S::cli)?;
+    clocks::wall_clock::add_to_linker::<S, WasiClocks>(l, S::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<S, WasiClocks>(l, S::clocks)?;
+    random::random::add_to_linker::<S, WasiRandom>(l, |s| s.wasi.random())?;
+    random::insecure::add_to_linker::<S, WasiRandom>(l, |s| s.wasi.random())?;
+    random::insecure_seed::add_to_linker::<S, WasiRandom>(l, |s| s.wasi.random())?;
+    Ok(())
+}
+
+/// The interface name of an import without its version: `wasi:io/poll`.
+fn unversioned(name: &str) -> &str {
+    name.split_once('@').map_or(name, |(n, _)| n)
+}
+
+impl PluginEngine {
+    /// An engine enforcing `limits`, with its epoch ticker running, that
+    /// compiles every plugin it is given (no on-disk cache).
+    pub fn new(limits: PluginLimits) -> Result<Self, PluginError> {
+        Self::with_cache(limits, &CacheSetting::Off)
+    }
+
+    /// An engine enforcing `limits` that keeps compiled plugins in the
+    /// on-disk cache `cache` names (see [`super::cache`]).
+    pub fn with_cache(limits: PluginLimits, cache: &CacheSetting) -> Result<Self, PluginError> {
+        let engine = Engine::new(&limits::engine_config(&limits))
+            .map_err(|e| PluginError::setup("creating the wasm engine", e))?;
+        let mut linker = Linker::new(&engine);
+        link_granted_wasi(&mut linker).map_err(|e| PluginError::setup("linking WASI", e))?;
+        let ticker = EpochTicker::start(&engine)
+            .map_err(|e| PluginError::setup("starting the epoch ticker", e))?;
+        let cache = match cache {
+            CacheSetting::Off => None,
+            CacheSetting::Dir(dir) => Some(ComponentCache::new(dir.clone(), &engine)),
+        };
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            ticker: Arc::new(ticker),
+            cache,
+        })
+    }
+
+    /// The compiled-plugin cache, when there is one.
+    pub fn cache(&self) -> Option<&ComponentCache> {
+        self.cache.as_ref()
+    }
+
+    /// The limits every instance of this engine runs under.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    /// The linker every plugin world is instantiated through.
+    pub(super) fn linker(&self) -> &Linker<PluginState> {
+        &self.linker
+    }
+
+    /// The epoch ticker, which instances keep alive while they can be called.
+    pub(super) fn ticker(&self) -> Arc<EpochTicker> {
+        Arc::clone(&self.ticker)
+    }
+
+    /// Compiles a component (or loads it from the compile cache) and refuses
+    /// it if it imports anything not in [`GRANTED_IMPORTS`], whatever world
+    /// it is for. Also says whether the cache served it.
+    pub(super) fn checked_component(
+        &self,
+        source: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, CacheOutcome), PluginError> {
+        let refuse = |message: String| PluginError::Load {
+            plugin: source.to_string(),
+            message,
+        };
+        let (component, cache) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes),
+            None => Component::new(&self.engine, bytes).map(|c| (c, CacheOutcome::Off)),
+        }
+        .map_err(|e| refuse(format!("not a valid WebAssembly component: {e:#}")))?;
+        if cache != CacheOutcome::Off {
+            tracing::debug!(plugin = source, "plugin {source}: compile cache {cache}");
+        }
+        let ty = component.component_type();
+        let refused: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name)
+            .filter(|name| !GRANTED_IMPORTS.contains(&unversioned(name)))
+            .map(str::to_string)
+            .collect();
+        if !refused.is_empty() {
+            return Err(refuse(format!(
+                "imports {}, which sluice does not grant (plugins get no files, network or environment)",
+                refused.join(", ")
+            )));
+        }
+        Ok((component, cache))
+    }
+
+    /// The interface names a component exports.
+    pub(super) fn exports(&self, component: &Component) -> Vec<String> {
+        component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    /// Compiles a component from its bytes and checks it against the
+    /// aggregator-plugin world; `source` names it in errors.
+    ///
+    /// Refuses, before anything of the plugin runs, a component that imports
+    /// something not in [`GRANTED_IMPORTS`] (naming the imports) or that does
+    /// not export [`AGGREGATOR_EXPORT`] with the types this host expects.
+    pub fn compile(&self, source: &str, bytes: &[u8]) -> Result<CompiledPlugin, PluginError> {
+        let refuse = |message: String| PluginError::Load {
+            plugin: source.to_string(),
+            message,
+        };
+        let (component, cache) = self.checked_component(source, bytes)?;
+        let exports = self.exports(&component);
+        if !exports.iter().any(|e| e == AGGREGATOR_EXPORT) {
+            let found = if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            };
+            return Err(refuse(format!(
+                "does not export {AGGREGATOR_EXPORT} (it exports {found}); \
+                 this host runs plugins built against the WIT package sluice:plugin@0.1.0"
+            )));
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(AggregatorPluginPre::new)
+            .map_err(|e| {
+                refuse(format!(
+                    "does not match the sluice:plugin@0.1.0 aggregator-plugin world: {e:#}"
+                ))
+            })?;
+        Ok(CompiledPlugin {
+            source: source.to_string(),
+            cache,
+            component,
+            pre,
+        })
+    }
+
+    /// The interface names a compiled plugin imports and exports: its WIT world.
+    pub fn world(&self, plugin: &CompiledPlugin) -> (Vec<String>, Vec<String>) {
+        let ty = plugin.component.component_type();
+        let imports = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        (imports, exports)
+    }
+
+    /// Instantiates `plugin` and opens one aggregation with `config` (JSON).
+    ///
+    /// Fails with a message naming the plugin when instantiation traps or the
+    /// plugin rejects the configuration.
+    pub fn open_aggregation(
+        &self,
+        plugin: &CompiledPlugin,
+        config: &str,
+    ) -> Result<AggregationInstance, PluginError> {
+        let (store, bindings) = instantiate(plugin, &self.limits)?;
+        let mut instance = AggregationInstance {
+            label: plugin.source.clone(),
+            plugin: plugin.clone(),
+            config: config.to_string(),
+            limits: self.limits.clone(),
+            _ticker: Arc::clone(&self.ticker),
+            store,
+            bindings,
+            aggregation: None,
+            accumulators: Slab::new(),
+            poisoned: false,
+            calls: 0,
+            call_time: Duration::ZERO,
+            info: PluginInfo::default(),
+            outputs: Vec::new(),
+        };
+        instance.info = instance
+            .call(|b, s| b.sluice_plugin_aggregator().call_info(s))?
+            .into();
+        instance.label = format!(
+            "{} ({} {})",
+            plugin.source, instance.info.name, instance.info.version
+        );
+        instance.outputs = instance.open()?;
+        Ok(instance)
+    }
+}
+
+pub(super) fn new_store(engine: &Engine, limits: &PluginLimits) -> Store<PluginState> {
+    let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+    let wasi = WasiCtx::builder()
+        .stderr(stderr.clone())
+        .wall_clock(StoppedClock)
+        .monotonic_clock(StoppedClock)
+        .secure_random(Deterministic::new(vec![0x5a; 32]))
+        .insecure_random(Deterministic::new(vec![0xa5; 32]))
+        .insecure_random_seed(0)
+        .build();
+    let state = PluginState {
+        wasi,
+        table: ResourceTable::new(),
+        limits: limits::store_limits(limits),
+        stderr,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.set_max_component_handles(MAX_HANDLES);
+    store.epoch_deadline_trap();
+    // Instantiation runs guest start-up code: it gets the budget of one call.
+    store.set_epoch_deadline(limits::deadline_ticks(limits));
+    if let Some(fuel) = limits.fuel {
+        // Only fails when fuel is disabled in the engine, which `fuel` enables.
+        let _ = store.set_fuel(fuel);
+    }
+    store
+}
+
+/// A fresh store running `plugin`, under `limits`.
+fn instantiate(
+    plugin: &CompiledPlugin,
+    limits: &PluginLimits,
+) -> Result<(Store<PluginState>, AggregatorPlugin), PluginError> {
+    start(&plugin.source, plugin.pre.engine(), limits, |store| {
+        plugin.pre.instantiate(store)
+    })
+}
+
+/// A fresh store under `limits` with a component instantiated in it by
+/// `instantiate`, whatever its world; `source` names it in errors.
+pub(super) fn start<B>(
+    source: &str,
+    engine: &Engine,
+    limits: &PluginLimits,
+    instantiate: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<B>,
+) -> Result<(Store<PluginState>, B), PluginError> {
+    let mut store = new_store(engine, limits);
+    match instantiate(&mut store) {
+        Ok(bindings) => Ok((store, bindings)),
+        Err(e) => Err(PluginError::Load {
+            plugin: source.to_string(),
+            message: format!(
+                "failed to start: {}",
+                describe(&e, store.data_mut(), limits)
+            ),
+        }),
+    }
+}
+
+/// Runs one guest call in `store` under a fresh deadline, fuel budget and
+/// memory check, turning a trap into an error that says what happened and
+/// marking the instance `poisoned` (a trapped instance cannot be entered
+/// again). Shared by every plugin world.
+pub(super) fn guarded_call<B, R>(
+    (store, bindings): (&mut Store<PluginState>, &B),
+    limits: &PluginLimits,
+    poisoned: &mut bool,
+    label: &str,
+    f: impl FnOnce(&B, &mut Store<PluginState>) -> wasmtime::Result<R>,
+) -> Result<R, PluginError> {
+    if *poisoned {
+        return Err(PluginError::Call {
+            plugin: label.to_string(),
+            message: "was called after a failure without being reopened".into(),
+        });
+    }
+    store.set_epoch_deadline(limits::deadline_ticks(limits));
+    if let Some(fuel) = limits.fuel {
+        // Cannot fail: fuel is enabled on the engine whenever a budget is set.
+        let _ = store.set_fuel(fuel);
+    }
+    store.data_mut().limits.reset();
+    f(bindings, store).map_err(|e| {
+        *poisoned = true;
+        PluginError::Call {
+            plugin: label.to_string(),
+            message: describe(&e, store.data_mut(), limits),
+        }
+    })
+}
+
+/// Why a call failed, in the words of a pipeline author: what limit was hit
+/// or what the plugin did, with a Rust panic's message taken from its stderr.
+pub(super) fn describe(
+    error: &wasmtime::Error,
+    state: &mut PluginState,
+    limits: &PluginLimits,
+) -> String {
+    let stderr = state.stderr.contents();
+    let stderr = String::from_utf8_lossy(&stderr);
+    if state.limits.exceeded() {
+        return format!(
+            "exceeded the memory limit of {}",
+            limits.memory_limit_text()
+        );
+    }
+    let cause = match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            return format!(
+                "timed out after {}",
+                humantime::format_duration(limits.call_timeout)
+            );
+        }
+        Some(Trap::OutOfFuel) => {
+            return format!(
+                "ran out of fuel (budget {} per call)",
+                limits.fuel.unwrap_or_default()
+            );
+        }
+        Some(Trap::StackOverflow) => return "stack overflow".to_string(),
+        Some(Trap::UnreachableCodeReached) => match panic_message(&stderr) {
+            // A Rust panic ends in `unreachable`; its message is the cause.
+            Some(message) => return format!("panicked: {message}"),
+            None => "trapped: unreachable".to_string(),
+        },
+        Some(trap) => format!("trapped: {trap}"),
+        None => format!("failed: {error:#}"),
+    };
+    let stderr = stderr.trim();
+    if stderr.is_empty() {
+        cause
+    } else {
+        format!("{cause}; plugin stderr: {stderr}")
+    }
+}
+
+/// The message of the last Rust panic in a guest's stderr:
+/// `thread '..' panicked at src/lib.rs:3:5:\nMESSAGE\nnote: ..`.
+fn panic_message(stderr: &str) -> Option<String> {
+    let at = stderr.rfind("panicked at ")?;
+    let rest = &stderr[at..];
+    let body = rest.split_once('\n').map_or("", |(_, body)| body);
+    let message = body.split("\nnote: ").next().unwrap_or(body).trim();
+    Some(if message.is_empty() {
+        "(no message)".to_string()
+    } else {
+        message.to_string()
+    })
+}
+
+/// A live plugin instance serving one configured aggregation: the
+/// [`Aggregation`] of a component.
+///
+/// Its store holds every accumulator resource of the aggregation; the
+/// handles the engine sees are indices into `accumulators`. It keeps what
+/// it was made from, so that after a failure it can be replaced by a fresh
+/// instance of the same plugin and config ([`Aggregation::reopen`]): a wasm
+/// instance that trapped cannot be entered again.
+pub struct AggregationInstance {
+    label: String,
+    plugin: CompiledPlugin,
+    config: String,
+    limits: PluginLimits,
+    // Instances outlive the engine value in some callers; the ticker must
+    // keep running while any of them can be called, or no call times out.
+    _ticker: Arc<EpochTicker>,
+    store: Store<PluginState>,
+    bindings: AggregatorPlugin,
+    aggregation: Option<ResourceAny>,
+    /// The accumulator resources, by handle.
+    accumulators: Slab<ResourceAny>,
+    poisoned: bool,
+    /// Calls made and the time spent in them, across reopens: for metrics.
+    calls: u64,
+    call_time: Duration,
+    info: PluginInfo,
+    outputs: Vec<OutputSpec>,
+}
+
+impl AggregationInstance {
+    /// The limits the instance runs under.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
+    /// Opens the aggregation with the instance's config; returns its outputs.
+    fn open(&mut self) -> Result<Vec<OutputSpec>, PluginError> {
+        let config = self.config.clone();
+        let opened = self.call(|b, s| {
+            b.sluice_plugin_aggregator()
+                .aggregation()
+                .call_open(s, &config)
+        })?;
+        let aggregation = opened.map_err(|message| PluginError::Config {
+            plugin: self.label.clone(),
+            message,
+        })?;
+        self.aggregation = Some(aggregation);
+        let outputs = self.call(|b, s| {
+            b.sluice_plugin_aggregator()
+                .aggregation()
+                .call_outputs(s, aggregation)
+        })?;
+        Ok(outputs.into_iter().map(OutputSpec::from).collect())
+    }
+
+    /// Runs one guest call under the limits (see [`guarded_call`]), timed.
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&AggregatorPlugin, &mut Store<PluginState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        // Timed per call, and calls carry whole batches: two clock reads
+        // are small next to a component call.
+        let started = Instant::now();
+        let result = guarded_call(
+            (&mut self.store, &self.bindings),
+            &self.limits,
+            &mut self.poisoned,
+            &self.label,
+            f,
+        );
+        self.calls += 1;
+        self.call_time += started.elapsed();
+        result
+    }
+
+    fn aggregation(&self) -> Result<ResourceAny, PluginError> {
+        self.aggregation.ok_or_else(|| PluginError::Call {
+            plugin: self.label.clone(),
+            message: "aggregation is not open".into(),
+        })
+    }
+
+    /// The resource behind a handle.
+    fn resource(&self, acc: AccumulatorHandle) -> Result<ResourceAny, PluginError> {
+        usize::try_from(acc.0)
+            .ok()
+            .and_then(|i| self.accumulators.get(i))
+            .copied()
+            .ok_or_else(|| PluginError::Call {
+                plugin: self.label.clone(),
+                message: format!("was given an unknown accumulator {}", acc.0),
+            })
+    }
+
+    fn handle(&mut self, resource: ResourceAny) -> AccumulatorHandle {
+        AccumulatorHandle(self.accumulators.insert(resource) as u64)
+    }
+}
+
+impl Aggregation for AggregationInstance {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    fn outputs(&self) -> &[OutputSpec] {
+        &self.outputs
+    }
+
+    fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn call_stats(&self) -> (u64, Duration) {
+        (self.calls, self.call_time)
+    }
+
+    fn reopen(&mut self) -> Result<(), PluginError> {
+        let (store, bindings) = instantiate(&self.plugin, &self.limits)?;
+        self.store = store;
+        self.bindings = bindings;
+        self.aggregation = None;
+        self.accumulators.clear();
+        self.poisoned = false;
+        let outputs = self.open()?;
+        let same = outputs.len() == self.outputs.len()
+            && outputs
+                .iter()
+                .zip(&self.outputs)
+                .all(|(a, b)| a.name == b.name && a.kind == b.kind);
+        if !same {
+            self.poisoned = true;
+            return Err(PluginError::Call {
+                plugin: self.label.clone(),
+                message: "declared different outputs when opened again with the same config".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn create(&mut self) -> Result<AccumulatorHandle, PluginError> {
+        let aggregation = self.aggregation()?;
+        let created = self.call(|b, s| {
+            b.sluice_plugin_aggregator()
+                .aggregation()
+                .call_create(s, aggregation)
+        })?;
+        Ok(self.handle(created))
+    }
+
+    fn add(
+        &mut self,
+        acc: AccumulatorHandle,
+        values: &[f64],
+        times: &[i64],
+    ) -> Result<(), PluginError> {
+        let acc = self.resource(acc)?;
+        self.call(|b, s| {
+            b.sluice_plugin_aggregator()
+                .accumulator()
+                .call_add(s, acc, values, times)
+        })
+    }
+
+    fn merge(
+        &mut self,
+        into: AccumulatorHandle,
+        from: AccumulatorHandle,
+    ) -> Result<(), PluginError> {
+        let (into, from) = (self.resource(into)?, self.resource(from)?);
+        let merged = self.call(|b, s| {
+            b.sluice_plugin_aggregator()
+                .accumulator()
+                .call_merge(s, into, from)
+        })?;
+        merged.map_err(|message| PluginError::Call {
+            plugin: self.label.clone(),
+            message: format!("merge failed: {message}"),
+        })
+    }
+
+    /// The outputs, checked against the declared outputs: a list of any
+    /// other length is refused. What the host takes in is bounded by the
+    /// plugin's memory limit: a list must lie in the plugin's memory to be
+    /// lifted, and one option<f64> takes as many bytes there as here.
+    fn finish(&mut self, acc: AccumulatorHandle) -> Result<Vec<Option<f64>>, PluginError> {
+        let acc = self.resource(acc)?;
+        let values = self.call(|b, s| {
+            b.sluice_plugin_aggregator()
+                .accumulator()
+                .call_finish(s, acc)
+        })?;
+        if values.len() != self.outputs.len() {
+            return Err(PluginError::Call {
+                plugin: self.label.clone(),
+                message: format!(
+                    "returned {} values from finish but declares {} outputs",
+                    values.len(),
+                    self.outputs.len()
+                ),
+            });
+        }
+        Ok(values)
+    }
+
+    fn snapshot(&mut self, acc: AccumulatorHandle) -> Result<Vec<u8>, PluginError> {
+        let acc = self.resource(acc)?;
+        self.call(|b, s| {
+            b.sluice_plugin_aggregator()
+                .accumulator()
+                .call_snapshot(s, acc)
+        })
+    }
+
+    fn restore(
+        &mut self,
+        state: &[u8],
+        state_version: u32,
+    ) -> Result<AccumulatorHandle, PluginError> {
+        let aggregation = self.aggregation()?;
+        let restored = self.call(|b, s| {
+            b.sluice_plugin_aggregator().aggregation().call_restore(
+                s,
+                aggregation,
+                state,
+                state_version,
+            )
+        })?;
+        match restored {
+            Ok(resource) => Ok(self.handle(resource)),
+            Err(message) => Err(PluginError::Call {
+                plugin: self.label.clone(),
+                message: format!("restore failed: {message}"),
+            }),
+        }
+    }
+
+    fn release(&mut self, acc: AccumulatorHandle) -> Result<(), PluginError> {
+        let resource = self.resource(acc)?;
+        if let Ok(i) = usize::try_from(acc.0) {
+            self.accumulators.remove(i);
+        }
+        self.call(|_, s| resource.resource_drop(s))
+    }
+}
