@@ -591,6 +591,9 @@ impl PipelineConfig {
         if self.plugins.call_timeout.is_zero() {
             return err("key `plugins.call_timeout`: must be positive".into());
         }
+        if let Some(why) = self.plugins.check() {
+            return err(why);
+        }
         Ok(())
     }
 }

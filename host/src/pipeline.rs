@@ -124,9 +124,10 @@ fn open_retiring(
         .compile(&source, &retiring.component)
         .map_err(|e| e.to_string())?;
     let config = agg.plugin_config();
-    let instance = engine
+    let mut instance = engine
         .open_aggregation(&plugin, &config)
         .map_err(|e| e.to_string())?;
+    instance.set_aggregation_name(&agg.name);
     let info = instance.info();
     if info.name != retiring.plugin || info.state_version != retiring.state_version {
         return Err(format!(
@@ -152,9 +153,10 @@ pub fn open_aggregations(
         };
         let plugin = registry.get(&agg.plugin).map_err(|e| at(&e))?;
         let plugin_config = agg.plugin_config();
-        let instance = engine
+        let mut instance = engine
             .open_aggregation(&plugin, &plugin_config)
             .map_err(|e| at(&e))?;
+        instance.set_aggregation_name(&agg.name);
         if spec.needs_merge() && !instance.info().mergeable {
             return Err(at(&format!(
                 "plugin {} cannot merge states, which {} windows need",
@@ -264,6 +266,7 @@ pub(crate) fn check_outputs(outputs: &[OutputSpec]) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for o in outputs {
         let valid = !o.name.is_empty()
+            && o.name.len() <= crate::plugin::untrusted::NAME_LIMIT
             && o.name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
@@ -686,7 +689,10 @@ impl Flow {
             let a = staged.aggregation;
             let name = reloader.aggregation_name(a).to_string();
             let instance = match reloader.open(&staged) {
-                Ok(instance) => instance,
+                Ok(mut instance) => {
+                    instance.set_aggregation_name(&name);
+                    instance
+                }
                 Err(why) => {
                     tracing::warn!(aggregation = %name, "reload of `{name}` failed: {why}; the running version keeps serving");
                     reloader.swapped(&staged, None);

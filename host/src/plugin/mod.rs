@@ -6,10 +6,14 @@ pub mod cache;
 pub mod engine;
 pub mod laws;
 pub mod limits;
+mod output;
+mod pace;
 pub mod registry;
 pub mod reload;
 pub mod scaffold;
 pub mod trigger;
+pub mod untrusted;
+mod wasi;
 
 pub use engine::{Accumulator, AggregationInstance, CompiledPlugin, PluginEngine};
 pub use limits::PluginLimits;

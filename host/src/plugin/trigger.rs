@@ -11,8 +11,11 @@ use wasmtime::component::ResourceAny;
 
 use super::bindings::trigger_v0_1::{Decision, ElementInterest, Elements, TriggerWindow};
 use super::bindings::{PluginInfo, TriggerPlugin, TriggerPluginPre};
-use super::engine::{PluginEngine, PluginState, guarded_call, start};
+use super::engine::{PluginEngine, PluginState, check_snapshot, checked_info, guarded_call, start};
 use super::limits::{EpochTicker, PluginLimits};
+use super::output::PluginOutput;
+use super::pace::CallTimes;
+use super::untrusted::bounded;
 use crate::error::PluginError;
 use crate::window::Window;
 
@@ -78,22 +81,35 @@ impl PluginEngine {
         plugin: &CompiledTrigger,
         config: &str,
     ) -> Result<TriggerInstance, PluginError> {
-        let (store, bindings) = instantiate(plugin, self.limits())?;
+        let limits = self.limits();
+        let output = PluginOutput::new(
+            format!("trigger {}", plugin.source),
+            limits.message_bytes(),
+            limits.log_lines_per_second,
+        );
+        let (store, bindings) = instantiate(plugin, limits, &output)?;
         let mut instance = TriggerInstance {
             label: plugin.source.clone(),
             plugin: plugin.clone(),
             config: config.to_string(),
-            limits: self.limits().clone(),
+            limits: limits.clone(),
             _ticker: self.ticker(),
             store,
             bindings,
+            output,
             policy: None,
             poisoned: false,
+            times: CallTimes::new(),
             info: None,
             watches: Vec::new(),
         };
         let info = instance.call(|b, s| b.sluice_plugin_trigger().call_info(s))?;
+        let info = checked_info(info, limits).map_err(|message| PluginError::Load {
+            plugin: plugin.source.clone(),
+            message,
+        })?;
         instance.label = format!("{} ({} {})", plugin.source, info.name, info.version);
+        instance.output.set_who(format!("trigger {}", instance.label));
         instance.info = Some(info);
         instance.watches = instance.open()?;
         Ok(instance)
@@ -103,8 +119,9 @@ impl PluginEngine {
 fn instantiate(
     plugin: &CompiledTrigger,
     limits: &PluginLimits,
+    output: &Arc<PluginOutput>,
 ) -> Result<(Store<PluginState>, TriggerPlugin), PluginError> {
-    start(&plugin.source, plugin.pre.engine(), limits, |store| {
+    start(&plugin.source, plugin.pre.engine(), limits, output, |store| {
         plugin.pre.instantiate(store)
     })
 }
@@ -118,8 +135,10 @@ pub struct TriggerInstance {
     _ticker: Arc<EpochTicker>,
     store: Store<PluginState>,
     bindings: TriggerPlugin,
+    output: Arc<PluginOutput>,
     policy: Option<ResourceAny>,
     poisoned: bool,
+    times: CallTimes,
     info: Option<PluginInfo>,
     watches: Vec<String>,
 }
@@ -137,9 +156,14 @@ impl TriggerInstance {
         &self.label
     }
 
-    /// The plugin's self-description.
+    /// The plugin's self-description, escaped.
     pub fn info(&self) -> Option<&PluginInfo> {
         self.info.as_ref()
+    }
+
+    /// The limits the instance runs under.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
     }
 
     /// The result columns the trigger previews.
@@ -155,7 +179,7 @@ impl TriggerInstance {
 
     /// A fresh instance of the same plugin and config; old handles are void.
     pub fn reopen(&mut self) -> Result<(), PluginError> {
-        let (store, bindings) = instantiate(&self.plugin, &self.limits)?;
+        let (store, bindings) = instantiate(&self.plugin, &self.limits, &self.output)?;
         self.store = store;
         self.bindings = bindings;
         self.policy = None;
@@ -168,10 +192,17 @@ impl TriggerInstance {
         let opened = self.call(|b, s| b.sluice_plugin_trigger().policy().call_open(s, &config))?;
         let policy = opened.map_err(|message| PluginError::Config {
             plugin: self.label.clone(),
-            message,
+            message: bounded(&message, self.limits.message_bytes()).into_owned(),
         })?;
         self.policy = Some(policy);
-        self.call(|b, s| b.sluice_plugin_trigger().policy().call_watches(s, policy))
+        let watches = self.call(|b, s| b.sluice_plugin_trigger().policy().call_watches(s, policy))?;
+        // Column names: a pipeline refuses any that is not one of its own,
+        // quoting it.
+        let limit = self.limits.message_bytes();
+        Ok(watches
+            .iter()
+            .map(|w| bounded(w, limit).into_owned())
+            .collect())
     }
 
     fn call<R>(
@@ -183,6 +214,7 @@ impl TriggerInstance {
             &self.limits,
             &mut self.poisoned,
             &self.label,
+            &mut self.times,
             f,
         )
     }
@@ -242,7 +274,10 @@ impl TriggerInstance {
             .map(WindowTrigger)
             .map_err(|message| PluginError::Call {
                 plugin: self.label.clone(),
-                message: format!("restore failed: {message}"),
+                message: format!(
+                    "restore failed: {}",
+                    bounded(&message, self.limits.message_bytes())
+                ),
             })
     }
 
@@ -279,6 +314,17 @@ impl TriggerInstance {
                 .window_trigger()
                 .call_on_event_time(s, t.0, wit_window(window), time, watermark)
         })?;
+        // A timer at or before `time` is due already: the host would call
+        // again at once, for ever, and no single call would be slow.
+        if let Some(&again) = d.event_timers.iter().find(|&&t| t <= time) {
+            return Err(PluginError::Call {
+                plugin: self.label.clone(),
+                message: format!(
+                    "asked, when called for event time {time}, for a timer at {again}, \
+                     which is not later"
+                ),
+            });
+        }
         self.checked(d)
     }
 
@@ -316,13 +362,16 @@ impl TriggerInstance {
         self.checked(d)
     }
 
-    /// A window's trigger state as bytes (empty: as new).
+    /// A window's trigger state as bytes (empty: as new); one over the
+    /// `snapshot_limit` is refused.
     pub fn snapshot(&mut self, t: WindowTrigger) -> Result<Vec<u8>, PluginError> {
-        self.call(|b, s| {
+        let bytes = self.call(|b, s| {
             b.sluice_plugin_trigger()
                 .window_trigger()
                 .call_snapshot(s, t.0)
-        })
+        })?;
+        check_snapshot(&bytes, &self.limits, &self.label)?;
+        Ok(bytes)
     }
 
     /// Frees a window's trigger state.
