@@ -735,7 +735,11 @@ fn snapshot_events() -> Vec<Ev> {
     for i in 0..1100i64 {
         for (k, &service) in SNAPSHOT_KEYS.iter().enumerate() {
             let poisoned = i == 7 && service.starts_with('s');
-            events.push((i * 8 + k as i64 % 8, service, if poisoned { -1.0 } else { 1.0 }));
+            events.push((
+                i * 8 + k as i64 % 8,
+                service,
+                if poisoned { -1.0 } else { 1.0 },
+            ));
         }
     }
     events.push((20_000, "ok1", 1.0));
@@ -818,8 +822,9 @@ fn end_to_end_a_plugin_that_prints_is_logged_not_killed() {
     assert_exact_and_clean(&run.records);
     for stream in ["stderr", "stdout"] {
         assert!(
-            run.stderr
-                .contains(&format!("{who} {stream}: chatty finish:          3 values so far -----")),
+            run.stderr.contains(&format!(
+                "{who} {stream}: chatty finish:          3 values so far -----"
+            )),
             "{stream}: {}",
             run.stderr
         );
@@ -843,8 +848,15 @@ fn end_to_end_a_plugin_that_prints_is_logged_not_killed() {
         run.stderr.contains(" [cut: 1048576 bytes in all]"),
         "the 1 MiB line is cut"
     );
-    assert!(run.stderr.contains(&format!("{who} stderr: after the long line")));
-    assert!(run.stderr.len() < 64 << 10, "{} bytes of log", run.stderr.len());
+    assert!(
+        run.stderr
+            .contains(&format!("{who} stderr: after the long line"))
+    );
+    assert!(
+        run.stderr.len() < 64 << 10,
+        "{} bytes of log",
+        run.stderr.len()
+    );
 
     // At the default rate, a line per value is mostly counted, not logged:
     // a burst of 100 lines, then 10 a second.
@@ -862,7 +874,8 @@ fn end_to_end_a_plugin_that_prints_is_logged_not_killed() {
         "{logged} lines logged, at most {allowed} allowed"
     );
     assert!(
-        run.stderr.contains("lines of plugin output not logged (over 10 lines per second)"),
+        run.stderr
+            .contains("lines of plugin output not logged (over 10 lines per second)"),
         "{}",
         run.stderr
     );
@@ -874,7 +887,10 @@ fn assert_exact_and_clean(records: &[serde_json::Value]) {
     assert_eq!(records.len(), 7);
     for r in records {
         assert!(r.get("errors").is_none(), "{r}");
-        assert_eq!(r["results"]["zoo.count"], r["results"]["requests.count"], "{r}");
+        assert_eq!(
+            r["results"]["zoo.count"], r["results"]["requests.count"],
+            "{r}"
+        );
     }
 }
 
@@ -928,10 +944,20 @@ fn a_plugin_name_over_the_limit_is_refused_at_load_in_few_words() {
 
     let (code, records, stderr) =
         run_pipeline(TUMBLING, "long-name", "{}", SMALL_LIMITS, &events(), 1024);
-    assert_eq!(code, 2, "a refused plugin is a configuration error: {stderr}");
+    assert_eq!(
+        code, 2,
+        "a refused plugin is a configuration error: {stderr}"
+    );
     assert!(records.is_empty());
-    assert!(stderr.contains("declares a name of 262144 bytes"), "{stderr}");
-    assert!(stderr.len() < 1024, "{} bytes of log: {stderr}", stderr.len());
+    assert!(
+        stderr.contains("declares a name of 262144 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.len() < 1024,
+        "{} bytes of log: {stderr}",
+        stderr.len()
+    );
 }
 
 /// How zoo/log-forge names itself in errors: its name, escaped.
@@ -972,7 +998,10 @@ fn a_flood_refusing_the_config_is_cut_and_escaped() {
         1024,
     );
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("rejected its config: refused\\n2030"), "{stderr}");
+    assert!(
+        stderr.contains("rejected its config: refused\\n2030"),
+        "{stderr}"
+    );
     assert!(stderr.len() < 2048, "{} bytes of log", stderr.len());
     assert_no_forged_line(&stderr);
 }
@@ -992,7 +1021,10 @@ fn end_to_end_a_flood_of_merge_errors_is_cut_in_each_record_and_log_line() {
     let sliding = "{ sliding: { size: 10s, slide: 5s } }";
     let label = forge_label(&zoo_path("log-forge").display().to_string());
     for (config, cause) in [
-        ("{}", "merge failed: refused\\n2030-01-01T00:00:00.000000Z  WARN forged"),
+        (
+            "{}",
+            "merge failed: refused\\n2030-01-01T00:00:00.000000Z  WARN forged",
+        ),
         (
             r#"{"fail": "panic"}"#,
             "panicked: refused\n2030-01-01T00:00:00.000000Z  WARN forged",
@@ -1008,7 +1040,11 @@ fn end_to_end_a_flood_of_merge_errors_is_cut_in_each_record_and_log_line() {
             match r["errors"]["zoo"].as_str() {
                 Some(why) => {
                     failed += 1;
-                    assert_eq!((service, start == 5_000 || start == 10_000), ("a", true), "{r}");
+                    assert_eq!(
+                        (service, start == 5_000 || start == 10_000),
+                        ("a", true),
+                        "{r}"
+                    );
                     // A panic's message lines are read apart, so the first
                     // newline is the one between them, escaped at the end.
                     let cause = cause.replace('\n', "\\n");
@@ -1021,7 +1057,11 @@ fn end_to_end_a_flood_of_merge_errors_is_cut_in_each_record_and_log_line() {
         }
         assert_eq!(failed, 2, "{config}: {:?}", run.records);
         assert_no_forged_line(&run.stderr);
-        assert!(run.stderr.len() < 32 << 10, "{} bytes of log", run.stderr.len());
+        assert!(
+            run.stderr.len() < 32 << 10,
+            "{} bytes of log",
+            run.stderr.len()
+        );
     }
 }
 

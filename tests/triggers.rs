@@ -251,7 +251,10 @@ fn same_as_the_event_time_rule(
         );
         if let Some(errors) = a.get("errors") {
             let why = errors["trigger"].as_str().unwrap_or_else(|| panic!("{a}"));
-            assert!(why.contains(&format!("zoo-{name}")) && why.contains(cause), "{why}");
+            assert!(
+                why.contains(&format!("zoo-{name}")) && why.contains(cause),
+                "{why}"
+            );
             failed += 1;
         }
     }
@@ -268,7 +271,12 @@ fn same_as_the_event_time_rule(
 fn a_trigger_asking_for_the_instant_it_is_called_for_fails_instead_of_livelocking() {
     // Every call for a timer asks for a timer at that instant: already due,
     // so the host called it again for ever, each call fast.
-    same_as_the_event_time_rule("trigger-livelock", "{ step: 0 }", 5_000, "which is not later");
+    same_as_the_event_time_rule(
+        "trigger-livelock",
+        "{ step: 0 }",
+        5_000,
+        "which is not later",
+    );
 }
 
 #[test]

@@ -261,16 +261,17 @@ impl PluginEngine {
             outputs: Vec::new(),
         };
         let info = instance.call(|b, s| b.sluice_plugin_aggregator().call_info(s))?;
-        instance.info =
-            checked_info(info, &self.limits).map_err(|message| PluginError::Load {
-                plugin: plugin.source.clone(),
-                message,
-            })?;
+        instance.info = checked_info(info, &self.limits).map_err(|message| PluginError::Load {
+            plugin: plugin.source.clone(),
+            message,
+        })?;
         instance.label = format!(
             "{} ({} {})",
             plugin.source, instance.info.name, instance.info.version
         );
-        instance.output.set_who(format!("plugin {}", instance.label));
+        instance
+            .output
+            .set_who(format!("plugin {}", instance.label));
         instance.outputs = instance.open()?;
         Ok(instance)
     }
@@ -330,9 +331,13 @@ fn instantiate(
     limits: &PluginLimits,
     output: &Arc<PluginOutput>,
 ) -> Result<(Store<PluginState>, AggregatorPlugin), PluginError> {
-    start(&plugin.source, plugin.pre.engine(), limits, output, |store| {
-        plugin.pre.instantiate(store)
-    })
+    start(
+        &plugin.source,
+        plugin.pre.engine(),
+        limits,
+        output,
+        |store| plugin.pre.instantiate(store),
+    )
 }
 
 /// A fresh store under `limits` with a component instantiated in it by
@@ -711,15 +716,16 @@ impl AggregationInstance {
                 ),
             });
         }
-        let fraction = values
-            .iter()
-            .zip(&self.outputs)
-            .find_map(|(value, spec)| match (value, spec.kind) {
-                (Some(v), OutputKind::Integer) if !v.is_finite() || v.fract() != 0.0 => {
-                    Some((*v, &spec.name))
-                }
-                _ => None,
-            });
+        let fraction =
+            values
+                .iter()
+                .zip(&self.outputs)
+                .find_map(|(value, spec)| match (value, spec.kind) {
+                    (Some(v), OutputKind::Integer) if !v.is_finite() || v.fract() != 0.0 => {
+                        Some((*v, &spec.name))
+                    }
+                    _ => None,
+                });
         if let Some((value, name)) = fraction {
             return Err(PluginError::Call {
                 plugin: self.label.clone(),

@@ -256,7 +256,12 @@ impl Printed {
             );
             self.dropped = 0;
         }
-        tracing::info!(stream = stream.as_str(), "{} {}: {line}", self.who, stream.as_str());
+        tracing::info!(
+            stream = stream.as_str(),
+            "{} {}: {line}",
+            self.who,
+            stream.as_str()
+        );
     }
 }
 

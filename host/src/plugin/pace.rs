@@ -74,7 +74,11 @@ impl CallTimes {
              the last {} calls took {}",
             humantime::format_duration(deadline),
             if slow == 1 { "call" } else { "calls" },
-            if slow > 1 { " since the last warning" } else { "" },
+            if slow > 1 {
+                " since the last warning"
+            } else {
+                ""
+            },
             self.recent.len(),
             self.percentiles()
         ))
@@ -138,7 +142,10 @@ mod tests {
              the last 100 calls took p50 2ms, p90 2ms, p99 2ms, max 850ms"
         );
         // The next slow call is counted, not warned about, for a while.
-        assert_eq!(times.record(Duration::from_millis(900), DEADLINE, true), None);
+        assert_eq!(
+            times.record(Duration::from_millis(900), DEADLINE, true),
+            None
+        );
         assert_eq!(times.slow, 1);
     }
 }

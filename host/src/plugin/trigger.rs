@@ -109,7 +109,9 @@ impl PluginEngine {
             message,
         })?;
         instance.label = format!("{} ({} {})", plugin.source, info.name, info.version);
-        instance.output.set_who(format!("trigger {}", instance.label));
+        instance
+            .output
+            .set_who(format!("trigger {}", instance.label));
         instance.info = Some(info);
         instance.watches = instance.open()?;
         Ok(instance)
@@ -121,9 +123,13 @@ fn instantiate(
     limits: &PluginLimits,
     output: &Arc<PluginOutput>,
 ) -> Result<(Store<PluginState>, TriggerPlugin), PluginError> {
-    start(&plugin.source, plugin.pre.engine(), limits, output, |store| {
-        plugin.pre.instantiate(store)
-    })
+    start(
+        &plugin.source,
+        plugin.pre.engine(),
+        limits,
+        output,
+        |store| plugin.pre.instantiate(store),
+    )
 }
 
 /// The live trigger plugin of one pipeline.
@@ -195,7 +201,8 @@ impl TriggerInstance {
             message: bounded(&message, self.limits.message_bytes()).into_owned(),
         })?;
         self.policy = Some(policy);
-        let watches = self.call(|b, s| b.sluice_plugin_trigger().policy().call_watches(s, policy))?;
+        let watches =
+            self.call(|b, s| b.sluice_plugin_trigger().policy().call_watches(s, policy))?;
         // Column names: a pipeline refuses any that is not one of its own,
         // quoting it.
         let limit = self.limits.message_bytes();

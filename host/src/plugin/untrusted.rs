@@ -124,7 +124,10 @@ mod tests {
     fn long_text_is_cut_with_a_marker_giving_the_full_length() {
         let long = "\u{e9}".repeat(1000);
         let cut = bounded(&long, 11);
-        assert_eq!(cut, "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9} [cut: 2000 bytes in all]");
+        assert_eq!(
+            cut,
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9} [cut: 2000 bytes in all]"
+        );
         // An escape is never split.
         assert_eq!(bounded("ab\n\ncd", 5), "ab\\n [cut: 6 bytes in all]");
         assert_eq!(bounded_part("abc", 10, 70), "abc [cut: 70 bytes in all]");
@@ -135,7 +138,10 @@ mod tests {
     fn names_over_the_limit_are_refused_and_others_escaped() {
         let long = "n".repeat(256 << 10);
         let err = checked_name("name", &long).expect_err("too long");
-        assert!(err.starts_with("declares a name of 262144 bytes (nnnn"), "{err}");
+        assert!(
+            err.starts_with("declares a name of 262144 bytes (nnnn"),
+            "{err}"
+        );
         assert!(err.len() < 200, "{err}");
         assert_eq!(checked_name("name", "a\nb").expect("short"), "a\\nb");
         assert!(checked_name("version", " ").is_err());

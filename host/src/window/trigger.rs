@@ -879,7 +879,9 @@ impl Triggers {
             if !r.event_timers.is_empty() || !r.processing_timers.is_empty() {
                 let pending = self.pending.entry((r.key, r.start)).or_default();
                 pending.event.extend(r.event_timers.iter().copied());
-                pending.processing.extend(r.processing_timers.iter().copied());
+                pending
+                    .processing
+                    .extend(r.processing_timers.iter().copied());
             }
         }
     }

@@ -76,7 +76,10 @@ impl Aggregator for Zoo {
     }
 
     fn outputs(&self) -> Vec<Output> {
-        vec![Output::integer("count", "number of values\nand a forged line")]
+        vec![Output::integer(
+            "count",
+            "number of values\nand a forged line",
+        )]
     }
 
     fn create(&self) -> Tally {

@@ -40,8 +40,12 @@ mod component {
     }
 
     impl GuestAggregation for Aggregation {
-        fn open(_config: String) -> Result<exports::sluice::plugin::aggregator::Aggregation, String> {
-            Ok(exports::sluice::plugin::aggregator::Aggregation::new(Aggregation))
+        fn open(
+            _config: String,
+        ) -> Result<exports::sluice::plugin::aggregator::Aggregation, String> {
+            Ok(exports::sluice::plugin::aggregator::Aggregation::new(
+                Aggregation,
+            ))
         }
 
         fn outputs(&self) -> Vec<OutputSpec> {

@@ -26,7 +26,13 @@ impl Trigger for Hoard {
         Ok(Hoard)
     }
 
-    fn on_elements(&self, asked: &mut i64, window: Window, _: &Elements, watermark: i64) -> Decision {
+    fn on_elements(
+        &self,
+        asked: &mut i64,
+        window: Window,
+        _: &Elements,
+        watermark: i64,
+    ) -> Decision {
         let mut d = if watermark >= window.end {
             Decision::fire(Interest::After(1))
         } else {
