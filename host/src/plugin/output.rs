@@ -22,6 +22,10 @@ use super::untrusted::{bounded, bounded_part};
 /// How many seconds of the line rate a plugin may print in one burst.
 const BURST_SECONDS: u32 = 10;
 
+/// Bytes of a line kept however small the message limit, so that the first
+/// line of a Rust panic (`thread '..' panicked at FILE:LINE:COL:`) is seen.
+const PANIC_LINE: usize = 256;
+
 /// Bytes one write may hand over; a larger write is split by the guest.
 const WRITE_PERMIT: usize = 64 << 10;
 
@@ -153,9 +157,11 @@ impl PluginOutput {
                 Some(i) => (&bytes[..i], Some(&bytes[i + 1..])),
                 None => (bytes, None),
             };
-            let limit = p.limit;
+            // At least a panic's first line is kept whole, to be told
+            // apart (the limit applies when the line is logged).
+            let keep = p.limit.max(PANIC_LINE);
             let (kept, total) = &mut p.partial[stream as usize];
-            let room = limit.saturating_sub(kept.len());
+            let room = keep.saturating_sub(kept.len());
             kept.extend_from_slice(&line[..line.len().min(room)]);
             *total += line.len();
             match rest {
@@ -206,7 +212,9 @@ impl Printed {
     /// Reads a Rust panic off stderr: `thread '..' panicked at src/lib.rs:3:5:`,
     /// the message's lines, then `note: ..`. Returns whether `line` was part of it.
     fn take_panic_line(&mut self, line: &str, total: usize) -> bool {
-        if line.starts_with("thread '") && line.contains("' panicked at ") {
+        // `thread '<unnamed>' panicked at ..`, or with the thread's id:
+        // `thread '<unnamed>' (1) panicked at ..`.
+        if line.starts_with("thread '") && line.contains(" panicked at ") {
             self.panic = Some((String::new(), 0));
             self.reading_panic = true;
             return true;
@@ -256,12 +264,7 @@ impl Printed {
             );
             self.dropped = 0;
         }
-        tracing::info!(
-            stream = stream.as_str(),
-            "{} {}: {line}",
-            self.who,
-            stream.as_str()
-        );
+        tracing::info!("{} {}: {line}", self.who, stream.as_str());
     }
 }
 
@@ -290,5 +293,60 @@ impl OutputStream for LogStream {
 
     fn check_write(&mut self) -> StreamResult<usize> {
         Ok(WRITE_PERMIT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_read_apart_from_the_lines_around_it() {
+        let out = PluginOutput::new("plugin x".into(), 64, 0);
+        out.begin_call();
+        out.write(Stream::Stderr, b"before\nthread '<unnamed>' panicked at src/lib.rs:3:5:\n");
+        out.write(Stream::Stderr, b"boom\x1b[2J\nsecond ");
+        out.write(Stream::Stderr, b"line\nnote: run with `RUST_BACKTRACE=1`\n");
+        assert_eq!(
+            out.explanation(),
+            Some(Ok("boom\\u{1b}[2J\\nsecond line".to_string()))
+        );
+        // The next call starts afresh.
+        out.begin_call();
+        assert_eq!(out.explanation(), None);
+    }
+
+    #[test]
+    fn without_a_panic_the_last_stderr_line_explains_escaped_and_cut() {
+        let out = PluginOutput::new("plugin x".into(), 32, 0);
+        out.begin_call();
+        out.write(Stream::Stdout, b"on stdout\n");
+        out.write(Stream::Stderr, &[b'y'; 100]);
+        out.write(Stream::Stderr, b"\nAssertion failed:\r x");
+        assert_eq!(
+            out.explanation(),
+            Some(Err("Assertion failed:\\r x".to_string()))
+        );
+        out.begin_call();
+        out.write(Stream::Stderr, &[b'y'; 100]);
+        out.write(Stream::Stderr, b"\n\n");
+        assert_eq!(
+            out.explanation(),
+            Some(Err(format!("{} [cut: 100 bytes in all]", "y".repeat(32))))
+        );
+    }
+
+    #[test]
+    fn a_long_panic_message_is_cut_with_its_whole_length() {
+        let out = PluginOutput::new("plugin x".into(), 16, 0);
+        out.begin_call();
+        out.write(Stream::Stderr, b"thread 'main' panicked at a.rs:1:1:\n");
+        out.write(Stream::Stderr, &[b'z'; 40]);
+        out.write(Stream::Stderr, b"\nmore\n");
+        // 40 bytes, a newline, 4 bytes.
+        assert_eq!(
+            out.explanation(),
+            Some(Ok(format!("{} [cut: 45 bytes in all]", "z".repeat(16))))
+        );
     }
 }

@@ -486,9 +486,9 @@ impl Triggers {
         });
         if idle
             && !self
-                .processing
-                .iter()
-                .any(|&(_, k, s)| (k, s) == (key, start))
+                .pending
+                .get(&(key, start))
+                .is_some_and(|p| !p.processing.is_empty())
         {
             // Its pending event timers still count against the window.
             self.release_state(key, start);
