@@ -485,10 +485,10 @@ impl Triggers {
             w.interest == Interest::Late && w.seen == 0 && matches!(w.handle, Handle::Live(_))
         });
         if idle
-            && !self
+            && self
                 .pending
                 .get(&(key, start))
-                .is_some_and(|p| !p.processing.is_empty())
+                .is_none_or(|p| p.processing.is_empty())
         {
             // Its pending event timers still count against the window.
             self.release_state(key, start);
