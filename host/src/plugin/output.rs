@@ -304,7 +304,10 @@ mod tests {
     fn a_panic_is_read_apart_from_the_lines_around_it() {
         let out = PluginOutput::new("plugin x".into(), 64, 0);
         out.begin_call();
-        out.write(Stream::Stderr, b"before\nthread '<unnamed>' panicked at src/lib.rs:3:5:\n");
+        out.write(
+            Stream::Stderr,
+            b"before\nthread '<unnamed>' panicked at src/lib.rs:3:5:\n",
+        );
         out.write(Stream::Stderr, b"boom\x1b[2J\nsecond ");
         out.write(Stream::Stderr, b"line\nnote: run with `RUST_BACKTRACE=1`\n");
         assert_eq!(
