@@ -8,7 +8,7 @@
 //! window) goes wrong.
 
 mod common;
-use common::zoo_path;
+use common::{run_bounded, sluice, zoo_path};
 use std::time::{Duration, Instant};
 
 use sluice_core::plugin::Aggregation;
@@ -22,6 +22,7 @@ fn limits() -> PluginLimits {
         memory_limit: 16 << 20,
         fuel: None,
         quarantine_after: 5,
+        ..PluginLimits::default()
     }
 }
 
@@ -289,6 +290,35 @@ fn run_pipeline(
     events: &[Ev],
     batch_size: usize,
 ) -> (i32, Vec<serde_json::Value>, String) {
+    let run = run_zoo(window, name, zoo_config, plugins, "", events, batch_size);
+    (run.code, run.records, run.stderr)
+}
+
+/// How a run of [`run_zoo`] ended.
+struct Run {
+    code: i32,
+    records: Vec<serde_json::Value>,
+    stderr: String,
+    took: Duration,
+    /// Peak resident memory of the `sluice` process, in bytes.
+    peak_rss: u64,
+}
+
+/// Longest a pipeline run of these tests may take before it is killed and
+/// the test fails: a hang must fail a test, not hold it for ever.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// [`run_pipeline`] with `extra` top-level config (`state:`, `log:`),
+/// bounded in time by [`RUN_LIMIT`], measuring peak memory.
+fn run_zoo(
+    window: &str,
+    name: &str,
+    zoo_config: &str,
+    plugins: &str,
+    extra: &str,
+    events: &[Ev],
+    batch_size: usize,
+) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut lines = String::new();
     for (t, service, v) in events {
@@ -310,33 +340,29 @@ sink: {{ file: results.jsonl }}
 late_output: {{ file: late.jsonl }}
 dead_letter: {{ file: dead.jsonl }}
 plugins: {plugins}
+{extra}
 ",
         zoo_path(name).display()
     );
     let config_path = dir.path().join("pipeline.yaml");
     std::fs::write(&config_path, config).expect("write config");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SLUICE_") {
-            cmd.env_remove(k);
-        }
-    }
-    let out = cmd
-        .args(["run", "--config"])
+    let mut cmd = sluice();
+    cmd.args(["run", "--config"])
         .arg(&config_path)
-        .args(["--batch-size", &batch_size.to_string()])
-        .output()
-        .expect("run sluice");
+        .args(["--batch-size", &batch_size.to_string()]);
+    let out = run_bounded(cmd, RUN_LIMIT);
     let results = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap_or_default();
     let records = results
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l}: {e}")))
         .collect();
-    (
-        out.status.code().unwrap_or(-1),
+    Run {
+        code: out.code,
         records,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        stderr: out.stderr,
+        took: out.took,
+        peak_rss: out.peak_rss,
+    }
 }
 
 const SMALL_LIMITS: &str = "{ call_timeout: 200ms, memory_limit: 16MiB }";
@@ -650,4 +676,435 @@ fn a_failed_pane_gives_the_same_sliding_results_with_or_without_partials() {
         "the other windows have results"
     );
     assert_eq!(plain, fast);
+}
+
+// ---------------------------------------------------------------------------
+// Hostile plugins that trap nothing: a wait inside WASI, a huge snapshot,
+// printing, a wrong output type, strings made to forge or flood the log.
+
+/// Runs `f` on a thread of its own and fails the test if it has not
+/// returned within `limit`: a call that hangs in the host must fail a test,
+/// not hold it for ever.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(f());
+    });
+    result
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("still running after {limit:?}"))
+}
+
+#[test]
+fn waiting_on_the_stopped_clock_is_over_at_once() {
+    // `add` blocks on a pollable for u64::MAX ns, polls one for an instant
+    // that never comes and one for 3 s, then sleeps 3 s through `std`:
+    // every wait must end at once, in a host that never waits in real time.
+    let (values, took) = within(BOUND, || {
+        let engine = PluginEngine::new(limits()).expect("engine");
+        let mut agg = open(&engine, "clock-block", r#"{"then": "count"}"#);
+        let acc = agg.create().expect("create");
+        let started = Instant::now();
+        agg.add(acc, &[1.0, -1.0], &[0, 0])
+            .expect("the waits return and the plugin counts");
+        let took = started.elapsed();
+        (agg.finish(acc).expect("finish"), took)
+    });
+    assert_eq!(values, vec![Some(2.0)]);
+    // Far below the 3 s of the shortest wait, and below the call deadline.
+    assert!(took < Duration::from_millis(200), "the waits took {took:?}");
+}
+
+#[test]
+fn end_to_end_a_plugin_waiting_for_its_clock_to_move_fails_one_window() {
+    // Waits on the clock, then for it to move: the first wait hung a host
+    // whose clocks sleep in real time; here the loop meets the deadline.
+    assert_contained("clock-block", "{}", "timed out after 200ms");
+}
+
+/// Each of `SNAPSHOT_KEYS` services gets 1100 values in [0 s, 10 s), so
+/// that each accumulator is snapshotted (after 1024 values); all but the
+/// last two see a negative value, which makes zoo/snapshot-bomb's
+/// snapshot 40 MiB.
+const SNAPSHOT_KEYS: [&str; 16] = [
+    "s00", "s01", "s02", "s03", "s04", "s05", "s06", "s07", "s08", "s09", "s10", "s11", "s12",
+    "s13", "ok1", "ok2",
+];
+
+fn snapshot_events() -> Vec<Ev> {
+    let mut events = Vec::new();
+    for i in 0..1100i64 {
+        for (k, &service) in SNAPSHOT_KEYS.iter().enumerate() {
+            let poisoned = i == 7 && service.starts_with('s');
+            events.push((
+                i * 8 + k as i64 % 8,
+                service,
+                if poisoned { -1.0 } else { 1.0 },
+            ));
+        }
+    }
+    events.push((20_000, "ok1", 1.0));
+    events
+}
+
+/// With 64 MiB of plugin memory a snapshot of 40 MiB can be built; 14 of
+/// them, kept per window and copied into checkpoints, took the host to
+/// nearly a GiB. Each is refused instead (the window reports it), and the
+/// host stays under `SNAPSHOT_RSS_BOUND`: the plugin's own 64 MiB, one
+/// 40 MiB snapshot being refused, and the rest of the host.
+const SNAPSHOT_RSS_BOUND: u64 = 320 << 20;
+
+#[test]
+fn end_to_end_an_oversized_snapshot_fails_its_window_and_memory_stays_bounded() {
+    let limits = "{ call_timeout: 2s, quarantine_after: 0 }";
+    let label = format!(
+        "plugin {} (zoo-snapshot-bomb 0.1.0) returned a snapshot of 40 MiB, over the \
+         snapshot limit of 4 MiB",
+        zoo_path("snapshot-bomb").display()
+    );
+    for state in [
+        "",
+        "state: { backend: rocksdb, path: state, checkpoint_interval: 100ms }",
+    ] {
+        let run = run_zoo(
+            TUMBLING,
+            "snapshot-bomb",
+            "{}",
+            limits,
+            state,
+            &snapshot_events(),
+            1024,
+        );
+        assert_eq!(run.code, 0, "{state}: {}", run.stderr);
+        assert!(
+            run.peak_rss < SNAPSHOT_RSS_BOUND,
+            "{state}: peak RSS {} MiB",
+            run.peak_rss >> 20
+        );
+        let got = summarize(&run.records);
+        let mut want: Vec<Row> = SNAPSHOT_KEYS
+            .iter()
+            .map(|&s| {
+                let failed = s.starts_with('s');
+                (
+                    s.to_string(),
+                    0,
+                    1100,
+                    (!failed).then_some(1100),
+                    failed.then(|| label.clone()),
+                )
+            })
+            .collect();
+        want.push(("ok1".into(), 20_000, 1, Some(1), None));
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        want.sort();
+        assert_eq!(got_sorted, want, "{state}");
+        assert!(run.stderr.contains(&label), "{state}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn end_to_end_a_plugin_that_prints_is_logged_not_killed() {
+    let path = zoo_path("chatty").display().to_string();
+    let who = format!("aggregation `zoo` (plugin {path} (zoo-chatty 0.1.0))");
+    // Every line logged: one per call on each stream, each attributed, the
+    // hostile ones escaped and cut.
+    let run = run_zoo(
+        TUMBLING,
+        "chatty",
+        "{}",
+        "{ log_lines_per_second: 1000000 }",
+        "",
+        &events(),
+        1024,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_exact_and_clean(&run.records);
+    for stream in ["stderr", "stdout"] {
+        assert!(
+            run.stderr.contains(&format!(
+                "{who} {stream}: chatty finish:          3 values so far -----"
+            )),
+            "{stream}: {}",
+            run.stderr
+        );
+    }
+    assert_no_forged_line(&run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "{who} stderr: 2030-01-01T00:00:00.000000Z  WARN forged: the host is compromised"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "{who} stderr: \\u{{1b}}[2J\\u{{1b}}[Hterminal cleared\\r2030-01-01T00:00:00"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(" [cut: 1048576 bytes in all]"),
+        "the 1 MiB line is cut"
+    );
+    assert!(
+        run.stderr
+            .contains(&format!("{who} stderr: after the long line"))
+    );
+    assert!(
+        run.stderr.len() < 64 << 10,
+        "{} bytes of log",
+        run.stderr.len()
+    );
+
+    // At the default rate, a line per value is mostly counted, not logged:
+    // a burst of 100 lines, then 10 a second.
+    let run = run_zoo(TUMBLING, "chatty", "{}", "{}", "", &events(), 1);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_exact_and_clean(&run.records);
+    let logged = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(&format!("{who} std")))
+        .count();
+    let allowed = 100 + 10 * run.took.as_secs_f64().ceil() as usize;
+    assert!(
+        (100..=allowed).contains(&logged),
+        "{logged} lines logged, at most {allowed} allowed"
+    );
+    assert!(
+        run.stderr
+            .contains("lines of plugin output not logged (over 10 lines per second)"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Every window of `events()` with `zoo.count` equal to `requests.count`
+/// and no error.
+fn assert_exact_and_clean(records: &[serde_json::Value]) {
+    assert_eq!(records.len(), 7);
+    for r in records {
+        assert!(r.get("errors").is_none(), "{r}");
+        assert_eq!(
+            r["results"]["zoo.count"], r["results"]["requests.count"],
+            "{r}"
+        );
+    }
+}
+
+/// No line of the host's log is one a plugin wrote: each starts as the
+/// host's own do, and nothing in it can move a terminal's cursor.
+fn assert_no_forged_line(log: &str) {
+    for line in log.lines() {
+        assert!(!line.starts_with("2030-"), "forged line: {line}");
+    }
+    assert!(!log.contains('\u{1b}'), "a terminal escape reached the log");
+    assert!(!log.contains('\r'), "a carriage return reached the log");
+}
+
+#[test]
+fn end_to_end_a_fraction_for_an_integer_output_fails_one_window() {
+    // Window a [10 s, 20 s) has 3 values, one negative: 3.5, then NaN.
+    assert_contained(
+        "wrong-type",
+        "{}",
+        "returned 3.5 for integer output `count`, which must be integral",
+    );
+    assert_contained(
+        "wrong-type",
+        r#"{"value": "nan"}"#,
+        "returned NaN for integer output `count`, which must be integral",
+    );
+}
+
+#[test]
+fn a_plugin_name_over_the_limit_is_refused_at_load_in_few_words() {
+    let engine = PluginEngine::new(limits()).expect("engine");
+    let plugin = engine
+        .compile("zoo/long-name", &zoo("long-name"))
+        .expect("a valid component");
+    let err = match engine.open_aggregation(&plugin, "{}") {
+        Ok(_) => panic!("a 256 KiB name must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.starts_with(
+            "plugin zoo/long-name: declares a name of 262144 bytes (nnnnnnnnnnnnnnnnnnnn"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.ends_with(" [cut: 262144 bytes in all]), longer than the 128 bytes allowed"),
+        "{err}"
+    );
+    assert!(err.len() < 200, "{} bytes", err.len());
+    assert_engine_serves_a_healthy_plugin(&engine);
+
+    let (code, records, stderr) =
+        run_pipeline(TUMBLING, "long-name", "{}", SMALL_LIMITS, &events(), 1024);
+    assert_eq!(
+        code, 2,
+        "a refused plugin is a configuration error: {stderr}"
+    );
+    assert!(records.is_empty());
+    assert!(
+        stderr.contains("declares a name of 262144 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.len() < 1024,
+        "{} bytes of log: {stderr}",
+        stderr.len()
+    );
+}
+
+/// How zoo/log-forge names itself in errors: its name, escaped.
+fn forge_label(source: &str) -> String {
+    format!(
+        "plugin {source} (zoo-log-forge\\n2030-01-01T00:00:00.000000Z  WARN forged: by the \
+         plugin name 0.1.0)"
+    )
+}
+
+#[test]
+fn a_flood_refusing_the_config_is_cut_and_escaped() {
+    // Room for the plugin to build its 10 MiB message.
+    let engine = PluginEngine::new(PluginLimits {
+        memory_limit: 64 << 20,
+        ..limits()
+    })
+    .expect("engine");
+    let plugin = engine
+        .compile("zoo/log-forge", &zoo("log-forge"))
+        .expect("compiles");
+    let err = match engine.open_aggregation(&plugin, r#"{"open_error": 10485760}"#) {
+        Ok(_) => panic!("the config is refused"),
+        Err(e) => e.to_string(),
+    };
+    let start = format!(
+        "{} rejected its config: refused\\n2030-01-01T00:00:00.000000Z  WARN forged: the host is \
+         compromised\\u{{1b}}[31m\\n2030",
+        forge_label("zoo/log-forge")
+    );
+    assert!(err.starts_with(&start), "{err}");
+    assert!(err.ends_with(" bytes in all]"), "{err}");
+    assert!(!err.contains('\n') && !err.contains('\u{1b}'), "{err}");
+    // The message limit (1 KiB), the label and the marker.
+    assert!(err.len() < 1400, "{} bytes", err.len());
+
+    let (code, _, stderr) = run_pipeline(
+        TUMBLING,
+        "log-forge",
+        r#"{"open_error": 10485760}"#,
+        "{}",
+        &events(),
+        1024,
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("rejected its config: refused\\n2030"),
+        "{stderr}"
+    );
+    assert!(stderr.len() < 2048, "{} bytes of log", stderr.len());
+    assert_no_forged_line(&stderr);
+}
+
+#[test]
+fn end_to_end_a_flood_of_merge_errors_is_cut_in_each_record_and_log_line() {
+    // Sliding windows merge panes; every merge with a's pane at [10 s, 15 s)
+    // (which saw -1) fails with 1 MiB of forged lines.
+    let events: Vec<Ev> = vec![
+        (1_000, "a", 1.0),
+        (6_000, "a", 2.0),
+        (7_000, "b", 2.0),
+        (11_000, "a", -1.0),
+        (12_000, "b", 3.0),
+        (16_000, "a", 3.0),
+    ];
+    let sliding = "{ sliding: { size: 10s, slide: 5s } }";
+    let label = forge_label(&zoo_path("log-forge").display().to_string());
+    for (config, cause) in [
+        (
+            "{}",
+            "merge failed: refused\\n2030-01-01T00:00:00.000000Z  WARN forged",
+        ),
+        (
+            r#"{"fail": "panic"}"#,
+            "panicked: refused\n2030-01-01T00:00:00.000000Z  WARN forged",
+        ),
+    ] {
+        let limits = "{ call_timeout: 200ms, memory_limit: 16MiB, quarantine_after: 0 }";
+        let run = run_zoo(sliding, "log-forge", config, limits, "", &events, 1);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let mut failed = 0;
+        for r in &run.records {
+            let start = r["window"]["start"].as_i64().expect("start");
+            let service = r["key"]["service"].as_str().expect("service");
+            match r["errors"]["zoo"].as_str() {
+                Some(why) => {
+                    failed += 1;
+                    assert_eq!(
+                        (service, start == 5_000 || start == 10_000),
+                        ("a", true),
+                        "{r}"
+                    );
+                    // A panic's message lines are read apart, so the first
+                    // newline is the one between them, escaped at the end.
+                    let cause = cause.replace('\n', "\\n");
+                    assert!(why.starts_with(&format!("{label} {cause}")), "{why}");
+                    assert!(why.ends_with(" bytes in all]"), "{why}");
+                    assert!(why.len() < 1024 + label.len() + 64, "{} bytes", why.len());
+                }
+                None => assert_eq!(r["results"]["zoo.count"], r["results"]["requests.count"]),
+            }
+        }
+        assert_eq!(failed, 2, "{config}: {:?}", run.records);
+        assert_no_forged_line(&run.stderr);
+        assert!(
+            run.stderr.len() < 32 << 10,
+            "{} bytes of log",
+            run.stderr.len()
+        );
+    }
+}
+
+#[test]
+fn an_exit_is_reported_by_its_cause_not_a_backtrace() {
+    let (message, _) = misbehave_in_add("exit");
+    assert!(
+        message.ends_with("exited (wasi:cli/exit) with status 1"),
+        "{message}"
+    );
+    assert!(!message.contains("backtrace"), "{message}");
+}
+
+#[test]
+fn end_to_end_the_wasm_backtrace_of_a_failure_is_logged_at_debug_level_only() {
+    let cause = "exited (wasi:cli/exit) with status 1";
+    assert_contained("exit", "{}", cause);
+    let run = run_zoo(
+        TUMBLING,
+        "exit",
+        "{}",
+        SMALL_LIMITS,
+        "log: { level: debug }",
+        &events(),
+        1024,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let traced = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("DEBUG") && l.contains("wasm backtrace"))
+        .unwrap_or_else(|| panic!("no backtrace at debug level: {}", run.stderr));
+    assert!(traced.contains("zoo-exit"), "{traced}");
+    let why = run
+        .records
+        .iter()
+        .find_map(|r| r["errors"]["zoo"].as_str())
+        .expect("the failed window");
+    assert!(why.ends_with(cause), "{why}");
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{generate, out_file, sluice, zoo_path};
+use common::{Bounded, generate, out_file, run_bounded, sluice, zoo_path};
 use serde_json::Value;
 
 fn records(path: &Path) -> Vec<Value> {
@@ -49,17 +49,15 @@ dead_letter: {{ file: {name}-dead.jsonl }}
     config
 }
 
-fn run(config: &Path) -> std::process::Output {
-    let out = sluice()
-        .args(["run", "--config"])
-        .arg(config)
-        .output()
-        .expect("running sluice");
-    assert!(
-        out.status.success(),
-        "sluice failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Longest a run may take before it is killed and the test fails: a
+/// trigger that livelocks the host must fail a test, not hold it for ever.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+fn run(config: &Path) -> Bounded {
+    let mut cmd = sluice();
+    cmd.args(["run", "--config"]).arg(config);
+    let out = run_bounded(cmd, RUN_LIMIT);
+    assert_eq!(out.code, 0, "sluice failed: {}", out.stderr);
     out
 }
 
@@ -214,4 +212,147 @@ fn a_trigger_that_traps_or_hangs_still_fires_on_time_with_the_error() {
         }
     }
     assert!(cursed > 0, "no window started on a whole or half minute");
+}
+
+/// Runs the pipeline with the zoo trigger `name` (config `config`) and the
+/// same pipeline with the default trigger over the same events; checks
+/// they emit the same windows with the same numbers in the same order, the
+/// hostile one reporting a trigger error that contains `cause` for some.
+/// Returns both runs.
+fn same_as_the_event_time_rule(
+    name: &str,
+    config: &str,
+    events: usize,
+    cause: &str,
+) -> (Bounded, Bounded) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("events.jsonl"), generate(events)).expect("input");
+    let hostile = pipeline(
+        dir.path(),
+        "hostile",
+        "events.jsonl",
+        &format!(
+            "trigger: {{ plugin: {}, config: {config} }}",
+            zoo_path(name).display()
+        ),
+        "plugins: { quarantine_after: 0 }",
+    );
+    let plain = pipeline(dir.path(), "plain", "events.jsonl", "", "");
+    let hostile_run = run(&hostile);
+    let plain_run = run(&plain);
+    let with = records(&dir.path().join("hostile-results.jsonl"));
+    let without = records(&dir.path().join("plain-results.jsonl"));
+    assert_eq!(with.len(), without.len());
+    let mut failed = 0;
+    for (a, b) in with.iter().zip(&without) {
+        assert_eq!(
+            (&a["key"], &a["window"], &a["emit"], &a["results"]),
+            (&b["key"], &b["window"], &b["emit"], &b["results"])
+        );
+        if let Some(errors) = a.get("errors") {
+            let why = errors["trigger"].as_str().unwrap_or_else(|| panic!("{a}"));
+            assert!(
+                why.contains(&format!("zoo-{name}")) && why.contains(cause),
+                "{why}"
+            );
+            failed += 1;
+        }
+    }
+    assert!(failed > 0, "no window reported the trigger's failure");
+    assert!(
+        hostile_run.stderr.contains(cause),
+        "the failure is logged: {}",
+        hostile_run.stderr
+    );
+    (hostile_run, plain_run)
+}
+
+#[test]
+fn a_trigger_asking_for_the_instant_it_is_called_for_fails_instead_of_livelocking() {
+    // Every call for a timer asks for a timer at that instant: already due,
+    // so the host called it again for ever, each call fast.
+    same_as_the_event_time_rule(
+        "trigger-livelock",
+        "{ step: 0 }",
+        5_000,
+        "which is not later",
+    );
+}
+
+#[test]
+fn a_trigger_chaining_timers_through_every_millisecond_is_stopped_each_watermark_step() {
+    use sluice_core::plugin::Aggregation;
+    use sluice_core::window::{TRIGGER_ERROR, Triggers, WindowOperator, WindowSpec};
+    use sluice_wasm::registry::builtin_bytes;
+    use sluice_wasm::{PluginEngine, PluginLimits};
+    // One window a billion milliseconds long, its trigger asking for the
+    // next millisecond each time: one jump of the watermark to the end of
+    // input made as many calls, unless the calls per window and step are
+    // capped (`timers_per_window`, 1024 by default).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let engine = PluginEngine::new(PluginLimits::default()).expect("engine");
+        let bytes = std::fs::read(zoo_path("trigger-livelock")).expect("zoo trigger");
+        let compiled = engine
+            .compile_trigger("zoo/trigger-livelock", &bytes)
+            .expect("compiles");
+        let trigger = engine
+            .open_trigger(&compiled, r#"{"step": 1}"#)
+            .expect("opens");
+        let count = engine
+            .compile("count", builtin_bytes("count").expect("count"))
+            .expect("compiles");
+        let aggs: Vec<Box<dyn Aggregation>> = vec![Box::new(
+            engine.open_aggregation(&count, "{}").expect("opens"),
+        )];
+        let spec = WindowSpec::Tumbling {
+            size: 1_000_000_000,
+            offset: 0,
+        };
+        let limits = PluginLimits {
+            quarantine_after: 0,
+            ..PluginLimits::default()
+        };
+        let triggers = Triggers::new(Box::new(trigger), Vec::new(), &limits);
+        let mut op = WindowOperator::new(spec, 0, aggs, triggers, 8, 0);
+        let mut out = Vec::new();
+        op.on_event(7, 5, &[Some(1.0)], 0, &mut out).expect("event");
+        op.on_watermark(i64::MAX, &mut out).expect("end of input");
+        let _ = tx.send((out, op.trigger_failures()));
+    });
+    let (out, failures) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the watermark step ends");
+    assert_eq!(failures, 1);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].outputs, vec![vec![Some(1.0)]]);
+    let (index, why) = &out[0].errors[0];
+    assert_eq!(*index, TRIGGER_ERROR);
+    assert!(
+        why.contains("kept asking for event-time timers: more than 1024 fell due by watermark"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_trigger_hoarding_timers_fails_its_windows_and_memory_stays_bounded() {
+    // 64 new timers per element, each window's far beyond its end: 6.4
+    // million pending timers for 100k events without a cap per window (and
+    // as many calls at the end of input). With it, a window's trigger fails
+    // at its 17th element and its timers go when the window closes.
+    let (hoard, plain) = same_as_the_event_time_rule(
+        "timer-hoard",
+        "{}",
+        100_000,
+        "asked for 64 more timers for a window with 1024 pending (at most 1024 per window",
+    );
+    // The bound: the default trigger's run plus 1024 timers of every window
+    // open at once, with room to spare.
+    let bound = plain.peak_rss + (48 << 20);
+    assert!(
+        hoard.peak_rss < bound,
+        "peak RSS {} MiB, bound {} MiB",
+        hoard.peak_rss >> 20,
+        bound >> 20
+    );
 }

@@ -82,3 +82,78 @@ pub fn out_file(relative: &str) -> PathBuf {
 pub fn zoo_path(name: &str) -> PathBuf {
     out_file(&format!("out/zoo/{name}.wasm"))
 }
+
+/// How a bounded run of a command ended (see [`run_bounded`]).
+pub struct Bounded {
+    /// Its exit code (-1: killed by a signal).
+    pub code: i32,
+    /// What it wrote to stdout and stderr.
+    pub stdout: String,
+    pub stderr: String,
+    /// How long it ran.
+    pub took: std::time::Duration,
+    /// Its peak resident memory, in bytes.
+    pub peak_rss: u64,
+}
+
+/// Runs `cmd` to its end, with stdout and stderr captured, and fails the
+/// test if it is still running after `limit` (it is killed first, so that a
+/// hang fails the test rather than holding it for ever). Also measures the
+/// process's peak resident memory, which `wait4` reports for the child.
+// The child is reaped by `wait4`, not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
+pub fn run_bounded(mut cmd: Command, limit: std::time::Duration) -> Bounded {
+    use std::process::Stdio;
+    let started = std::time::Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning the command");
+    let reader = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = reader(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = reader(Box::new(child.stderr.take().expect("stderr")));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut killed = false;
+    loop {
+        // SAFETY: pid is our own child, not yet reaped; both pointers are valid.
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if reaped == pid {
+            break;
+        }
+        assert_eq!(reaped, 0, "wait4 failed");
+        if !killed && started.elapsed() > limit {
+            let _ = child.kill();
+            killed = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let took = started.elapsed();
+    let stderr = stderr.join().expect("stderr reader");
+    let tail = stderr.char_indices().rev().nth(4000).map_or(0, |(i, _)| i);
+    assert!(
+        !killed,
+        "still running after {limit:?}, killed; its stderr ends with: {}",
+        &stderr[tail..]
+    );
+    Bounded {
+        code: if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        },
+        stdout: stdout.join().expect("stdout reader"),
+        stderr,
+        took,
+        peak_rss: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+    }
+}

@@ -607,11 +607,11 @@ impl PipelineConfig {
         if self.batch_size == 0 {
             return err("key `batch_size`: must be at least 1".into());
         }
-        if self.plugins.memory_limit < (1 << 20) {
-            return err("key `plugins.memory_limit`: must be at least 1MiB".into());
+        if let Some(why) = self.plugins.check() {
+            return err(why);
         }
-        if self.plugins.call_timeout.is_zero() {
-            return err("key `plugins.call_timeout`: must be positive".into());
+        if let Some(why) = self.plugins.check() {
+            return err(why);
         }
         Ok(())
     }

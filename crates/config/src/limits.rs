@@ -1,5 +1,6 @@
 //! `plugins:`: the sandbox limits every plugin of a pipeline runs under (the
-//! sandbox that enforces them is `sluice_wasm`).
+//! sandbox that enforces them is `sluice_wasm`; `docs/plugins/sandbox.md`
+//! says what happens when each is hit).
 
 use std::time::Duration;
 
@@ -29,6 +30,27 @@ pub struct PluginLimits {
     /// and still stops a plugin that fails on every window from costing a
     /// fresh instance and a restore of every open window each time.
     pub quarantine_after: u32,
+    /// Largest snapshot one accumulator or window trigger may return, in
+    /// bytes. Snapshots are copied into checkpoints and kept per open
+    /// window, so a plugin returning tens of MiB per window multiplies the
+    /// host's memory and the state directory by the number of windows; a
+    /// larger snapshot is a failed call.
+    #[serde(deserialize_with = "de_bytes")]
+    pub snapshot_limit: u64,
+    /// Most timers (event-time and processing-time) one window's trigger
+    /// may have pending at once, and most calls for event-time timers one
+    /// window gets in one advance of the watermark. A trigger that asks for
+    /// more fails for that window, which then fires by the host's rule.
+    pub timers_per_window: u32,
+    /// Longest text a plugin can put into a log line or a result record (an
+    /// error message, a line it prints), in bytes; longer text is cut, with
+    /// a marker giving its length.
+    #[serde(deserialize_with = "de_bytes")]
+    pub message_limit: u64,
+    /// Lines of a plugin's stdout and stderr logged per second, on average,
+    /// per aggregation (bursts of ten seconds' worth); lines beyond are
+    /// counted, not logged. `0` logs none.
+    pub log_lines_per_second: u32,
 }
 
 impl Default for PluginLimits {
@@ -38,18 +60,56 @@ impl Default for PluginLimits {
             memory_limit: 64 << 20,
             fuel: None,
             quarantine_after: 5,
+            snapshot_limit: 4 << 20,
+            timers_per_window: 1024,
+            message_limit: 1024,
+            log_lines_per_second: 10,
         }
     }
 }
 
 impl PluginLimits {
+    /// Why these limits cannot work, naming the key; `None` when they can.
+    pub fn check(&self) -> Option<String> {
+        if self.memory_limit < (1 << 20) {
+            return Some("key `plugins.memory_limit`: must be at least 1MiB".into());
+        }
+        if self.call_timeout.is_zero() {
+            return Some("key `plugins.call_timeout`: must be positive".into());
+        }
+        if self.snapshot_limit == 0 {
+            return Some("key `plugins.snapshot_limit`: must be positive".into());
+        }
+        if self.timers_per_window == 0 {
+            return Some("key `plugins.timers_per_window`: must be at least 1".into());
+        }
+        if self.message_limit < 64 {
+            return Some("key `plugins.message_limit`: must be at least 64 bytes".into());
+        }
+        None
+    }
+
+    /// [`Self::message_limit`] as a length.
+    pub fn message_bytes(&self) -> usize {
+        usize::try_from(self.message_limit).unwrap_or(usize::MAX)
+    }
+
     /// The memory limit as people write it (`64 MiB`), for error messages.
     pub fn memory_limit_text(&self) -> String {
-        const MIB: u64 = 1 << 20;
-        if self.memory_limit >= MIB && self.memory_limit.is_multiple_of(MIB) {
-            format!("{} MiB", self.memory_limit / MIB)
-        } else {
-            format!("{} bytes", self.memory_limit)
-        }
+        bytes_text(self.memory_limit)
+    }
+}
+
+/// A size as people write it: `64 MiB` when it is whole MiB, `4 KiB` when
+/// whole KiB, else in bytes.
+pub fn bytes_text(bytes: u64) -> String {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
     }
 }

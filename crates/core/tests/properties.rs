@@ -4,6 +4,7 @@
 //! top-level suite runs pipelines through them.
 
 use proptest::prelude::*;
+use sluice_config::PluginLimits;
 use sluice_core::plugin::{AccumulatorHandle, Aggregation, native};
 use sluice_core::watermark::Watermarks;
 use sluice_core::window::{EmitKind, Triggers, WindowOperator, WindowResult, WindowSpec};
@@ -17,7 +18,7 @@ fn default_trigger() -> Triggers {
     Triggers::new(
         native::trigger("event-time", "{}").expect("opens"),
         Vec::new(),
-        5,
+        &PluginLimits::default(),
     )
 }
 
@@ -249,7 +250,7 @@ fn run_partials(
             Triggers::new(
                 native::trigger("early", &config).expect("opens"),
                 Vec::new(),
-                5,
+                &PluginLimits::default(),
             )
         }
     };

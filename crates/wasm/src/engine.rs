@@ -8,60 +8,29 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, HasData, Linker, ResourceAny, ResourceTable};
-use wasmtime::{Engine, Store, Trap};
-use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
-use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
-use wasmtime_wasi::p2::bindings::sync as wasi_sync;
-use wasmtime_wasi::p2::bindings::{cli, clocks, io, random};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::random::{Deterministic, WasiRandom};
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Engine, Store, Trap, WasmBacktrace};
+use wasmtime_wasi::random::Deterministic;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use slab::Slab;
 use sluice_config::PluginLimits;
-use sluice_core::plugin::{AccumulatorHandle, Aggregation, OutputSpec, PluginError, PluginInfo};
+use sluice_config::limits::bytes_text;
+use sluice_core::plugin::untrusted::{bounded, checked_name};
+use sluice_core::plugin::{
+    AccumulatorHandle, Aggregation, OutputKind, OutputSpec, PluginError, PluginInfo,
+};
 
 use crate::bindings::{AggregatorPlugin, AggregatorPluginPre};
 use crate::cache::{CacheOutcome, CacheSetting, ComponentCache};
 use crate::limits::{self, EpochTicker, MAX_HANDLES, MemoryCap};
-
-/// Bytes of a plugin's stderr kept to explain a failure (a Rust panic message).
-const STDERR_CAPACITY: usize = 8 << 10;
+use crate::output::PluginOutput;
+use crate::pace::CallTimes;
+pub use crate::wasi::GRANTED_IMPORTS;
+use crate::wasi::{StoppedClock, link_granted};
 
 /// The WIT interface the host implements, as a component names its export.
 pub const AGGREGATOR_EXPORT: &str = "sluice:plugin/aggregator@0.1.0";
-
-/// The interfaces (without version) a plugin may import, all satisfied with
-/// no capability: no preopened directory, no environment variables or
-/// arguments, empty stdin, stdout dropped, stderr kept to explain failures,
-/// clocks stopped at the epoch and fixed randomness.
-///
-/// A Rust guest's standard library imports these whatever the plugin does;
-/// anything else (files, sockets, HTTP) gives a plugin a way to depend on or
-/// reach the machine, so a component importing it is refused at load.
-pub const GRANTED_IMPORTS: &[&str] = &[
-    "wasi:io/error",
-    "wasi:io/poll",
-    "wasi:io/streams",
-    "wasi:cli/environment",
-    "wasi:cli/exit",
-    "wasi:cli/stdin",
-    "wasi:cli/stdout",
-    "wasi:cli/stderr",
-    "wasi:cli/terminal-input",
-    "wasi:cli/terminal-output",
-    "wasi:cli/terminal-stdin",
-    "wasi:cli/terminal-stdout",
-    "wasi:cli/terminal-stderr",
-    "wasi:clocks/wall-clock",
-    "wasi:clocks/monotonic-clock",
-    "wasi:random/random",
-    "wasi:random/insecure",
-    "wasi:random/insecure-seed",
-    // Types only: the aggregator interface's records.
-    "sluice:plugin/types",
-];
 
 /// Compiles plugin components and instantiates them under the configured limits.
 pub struct PluginEngine {
@@ -85,12 +54,12 @@ pub struct CompiledPlugin {
 }
 
 /// What a plugin's store holds besides wasm state: a WASI context that grants
-/// nothing, and the limits the store enforces.
+/// nothing, the limits the store enforces, and where its output goes.
 pub(super) struct PluginState {
-    wasi: WasiCtx,
-    table: ResourceTable,
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
     pub(super) limits: MemoryCap,
-    stderr: MemoryOutputPipe,
+    pub(super) output: Arc<PluginOutput>,
 }
 
 impl WasiView for PluginState {
@@ -100,60 +69,6 @@ impl WasiView for PluginState {
             table: &mut self.table,
         }
     }
-}
-
-/// `wasi:io` works on the resource table alone.
-struct IoTable;
-
-impl HasData for IoTable {
-    type Data<'a> = &'a mut ResourceTable;
-}
-
-/// A clock stopped at the epoch: plugins get no time source, so their results
-/// depend on the events alone and stay deterministic.
-struct StoppedClock;
-
-impl HostWallClock for StoppedClock {
-    fn resolution(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-    fn now(&self) -> Duration {
-        Duration::ZERO
-    }
-}
-
-impl HostMonotonicClock for StoppedClock {
-    fn resolution(&self) -> u64 {
-        1_000_000_000
-    }
-    fn now(&self) -> u64 {
-        0
-    }
-}
-
-/// Links exactly the [`GRANTED_IMPORTS`] of WASI p2, so that even a check
-/// missed at load could not hand a plugin a file or a socket.
-fn link_granted_wasi(l: &mut Linker<PluginState>) -> wasmtime::Result<()> {
-    type S = PluginState;
-    io::error::add_to_linker::<S, IoTable>(l, |s| &mut s.table)?;
-    wasi_sync::io::poll::add_to_linker::<S, IoTable>(l, |s| &mut s.table)?;
-    wasi_sync::io::streams::add_to_linker::<S, IoTable>(l, |s| &mut s.table)?;
-    cli::environment::add_to_linker::<S, WasiCli>(l, S::cli)?;
-    cli::exit::add_to_linker::<S, WasiCli>(l, S::cli)?;
-    cli::stdin::add_to_linker::<S, WasiCli>(l, S::cli)?;
-    cli::stdout::add_to_linker::<S, WasiCli>(l, S::cli)?;
-    cli::stderr::add_to_linker::<S, WasiCli>(l, S::cli)?;
-    cli::terminal_input::add_to_linker::<S, WasiCli>(l, S::cli)?;
-    cli::terminal_output::add_to_linker::<S, WasiCli>(l, S::cli)?;
-    cli::terminal_stdin::add_to_linker::<S, WasiCli>(l, S::cli)?;
-    cli::terminal_stdout::add_to_linker::<S, WasiCli>(l, S::cli)?;
-    cli::terminal_stderr::add_to_linker::<S, WasiCli>(l, S::cli)?;
-    clocks::wall_clock::add_to_linker::<S, WasiClocks>(l, S::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<S, WasiClocks>(l, S::clocks)?;
-    random::random::add_to_linker::<S, WasiRandom>(l, |s| s.wasi.random())?;
-    random::insecure::add_to_linker::<S, WasiRandom>(l, |s| s.wasi.random())?;
-    random::insecure_seed::add_to_linker::<S, WasiRandom>(l, |s| s.wasi.random())?;
-    Ok(())
 }
 
 /// The interface name of an import without its version: `wasi:io/poll`.
@@ -174,7 +89,7 @@ impl PluginEngine {
         let engine = Engine::new(&limits::engine_config(&limits))
             .map_err(|e| PluginError::setup("creating the wasm engine", e))?;
         let mut linker = Linker::new(&engine);
-        link_granted_wasi(&mut linker).map_err(|e| PluginError::setup("linking WASI", e))?;
+        link_granted(&mut linker).map_err(|e| PluginError::setup("linking WASI", e))?;
         let ticker = EpochTicker::start(&engine)
             .map_err(|e| PluginError::setup("starting the epoch ticker", e))?;
         let cache = match cache {
@@ -201,19 +116,19 @@ impl PluginEngine {
     }
 
     /// The linker every plugin world is instantiated through.
-    pub(super) fn linker(&self) -> &Linker<PluginState> {
+    pub(crate) fn linker(&self) -> &Linker<PluginState> {
         &self.linker
     }
 
     /// The epoch ticker, which instances keep alive while they can be called.
-    pub(super) fn ticker(&self) -> Arc<EpochTicker> {
+    pub(crate) fn ticker(&self) -> Arc<EpochTicker> {
         Arc::clone(&self.ticker)
     }
 
     /// Compiles a component (or loads it from the compile cache) and refuses
     /// it if it imports anything not in [`GRANTED_IMPORTS`], whatever world
     /// it is for. Also says whether the cache served it.
-    pub(super) fn checked_component(
+    pub(crate) fn checked_component(
         &self,
         source: &str,
         bytes: &[u8],
@@ -247,7 +162,7 @@ impl PluginEngine {
     }
 
     /// The interface names a component exports.
-    pub(super) fn exports(&self, component: &Component) -> Vec<String> {
+    pub(crate) fn exports(&self, component: &Component) -> Vec<String> {
         component
             .component_type()
             .exports(&self.engine)
@@ -312,14 +227,20 @@ impl PluginEngine {
 
     /// Instantiates `plugin` and opens one aggregation with `config` (JSON).
     ///
-    /// Fails with a message naming the plugin when instantiation traps or the
-    /// plugin rejects the configuration.
+    /// Fails with a message naming the plugin when instantiation traps, the
+    /// plugin describes itself with a name or version that is too long (see
+    /// [`super::untrusted::NAME_LIMIT`]), or it rejects the configuration.
     pub fn open_aggregation(
         &self,
         plugin: &CompiledPlugin,
         config: &str,
     ) -> Result<AggregationInstance, PluginError> {
-        let (store, bindings) = instantiate(plugin, &self.limits)?;
+        let output = PluginOutput::new(
+            format!("plugin {}", plugin.source),
+            self.limits.message_bytes(),
+            self.limits.log_lines_per_second,
+        );
+        let (store, bindings) = instantiate(plugin, &self.limits, &output)?;
         let mut instance = AggregationInstance {
             label: plugin.source.clone(),
             plugin: plugin.clone(),
@@ -328,30 +249,57 @@ impl PluginEngine {
             _ticker: Arc::clone(&self.ticker),
             store,
             bindings,
+            output,
             aggregation: None,
             accumulators: Slab::new(),
             poisoned: false,
             calls: 0,
             call_time: Duration::ZERO,
+            times: CallTimes::new(),
             info: PluginInfo::default(),
             outputs: Vec::new(),
         };
-        instance.info = instance
-            .call(|b, s| b.sluice_plugin_aggregator().call_info(s))?
-            .into();
+        let info = instance.call(|b, s| b.sluice_plugin_aggregator().call_info(s))?;
+        instance.info =
+            checked_info(info.into(), &self.limits).map_err(|message| PluginError::Load {
+                plugin: plugin.source.clone(),
+                message,
+            })?;
         instance.label = format!(
             "{} ({} {})",
             plugin.source, instance.info.name, instance.info.version
         );
+        instance
+            .output
+            .set_who(format!("plugin {}", instance.label));
         instance.outputs = instance.open()?;
         Ok(instance)
     }
 }
 
-pub(super) fn new_store(engine: &Engine, limits: &PluginLimits) -> Store<PluginState> {
-    let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+/// A plugin's self-description as the host keeps it: name and version
+/// checked (see [`checked_name`]), every text escaped and the long ones cut,
+/// so that nothing a plugin says about itself can break a log line.
+pub(crate) fn checked_info(info: PluginInfo, limits: &PluginLimits) -> Result<PluginInfo, String> {
+    // A description is a paragraph: a few times an error's length.
+    let paragraph = limits.message_bytes().saturating_mul(4);
+    Ok(PluginInfo {
+        name: checked_name("name", &info.name)?,
+        version: checked_name("version", &info.version)?,
+        description: bounded(&info.description, paragraph).into_owned(),
+        config_help: bounded(&info.config_help, paragraph).into_owned(),
+        ..info
+    })
+}
+
+/// A new store for one plugin instance under `limits`, its stdout and
+/// stderr going to `output`.
+pub(crate) fn new_store(
+    engine: &Engine,
+    limits: &PluginLimits,
+    output: &Arc<PluginOutput>,
+) -> Store<PluginState> {
     let wasi = WasiCtx::builder()
-        .stderr(stderr.clone())
         .wall_clock(StoppedClock)
         .monotonic_clock(StoppedClock)
         .secure_random(Deterministic::new(vec![0x5a; 32]))
@@ -362,7 +310,7 @@ pub(super) fn new_store(engine: &Engine, limits: &PluginLimits) -> Store<PluginS
         wasi,
         table: ResourceTable::new(),
         limits: limits::store_limits(limits),
-        stderr,
+        output: Arc::clone(output),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
@@ -381,28 +329,35 @@ pub(super) fn new_store(engine: &Engine, limits: &PluginLimits) -> Store<PluginS
 fn instantiate(
     plugin: &CompiledPlugin,
     limits: &PluginLimits,
+    output: &Arc<PluginOutput>,
 ) -> Result<(Store<PluginState>, AggregatorPlugin), PluginError> {
-    start(&plugin.source, plugin.pre.engine(), limits, |store| {
-        plugin.pre.instantiate(store)
-    })
+    start(
+        &plugin.source,
+        plugin.pre.engine(),
+        limits,
+        output,
+        |store| plugin.pre.instantiate(store),
+    )
 }
 
 /// A fresh store under `limits` with a component instantiated in it by
 /// `instantiate`, whatever its world; `source` names it in errors.
-pub(super) fn start<B>(
+pub(crate) fn start<B>(
     source: &str,
     engine: &Engine,
     limits: &PluginLimits,
+    output: &Arc<PluginOutput>,
     instantiate: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<B>,
 ) -> Result<(Store<PluginState>, B), PluginError> {
-    let mut store = new_store(engine, limits);
+    let mut store = new_store(engine, limits, output);
+    output.begin_call();
     match instantiate(&mut store) {
         Ok(bindings) => Ok((store, bindings)),
         Err(e) => Err(PluginError::Load {
             plugin: source.to_string(),
             message: format!(
                 "failed to start: {}",
-                describe(&e, store.data_mut(), limits)
+                describe(&e, store.data_mut(), limits, source)
             ),
         }),
     }
@@ -411,12 +366,14 @@ pub(super) fn start<B>(
 /// Runs one guest call in `store` under a fresh deadline, fuel budget and
 /// memory check, turning a trap into an error that says what happened and
 /// marking the instance `poisoned` (a trapped instance cannot be entered
-/// again). Shared by every plugin world.
-pub(super) fn guarded_call<B, R>(
+/// again). Records how long the call took in `times`, and warns when calls
+/// come close to the deadline (see [`CallTimes`]). Shared by every plugin world.
+pub(crate) fn guarded_call<B, R>(
     (store, bindings): (&mut Store<PluginState>, &B),
     limits: &PluginLimits,
     poisoned: &mut bool,
     label: &str,
+    times: &mut CallTimes,
     f: impl FnOnce(&B, &mut Store<PluginState>) -> wasmtime::Result<R>,
 ) -> Result<R, PluginError> {
     if *poisoned {
@@ -431,24 +388,42 @@ pub(super) fn guarded_call<B, R>(
         let _ = store.set_fuel(fuel);
     }
     store.data_mut().limits.reset();
-    f(bindings, store).map_err(|e| {
+    store.data().output.begin_call();
+    let started = Instant::now();
+    let result = f(bindings, store);
+    if let Some(warning) = times.record(started.elapsed(), limits.call_timeout, result.is_ok()) {
+        let who = store.data().output.who();
+        tracing::warn!("{who}: {warning}");
+    }
+    result.map_err(|e| {
         *poisoned = true;
         PluginError::Call {
             plugin: label.to_string(),
-            message: describe(&e, store.data_mut(), limits),
+            message: describe(&e, store.data_mut(), limits, label),
         }
     })
 }
 
 /// Why a call failed, in the words of a pipeline author: what limit was hit
-/// or what the plugin did, with a Rust panic's message taken from its stderr.
-pub(super) fn describe(
+/// or what the plugin did, cause first, with a Rust panic's message (or the
+/// call's last stderr line) taken from what it printed. Where in the plugin
+/// it happened, the wasm backtrace, is logged at debug level, for its author.
+pub(crate) fn describe(
     error: &wasmtime::Error,
     state: &mut PluginState,
     limits: &PluginLimits,
+    label: &str,
 ) -> String {
-    let stderr = state.stderr.contents();
-    let stderr = String::from_utf8_lossy(&stderr);
+    let limit = limits.message_bytes();
+    let backtrace = error.downcast_ref::<WasmBacktrace>().map(|t| t.to_string());
+    if let Some(trace) = &backtrace {
+        // Function names come from the plugin's own name section.
+        tracing::debug!(
+            "plugin {label} failed {}",
+            bounded(trace, limit.saturating_mul(16))
+        );
+    }
+    let explained = state.output.explanation();
     if state.limits.exceeded() {
         return format!(
             "exceeded the memory limit of {}",
@@ -469,34 +444,47 @@ pub(super) fn describe(
             );
         }
         Some(Trap::StackOverflow) => return "stack overflow".to_string(),
-        Some(Trap::UnreachableCodeReached) => match panic_message(&stderr) {
+        Some(Trap::UnreachableCodeReached) => match &explained {
             // A Rust panic ends in `unreachable`; its message is the cause.
-            Some(message) => return format!("panicked: {message}"),
-            None => "trapped: unreachable".to_string(),
+            Some(Ok(message)) => return format!("panicked: {message}"),
+            _ => "trapped: unreachable".to_string(),
         },
         Some(trap) => format!("trapped: {trap}"),
-        None => format!("failed: {error:#}"),
+        None => match error.downcast_ref::<I32Exit>() {
+            Some(I32Exit(status)) => format!("exited (wasi:cli/exit) with status {status}"),
+            None => {
+                let chain: Vec<String> = error
+                    .chain()
+                    .map(|e| e.to_string())
+                    .filter(|e| Some(e) != backtrace.as_ref())
+                    .collect();
+                format!("failed: {}", bounded(&chain.join(": "), limit))
+            }
+        },
     };
-    let stderr = stderr.trim();
-    if stderr.is_empty() {
-        cause
-    } else {
-        format!("{cause}; plugin stderr: {stderr}")
+    match explained {
+        Some(Err(line)) => format!("{cause} (its last line on stderr: {line})"),
+        _ => cause,
     }
 }
 
-/// The message of the last Rust panic in a guest's stderr:
-/// `thread '..' panicked at src/lib.rs:3:5:\nMESSAGE\nnote: ..`.
-fn panic_message(stderr: &str) -> Option<String> {
-    let at = stderr.rfind("panicked at ")?;
-    let rest = &stderr[at..];
-    let body = rest.split_once('\n').map_or("", |(_, body)| body);
-    let message = body.split("\nnote: ").next().unwrap_or(body).trim();
-    Some(if message.is_empty() {
-        "(no message)".to_string()
-    } else {
-        message.to_string()
-    })
+/// Refuses a snapshot over the limits' `snapshot_limit`.
+pub(crate) fn check_snapshot(
+    bytes: &[u8],
+    limits: &PluginLimits,
+    label: &str,
+) -> Result<(), PluginError> {
+    if bytes.len() as u64 > limits.snapshot_limit {
+        return Err(PluginError::Call {
+            plugin: label.to_string(),
+            message: format!(
+                "returned a snapshot of {}, over the snapshot limit of {}",
+                bytes_text(bytes.len() as u64),
+                bytes_text(limits.snapshot_limit)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A live plugin instance serving one configured aggregation: the
@@ -517,6 +505,8 @@ pub struct AggregationInstance {
     _ticker: Arc<EpochTicker>,
     store: Store<PluginState>,
     bindings: AggregatorPlugin,
+    /// Where the plugin's stdout and stderr go, across reopens.
+    output: Arc<PluginOutput>,
     aggregation: Option<ResourceAny>,
     /// The accumulator resources, by handle.
     accumulators: Slab<ResourceAny>,
@@ -524,11 +514,20 @@ pub struct AggregationInstance {
     /// Calls made and the time spent in them, across reopens: for metrics.
     calls: u64,
     call_time: Duration,
+    /// The latest calls' times, for the warning when they near the deadline.
+    times: CallTimes,
     info: PluginInfo,
     outputs: Vec<OutputSpec>,
 }
 
 impl AggregationInstance {
+    /// Names the aggregation this instance serves (`latency`), which the
+    /// log then gives for what the plugin prints and for slow calls.
+    pub fn set_aggregation_name(&mut self, name: &str) {
+        self.output
+            .set_who(format!("aggregation `{name}` (plugin {})", self.label));
+    }
+
     /// The limits the instance runs under.
     pub fn limits(&self) -> &PluginLimits {
         &self.limits
@@ -544,7 +543,7 @@ impl AggregationInstance {
         })?;
         let aggregation = opened.map_err(|message| PluginError::Config {
             plugin: self.label.clone(),
-            message,
+            message: bounded(&message, self.limits.message_bytes()).into_owned(),
         })?;
         self.aggregation = Some(aggregation);
         let outputs = self.call(|b, s| {
@@ -552,7 +551,18 @@ impl AggregationInstance {
                 .aggregation()
                 .call_outputs(s, aggregation)
         })?;
-        Ok(outputs.into_iter().map(OutputSpec::from).collect())
+        // Names are checked where a pipeline uses them (plain words, short:
+        // `check_outputs`); escaping them first keeps that check's message,
+        // and `inspect`, one line.
+        let limit = self.limits.message_bytes();
+        Ok(outputs
+            .into_iter()
+            .map(|o| OutputSpec {
+                name: bounded(&o.name, limit).into_owned(),
+                kind: o.kind.into(),
+                description: bounded(&o.description, limit).into_owned(),
+            })
+            .collect())
     }
 
     /// Runs one guest call under the limits (see [`guarded_call`]), timed.
@@ -568,6 +578,7 @@ impl AggregationInstance {
             &self.limits,
             &mut self.poisoned,
             &self.label,
+            &mut self.times,
             f,
         );
         self.calls += 1;
@@ -621,7 +632,7 @@ impl Aggregation for AggregationInstance {
     }
 
     fn reopen(&mut self) -> Result<(), PluginError> {
-        let (store, bindings) = instantiate(&self.plugin, &self.limits)?;
+        let (store, bindings) = instantiate(&self.plugin, &self.limits, &self.output)?;
         self.store = store;
         self.bindings = bindings;
         self.aggregation = None;
@@ -680,14 +691,22 @@ impl Aggregation for AggregationInstance {
         })?;
         merged.map_err(|message| PluginError::Call {
             plugin: self.label.clone(),
-            message: format!("merge failed: {message}"),
+            message: format!(
+                "merge failed: {}",
+                bounded(&message, self.limits.message_bytes())
+            ),
         })
     }
 
-    /// The outputs, checked against the declared outputs: a list of any
-    /// other length is refused. What the host takes in is bounded by the
-    /// plugin's memory limit: a list must lie in the plugin's memory to be
-    /// lifted, and one option<f64> takes as many bytes there as here.
+    /// The outputs, checked against the declared outputs.
+    ///
+    /// A list of any other length is refused, and so is a value of an
+    /// `integer` output that is not integral (a fraction, NaN, an
+    /// infinity): the WIT promises integers there, and a dashboard reading
+    /// the column as one would break on it. What the host takes in is
+    /// bounded by the plugin's memory limit: a list must lie in the plugin's
+    /// memory to be lifted, and one option<f64> takes as many bytes there as
+    /// here.
     fn finish(&mut self, acc: AccumulatorHandle) -> Result<Vec<Option<f64>>, PluginError> {
         let acc = self.resource(acc)?;
         let values = self.call(|b, s| {
@@ -705,16 +724,38 @@ impl Aggregation for AggregationInstance {
                 ),
             });
         }
+        let fraction =
+            values
+                .iter()
+                .zip(&self.outputs)
+                .find_map(|(value, spec)| match (value, spec.kind) {
+                    (Some(v), OutputKind::Integer) if !v.is_finite() || v.fract() != 0.0 => {
+                        Some((*v, &spec.name))
+                    }
+                    _ => None,
+                });
+        if let Some((value, name)) = fraction {
+            return Err(PluginError::Call {
+                plugin: self.label.clone(),
+                message: format!(
+                    "returned {value} for integer output `{name}`, which must be integral"
+                ),
+            });
+        }
         Ok(values)
     }
 
+    /// A snapshot over the `snapshot_limit` is refused: the host keeps a
+    /// snapshot per open window and copies it into every checkpoint.
     fn snapshot(&mut self, acc: AccumulatorHandle) -> Result<Vec<u8>, PluginError> {
         let acc = self.resource(acc)?;
-        self.call(|b, s| {
+        let bytes = self.call(|b, s| {
             b.sluice_plugin_aggregator()
                 .accumulator()
                 .call_snapshot(s, acc)
-        })
+        })?;
+        check_snapshot(&bytes, &self.limits, &self.label)?;
+        Ok(bytes)
     }
 
     fn restore(
@@ -735,7 +776,10 @@ impl Aggregation for AggregationInstance {
             Ok(resource) => Ok(self.handle(resource)),
             Err(message) => Err(PluginError::Call {
                 plugin: self.label.clone(),
-                message: format!("restore failed: {message}"),
+                message: format!(
+                    "restore failed: {}",
+                    bounded(&message, self.limits.message_bytes())
+                ),
             }),
         }
     }

@@ -18,9 +18,12 @@ pub mod cache;
 mod convert;
 pub mod engine;
 pub mod limits;
+mod output;
+mod pace;
 pub mod registry;
 pub mod reload;
 pub mod trigger;
+mod wasi;
 
 pub use engine::{AggregationInstance, CompiledPlugin, PluginEngine};
 pub use registry::PluginRegistry;

@@ -229,10 +229,12 @@ impl Reloader {
 
     /// Opens a staged version's instance, to be swapped in.
     pub fn open(&self, staged: &Staged) -> Result<Box<dyn Aggregation>, String> {
-        self.engine
+        let mut instance = self
+            .engine
             .open_aggregation(&staged.plugin, &staged.config)
-            .map(|i| Box::new(i) as Box<dyn Aggregation>)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        instance.set_aggregation_name(self.aggregation_name(staged.aggregation));
+        Ok(Box::new(instance))
     }
 
     /// The pipeline reports how a swap ended: on success `instance` is what

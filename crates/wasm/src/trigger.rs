@@ -11,6 +11,7 @@ use wasmtime::component::ResourceAny;
 
 use slab::Slab;
 use sluice_config::PluginLimits;
+use sluice_core::plugin::untrusted::bounded;
 use sluice_core::plugin::{
     Decision, ElementInterest, Elements, PluginError, PluginInfo, TriggerPolicy, Window,
     WindowTriggerHandle,
@@ -18,8 +19,10 @@ use sluice_core::plugin::{
 
 use crate::bindings::{TriggerPlugin, TriggerPluginPre};
 use crate::convert;
-use crate::engine::{PluginEngine, PluginState, guarded_call, start};
+use crate::engine::{PluginEngine, PluginState, check_snapshot, checked_info, guarded_call, start};
 use crate::limits::EpochTicker;
+use crate::output::PluginOutput;
+use crate::pace::CallTimes;
 
 /// The WIT interface a trigger component exports.
 pub const TRIGGER_EXPORT: &str = "sluice:plugin/trigger@0.1.0";
@@ -78,25 +81,38 @@ impl PluginEngine {
         plugin: &CompiledTrigger,
         config: &str,
     ) -> Result<TriggerInstance, PluginError> {
-        let (store, bindings) = instantiate(plugin, self.limits())?;
+        let limits = self.limits();
+        let output = PluginOutput::new(
+            format!("trigger {}", plugin.source),
+            limits.message_bytes(),
+            limits.log_lines_per_second,
+        );
+        let (store, bindings) = instantiate(plugin, limits, &output)?;
         let mut instance = TriggerInstance {
             label: plugin.source.clone(),
             plugin: plugin.clone(),
             config: config.to_string(),
-            limits: self.limits().clone(),
+            limits: limits.clone(),
             _ticker: self.ticker(),
             store,
             bindings,
+            output,
             policy: None,
             windows: Slab::new(),
             poisoned: false,
+            times: CallTimes::new(),
             info: None,
             watches: Vec::new(),
         };
-        let info: PluginInfo = instance
-            .call(|b, s| b.sluice_plugin_trigger().call_info(s))?
-            .into();
+        let info = instance.call(|b, s| b.sluice_plugin_trigger().call_info(s))?;
+        let info = checked_info(info.into(), limits).map_err(|message| PluginError::Load {
+            plugin: plugin.source.clone(),
+            message,
+        })?;
         instance.label = format!("{} ({} {})", plugin.source, info.name, info.version);
+        instance
+            .output
+            .set_who(format!("trigger {}", instance.label));
         instance.info = Some(info);
         instance.watches = instance.open()?;
         Ok(instance)
@@ -106,10 +122,15 @@ impl PluginEngine {
 fn instantiate(
     plugin: &CompiledTrigger,
     limits: &PluginLimits,
+    output: &Arc<PluginOutput>,
 ) -> Result<(Store<PluginState>, TriggerPlugin), PluginError> {
-    start(&plugin.source, plugin.pre.engine(), limits, |store| {
-        plugin.pre.instantiate(store)
-    })
+    start(
+        &plugin.source,
+        plugin.pre.engine(),
+        limits,
+        output,
+        |store| plugin.pre.instantiate(store),
+    )
 }
 
 /// The live trigger plugin of one pipeline: the [`TriggerPolicy`] of a
@@ -122,24 +143,39 @@ pub struct TriggerInstance {
     _ticker: Arc<EpochTicker>,
     store: Store<PluginState>,
     bindings: TriggerPlugin,
+    output: Arc<PluginOutput>,
     policy: Option<ResourceAny>,
     /// The window-trigger resources, by handle.
     windows: Slab<ResourceAny>,
     poisoned: bool,
+    times: CallTimes,
     info: Option<PluginInfo>,
     watches: Vec<String>,
 }
 
 impl TriggerInstance {
+    /// The limits the instance runs under.
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
     fn open(&mut self) -> Result<Vec<String>, PluginError> {
         let config = self.config.clone();
         let opened = self.call(|b, s| b.sluice_plugin_trigger().policy().call_open(s, &config))?;
         let policy = opened.map_err(|message| PluginError::Config {
             plugin: self.label.clone(),
-            message,
+            message: bounded(&message, self.limits.message_bytes()).into_owned(),
         })?;
         self.policy = Some(policy);
-        self.call(|b, s| b.sluice_plugin_trigger().policy().call_watches(s, policy))
+        let watches =
+            self.call(|b, s| b.sluice_plugin_trigger().policy().call_watches(s, policy))?;
+        // Column names: a pipeline refuses any that is not one of its own,
+        // quoting it.
+        let limit = self.limits.message_bytes();
+        Ok(watches
+            .iter()
+            .map(|w| bounded(w, limit).into_owned())
+            .collect())
     }
 
     fn call<R>(
@@ -151,6 +187,7 @@ impl TriggerInstance {
             &self.limits,
             &mut self.poisoned,
             &self.label,
+            &mut self.times,
             f,
         )
     }
@@ -222,7 +259,7 @@ impl TriggerPolicy for TriggerInstance {
     }
 
     fn reopen(&mut self) -> Result<(), PluginError> {
-        let (store, bindings) = instantiate(&self.plugin, &self.limits)?;
+        let (store, bindings) = instantiate(&self.plugin, &self.limits, &self.output)?;
         self.store = store;
         self.bindings = bindings;
         self.policy = None;
@@ -256,7 +293,10 @@ impl TriggerPolicy for TriggerInstance {
             Ok(resource) => Ok(self.handle(resource)),
             Err(message) => Err(PluginError::Call {
                 plugin: self.label.clone(),
-                message: format!("restore failed: {message}"),
+                message: format!(
+                    "restore failed: {}",
+                    bounded(&message, self.limits.message_bytes())
+                ),
             }),
         }
     }
@@ -332,13 +372,16 @@ impl TriggerPolicy for TriggerInstance {
         self.checked(d)
     }
 
+    /// One over the `snapshot_limit` is refused.
     fn snapshot(&mut self, t: WindowTriggerHandle) -> Result<Vec<u8>, PluginError> {
         let t = self.resource(t)?;
-        self.call(|b, s| {
+        let bytes = self.call(|b, s| {
             b.sluice_plugin_trigger()
                 .window_trigger()
                 .call_snapshot(s, t)
-        })
+        })?;
+        check_snapshot(&bytes, &self.limits, &self.label)?;
+        Ok(bytes)
     }
 
     fn release(&mut self, t: WindowTriggerHandle) -> Result<(), PluginError> {

@@ -18,6 +18,7 @@
 pub mod laws;
 #[cfg(feature = "native")]
 pub mod native;
+pub mod untrusted;
 
 use std::time::Duration;
 
@@ -197,6 +198,7 @@ pub fn check_outputs(outputs: &[OutputSpec]) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for o in outputs {
         let valid = !o.name.is_empty()
+            && o.name.len() <= untrusted::NAME_LIMIT
             && o.name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));

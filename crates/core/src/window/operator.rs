@@ -7,6 +7,8 @@
 //! `errors` entry of the windows concerned, so the `Result`s here carry no
 //! plugin failure.
 
+use std::collections::HashMap;
+
 use super::persist::{HealthState, SlotState, WindowDelta};
 use super::sliding::{self, Sliding};
 use super::store::{PluginHealth, Swap, Timer, TimerKind, WindowStore};
@@ -342,10 +344,19 @@ impl WindowOperator {
         }
     }
 
-    /// Queues the event-time timers trigger calls asked for.
+    /// Queues the event-time timers trigger calls asked for, and unqueues
+    /// those of windows that closed or merged away.
     fn arm_asked(&mut self) {
         for (time, key, start) in std::mem::take(&mut self.asked) {
             self.store.add_timer(Timer {
+                time,
+                kind: TimerKind::Trigger,
+                key,
+                start,
+            });
+        }
+        for (time, key, start) in self.triggers.take_void() {
+            self.store.remove_timer(&Timer {
                 time,
                 kind: TimerKind::Trigger,
                 key,
@@ -383,13 +394,45 @@ impl WindowOperator {
             return Ok(());
         }
         self.store.flush_all();
+        // Calls for trigger timers per window in this advance: a trigger
+        // that asks for the next millisecond each time would otherwise be
+        // called for every millisecond the watermark passed.
+        let mut timer_calls: HashMap<(KeyId, i64), u32> = HashMap::new();
         while let Some(timer) = self.store.pop_due(watermark) {
             let key = timer.key;
+            if timer.kind == TimerKind::Trigger {
+                self.triggers.timer_fired(key, timer.start, timer.time);
+                // A failed trigger no longer decides: its timers are void.
+                if self.triggers.error(key, timer.start).is_some() {
+                    continue;
+                }
+            }
             match timer.kind {
                 TimerKind::Fire | TimerKind::Trigger => {
                     let Some(window) = self.window_of(key, timer.start) else {
                         continue;
                     };
+                    if timer.kind == TimerKind::Trigger {
+                        // A timer after the window's cleanup finds no window
+                        // to decide for; calling would bring its trigger back.
+                        if timer.time > window.end.saturating_add(self.lateness) {
+                            continue;
+                        }
+                        let calls = timer_calls.entry((key, timer.start)).or_default();
+                        *calls += 1;
+                        let cap = self.triggers.timers_per_window();
+                        if *calls > cap {
+                            self.triggers.refuse(
+                                key,
+                                timer.start,
+                                format!(
+                                    "kept asking for event-time timers: more than {cap} fell \
+                                     due by watermark {watermark} (plugins.timers_per_window)"
+                                ),
+                            );
+                            continue;
+                        }
+                    }
                     let (time, emit) = match timer.kind {
                         TimerKind::Fire => (window.end, EmitKind::OnTime),
                         _ => (timer.time, emit_kind(timer.time, window)),
@@ -425,6 +468,10 @@ impl WindowOperator {
                         self.triggers.drop_window(key, timer.start);
                     }
                 },
+            }
+            if timer.kind == TimerKind::Cleanup {
+                // Unqueues the closed windows' trigger timers.
+                self.arm_asked();
             }
         }
         Ok(())

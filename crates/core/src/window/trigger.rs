@@ -18,6 +18,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use sluice_config::PluginLimits;
 
 use super::Window;
 use crate::decode::KeyId;
@@ -168,19 +169,45 @@ pub struct Triggers {
     /// state that only waits for late elements is dropped between calls.
     stateless: bool,
     purge_warned: bool,
+    /// Timers pending per window (absent: none), and the most a window may
+    /// have (`plugins.timers_per_window`).
+    pending: HashMap<(KeyId, i64), Pending>,
+    timers_per_window: u32,
+    /// Queued event-time timers that no longer stand for anything (their
+    /// window closed or merged away), for the operator to unqueue.
+    void: Vec<EventTimer>,
+}
+
+/// The timers one window's trigger has pending.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Event times of its event-time timers.
+    event: BTreeSet<i64>,
+    /// Due times of its processing-time timers.
+    processing: BTreeSet<i64>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.event.len() + self.processing.len()
+    }
 }
 
 /// A new event-time timer a decision asked for: (time, key, window start).
 pub type EventTimer = (i64, KeyId, i64);
 
 impl Triggers {
-    /// Triggers decided by `instance`, previewing the `watches` columns.
+    /// Triggers decided by `instance`, previewing the `watches` columns,
+    /// under the pipeline's plugin `limits` (how many failures in a row
+    /// quarantine it, how many timers a window may hold).
     pub fn new(
         instance: Box<dyn TriggerPolicy>,
         watches: Vec<(usize, usize)>,
-        quarantine_after: u32,
+        limits: &PluginLimits,
     ) -> Self {
         let state_version = instance.info().map_or(0, |i| i.state_version);
+        let timers_per_window = limits.timers_per_window;
+        let quarantine_after = limits.quarantine_after;
         Self {
             instance,
             windows: HashMap::new(),
@@ -194,7 +221,55 @@ impl Triggers {
             state_version,
             stateless: state_version == 0,
             purge_warned: false,
+            pending: HashMap::new(),
+            timers_per_window,
+            void: Vec::new(),
         }
+    }
+
+    /// The most timers a window may have pending, and the most calls for
+    /// event-time timers it gets in one advance of the watermark.
+    pub fn timers_per_window(&self) -> u32 {
+        self.timers_per_window
+    }
+
+    /// An event-time timer of the window at `time` fell due (and left the queue).
+    pub fn timer_fired(&mut self, key: KeyId, start: i64, time: i64) {
+        if let Some(p) = self.pending.get_mut(&(key, start)) {
+            p.event.remove(&time);
+            if p.len() == 0 {
+                self.pending.remove(&(key, start));
+            }
+        }
+    }
+
+    /// Queued event-time timers to unqueue since the last call: those of
+    /// windows that closed or merged away.
+    pub fn take_void(&mut self) -> Vec<EventTimer> {
+        std::mem::take(&mut self.void)
+    }
+
+    /// Forgets every timer of the window: its processing-time timers here,
+    /// its event-time timers into [`Self::take_void`].
+    fn void_timers(&mut self, key: KeyId, start: i64) {
+        if let Some(p) = self.pending.remove(&(key, start)) {
+            for due in p.processing {
+                self.processing.remove(&(due, key, start));
+            }
+            self.void
+                .extend(p.event.into_iter().map(|time| (time, key, start)));
+        }
+    }
+
+    /// Fails the window's trigger for breaking a rule the host enforces
+    /// outside any one call (`message` says which): the window fires by the
+    /// host's rule from now on.
+    pub fn refuse(&mut self, key: KeyId, start: i64, message: String) {
+        let error = PluginError::Call {
+            plugin: self.instance.label().to_string(),
+            message,
+        };
+        self.fail(key, start, error);
     }
 
     /// The trigger plugin's label, for messages and checkpoints.
@@ -345,6 +420,21 @@ impl Triggers {
         timers: &mut Vec<EventTimer>,
         fallback: bool,
     ) -> Verdict {
+        let outcome = outcome.and_then(|d| {
+            let pending = self.pending.get(&(key, start)).map_or(0, Pending::len);
+            let asked = d.event_timers.len() + d.processing_delays.len();
+            let cap = self.timers_per_window;
+            if pending + asked > cap as usize {
+                return Err(PluginError::Call {
+                    plugin: self.instance.label().to_string(),
+                    message: format!(
+                        "asked for {asked} more timers for a window with {pending} pending \
+                         (at most {cap} per window: plugins.timers_per_window)"
+                    ),
+                });
+            }
+            Ok(d)
+        });
         match outcome {
             Ok(d) => {
                 self.consecutive_failures = 0;
@@ -354,9 +444,14 @@ impl Triggers {
                 }
                 timers.extend(d.event_timers.iter().map(|&t| (t, key, start)));
                 let now = now_ms();
-                for &delay in &d.processing_delays {
-                    let due = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
-                    self.processing.insert((due, key, start));
+                if !d.event_timers.is_empty() || !d.processing_delays.is_empty() {
+                    let pending = self.pending.entry((key, start)).or_default();
+                    pending.event.extend(d.event_timers.iter().copied());
+                    for &delay in &d.processing_delays {
+                        let due = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
+                        self.processing.insert((due, key, start));
+                        pending.processing.insert(due);
+                    }
                 }
                 if self.stateless && d.processing_delays.is_empty() {
                     self.forget_if_idle(key, start);
@@ -395,12 +490,13 @@ impl Triggers {
             w.interest == Interest::Late && w.seen == 0 && matches!(w.handle, Handle::Live(_))
         });
         if idle
-            && !self
-                .processing
-                .iter()
-                .any(|&(_, k, s)| (k, s) == (key, start))
+            && self
+                .pending
+                .get(&(key, start))
+                .is_none_or(|p| p.processing.is_empty())
         {
-            self.drop_window(key, start);
+            // Its pending event timers still count against the window.
+            self.release_state(key, start);
         }
     }
 
@@ -527,7 +623,22 @@ impl Triggers {
         let Ok(handle) = self.handle(key, window) else {
             return Self::host_rule(at_end);
         };
-        let outcome = self.instance.on_event_time(handle, window, time, watermark);
+        let outcome = self
+            .instance
+            .on_event_time(handle, window, time, watermark)
+            .and_then(|d| match d.event_timers.iter().find(|&&t| t <= time) {
+                // A timer at or before `time` is due already: the host would
+                // call again at once, for ever, and no single call would be
+                // slow.
+                Some(&again) => Err(PluginError::Call {
+                    plugin: self.instance.label().to_string(),
+                    message: format!(
+                        "asked, when called for event time {time}, for a timer at {again}, \
+                         which is not later"
+                    ),
+                }),
+                None => Ok(d),
+            });
         self.decided(key, window.start, outcome, timers, at_end)
     }
 
@@ -539,6 +650,13 @@ impl Triggers {
                 break;
             }
             self.processing.pop_first();
+            let (time, key, start) = first;
+            if let Some(p) = self.pending.get_mut(&(key, start)) {
+                p.processing.remove(&time);
+                if p.len() == 0 {
+                    self.pending.remove(&(key, start));
+                }
+            }
             due.push(first);
         }
         due
@@ -578,6 +696,9 @@ impl Triggers {
     ) -> Verdict {
         let mut verdict = Verdict::default();
         for &other in from {
+            // Its timers go with it (a merge decision asks again for what
+            // the merged window needs).
+            self.void_timers(key, other);
             // No state: as new and late-only, which merges like any other.
             let state = self
                 .windows
@@ -623,16 +744,26 @@ impl Triggers {
                 let _ = self.instance.release(from_handle);
             }
         }
-        if into != window.start
-            && let Some(state) = self.windows.remove(&(key, into))
-        {
-            self.windows.insert((key, window.start), state);
+        if into != window.start {
+            // Timers are queued under a window's start: `into`'s no longer
+            // name the merged window.
+            self.void_timers(key, into);
+            if let Some(state) = self.windows.remove(&(key, into)) {
+                self.windows.insert((key, window.start), state);
+            }
         }
         verdict
     }
 
-    /// Forgets a window's trigger (the window is past its allowed lateness).
+    /// Forgets a window's trigger and its timers (the window is past its
+    /// allowed lateness); see [`Self::take_void`].
     pub fn drop_window(&mut self, key: KeyId, start: i64) {
+        self.void_timers(key, start);
+        self.release_state(key, start);
+    }
+
+    /// Forgets a window's trigger state, giving its handle back.
+    fn release_state(&mut self, key: KeyId, start: i64) {
         if let Some(state) = self.windows.remove(&(key, start)) {
             if matches!(state.interest, Interest::After(_)) {
                 self.counting -= 1;
@@ -654,6 +785,8 @@ impl Triggers {
             self.drop_window(key, start);
         }
         self.processing.clear();
+        self.pending.clear();
+        self.void.clear();
     }
 
     /// Starts of the windows of `key` with trigger state, for cleaning up
@@ -765,6 +898,13 @@ impl Triggers {
             for &due in &r.processing_timers {
                 self.processing.insert((due, r.key, r.start));
             }
+            if !r.event_timers.is_empty() || !r.processing_timers.is_empty() {
+                let pending = self.pending.entry((r.key, r.start)).or_default();
+                pending.event.extend(r.event_timers.iter().copied());
+                pending
+                    .processing
+                    .extend(r.processing_timers.iter().copied());
+            }
         }
     }
 
@@ -804,7 +944,11 @@ mod tests {
 
     fn early() -> Triggers {
         let instance = crate::plugin::native::trigger("early", r#"{"every_events": 3}"#).unwrap();
-        Triggers::new(instance, Vec::new(), 3)
+        let limits = PluginLimits {
+            quarantine_after: 3,
+            ..PluginLimits::default()
+        };
+        Triggers::new(instance, Vec::new(), &limits)
     }
 
     fn run(triggers: &mut Triggers, steps: &[Step]) -> Vec<Verdict> {

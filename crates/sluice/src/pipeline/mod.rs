@@ -62,9 +62,10 @@ fn open_retiring(
         .compile(&source, &retiring.component)
         .map_err(|e| e.to_string())?;
     let config = agg.plugin_config();
-    let instance = engine
+    let mut instance = engine
         .open_aggregation(&plugin, &config)
         .map_err(|e| e.to_string())?;
+    instance.set_aggregation_name(&agg.name);
     let info = instance.info();
     if info.name != retiring.plugin || info.state_version != retiring.state_version {
         return Err(format!(
@@ -90,9 +91,10 @@ pub fn open_aggregations(
         };
         let plugin = registry.get(&agg.plugin).map_err(|e| at(&e))?;
         let plugin_config = agg.plugin_config();
-        let instance = engine
+        let mut instance = engine
             .open_aggregation(&plugin, &plugin_config)
             .map_err(|e| at(&e))?;
+        instance.set_aggregation_name(&agg.name);
         if spec.needs_merge() && !instance.info().mergeable {
             return Err(at(&format!(
                 "plugin {} cannot merge states, which {} windows need",
@@ -121,7 +123,7 @@ pub fn default_trigger(engine: &PluginEngine) -> Result<Triggers, ConfigError> {
     Ok(Triggers::new(
         Box::new(instance),
         Vec::new(),
-        engine.limits().quarantine_after,
+        engine.limits(),
     ))
 }
 
@@ -186,11 +188,7 @@ pub fn open_trigger(
             }
         }
     }
-    Ok(Triggers::new(
-        Box::new(instance),
-        watches,
-        config.plugins.quarantine_after,
-    ))
+    Ok(Triggers::new(Box::new(instance), watches, &config.plugins))
 }
 
 /// Opens one output; `resume_at` is its position in the checkpoint a run is
