@@ -35,7 +35,7 @@ use crate::decode::{Event, EventDecoder};
 
 /// What the dedup stage says about one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Sighting {
     /// First sighting within the TTL: aggregate it.
     Unique,
     /// Its key was seen within the TTL: drop it.
@@ -101,13 +101,13 @@ impl Deduplicator {
 
     /// Decides about the event in `raw` (stamped `message_time` by its
     /// source) at `watermark`, and remembers its key if it is new.
-    pub fn check(&mut self, raw: &[u8], message_time: Option<i64>, watermark: i64) -> Verdict {
+    pub fn check(&mut self, raw: &[u8], message_time: Option<i64>, watermark: i64) -> Sighting {
         if self
             .decoder
             .decode_at(raw, message_time, &mut self.event)
             .is_err()
         {
-            return Verdict::NoKey;
+            return Sighting::NoKey;
         }
         self.sweep(watermark);
         let (key, time, ttl) = (self.event.key.as_str(), self.event.time, self.ttl);
@@ -119,15 +119,15 @@ impl Deduplicator {
         let expected = self.expected_keys;
         match &mut self.state.seen {
             Seen::Exact(map) => match map.get_mut(key) {
-                Some(first) if first.saturating_add(ttl) >= now => Verdict::Duplicate,
+                Some(first) if first.saturating_add(ttl) >= now => Sighting::Duplicate,
                 Some(first) => {
                     // Expired but not yet swept: a new sighting.
                     *first = time;
-                    Verdict::Unique
+                    Sighting::Unique
                 }
                 None => {
                     map.insert(key.to_owned(), time);
-                    Verdict::Unique
+                    Sighting::Unique
                 }
             },
             Seen::Bloom(generations) => {
@@ -138,7 +138,7 @@ impl Deduplicator {
                     .iter()
                     .filter(|&(&g, _)| generation_live(g, half, ttl, now));
                 if live.clone().any(|(_, f)| f.contains(key)) {
-                    return Verdict::Duplicate;
+                    return Sighting::Duplicate;
                 }
                 generations
                     .entry(time.div_euclid(half))
@@ -150,7 +150,7 @@ impl Deduplicator {
                             .expected_items(expected)
                     })
                     .insert(key);
-                Verdict::Unique
+                Sighting::Unique
             }
         }
     }
@@ -245,16 +245,19 @@ mod tests {
     fn a_key_is_a_duplicate_until_the_watermark_passes_its_ttl() {
         for mode in ["exact", "bloom"] {
             let mut d = stage(mode);
-            assert_eq!(d.check(&event("a", 1_000), None, 0), Verdict::Unique);
-            assert_eq!(d.check(&event("a", 1_000), None, 5_000), Verdict::Duplicate);
-            assert_eq!(d.check(&event("b", 1_000), None, 5_000), Verdict::Unique);
+            assert_eq!(d.check(&event("a", 1_000), None, 0), Sighting::Unique);
+            assert_eq!(
+                d.check(&event("a", 1_000), None, 5_000),
+                Sighting::Duplicate
+            );
+            assert_eq!(d.check(&event("b", 1_000), None, 5_000), Sighting::Unique);
             // Watermark far past 1 s + 10 s (+ half a TTL for bloom generations).
             assert_eq!(
                 d.check(&event("a", 30_000), None, 30_000),
-                Verdict::Unique,
+                Sighting::Unique,
                 "{mode}"
             );
-            assert_eq!(d.check(&br#"{"ts":5}"#[..], None, 30_000), Verdict::NoKey);
+            assert_eq!(d.check(&br#"{"ts":5}"#[..], None, 30_000), Sighting::NoKey);
         }
     }
 

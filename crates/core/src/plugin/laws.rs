@@ -150,7 +150,7 @@ type Parts = Vec<Vec<f64>>;
 type Outputs = Vec<Option<f64>>;
 
 /// What one case of a law found.
-enum Verdict {
+enum Finding {
     /// The law held.
     Holds,
     /// The law was broken: what the plugin gave, and what the law wants.
@@ -172,7 +172,7 @@ impl Checker<'_> {
         &mut self,
         salt: u64,
         names: &[&str],
-        law: impl Fn(&mut Session<'_>, &Parts) -> Result<Verdict, PluginError>,
+        law: impl Fn(&mut Session<'_>, &Parts) -> Result<Finding, PluginError>,
     ) -> Outcome {
         let mut rng = Rng::new(self.options.seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         for _ in 0..self.options.cases {
@@ -183,7 +183,7 @@ impl Checker<'_> {
             };
             let parts = rng.parts(count);
             match self.attempt(&law, &parts) {
-                Ok(Verdict::Holds) => {}
+                Ok(Finding::Holds) => {}
                 Ok(_) | Err(_) => return self.report_failure(&law, parts, names),
             }
         }
@@ -193,9 +193,9 @@ impl Checker<'_> {
     /// Runs one case on a usable instance, releasing its accumulators after.
     fn attempt(
         &mut self,
-        law: &impl Fn(&mut Session<'_>, &Parts) -> Result<Verdict, PluginError>,
+        law: &impl Fn(&mut Session<'_>, &Parts) -> Result<Finding, PluginError>,
         parts: &Parts,
-    ) -> Result<Verdict, PluginError> {
+    ) -> Result<Finding, PluginError> {
         if self.instance.is_poisoned() {
             self.instance.reopen()?;
         }
@@ -203,15 +203,15 @@ impl Checker<'_> {
             instance: self.instance,
             accumulators: Vec::new(),
         };
-        let verdict = law(&mut session, parts);
+        let finding = law(&mut session, parts);
         session.release_all();
-        verdict
+        finding
     }
 
     /// Shrinks a failing case and describes it.
     fn report_failure(
         &mut self,
-        law: &impl Fn(&mut Session<'_>, &Parts) -> Result<Verdict, PluginError>,
+        law: &impl Fn(&mut Session<'_>, &Parts) -> Result<Finding, PluginError>,
         mut parts: Parts,
         names: &[&str],
     ) -> Outcome {
@@ -222,7 +222,7 @@ impl Checker<'_> {
                 for p in 0..parts.len() {
                     let mut fewer = parts.clone();
                     fewer.remove(p);
-                    if !matches!(self.attempt(law, &fewer), Ok(Verdict::Holds)) {
+                    if !matches!(self.attempt(law, &fewer), Ok(Finding::Holds)) {
                         parts = fewer;
                         continue 'shrink;
                     }
@@ -232,7 +232,7 @@ impl Checker<'_> {
                 for i in 0..parts[p].len() {
                     let mut smaller = parts.clone();
                     smaller[p].remove(i);
-                    if !matches!(self.attempt(law, &smaller), Ok(Verdict::Holds)) {
+                    if !matches!(self.attempt(law, &smaller), Ok(Finding::Holds)) {
                         parts = smaller;
                         continue 'shrink;
                     }
@@ -242,17 +242,17 @@ impl Checker<'_> {
         }
         let input = describe_parts(&parts, names);
         match self.attempt(law, &parts) {
-            Ok(Verdict::Broken { got, want }) => Outcome::Fail(format!(
+            Ok(Finding::Broken { got, want }) => Outcome::Fail(format!(
                 "minimal failing input {input}: got {} want {}",
                 list(&got),
                 list(&want)
             )),
-            Ok(Verdict::BrokenBecause(why)) => {
+            Ok(Finding::BrokenBecause(why)) => {
                 Outcome::Fail(format!("minimal failing input {input}: {why}"))
             }
             Err(e) => Outcome::Fail(format!("{e} (input {input})")),
             // Only a flaky plugin passes the case it just failed.
-            Ok(Verdict::Holds) => Outcome::Fail(format!(
+            Ok(Finding::Holds) => Outcome::Fail(format!(
                 "failed on input {input}, then passed it when run again (nondeterministic)"
             )),
         }
@@ -317,7 +317,7 @@ impl Session<'_> {
     }
 
     /// Compares outputs exactly, or (`tolerant`) floats within [`MERGE_TOLERANCE`].
-    fn compare(&self, got: Outputs, want: Outputs, tolerant: bool) -> Verdict {
+    fn compare(&self, got: Outputs, want: Outputs, tolerant: bool) -> Finding {
         let kinds = self.instance.outputs().iter().map(|o| o.kind);
         let same = got.len() == want.len()
             && got.iter().zip(&want).zip(kinds).all(|((g, w), kind)| {
@@ -329,9 +329,9 @@ impl Session<'_> {
                 }
             });
         if same {
-            Verdict::Holds
+            Finding::Holds
         } else {
-            Verdict::Broken { got, want }
+            Finding::Broken { got, want }
         }
     }
 
@@ -361,7 +361,7 @@ fn same_value(got: f64, want: f64, tolerant: bool) -> bool {
 /// Why: the host merges sliding-window panes and session fragments in
 /// whatever grouping the window shapes give; only associativity makes the
 /// result independent of that grouping.
-fn associative(s: &mut Session<'_>, p: &Parts) -> Result<Verdict, PluginError> {
+fn associative(s: &mut Session<'_>, p: &Parts) -> Result<Finding, PluginError> {
     let (a, b, c) = (s.part(p, 0)?, s.part(p, 1)?, s.part(p, 2)?);
     s.merge(a, b)?;
     s.merge(a, c)?;
@@ -375,7 +375,7 @@ fn associative(s: &mut Session<'_>, p: &Parts) -> Result<Verdict, PluginError> {
 
 /// merge(a, b) equals merge(b, a), checked only when the plugin declares
 /// `commutative` (a promise the host may rely on to merge in any order).
-fn commutative(s: &mut Session<'_>, p: &Parts) -> Result<Verdict, PluginError> {
+fn commutative(s: &mut Session<'_>, p: &Parts) -> Result<Finding, PluginError> {
     let (a, b) = (s.part(p, 0)?, s.part(p, 1)?);
     s.merge(a, b)?;
     let ab = s.finish(a)?;
@@ -388,7 +388,7 @@ fn commutative(s: &mut Session<'_>, p: &Parts) -> Result<Verdict, PluginError> {
 /// Accumulators over parts, merged in order, equal one accumulator over all
 /// the values: a sliding window built from panes must report what a window
 /// fed every event directly would.
-fn parts_equal_whole(s: &mut Session<'_>, p: &Parts) -> Result<Verdict, PluginError> {
+fn parts_equal_whole(s: &mut Session<'_>, p: &Parts) -> Result<Finding, PluginError> {
     let first = s.part(p, 0)?;
     for i in 1..p.len() {
         let next = s.part(p, i)?;
@@ -408,13 +408,13 @@ fn snapshot_round_trip(
     s: &mut Session<'_>,
     p: &Parts,
     version: u32,
-) -> Result<Verdict, PluginError> {
+) -> Result<Finding, PluginError> {
     let original = s.build(&[&p[0]])?;
     let bytes = s.instance.snapshot(original)?;
     let restored = s.restore(&bytes, version)?;
     let (want, got) = (s.finish(original)?, s.finish(restored)?);
-    if let verdict @ Verdict::Broken { .. } = s.compare(got, want, false) {
-        return Ok(verdict);
+    if let finding @ Finding::Broken { .. } = s.compare(got, want, false) {
+        return Ok(finding);
     }
     let (mut t1, mut t2) = (p[0].len() as i64, p[0].len() as i64);
     s.add_at(original, &p[1], &mut t1)?;
@@ -430,16 +430,16 @@ fn unknown_state_version(
     s: &mut Session<'_>,
     p: &Parts,
     version: u32,
-) -> Result<Verdict, PluginError> {
+) -> Result<Finding, PluginError> {
     let acc = s.build(&[&p[0]])?;
     let bytes = s.instance.snapshot(acc)?;
     let unknown = version.wrapping_add(1);
     match s.restore(&bytes, unknown) {
-        Ok(_) => Ok(Verdict::BrokenBecause(format!(
+        Ok(_) => Ok(Finding::BrokenBecause(format!(
             "restore with state version {unknown} (the plugin declares {version}) succeeded"
         ))),
         Err(e) if s.instance.is_poisoned() => Err(e),
-        Err(_) => Ok(Verdict::Holds),
+        Err(_) => Ok(Finding::Holds),
     }
 }
 
@@ -447,7 +447,7 @@ fn unknown_state_version(
 /// other work between them, give identical outputs: results must depend on
 /// the events alone, not on hidden state, so that a replay after a restart
 /// reproduces them.
-fn deterministic(s: &mut Session<'_>, p: &Parts) -> Result<Verdict, PluginError> {
+fn deterministic(s: &mut Session<'_>, p: &Parts) -> Result<Finding, PluginError> {
     let batches: Vec<&[f64]> = p.iter().map(Vec::as_slice).collect();
     let first = s.build(&batches)?;
     let first = s.finish(first)?;
@@ -462,15 +462,15 @@ fn deterministic(s: &mut Session<'_>, p: &Parts) -> Result<Verdict, PluginError>
 /// The values given as these batches, as one batch, and one value at a
 /// time give identical outputs: `batch_size` is a speed knob and must never
 /// change a result.
-fn batch_split_invariant(s: &mut Session<'_>, p: &Parts) -> Result<Verdict, PluginError> {
+fn batch_split_invariant(s: &mut Session<'_>, p: &Parts) -> Result<Finding, PluginError> {
     let batches: Vec<&[f64]> = p.iter().map(Vec::as_slice).collect();
     let split = s.build(&batches)?;
     let split = s.finish(split)?;
     let all = p.concat();
     let whole = s.build(&[&all])?;
     let whole = s.finish(whole)?;
-    if let verdict @ Verdict::Broken { .. } = s.compare(split.clone(), whole.clone(), false) {
-        return Ok(verdict);
+    if let finding @ Finding::Broken { .. } = s.compare(split.clone(), whole.clone(), false) {
+        return Ok(finding);
     }
     let singles: Vec<&[f64]> = all.chunks(1).collect();
     let single = s.build(&singles)?;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use super::persist::{HealthState, SlotState, WindowDelta};
 use super::sliding::{self, Sliding};
 use super::store::{PluginHealth, Swap, Timer, TimerKind, WindowStore};
-use super::trigger::{EventTimer, TRIGGER_ERROR, TriggerRecord, Triggers, Verdict};
+use super::trigger::{EventTimer, Firing, TRIGGER_ERROR, TriggerRecord, Triggers};
 use super::{EmitKind, Window, WindowResult, WindowSpec, session, tumbling};
 use crate::decode::KeyId;
 use crate::plugin::{Aggregation, OutputSpec, PluginError};
@@ -233,14 +233,14 @@ impl WindowOperator {
             .map(|routed| {
                 let window = routed.window;
                 if !routed.absorbed.is_empty() || routed.was != window.start {
-                    let verdict = self.triggers.merge(
+                    let firing = self.triggers.merge(
                         key,
                         routed.was,
                         &routed.absorbed,
                         window,
                         &mut self.asked,
                     );
-                    self.apply(key, window, emit_kind(watermark, window), verdict, out);
+                    self.apply(key, window, emit_kind(watermark, window), firing, out);
                 }
                 self.element(key, window, time, watermark, routed.new, out);
             }),
@@ -268,7 +268,7 @@ impl WindowOperator {
         }
         let sliding = self.sliding();
         let store = &mut self.store;
-        let verdict = self.triggers.on_element(
+        let firing = self.triggers.on_element(
             key,
             window,
             time,
@@ -277,7 +277,7 @@ impl WindowOperator {
             &mut self.asked,
             |watches| preview(store, sliding, key, window, watches),
         );
-        self.apply(key, window, emit_kind(watermark, window), verdict, out);
+        self.apply(key, window, emit_kind(watermark, window), firing, out);
     }
 
     /// Tells `window`'s trigger of elements it has not heard of yet, and does
@@ -291,12 +291,12 @@ impl WindowOperator {
     ) {
         let sliding = self.sliding();
         let store = &mut self.store;
-        let verdict = self
+        let firing = self
             .triggers
             .tell_pending(key, window, &mut self.asked, |watches| {
                 preview(store, sliding, key, window, watches)
             });
-        self.apply(key, window, emit, verdict, out);
+        self.apply(key, window, emit, firing, out);
     }
 
     /// Emits and/or purges a window as a trigger decided.
@@ -305,10 +305,10 @@ impl WindowOperator {
         key: KeyId,
         window: Window,
         emit: EmitKind,
-        verdict: Verdict,
+        firing: Firing,
         out: &mut Vec<WindowResult>,
     ) {
-        if verdict.fire {
+        if firing.fire {
             let before = out.len();
             match self.sliding() {
                 Some(geo) => sliding::fire(&mut self.store, geo, key, window.start, emit, out),
@@ -332,7 +332,7 @@ impl WindowOperator {
                 result.errors.push((TRIGGER_ERROR, why));
             }
         }
-        if verdict.purge {
+        if firing.purge {
             match self.sliding() {
                 Some(_) => self.triggers.warn_no_purge(),
                 None => {
@@ -444,10 +444,10 @@ impl WindowOperator {
                         emit
                     };
                     self.tell_pending(key, window, told_at, out);
-                    let verdict =
+                    let firing =
                         self.triggers
                             .on_event_time(key, window, time, watermark, &mut self.asked);
-                    self.apply(key, window, emit, verdict, out);
+                    self.apply(key, window, emit, firing, out);
                     self.arm_asked();
                 }
                 TimerKind::Cleanup => match self.sliding() {
@@ -485,10 +485,10 @@ impl WindowOperator {
                 continue;
             };
             self.tell_pending(key, window, emit_kind(watermark, window), out);
-            let verdict =
+            let firing =
                 self.triggers
                     .on_processing_time(key, window, due, watermark, &mut self.asked);
-            self.apply(key, window, emit_kind(watermark, window), verdict, out);
+            self.apply(key, window, emit_kind(watermark, window), firing, out);
             self.arm_asked();
         }
     }

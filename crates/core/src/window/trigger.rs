@@ -54,7 +54,7 @@ impl From<ElementInterest> for Interest {
 
 /// What the operator should do with a window after a trigger call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Verdict {
+pub struct Firing {
     /// Emit its result now.
     pub fire: bool,
     /// Empty its state (after emitting, if `fire`).
@@ -419,7 +419,7 @@ impl Triggers {
         outcome: Result<Decision, PluginError>,
         timers: &mut Vec<EventTimer>,
         fallback: bool,
-    ) -> Verdict {
+    ) -> Firing {
         let outcome = outcome.and_then(|d| {
             let pending = self.pending.get(&(key, start)).map_or(0, Pending::len);
             let asked = d.event_timers.len() + d.processing_delays.len();
@@ -457,16 +457,16 @@ impl Triggers {
                     self.forget_if_idle(key, start);
                 }
                 match d.action {
-                    Action::Continue => Verdict::default(),
-                    Action::Fire => Verdict {
+                    Action::Continue => Firing::default(),
+                    Action::Fire => Firing {
                         fire: true,
                         purge: false,
                     },
-                    Action::FireAndPurge => Verdict {
+                    Action::FireAndPurge => Firing {
                         fire: true,
                         purge: true,
                     },
-                    Action::Purge => Verdict {
+                    Action::Purge => Firing {
                         fire: false,
                         purge: true,
                     },
@@ -474,7 +474,7 @@ impl Triggers {
             }
             Err(e) => {
                 self.fail(key, start, e);
-                Verdict {
+                Firing {
                     fire: fallback,
                     purge: false,
                 }
@@ -501,8 +501,8 @@ impl Triggers {
     }
 
     /// The host's own rule, for a window whose trigger cannot decide.
-    fn host_rule(fire: bool) -> Verdict {
-        Verdict { fire, purge: false }
+    fn host_rule(fire: bool) -> Firing {
+        Firing { fire, purge: false }
     }
 
     /// One element entered `window` under `watermark`. `new` says the window
@@ -523,7 +523,7 @@ impl Triggers {
         new: bool,
         timers: &mut Vec<EventTimer>,
         preview: impl FnOnce(&[(usize, usize)]) -> Vec<Option<f64>>,
-    ) -> Verdict {
+    ) -> Firing {
         let late = watermark >= window.end;
         if new && !self.windows.contains_key(&(key, window.start)) {
             self.windows
@@ -549,7 +549,7 @@ impl Triggers {
             Interest::Never => false,
         };
         if !ask {
-            return Verdict::default();
+            return Firing::default();
         }
         let Ok(handle) = self.handle(key, window) else {
             return Self::host_rule(late);
@@ -593,16 +593,16 @@ impl Triggers {
         window: Window,
         timers: &mut Vec<EventTimer>,
         preview: impl FnOnce(&[(usize, usize)]) -> Vec<Option<f64>>,
-    ) -> Verdict {
+    ) -> Firing {
         let Some(w) = self.windows.get_mut(&(key, window.start)) else {
-            return Verdict::default();
+            return Firing::default();
         };
         let under = w.seen_under;
         let Some(untold) = w.take_untold() else {
-            return Verdict::default();
+            return Firing::default();
         };
         let Ok(handle) = self.handle(key, window) else {
-            return Verdict::default();
+            return Firing::default();
         };
         let batch = self.elements(untold, preview);
         let outcome = self.instance.on_elements(handle, window, &batch, under);
@@ -618,7 +618,7 @@ impl Triggers {
         time: i64,
         watermark: i64,
         timers: &mut Vec<EventTimer>,
-    ) -> Verdict {
+    ) -> Firing {
         let at_end = time >= window.end;
         let Ok(handle) = self.handle(key, window) else {
             return Self::host_rule(at_end);
@@ -670,12 +670,12 @@ impl Triggers {
         time: i64,
         watermark: i64,
         timers: &mut Vec<EventTimer>,
-    ) -> Verdict {
+    ) -> Firing {
         if !self.windows.contains_key(&(key, window.start)) {
-            return Verdict::default();
+            return Firing::default();
         }
         let Ok(handle) = self.handle(key, window) else {
-            return Verdict::default();
+            return Firing::default();
         };
         let outcome = self
             .instance
@@ -693,8 +693,8 @@ impl Triggers {
         from: &[i64],
         window: Window,
         timers: &mut Vec<EventTimer>,
-    ) -> Verdict {
-        let mut verdict = Verdict::default();
+    ) -> Firing {
+        let mut firing = Firing::default();
         for &other in from {
             // Its timers go with it (a merge decision asks again for what
             // the merged window needs).
@@ -737,8 +737,8 @@ impl Triggers {
             if let Ok(into_handle) = self.handle(key, into_window) {
                 let outcome = self.instance.merge(into_handle, from_handle, window);
                 let v = self.decided(key, into, outcome, timers, false);
-                verdict.fire |= v.fire;
-                verdict.purge |= v.purge;
+                firing.fire |= v.fire;
+                firing.purge |= v.purge;
             }
             if !self.instance.is_poisoned() {
                 let _ = self.instance.release(from_handle);
@@ -752,7 +752,7 @@ impl Triggers {
                 self.windows.insert((key, window.start), state);
             }
         }
-        verdict
+        firing
     }
 
     /// Forgets a window's trigger and its timers (the window is past its
@@ -951,7 +951,7 @@ mod tests {
         Triggers::new(instance, Vec::new(), &limits)
     }
 
-    fn run(triggers: &mut Triggers, steps: &[Step]) -> Vec<Verdict> {
+    fn run(triggers: &mut Triggers, steps: &[Step]) -> Vec<Firing> {
         let mut timers = Vec::new();
         let none = |_: &[(usize, usize)]| Vec::new();
         steps

@@ -12,7 +12,7 @@ use sluice_config::{
     StateBackendKind, millis,
 };
 use sluice_core::decode::{Event, EventDecoder, KeyTable};
-use sluice_core::dedup::{Deduplicator, Verdict};
+use sluice_core::dedup::{Deduplicator, Sighting};
 use sluice_core::fill::{Emission, GapFiller};
 use sluice_core::plugin::{Aggregation, TriggerPolicy, check_outputs};
 use sluice_core::sink::{self, JsonlWriter, OutputNames};
@@ -871,7 +871,7 @@ impl Flow {
         }
         let watermark = self.watermarks.current();
         if let Some(dedup) = &mut self.dedup
-            && dedup.check(raw, message_time, watermark) == Verdict::Duplicate
+            && dedup.check(raw, message_time, watermark) == Sighting::Duplicate
         {
             // Dropped before windowing: no window state, no watermark move
             // (the first copy already moved it).
