@@ -10,19 +10,24 @@
 //! when it was made; a new owner seeds its watermark from it and skips replayed
 //! events whose windows were already emitted, so nothing is counted twice.
 
-use std::collections::{HashMap, VecDeque};
-use std::ffi::{CStr, CString, c_int};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+mod commit;
+mod queue;
+mod rebalance;
+
+use std::collections::HashMap;
+use std::ffi::{CStr, c_int};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rdsys;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
+
+use commit::PartitionProgress;
+use queue::MessageQueue;
+use rebalance::{Rebalances, SourceContext};
 
 use sluice_config::KafkaSourceConfig;
 
@@ -30,152 +35,6 @@ use crate::KafkaError;
 
 /// How long a metadata or offset request may take before the run gives up.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Events per bookkeeping chunk: offsets are tracked in runs, not one by one.
-const CHUNK: u32 = 32;
-
-/// A run of consecutive offsets of one partition and the latest event time in it.
-#[derive(Debug, Clone, Copy)]
-struct Chunk {
-    first: i64,
-    last: i64,
-    max_time: i64,
-    len: u32,
-}
-
-/// The commit state of one partition.
-#[derive(Debug, Default)]
-struct PartitionProgress {
-    /// Offsets read but not yet safe to commit, oldest first.
-    held: VecDeque<Chunk>,
-    /// The next offset to read.
-    next: Option<i64>,
-    /// Offsets below this were processed by a previous owner: replays.
-    replay_end: i64,
-    /// When the partition was last seen delivering: set at the idleness
-    /// check that follows its messages, not per message (a clock read per
-    /// message was a visible share of the poll loop), so it lags by at most
-    /// the check interval.
-    last_message: Option<Instant>,
-    /// Whether it delivered a message since the last idleness check.
-    delivered: bool,
-}
-
-impl PartitionProgress {
-    /// A partition just assigned: its idle clock starts now, so that it is
-    /// not taken for idle before its first fetch could have returned.
-    fn fresh() -> Self {
-        Self {
-            last_message: Some(Instant::now()),
-            ..Self::default()
-        }
-    }
-}
-
-/// What the rebalance callback saw, for the poll loop to act on.
-#[derive(Debug, Default)]
-struct RebalanceLog {
-    revoked: bool,
-    assigned: Vec<(String, i32)>,
-}
-
-/// The rebalance log and a flag that says it holds something: the poll
-/// loop asks after every poll, and reading a flag costs less than taking
-/// the lock.
-#[derive(Debug, Default)]
-struct Rebalances {
-    log: Mutex<RebalanceLog>,
-    pending: AtomicBool,
-}
-
-impl Rebalances {
-    /// Notes a revocation or an assignment.
-    fn record(&self, change: impl FnOnce(&mut RebalanceLog)) {
-        if let Ok(mut log) = self.log.lock() {
-            change(&mut log);
-            self.pending
-                .store(log.revoked || !log.assigned.is_empty(), Ordering::Release);
-        }
-    }
-
-    /// Whether anything was noted since the last [`Self::take`].
-    fn pending(&self) -> bool {
-        self.pending.load(Ordering::Acquire)
-    }
-
-    /// What was noted: whether partitions were revoked, and those assigned.
-    fn take(&self) -> Option<(bool, Vec<(String, i32)>)> {
-        let mut log = self.log.lock().ok()?;
-        self.pending.store(false, Ordering::Release);
-        Some((
-            std::mem::take(&mut log.revoked),
-            std::mem::take(&mut log.assigned),
-        ))
-    }
-}
-
-/// Commits the latest safe offsets when partitions are taken away, so that
-/// the next owner replays as little as possible.
-struct SourceContext {
-    rebalances: Arc<Rebalances>,
-    /// Where assigned partitions' messages go; `None` once the source is
-    /// being dropped (the queue goes before the consumer).
-    messages: Arc<Mutex<Option<MessageQueue>>>,
-    safe: Arc<Mutex<Option<TopicPartitionList>>>,
-    lag: Arc<Mutex<HashMap<(String, i32), i64>>>,
-}
-
-impl ClientContext for SourceContext {
-    /// librdkafka's periodic statistics (during poll): the consumer lag per
-    /// partition, known without a request to the brokers.
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let Ok(mut lag) = self.lag.lock() else {
-            return;
-        };
-        for (topic, t) in statistics.topics {
-            for (partition, p) in t.partitions {
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    lag.insert((topic.clone(), partition), p.consumer_lag);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance
-            && let Ok(slot) = self.messages.lock()
-            && let Some(queue) = slot.as_ref()
-        {
-            // Before the assignment starts fetching, so that no message of
-            // these partitions goes to the consumer's own queue.
-            let rk = consumer.client().native_ptr();
-            for e in tpl.elements() {
-                queue.forward(rk, e.topic(), e.partition());
-            }
-        }
-        if let Rebalance::Revoke(_) = rebalance {
-            if let Some(tpl) = self.safe.lock().ok().and_then(|mut s| s.take()) {
-                // Best effort: a failed commit only means a longer replay.
-                let _ = consumer.commit(&tpl, CommitMode::Sync);
-            }
-            self.rebalances.record(|log| log.revoked = true);
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.rebalances.record(|log| {
-                log.assigned.extend(
-                    tpl.elements()
-                        .iter()
-                        .map(|e| (e.topic().to_string(), e.partition())),
-                );
-            });
-        }
-    }
-}
 
 /// One message, borrowed from the consumer until the next poll.
 pub struct KafkaRecord<'a> {
@@ -189,48 +48,6 @@ pub struct KafkaRecord<'a> {
     pub timestamp: Option<i64>,
     /// Whether a previous owner already processed this message.
     pub replayed: bool,
-}
-
-/// librdkafka's queue that every assigned partition's messages are
-/// forwarded to, so that the poll loop takes them in batches.
-///
-/// Polling the consumer message by message read the clock three times for
-/// each message and wrapped it in an event: about half of the poll loop's
-/// own time (docs/performance.md, Kafka). A batch read does that once per batch.
-/// Rebalances, commit results and statistics stay on the consumer's queue,
-/// which the loop still polls before each batch.
-#[derive(Debug, Clone, Copy)]
-struct MessageQueue(NonNull<rdsys::rd_kafka_queue_t>);
-
-// SAFETY: librdkafka's queues may be used from any thread; the handle is
-// destroyed once, by `KafkaSource`'s drop, after every use.
-unsafe impl Send for MessageQueue {}
-unsafe impl Sync for MessageQueue {}
-
-impl MessageQueue {
-    /// A new queue of the client `rk`.
-    fn new(rk: *mut rdsys::rd_kafka_t) -> Option<Self> {
-        // SAFETY: `rk` is a live client handle.
-        NonNull::new(unsafe { rdsys::rd_kafka_queue_new(rk) }).map(Self)
-    }
-
-    /// Sends the messages of `topic`/`partition` here from now on. librdkafka
-    /// keeps this forwarding over later fetch starts, but drops it when
-    /// the partition is revoked: each assignment forwards again.
-    fn forward(&self, rk: *mut rdsys::rd_kafka_t, topic: &str, partition: i32) {
-        let Ok(topic) = CString::new(topic) else {
-            return;
-        };
-        // SAFETY: `rk` is the live client this queue belongs to; the
-        // partition's queue handle is released right after use.
-        unsafe {
-            let partition = rdsys::rd_kafka_queue_get_partition(rk, topic.as_ptr(), partition);
-            if !partition.is_null() {
-                rdsys::rd_kafka_queue_forward(partition, self.0.as_ptr());
-                rdsys::rd_kafka_queue_destroy(partition);
-            }
-        }
-    }
 }
 
 /// What the poll loop must do after a rebalance.
@@ -452,83 +269,6 @@ impl KafkaSource {
     /// Whether a rebalance happened since the last [`Self::take_reassignment`].
     pub fn rebalanced(&self) -> bool {
         self.rebalances.pending()
-    }
-
-    /// Handles what rebalances did since the last call.
-    pub fn take_reassignment(&mut self) -> Result<Reassignment, KafkaError> {
-        let (revoked, assigned) = self.rebalances.take().ok_or_else(|| KafkaError {
-            what: "rebalancing".into(),
-            message: "the rebalance log is poisoned".into(),
-        })?;
-        let mut out = Reassignment {
-            revoked,
-            ..Reassignment::default()
-        };
-        if revoked {
-            for p in &mut self.progress {
-                *p = PartitionProgress::fresh();
-            }
-            self.owned.clear();
-        }
-        if assigned.is_empty() {
-            return Ok(out);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (topic, p) in &assigned {
-            tpl.add_partition(topic, *p);
-        }
-        let committed = self
-            .consumer
-            .committed_offsets(tpl, REQUEST_TIMEOUT)
-            .map_err(kafka_error("reading committed offsets"))?;
-        for elem in committed.elements() {
-            let Some(i) = self.index_of(elem.topic(), elem.partition()) else {
-                continue;
-            };
-            // Every partition with a commit starts from it explicitly, so
-            // that nothing fetched under an earlier assignment is read on;
-            // one whose message a rebalancing poll left starts from the
-            // beginning when nothing was committed.
-            let left = self
-                .rewind
-                .iter()
-                .position(|(t, p)| t == elem.topic() && *p == elem.partition());
-            if let Some(at) = left {
-                self.rewind.swap_remove(at);
-            }
-            let from = match elem.offset() {
-                Offset::Offset(o) => Some(Offset::Offset(o)),
-                _ => left.map(|_| Offset::Beginning),
-            };
-            if let Some(from) = from {
-                self.consumer
-                    .seek(elem.topic(), elem.partition(), from, REQUEST_TIMEOUT)
-                    .map_err(kafka_error("rewinding after a rebalance"))?;
-            }
-            if self.owned.len() <= i {
-                self.owned.resize(self.partitions.len().max(i + 1), false);
-            }
-            self.owned[i] = true;
-            let progress = &mut self.progress[i];
-            *progress = PartitionProgress::fresh();
-            let committed = parse_metadata(elem.metadata());
-            tracing::debug!(
-                topic = elem.topic(),
-                partition = elem.partition(),
-                "assigned at committed offset {:?} ({})",
-                elem.offset(),
-                elem.metadata()
-            );
-            out.assigned
-                .push((i, committed.as_ref().and_then(|c| c.token)));
-            if let Some(c) = committed {
-                progress.replay_end = c.end;
-                out.resumed.push((i, c.watermark));
-            }
-        }
-        // A left message of a partition not assigned to us again needs no rewind.
-        self.rewind.clear();
-        Ok(out)
     }
 
     /// Stops fetching from every assigned partition (an output is
@@ -815,28 +555,6 @@ impl KafkaSource {
         Some((i, offset < progress.replay_end))
     }
 
-    /// Notes that the message at `offset` of partition `i`, with event time
-    /// `time` (`i64::MIN` for one that held no state), was processed.
-    pub fn processed(&mut self, i: usize, offset: i64, time: i64) {
-        let Some(p) = self.progress.get_mut(i) else {
-            return;
-        };
-        p.next = Some(offset + 1);
-        match p.held.back_mut() {
-            Some(c) if c.len < CHUNK && c.last + 1 == offset => {
-                c.last = offset;
-                c.max_time = c.max_time.max(time);
-                c.len += 1;
-            }
-            _ => p.held.push_back(Chunk {
-                first: offset,
-                last: offset,
-                max_time: time,
-                len: 1,
-            }),
-        }
-    }
-
     /// Partitions that have delivered nothing for the idle timeout (or that
     /// another member owns), and those that are active: `(index, idle)` for
     /// every partition of the source.
@@ -857,83 +575,6 @@ impl KafkaSource {
                 (i, quiet || foreign || self.partition_done(i))
             })
             .collect()
-    }
-
-    /// The offsets safe to commit, given that no open window starts before
-    /// `oldest_open` and the pipeline watermark is `watermark`; they are
-    /// remembered for a commit on revocation. `token` names the state
-    /// directory whose checkpoint covers them, when the run keeps one.
-    ///
-    /// Call only after every output has been flushed and acknowledged.
-    pub fn plan_commit(
-        &mut self,
-        oldest_open: Option<i64>,
-        watermark: i64,
-        token: Option<u64>,
-    ) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::new();
-        for (i, p) in self.progress.iter_mut().enumerate() {
-            while let Some(front) = p.held.front() {
-                if oldest_open.is_none_or(|start| front.max_time < start) {
-                    p.held.pop_front();
-                } else {
-                    break;
-                }
-            }
-            let Some(next) = p.next else { continue };
-            let commit = p.held.front().map_or(next, |c| c.first);
-            // Mid-replay, the previous owner's position still marks the
-            // events whose effects are written.
-            let end = next.max(p.replay_end);
-            let (topic, partition) = &self.partitions[i];
-            if tpl
-                .add_partition_offset(topic, *partition, Offset::Offset(commit))
-                .is_ok()
-                && let Some(mut elem) = tpl.find_partition(topic, *partition)
-            {
-                elem.set_metadata(match token {
-                    Some(token) => format!("w={watermark};end={end};ck={token}"),
-                    None => format!("w={watermark};end={end}"),
-                });
-            }
-        }
-        if let Ok(mut safe) = self.safe.lock() {
-            *safe = Some(tpl.clone());
-        }
-        tpl
-    }
-
-    /// Commits `offsets` synchronously.
-    pub fn commit(&self, offsets: &TopicPartitionList) -> Result<(), KafkaError> {
-        if offsets.count() == 0 {
-            return Ok(());
-        }
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            for e in offsets.elements() {
-                tracing::debug!(
-                    "committing {}/{} at {:?} ({})",
-                    e.topic(),
-                    e.partition(),
-                    e.offset(),
-                    e.metadata()
-                );
-            }
-        }
-        match self.consumer.commit(offsets, CommitMode::Sync) {
-            // The group is rebalancing, or this member's generation just
-            // ended: the commit is skipped, not failed. Committed offsets only
-            // lag a little more, and the revoke callback or the next commit
-            // after the rebalance moves them on.
-            Err(rdkafka::error::KafkaError::ConsumerCommit(
-                RDKafkaErrorCode::RebalanceInProgress
-                | RDKafkaErrorCode::IllegalGeneration
-                | RDKafkaErrorCode::UnknownMemberId,
-            )) => {
-                tracing::info!("offset commit skipped: the group is rebalancing");
-                Ok(())
-            }
-            other => other.map_err(kafka_error("committing offsets")),
-        }
     }
 
     /// Leaves the group cleanly (avoids a hang seen in librdkafka when a
@@ -973,64 +614,5 @@ impl Drop for KafkaSource {
             // longer see it, and the consumer is still alive.
             unsafe { rdsys::rd_kafka_queue_destroy(queue.0.as_ptr()) };
         }
-    }
-}
-
-/// What a commit's metadata says.
-#[derive(Debug, PartialEq, Eq)]
-struct Committed {
-    /// The pipeline watermark when it was made.
-    watermark: i64,
-    /// The next offset that had been read.
-    end: i64,
-    /// The checkpoint token of the state directory covering it.
-    token: Option<u64>,
-}
-
-/// Reads `w=<watermark>;end=<offset>[;ck=<token>]` written by
-/// [`KafkaSource::plan_commit`].
-fn parse_metadata(metadata: &str) -> Option<Committed> {
-    let mut watermark = None;
-    let mut end = None;
-    let mut token = None;
-    for part in metadata.split(';') {
-        match part.split_once('=') {
-            Some(("w", v)) => watermark = v.parse().ok(),
-            Some(("end", v)) => end = v.parse().ok(),
-            Some(("ck", v)) => token = v.parse().ok(),
-            _ => {}
-        }
-    }
-    Some(Committed {
-        watermark: watermark?,
-        end: end?,
-        token,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Committed, parse_metadata};
-
-    #[test]
-    fn commit_metadata_round_trips() {
-        assert_eq!(
-            parse_metadata("w=1700000000000;end=42"),
-            Some(Committed {
-                watermark: 1_700_000_000_000,
-                end: 42,
-                token: None
-            })
-        );
-        assert_eq!(
-            parse_metadata("w=-9223372036854775808;end=0;ck=77"),
-            Some(Committed {
-                watermark: i64::MIN,
-                end: 0,
-                token: Some(77)
-            })
-        );
-        assert_eq!(parse_metadata(""), None);
-        assert_eq!(parse_metadata("end=5"), None);
     }
 }
