@@ -32,8 +32,9 @@ build_example_plugins() {
     build_plugin_crates "$ROOT/examples/plugins" sluice-example- "$OUT/plugins" underscore
 }
 
-# The hostile test plugins in tests/plugins/ (the sandbox tests load them),
-# to out/zoo/ (infinite-loop.wasm).
+# The hostile test plugins in tests/plugins/, to out/zoo/ (infinite-loop.wasm),
+# for trying them by hand (the tests get them from the sluice-test-plugins
+# crate, which builds them itself).
 build_zoo_plugins() {
     build_plugin_crates "$ROOT/tests/plugins" sluice-zoo- "$OUT/zoo" keep
 }

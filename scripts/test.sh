@@ -12,10 +12,8 @@ cargo fmt --all -- --check
 
 echo "== building the example plugins (tests load them)"
 build_example_plugins
-echo "== building the Python, JavaScript and C example plugins (tests/languages.rs loads them)"
+echo "== building the Python, JavaScript and C example plugins (tests/all/languages.rs loads them)"
 build_language_plugins
-echo "== building the hostile test plugins (the sandbox tests load them)"
-build_zoo_plugins
 
 echo "== cargo clippy (host and guests, native), -D warnings"
 cargo clippy --release --workspace --all-targets -- -D warnings

@@ -4,13 +4,11 @@
 //! means) is caught with a small failing input, and a file that is not a
 //! plugin is refused with exit code 2.
 //!
-//! The example and zoo plugins are built by `scripts/test.sh`
-//! (`build_example_plugins`, `build_zoo_plugins`) into `out/`.
+//! The example and test plugins come from the `sluice-test-plugins` crate,
+//! which builds them from source.
 
+use std::path::Path;
 use std::process::Command;
-
-mod common;
-use common::out_file;
 
 /// Runs `sluice plugin test ARGS`; returns exit code and stdout.
 fn plugin_test(args: &[&str]) -> (i32, String, String) {
@@ -69,7 +67,7 @@ fn every_builtin_passes_every_law() {
 
 #[test]
 fn the_example_plugin_passes_every_law() {
-    let plugin = out_file("out/plugins/slo_breach.wasm");
+    let plugin = Path::new(sluice_test_plugins::SLO_BREACH);
     assert_all_pass(&[
         plugin.to_str().expect("utf-8 path"),
         "--config",
@@ -79,7 +77,7 @@ fn the_example_plugin_passes_every_law() {
 
 #[test]
 fn an_unweighted_merge_of_means_is_caught_with_a_small_input() {
-    let plugin = out_file("out/zoo/bad-merge.wasm");
+    let plugin = Path::new(sluice_test_plugins::BAD_MERGE);
     let (code, stdout, stderr) = plugin_test(&[plugin.to_str().expect("utf-8 path")]);
     assert_eq!(code, 1, "a law fails:\n{stdout}{stderr}");
     let caught: Vec<&str> = law_lines(&stdout)
@@ -120,7 +118,7 @@ fn an_unweighted_merge_of_means_is_caught_with_a_small_input() {
 
 #[test]
 fn the_same_seed_checks_the_same_inputs() {
-    let plugin = out_file("out/zoo/bad-merge.wasm");
+    let plugin = Path::new(sluice_test_plugins::BAD_MERGE);
     let path = plugin.to_str().expect("utf-8 path");
     let run = |seed: &str| plugin_test(&[path, "--cases", "30", "--seed", seed]).1;
     assert_eq!(run("7"), run("7"));
@@ -143,7 +141,7 @@ fn a_file_that_is_not_a_plugin_exits_2() {
 
 #[test]
 fn a_plugin_that_rejects_its_config_exits_2() {
-    let plugin = out_file("out/plugins/slo_breach.wasm");
+    let plugin = Path::new(sluice_test_plugins::SLO_BREACH);
     let (code, _, stderr) = plugin_test(&[plugin.to_str().expect("utf-8 path")]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("rejected its config"), "{stderr}");

@@ -5,22 +5,15 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-mod common;
-use common::{generate, sluice, xorshift};
+use crate::common::{generate, sluice, xorshift};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// The example plugin, built by scripts/test.sh into out/plugins/.
+/// The example plugin `examples/plugins/slo-breach`, as a component.
 fn example_plugin() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../out/plugins/slo_breach.wasm");
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/test.sh, which builds the example plugins",
-        path.display()
-    );
-    path
+    PathBuf::from(sluice_test_plugins::SLO_BREACH)
 }
 
 fn pipeline(dir: &Path, window: &str, extra: &str) -> PathBuf {
@@ -298,12 +291,7 @@ fn plugin_inspect_describes_builtins_and_custom_plugins() {
 /// lines on stderr, while the run goes on and its summary stays plain.
 #[test]
 fn json_logs_report_plugin_failures() {
-    let zoo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../out/zoo/panic.wasm");
-    assert!(
-        zoo.is_file(),
-        "{} is missing: run scripts/test.sh",
-        zoo.display()
-    );
+    let zoo = Path::new(sluice_test_plugins::PANIC);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("input.jsonl"),

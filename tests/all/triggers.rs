@@ -3,14 +3,12 @@
 //! firings on a live input, and a trigger that traps or hangs (windows still
 //! fire on time by the host's rule, with the error reported).
 
-mod common;
-
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Bounded, generate, out_file, run_bounded, sluice, zoo_path};
+use crate::common::{Bounded, generate, run_bounded, sluice, zoo_name};
 use serde_json::Value;
 
 fn records(path: &Path) -> Vec<Value> {
@@ -69,7 +67,7 @@ fn of_kind<'a>(results: &'a [Value], emit: &str) -> Vec<&'a Value> {
 fn p99_alert_fires_early_once_above_the_threshold_and_changes_nothing_else() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("events.jsonl"), generate(20_000)).expect("input");
-    let plugin = out_file("out/plugins/p99_alert.wasm");
+    let plugin = Path::new(sluice_test_plugins::P99_ALERT);
     let alert = pipeline(
         dir.path(),
         "alert",
@@ -164,7 +162,7 @@ fn processing_time_early_firings_on_a_live_input() {
 fn a_trigger_that_traps_or_hangs_still_fires_on_time_with_the_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("events.jsonl"), generate(5_000)).expect("input");
-    let trap = zoo_path("trigger-trap");
+    let trap = Path::new(sluice_test_plugins::TRIGGER_TRAP);
     let hostile = pipeline(
         dir.path(),
         "hostile",
@@ -214,27 +212,25 @@ fn a_trigger_that_traps_or_hangs_still_fires_on_time_with_the_error() {
     assert!(cursed > 0, "no window started on a whole or half minute");
 }
 
-/// Runs the pipeline with the zoo trigger `name` (config `config`) and the
+/// Runs the pipeline with the test trigger `plugin` (config `config`) and the
 /// same pipeline with the default trigger over the same events; checks
 /// they emit the same windows with the same numbers in the same order, the
 /// hostile one reporting a trigger error that contains `cause` for some.
 /// Returns both runs.
 fn same_as_the_event_time_rule(
-    name: &str,
+    plugin: &str,
     config: &str,
     events: usize,
     cause: &str,
 ) -> (Bounded, Bounded) {
+    let name = zoo_name(plugin);
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("events.jsonl"), generate(events)).expect("input");
     let hostile = pipeline(
         dir.path(),
         "hostile",
         "events.jsonl",
-        &format!(
-            "trigger: {{ plugin: {}, config: {config} }}",
-            zoo_path(name).display()
-        ),
+        &format!("trigger: {{ plugin: {plugin}, config: {config} }}"),
         "plugins: { quarantine_after: 0 }",
     );
     let plain = pipeline(dir.path(), "plain", "events.jsonl", "", "");
@@ -272,7 +268,7 @@ fn a_trigger_asking_for_the_instant_it_is_called_for_fails_instead_of_livelockin
     // Every call for a timer asks for a timer at that instant: already due,
     // so the host called it again for ever, each call fast.
     same_as_the_event_time_rule(
-        "trigger-livelock",
+        sluice_test_plugins::TRIGGER_LIVELOCK,
         "{ step: 0 }",
         5_000,
         "which is not later",
@@ -292,7 +288,7 @@ fn a_trigger_chaining_timers_through_every_millisecond_is_stopped_each_watermark
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let engine = PluginEngine::new(PluginLimits::default()).expect("engine");
-        let bytes = std::fs::read(zoo_path("trigger-livelock")).expect("zoo trigger");
+        let bytes = std::fs::read(sluice_test_plugins::TRIGGER_LIVELOCK).expect("zoo trigger");
         let compiled = engine
             .compile_trigger("zoo/trigger-livelock", &bytes)
             .expect("compiles");
@@ -341,7 +337,7 @@ fn a_trigger_hoarding_timers_fails_its_windows_and_memory_stays_bounded() {
     // as many calls at the end of input). With it, a window's trigger fails
     // at its 17th element and its timers go when the window closes.
     let (hoard, plain) = same_as_the_event_time_rule(
-        "timer-hoard",
+        sluice_test_plugins::TIMER_HOARD,
         "{}",
         100_000,
         "asked for 64 more timers for a window with 1024 pending (at most 1024 per window",

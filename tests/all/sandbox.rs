@@ -1,14 +1,13 @@
 //! The sandbox, proven with hostile plugins: every member of the zoo in
-//! `tests/plugins/` (real components built from source by
-//! `scripts/test.sh` into `out/zoo/`) is contained, reported clearly, and
+//! `tests/plugins/` (real components built from source by the
+//! `sluice-test-plugins` crate, named by its constants) is contained, reported clearly, and
 //! leaves the engine able to serve a healthy plugin.
 //!
 //! The zoo plugins count values like `builtin/count` and misbehave on a
 //! negative value, so a test chooses which call (and, end to end, which
 //! window) goes wrong.
 
-mod common;
-use common::{run_bounded, sluice, zoo_path};
+use crate::common::{run_bounded, sluice, zoo_name};
 use std::time::{Duration, Instant};
 
 use sluice_core::plugin::Aggregation;
@@ -30,14 +29,18 @@ fn limits() -> PluginLimits {
 /// the tests share two cores with builds).
 const BOUND: Duration = Duration::from_secs(10);
 
-fn zoo(name: &str) -> Vec<u8> {
-    std::fs::read(zoo_path(name)).expect("readable zoo plugin")
+/// The bytes of a test plugin (a `sluice_test_plugins` constant).
+fn zoo(plugin: &str) -> Vec<u8> {
+    std::fs::read(plugin).expect("readable zoo plugin")
 }
 
-/// Opens a zoo plugin with `config`.
-fn open(engine: &PluginEngine, name: &str, config: &str) -> AggregationInstance {
+/// Opens a test plugin (a `sluice_test_plugins` constant) with `config`,
+/// labelled `zoo/NAME`.
+fn open(engine: &PluginEngine, plugin: &str, config: &str) -> AggregationInstance {
+    let name = zoo_name(plugin);
+    let bytes = zoo(plugin);
     let plugin = engine
-        .compile(&format!("zoo/{name}"), &zoo(name))
+        .compile(&format!("zoo/{name}"), &bytes)
         .unwrap_or_else(|e| panic!("zoo/{name} should load: {e}"));
     engine
         .open_aggregation(&plugin, config)
@@ -61,9 +64,10 @@ fn assert_engine_serves_a_healthy_plugin(engine: &PluginEngine) {
 /// Adds a good batch, then a batch with a negative value; returns the second
 /// call's error and how long it took. Checks the instance is poisoned, then
 /// reopens it and shows the fresh instance works.
-fn misbehave_in_add(name: &str) -> (String, Duration) {
+fn misbehave_in_add(plugin: &str) -> (String, Duration) {
+    let name = zoo_name(plugin);
     let engine = PluginEngine::new(limits()).expect("engine");
-    let mut agg = open(&engine, name, "{}");
+    let mut agg = open(&engine, plugin, "{}");
     let acc = agg.create().expect("create");
     agg.add(acc, &[1.0, 2.0], &[0, 0])
         .expect("a good batch is fine");
@@ -89,7 +93,7 @@ fn misbehave_in_add(name: &str) -> (String, Duration) {
 
 #[test]
 fn an_infinite_loop_times_out() {
-    let (message, took) = misbehave_in_add("infinite-loop");
+    let (message, took) = misbehave_in_add(sluice_test_plugins::INFINITE_LOOP);
     assert!(message.ends_with("timed out after 200ms"), "{message}");
     assert!(
         took >= Duration::from_millis(190),
@@ -105,7 +109,7 @@ fn fuel_stops_an_infinite_loop_whatever_the_clock() {
         ..limits()
     })
     .expect("engine");
-    let mut agg = open(&engine, "infinite-loop", "{}");
+    let mut agg = open(&engine, sluice_test_plugins::INFINITE_LOOP, "{}");
     let acc = agg.create().expect("create");
     agg.add(acc, &[1.0], &[0])
         .expect("a good batch fits the budget");
@@ -123,7 +127,7 @@ fn fuel_stops_an_infinite_loop_whatever_the_clock() {
 
 #[test]
 fn a_memory_bomb_hits_the_memory_limit() {
-    let (message, _) = misbehave_in_add("memory-bomb");
+    let (message, _) = misbehave_in_add(sluice_test_plugins::MEMORY_BOMB);
     assert!(
         message.ends_with("exceeded the memory limit of 16 MiB"),
         "{message}"
@@ -132,19 +136,19 @@ fn a_memory_bomb_hits_the_memory_limit() {
 
 #[test]
 fn unbounded_recursion_is_a_stack_overflow() {
-    let (message, _) = misbehave_in_add("stack-overflow");
+    let (message, _) = misbehave_in_add(sluice_test_plugins::STACK_OVERFLOW);
     assert!(message.ends_with("stack overflow"), "{message}");
 }
 
 #[test]
 fn an_explicit_trap_is_reported_as_such() {
-    let (message, _) = misbehave_in_add("unreachable");
+    let (message, _) = misbehave_in_add(sluice_test_plugins::UNREACHABLE);
     assert!(message.ends_with("trapped: unreachable"), "{message}");
 }
 
 #[test]
 fn a_rust_panic_is_reported_with_its_message() {
-    let (message, _) = misbehave_in_add("panic");
+    let (message, _) = misbehave_in_add(sluice_test_plugins::PANIC);
     assert!(
         message.ends_with("panicked: zoo plugin refuses negative values"),
         "{message}"
@@ -154,7 +158,11 @@ fn a_rust_panic_is_reported_with_its_message() {
 #[test]
 fn a_finish_with_the_wrong_number_of_outputs_is_refused() {
     let engine = PluginEngine::new(limits()).expect("engine");
-    let mut agg = open(&engine, "huge-output", r#"{"entries": 100000}"#);
+    let mut agg = open(
+        &engine,
+        sluice_test_plugins::HUGE_OUTPUT,
+        r#"{"entries": 100000}"#,
+    );
     let acc = agg.create().expect("create");
     agg.add(acc, &[-1.0], &[0])
         .expect("add only notes the value");
@@ -176,7 +184,7 @@ fn a_finish_of_ten_million_outputs_is_bounded_by_the_memory_limit() {
     let engine = PluginEngine::new(limits()).expect("engine");
     // Ten million option<f64> take 160 MB in the guest: the plugin cannot
     // build the list within its limit, so the host never lifts it.
-    let mut agg = open(&engine, "huge-output", "{}");
+    let mut agg = open(&engine, sluice_test_plugins::HUGE_OUTPUT, "{}");
     let acc = agg.create().expect("create");
     agg.add(acc, &[-1.0], &[0]).expect("add");
     let started = Instant::now();
@@ -202,7 +210,7 @@ fn refusal(name: &str, bytes: &[u8]) -> String {
 
 #[test]
 fn a_plugin_importing_the_filesystem_is_refused_at_load() {
-    let err = refusal("zoo/filesystem", &zoo("filesystem"));
+    let err = refusal("zoo/filesystem", &zoo(sluice_test_plugins::FILESYSTEM));
     assert!(
         err.starts_with("plugin zoo/filesystem: imports wasi:filesystem/types@0.2."),
         "{err}"
@@ -215,7 +223,7 @@ fn a_plugin_importing_the_filesystem_is_refused_at_load() {
 
 #[test]
 fn a_plugin_importing_sockets_is_refused_at_load() {
-    let err = refusal("zoo/sockets", &zoo("sockets"));
+    let err = refusal("zoo/sockets", &zoo(sluice_test_plugins::SOCKETS));
     assert!(
         err.contains("imports wasi:sockets/") && err.contains("wasi:sockets/tcp@0.2."),
         "{err}"
@@ -225,7 +233,7 @@ fn a_plugin_importing_sockets_is_refused_at_load() {
 
 #[test]
 fn a_plugin_of_another_wit_version_is_refused_at_load() {
-    let err = refusal("zoo/wrong-world", &zoo("wrong-world"));
+    let err = refusal("zoo/wrong-world", &zoo(sluice_test_plugins::WRONG_WORLD));
     assert_eq!(
         err,
         "plugin zoo/wrong-world: does not export sluice:plugin/aggregator@0.1.0 \
@@ -280,17 +288,17 @@ type Ev = (i64, &'static str, f64);
 const TUMBLING: &str = "{ tumbling: { size: 10s } }";
 
 /// Runs a pipeline of `requests` (builtin/count) and `zoo` (the zoo plugin
-/// `name` on field `v`) over `events`. Returns the exit code, the result
+/// `plugin` on field `v`) over `events`. Returns the exit code, the result
 /// records and stderr.
 fn run_pipeline(
     window: &str,
-    name: &str,
+    plugin: &str,
     zoo_config: &str,
     plugins: &str,
     events: &[Ev],
     batch_size: usize,
 ) -> (i32, Vec<serde_json::Value>, String) {
-    let run = run_zoo(window, name, zoo_config, plugins, "", events, batch_size);
+    let run = run_zoo(window, plugin, zoo_config, plugins, "", events, batch_size);
     (run.code, run.records, run.stderr)
 }
 
@@ -312,7 +320,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 /// bounded in time by [`RUN_LIMIT`], measuring peak memory.
 fn run_zoo(
     window: &str,
-    name: &str,
+    plugin: &str,
     zoo_config: &str,
     plugins: &str,
     extra: &str,
@@ -335,14 +343,13 @@ watermark: {{ max_out_of_orderness: 0s }}
 window: {window}
 aggregations:
   - {{ name: requests, plugin: builtin/count }}
-  - {{ name: zoo, plugin: '{}', field: v, config: {zoo_config} }}
+  - {{ name: zoo, plugin: '{plugin}', field: v, config: {zoo_config} }}
 sink: {{ file: results.jsonl }}
 late_output: {{ file: late.jsonl }}
 dead_letter: {{ file: dead.jsonl }}
 plugins: {plugins}
 {extra}
-",
-        zoo_path(name).display()
+"
     );
     let config_path = dir.path().join("pipeline.yaml");
     std::fs::write(&config_path, config).expect("write config");
@@ -416,22 +423,26 @@ fn summarize(records: &[serde_json::Value]) -> Vec<Row> {
 
 /// The failing window reports `cause` for `zoo` only; every other window,
 /// including those whose accumulators were lost with the instance, is exact.
-fn assert_contained(name: &str, config: &str, cause: &str) {
+fn assert_contained(plugin: &str, config: &str, cause: &str) {
+    let name = zoo_name(plugin);
     let mut outputs = Vec::new();
     for batch_size in [1, 1024] {
         let started = Instant::now();
-        let (code, records, stderr) =
-            run_pipeline(TUMBLING, name, config, SMALL_LIMITS, &events(), batch_size);
+        let (code, records, stderr) = run_pipeline(
+            TUMBLING,
+            plugin,
+            config,
+            SMALL_LIMITS,
+            &events(),
+            batch_size,
+        );
         assert_eq!(code, 0, "{name}: the run must succeed; stderr: {stderr}");
         assert!(
             started.elapsed() < BOUND * 3,
             "{name}: took {:?}",
             started.elapsed()
         );
-        let label = format!(
-            "plugin {} (zoo-{name} 0.1.0) {cause}",
-            zoo_path(name).display()
-        );
+        let label = format!("plugin {plugin} (zoo-{name} 0.1.0) {cause}");
         let got = summarize(&records);
         let want: Vec<Row> = vec![
             ("a".into(), 0, 3, Some(3), None),
@@ -467,7 +478,7 @@ fn assert_contained(name: &str, config: &str, cause: &str) {
 #[test]
 fn end_to_end_a_panic_fails_one_window_of_one_aggregation() {
     assert_contained(
-        "panic",
+        sluice_test_plugins::PANIC,
         "{}",
         "panicked: zoo plugin refuses negative values",
     );
@@ -475,34 +486,50 @@ fn end_to_end_a_panic_fails_one_window_of_one_aggregation() {
 
 #[test]
 fn end_to_end_an_infinite_loop_fails_one_window_of_one_aggregation() {
-    assert_contained("infinite-loop", "{}", "timed out after 200ms");
+    assert_contained(
+        sluice_test_plugins::INFINITE_LOOP,
+        "{}",
+        "timed out after 200ms",
+    );
 }
 
 #[test]
 fn end_to_end_a_memory_bomb_fails_one_window_of_one_aggregation() {
-    assert_contained("memory-bomb", "{}", "exceeded the memory limit of 16 MiB");
+    assert_contained(
+        sluice_test_plugins::MEMORY_BOMB,
+        "{}",
+        "exceeded the memory limit of 16 MiB",
+    );
 }
 
 #[test]
 fn end_to_end_a_stack_overflow_fails_one_window_of_one_aggregation() {
-    assert_contained("stack-overflow", "{}", "stack overflow");
+    assert_contained(sluice_test_plugins::STACK_OVERFLOW, "{}", "stack overflow");
 }
 
 #[test]
 fn end_to_end_a_trap_fails_one_window_of_one_aggregation() {
-    assert_contained("unreachable", "{}", "trapped: unreachable");
+    assert_contained(
+        sluice_test_plugins::UNREACHABLE,
+        "{}",
+        "trapped: unreachable",
+    );
 }
 
 #[test]
 fn end_to_end_a_huge_finish_fails_one_window_of_one_aggregation() {
     // Refused without losing the instance.
     assert_contained(
-        "huge-output",
+        sluice_test_plugins::HUGE_OUTPUT,
         r#"{"entries": 100000}"#,
         "returned 100000 values from finish but declares 1 outputs",
     );
     // Too big to build: the instance is lost and the others rebuilt.
-    assert_contained("huge-output", "{}", "exceeded the memory limit of 16 MiB");
+    assert_contained(
+        sluice_test_plugins::HUGE_OUTPUT,
+        "{}",
+        "exceeded the memory limit of 16 MiB",
+    );
 }
 
 #[test]
@@ -517,10 +544,16 @@ fn end_to_end_consecutive_failures_quarantine_the_aggregation_only() {
     ];
     let limits = "{ call_timeout: 200ms, memory_limit: 16MiB, quarantine_after: 2 }";
     for batch_size in [1, 1024] {
-        let (code, records, stderr) =
-            run_pipeline(TUMBLING, "panic", "{}", limits, &events, batch_size);
+        let (code, records, stderr) = run_pipeline(
+            TUMBLING,
+            sluice_test_plugins::PANIC,
+            "{}",
+            limits,
+            &events,
+            batch_size,
+        );
         assert_eq!(code, 0, "stderr: {stderr}");
-        let label = format!("plugin {} (zoo-panic 0.1.0)", zoo_path("panic").display());
+        let label = format!("plugin {} (zoo-panic 0.1.0)", sluice_test_plugins::PANIC);
         let panicked = format!("{label} panicked: zoo plugin refuses negative values");
         let quarantined = format!(
             "{panicked} (failure 2 in a row: {label} is quarantined for the rest of the run)"
@@ -547,8 +580,14 @@ fn end_to_end_consecutive_failures_quarantine_the_aggregation_only() {
 
 #[test]
 fn end_to_end_a_refused_plugin_stops_the_run_before_any_event() {
-    let (code, records, stderr) =
-        run_pipeline(TUMBLING, "filesystem", "{}", SMALL_LIMITS, &events(), 1024);
+    let (code, records, stderr) = run_pipeline(
+        TUMBLING,
+        sluice_test_plugins::FILESYSTEM,
+        "{}",
+        SMALL_LIMITS,
+        &events(),
+        1024,
+    );
     assert_eq!(code, 2, "a bad plugin is a configuration error: {stderr}");
     assert!(records.is_empty());
     assert!(
@@ -569,13 +608,19 @@ fn end_to_end_a_failed_pane_fails_the_sliding_windows_that_cover_it() {
         (16_000, "a", 3.0),
     ];
     let sliding = "{ sliding: { size: 10s, slide: 5s } }";
-    let label = format!("plugin {} (zoo-panic 0.1.0)", zoo_path("panic").display());
+    let label = format!("plugin {} (zoo-panic 0.1.0)", sluice_test_plugins::PANIC);
     let panicked = Some(format!(
         "{label} panicked: zoo plugin refuses negative values"
     ));
     for batch_size in [1, 1024] {
-        let (code, records, stderr) =
-            run_pipeline(sliding, "panic", "{}", SMALL_LIMITS, &events, batch_size);
+        let (code, records, stderr) = run_pipeline(
+            sliding,
+            sluice_test_plugins::PANIC,
+            "{}",
+            SMALL_LIMITS,
+            &events,
+            batch_size,
+        );
         assert_eq!(code, 0, "stderr: {stderr}");
         let mut got = summarize(&records);
         got.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
@@ -608,13 +653,19 @@ fn end_to_end_a_failed_session_half_fails_the_merged_session() {
         (30_000, "c", 1.0),
     ];
     let session = "{ session: { gap: 3s } }\nallowed_lateness: 10s";
-    let label = format!("plugin {} (zoo-panic 0.1.0)", zoo_path("panic").display());
+    let label = format!("plugin {} (zoo-panic 0.1.0)", sluice_test_plugins::PANIC);
     let panicked = Some(format!(
         "{label} panicked: zoo plugin refuses negative values"
     ));
     for batch_size in [1, 1024] {
-        let (code, records, stderr) =
-            run_pipeline(session, "panic", "{}", SMALL_LIMITS, &events, batch_size);
+        let (code, records, stderr) = run_pipeline(
+            session,
+            sluice_test_plugins::PANIC,
+            "{}",
+            SMALL_LIMITS,
+            &events,
+            batch_size,
+        );
         assert_eq!(code, 0, "stderr: {stderr}");
         let got = summarize(&records);
         let want: Vec<Row> = vec![
@@ -641,7 +692,7 @@ fn a_failed_pane_gives_the_same_sliding_results_with_or_without_partials() {
             .compile("count", builtin_bytes("count").expect("count"))
             .expect("compiles");
         let aggs: Vec<Box<dyn Aggregation>> = vec![
-            Box::new(open(&engine, "panic", "{}")),
+            Box::new(open(&engine, sluice_test_plugins::PANIC, "{}")),
             Box::new(engine.open_aggregation(&count, "{}").expect("opens")),
         ];
         let triggers = sluice::pipeline::default_trigger(&engine).expect("trigger");
@@ -702,7 +753,11 @@ fn waiting_on_the_stopped_clock_is_over_at_once() {
     // every wait must end at once, in a host that never waits in real time.
     let (values, took) = within(BOUND, || {
         let engine = PluginEngine::new(limits()).expect("engine");
-        let mut agg = open(&engine, "clock-block", r#"{"then": "count"}"#);
+        let mut agg = open(
+            &engine,
+            sluice_test_plugins::CLOCK_BLOCK,
+            r#"{"then": "count"}"#,
+        );
         let acc = agg.create().expect("create");
         let started = Instant::now();
         agg.add(acc, &[1.0, -1.0], &[0, 0])
@@ -719,7 +774,11 @@ fn waiting_on_the_stopped_clock_is_over_at_once() {
 fn end_to_end_a_plugin_waiting_for_its_clock_to_move_fails_one_window() {
     // Waits on the clock, then for it to move: the first wait hung a host
     // whose clocks sleep in real time; here the loop meets the deadline.
-    assert_contained("clock-block", "{}", "timed out after 200ms");
+    assert_contained(
+        sluice_test_plugins::CLOCK_BLOCK,
+        "{}",
+        "timed out after 200ms",
+    );
 }
 
 /// Each of `SNAPSHOT_KEYS` services gets 1100 values in [0 s, 10 s), so
@@ -760,7 +819,7 @@ fn end_to_end_an_oversized_snapshot_fails_its_window_and_memory_stays_bounded() 
     let label = format!(
         "plugin {} (zoo-snapshot-bomb 0.1.0) returned a snapshot of 40 MiB, over the \
          snapshot limit of 4 MiB",
-        zoo_path("snapshot-bomb").display()
+        sluice_test_plugins::SNAPSHOT_BOMB
     );
     for state in [
         "",
@@ -768,7 +827,7 @@ fn end_to_end_an_oversized_snapshot_fails_its_window_and_memory_stays_bounded() 
     ] {
         let run = run_zoo(
             TUMBLING,
-            "snapshot-bomb",
+            sluice_test_plugins::SNAPSHOT_BOMB,
             "{}",
             limits,
             state,
@@ -806,13 +865,13 @@ fn end_to_end_an_oversized_snapshot_fails_its_window_and_memory_stays_bounded() 
 
 #[test]
 fn end_to_end_a_plugin_that_prints_is_logged_not_killed() {
-    let path = zoo_path("chatty").display().to_string();
+    let path = sluice_test_plugins::CHATTY.to_string();
     let who = format!("aggregation `zoo` (plugin {path} (zoo-chatty 0.1.0))");
     // Every line logged: one per call on each stream, each attributed, the
     // hostile ones escaped and cut.
     let run = run_zoo(
         TUMBLING,
-        "chatty",
+        sluice_test_plugins::CHATTY,
         "{}",
         "{ log_lines_per_second: 1000000 }",
         "",
@@ -861,7 +920,15 @@ fn end_to_end_a_plugin_that_prints_is_logged_not_killed() {
 
     // At the default rate, a line per value is mostly counted, not logged:
     // a burst of 100 lines, then 10 a second.
-    let run = run_zoo(TUMBLING, "chatty", "{}", "{}", "", &events(), 1);
+    let run = run_zoo(
+        TUMBLING,
+        sluice_test_plugins::CHATTY,
+        "{}",
+        "{}",
+        "",
+        &events(),
+        1,
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_exact_and_clean(&run.records);
     let logged = run
@@ -909,12 +976,12 @@ fn assert_no_forged_line(log: &str) {
 fn end_to_end_a_fraction_for_an_integer_output_fails_one_window() {
     // Window a [10 s, 20 s) has 3 values, one negative: 3.5, then NaN.
     assert_contained(
-        "wrong-type",
+        sluice_test_plugins::WRONG_TYPE,
         "{}",
         "returned 3.5 for integer output `count`, which must be integral",
     );
     assert_contained(
-        "wrong-type",
+        sluice_test_plugins::WRONG_TYPE,
         r#"{"value": "nan"}"#,
         "returned NaN for integer output `count`, which must be integral",
     );
@@ -924,7 +991,7 @@ fn end_to_end_a_fraction_for_an_integer_output_fails_one_window() {
 fn a_plugin_name_over_the_limit_is_refused_at_load_in_few_words() {
     let engine = PluginEngine::new(limits()).expect("engine");
     let plugin = engine
-        .compile("zoo/long-name", &zoo("long-name"))
+        .compile("zoo/long-name", &zoo(sluice_test_plugins::LONG_NAME))
         .expect("a valid component");
     let err = match engine.open_aggregation(&plugin, "{}") {
         Ok(_) => panic!("a 256 KiB name must be refused"),
@@ -943,8 +1010,14 @@ fn a_plugin_name_over_the_limit_is_refused_at_load_in_few_words() {
     assert!(err.len() < 200, "{} bytes", err.len());
     assert_engine_serves_a_healthy_plugin(&engine);
 
-    let (code, records, stderr) =
-        run_pipeline(TUMBLING, "long-name", "{}", SMALL_LIMITS, &events(), 1024);
+    let (code, records, stderr) = run_pipeline(
+        TUMBLING,
+        sluice_test_plugins::LONG_NAME,
+        "{}",
+        SMALL_LIMITS,
+        &events(),
+        1024,
+    );
     assert_eq!(
         code, 2,
         "a refused plugin is a configuration error: {stderr}"
@@ -978,7 +1051,7 @@ fn a_flood_refusing_the_config_is_cut_and_escaped() {
     })
     .expect("engine");
     let plugin = engine
-        .compile("zoo/log-forge", &zoo("log-forge"))
+        .compile("zoo/log-forge", &zoo(sluice_test_plugins::LOG_FORGE))
         .expect("compiles");
     let err = match engine.open_aggregation(&plugin, r#"{"open_error": 10485760}"#) {
         Ok(_) => panic!("the config is refused"),
@@ -997,7 +1070,7 @@ fn a_flood_refusing_the_config_is_cut_and_escaped() {
 
     let (code, _, stderr) = run_pipeline(
         TUMBLING,
-        "log-forge",
+        sluice_test_plugins::LOG_FORGE,
         r#"{"open_error": 10485760}"#,
         "{}",
         &events(),
@@ -1025,7 +1098,7 @@ fn end_to_end_a_flood_of_merge_errors_is_cut_in_each_record_and_log_line() {
         (16_000, "a", 3.0),
     ];
     let sliding = "{ sliding: { size: 10s, slide: 5s } }";
-    let label = forge_label(&zoo_path("log-forge").display().to_string());
+    let label = forge_label(sluice_test_plugins::LOG_FORGE);
     for (config, cause) in [
         (
             "{}",
@@ -1037,7 +1110,15 @@ fn end_to_end_a_flood_of_merge_errors_is_cut_in_each_record_and_log_line() {
         ),
     ] {
         let limits = "{ call_timeout: 200ms, memory_limit: 16MiB, quarantine_after: 0 }";
-        let run = run_zoo(sliding, "log-forge", config, limits, "", &events, 1);
+        let run = run_zoo(
+            sliding,
+            sluice_test_plugins::LOG_FORGE,
+            config,
+            limits,
+            "",
+            &events,
+            1,
+        );
         assert_eq!(run.code, 0, "{}", run.stderr);
         let mut failed = 0;
         for r in &run.records {
@@ -1073,7 +1154,7 @@ fn end_to_end_a_flood_of_merge_errors_is_cut_in_each_record_and_log_line() {
 
 #[test]
 fn an_exit_is_reported_by_its_cause_not_a_backtrace() {
-    let (message, _) = misbehave_in_add("exit");
+    let (message, _) = misbehave_in_add(sluice_test_plugins::EXIT);
     assert!(
         message.ends_with("exited (wasi:cli/exit) with status 1"),
         "{message}"
@@ -1084,10 +1165,10 @@ fn an_exit_is_reported_by_its_cause_not_a_backtrace() {
 #[test]
 fn end_to_end_the_wasm_backtrace_of_a_failure_is_logged_at_debug_level_only() {
     let cause = "exited (wasi:cli/exit) with status 1";
-    assert_contained("exit", "{}", cause);
+    assert_contained(sluice_test_plugins::EXIT, "{}", cause);
     let run = run_zoo(
         TUMBLING,
-        "exit",
+        sluice_test_plugins::EXIT,
         "{}",
         SMALL_LIMITS,
         "log: { level: debug }",

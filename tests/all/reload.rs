@@ -5,14 +5,12 @@
 //! window's count checked, and a broken version refused while the old one
 //! keeps serving).
 //!
-//! The second version is `tests/plugins/count-v2` (built by `scripts/test.sh`
-//! into `out/zoo/count-v2.wasm`): `builtin/count` with an extra output
+//! The second version is `tests/plugins/count-v2`
+//! (`sluice_test_plugins::COUNT_V2`): `builtin/count` with an extra output
 //! `generation` = 2, so each result shows which version finished it. The
 //! third, `count-format2`, keeps another state format (and says generation
 //! 3): it runs beside version 2, which finishes the windows open at the swap.
 //! `count-bad-merge` (breaks the merge laws) is a version a reload must refuse.
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write};
@@ -22,7 +20,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use common::{sluice, zoo_path};
+use crate::common::sluice;
 use sluice_wasm::registry::builtin_bytes;
 
 /// How long to wait for the host to react (generous: the tests share two
@@ -318,7 +316,7 @@ fn reload_under_a_stream(source: &str, keys: &[&str]) {
     std::fs::create_dir(&plugins).expect("plugins dir");
     let plugin = plugins.join("count.wasm");
     std::fs::write(&plugin, builtin_bytes("count").expect("builtin count")).expect("v1");
-    let v2 = std::fs::read(zoo_path("count-v2")).expect("v2");
+    let v2 = std::fs::read(sluice_test_plugins::COUNT_V2).expect("v2");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -417,7 +415,7 @@ fn reload_under_a_stream(source: &str, keys: &[&str]) {
         "it is plugin `sum`, not a new version of `count`",
     );
     refused(
-        &std::fs::read(zoo_path("count-bad-merge")).expect("bad merge"),
+        &std::fs::read(sluice_test_plugins::COUNT_BAD_MERGE).expect("bad merge"),
         "count 0.4.0 fails the law checker: FAIL merging parts equals aggregating the whole",
     );
     for second in 8..10 {
@@ -430,7 +428,7 @@ fn reload_under_a_stream(source: &str, keys: &[&str]) {
     // windows from 11 on start on version 3.
     replace_file(
         &plugin,
-        &std::fs::read(zoo_path("count-format2")).expect("format 2"),
+        &std::fs::read(sluice_test_plugins::COUNT_FORMAT2).expect("format 2"),
     );
     log.wait_for(&["staged count 0.3.0", "finish on", "count 0.2.0"]);
     send(&mut stdin, keys, &mut tally, 10, 500, 5);
@@ -496,7 +494,11 @@ fn a_restart_finishes_the_windows_of_a_retiring_version_from_the_checkpoint() {
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).expect("plugins dir");
     let plugin = plugins.join("count.wasm");
-    std::fs::write(&plugin, std::fs::read(zoo_path("count-v2")).expect("v2")).expect("v2");
+    std::fs::write(
+        &plugin,
+        std::fs::read(sluice_test_plugins::COUNT_V2).expect("v2"),
+    )
+    .expect("v2");
     let config = |source: &str| {
         format!(
             "source: {{ file: \"{source}\" }}\n\
@@ -545,7 +547,7 @@ fn a_restart_finishes_the_windows_of_a_retiring_version_from_the_checkpoint() {
     input += &send(&mut stdin, keys, &mut tally, 2, 0, 5);
     replace_file(
         &plugin,
-        &std::fs::read(zoo_path("count-format2")).expect("format 2"),
+        &std::fs::read(sluice_test_plugins::COUNT_FORMAT2).expect("format 2"),
     );
     log.wait_for(&["staged count 0.3.0"]);
     input += &send(&mut stdin, keys, &mut tally, 2, 500, 5);
@@ -623,8 +625,6 @@ mod side_by_side {
     use sluice_core::watermark::Watermarks;
     use sluice_core::window::{EventOutcome, Swap, WindowOperator, WindowResult, WindowSpec};
     use sluice_wasm::{PluginEngine, PluginLimits};
-
-    use super::common::zoo_path;
 
     /// Out-of-orderness the events have and the watermark allows.
     const DELAY: i64 = 300;
@@ -720,8 +720,9 @@ mod side_by_side {
         restart_at: Option<usize>,
     ) -> (Vec<WindowResult>, usize, bool) {
         let engine = PluginEngine::new(PluginLimits::default()).expect("engine");
-        let v2 = std::fs::read(zoo_path("count-v2")).expect("count-v2 built");
-        let format2 = std::fs::read(zoo_path("count-format2")).expect("count-format2 built");
+        let v2 = std::fs::read(sluice_test_plugins::COUNT_V2).expect("count-v2 built");
+        let format2 =
+            std::fs::read(sluice_test_plugins::COUNT_FORMAT2).expect("count-format2 built");
         let mut op = operator(&engine, spec, open(&engine, &v2));
         let mut wm = Watermarks::new(DELAY, 1);
         let mut out = Vec::new();

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::{generate, sluice, xorshift};
+use crate::common::{generate, sluice, xorshift};
 
 /// The outputs a run writes, read back.
 #[derive(Debug, PartialEq, Eq)]

@@ -18,8 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod common;
-use common::xorshift;
+use crate::common::xorshift;
 
 use serde_json::Value;
 

@@ -1,9 +1,7 @@
-//! Helpers shared by the end-to-end test binaries (each includes this file
-//! with `mod common;` and uses what it needs).
-#![allow(dead_code)]
+//! Helpers shared by the end-to-end test modules.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// The `sluice` binary, with no `SLUICE_` override from the environment:
@@ -64,31 +62,26 @@ pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
-/// A file the test script builds under the repository root (`out/...`),
-/// with a message naming the step that makes it when it is missing.
-pub fn out_file(relative: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(relative);
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/test.sh, which builds it (scripts/common.sh)",
-        path.display()
-    );
-    path
-}
-
-/// A hostile or test plugin of the zoo (`tests/plugins/NAME`), built into `out/zoo/`.
-pub fn zoo_path(name: &str) -> PathBuf {
-    out_file(&format!("out/zoo/{name}.wasm"))
+/// The name of the test plugin behind a `sluice_test_plugins` constant
+/// (`tests/plugins/NAME`), for labels and messages: cargo names the
+/// component of the package `sluice-zoo-NAME` `sluice_zoo_NAME.wasm`, with
+/// `_` for `-`, and every test plugin's directory name uses `-`.
+pub fn zoo_name(plugin: &str) -> String {
+    let stem = Path::new(plugin)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(plugin);
+    stem.strip_prefix("sluice_zoo_")
+        .unwrap_or(stem)
+        .replace('_', "-")
 }
 
 /// How a bounded run of a command ended (see [`run_bounded`]).
 pub struct Bounded {
     /// Its exit code (-1: killed by a signal).
     pub code: i32,
-    /// What it wrote to stdout and stderr.
-    pub stdout: String,
+    /// What it wrote to stderr (its stdout is read and dropped, so that a
+    /// full pipe cannot stall it).
     pub stderr: String,
     /// How long it ran.
     pub took: std::time::Duration,
@@ -99,8 +92,12 @@ pub struct Bounded {
 /// Runs `cmd` to its end, with stdout and stderr captured, and fails the
 /// test if it is still running after `limit` (it is killed first, so that a
 /// hang fails the test rather than holding it for ever). Also measures the
-/// process's peak resident memory, which `wait4` reports for the child.
-// The child is reaped by `wait4`, not by `Child::wait`.
+/// process's peak resident memory, from its `VmHWM` sampled every 10 ms
+/// while it runs: not from `wait4`'s `ru_maxrss`, because a child spawned
+/// from this test process inherits, at its exec, this process's high-water
+/// mark, and with every area's tests in one binary that is often larger
+/// than the child's own peak.
+// The child is reaped by `waitpid`, not by `Child::wait`.
 #[allow(clippy::zombie_processes)]
 pub fn run_bounded(mut cmd: Command, limit: std::time::Duration) -> Bounded {
     use std::process::Stdio;
@@ -121,16 +118,18 @@ pub fn run_bounded(mut cmd: Command, limit: std::time::Duration) -> Bounded {
     let stderr = reader(Box::new(child.stderr.take().expect("stderr")));
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let mut killed = false;
+    let mut peak_rss = 0;
     loop {
-        // SAFETY: pid is our own child, not yet reaped; both pointers are valid.
-        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if let Some(hwm) = high_water_mark(pid) {
+            peak_rss = hwm;
+        }
+        // SAFETY: pid is our own child, not yet reaped; the pointer is valid.
+        let reaped = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if reaped == pid {
             break;
         }
-        assert_eq!(reaped, 0, "wait4 failed");
+        assert_eq!(reaped, 0, "waitpid failed");
         if !killed && started.elapsed() > limit {
             let _ = child.kill();
             killed = true;
@@ -138,6 +137,7 @@ pub fn run_bounded(mut cmd: Command, limit: std::time::Duration) -> Bounded {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let took = started.elapsed();
+    let _ = stdout.join();
     let stderr = stderr.join().expect("stderr reader");
     let tail = stderr.char_indices().rev().nth(4000).map_or(0, |(i, _)| i);
     assert!(
@@ -151,9 +151,17 @@ pub fn run_bounded(mut cmd: Command, limit: std::time::Duration) -> Bounded {
         } else {
             -1
         },
-        stdout: stdout.join().expect("stdout reader"),
         stderr,
         took,
-        peak_rss: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+        peak_rss,
     }
+}
+
+/// The peak resident memory of the running process `pid` so far (its
+/// `VmHWM`), in bytes; `None` once it has exited.
+fn high_water_mark(pid: libc::pid_t) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
