@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{generate, sluice, xorshift};
+use crate::common::{generate, next_step, sluice, xorshift};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -269,6 +269,9 @@ fn plugin_inspect_describes_builtins_and_custom_plugins() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("breach_ratio"));
     let out = sluice().args(["plugin", "list"]).output().unwrap();
     let list = String::from_utf8_lossy(&out.stdout);
+    let (aggregators, triggers) = list
+        .split_once("triggers")
+        .unwrap_or_else(|| panic!("no triggers section: {list}"));
     for name in [
         "count",
         "sum",
@@ -281,10 +284,60 @@ fn plugin_inspect_describes_builtins_and_custom_plugins() {
         "stats",
     ] {
         assert!(
-            list.lines().any(|l| l == format!("builtin/{name}")),
+            aggregators
+                .lines()
+                .any(|l| l.trim() == format!("builtin/{name}")),
             "{name} missing from {list}"
         );
     }
+    for name in ["event-time", "early", "count"] {
+        assert!(
+            triggers
+                .lines()
+                .any(|l| l.trim() == format!("builtin/{name}")),
+            "trigger {name} missing from {list}"
+        );
+    }
+}
+
+/// A trigger is inspected as a trigger: a built-in by its name (`count` is
+/// also an aggregator: `--trigger` picks the trigger), a file by what it
+/// exports; its watched columns are listed with the config given.
+#[test]
+fn plugin_inspect_describes_triggers() {
+    let inspect = |args: &[&str]| {
+        let out = sluice()
+            .args(["plugin", "inspect"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let early = inspect(&["builtin/early", "--config", r#"{"every_events":3}"#]);
+    assert!(early.contains("a trigger"), "{early}");
+    assert!(
+        early.contains("export sluice:plugin/trigger@0.1.0"),
+        "{early}"
+    );
+    let count = inspect(&[
+        "builtin/count",
+        "--trigger",
+        "--config",
+        r#"{"every_events":3}"#,
+    ]);
+    assert!(count.contains("a trigger"), "{count}");
+    assert!(inspect(&["builtin/count"]).contains("an aggregator"));
+    let p99 = inspect(&[
+        sluice_test_plugins::P99_ALERT,
+        "--config",
+        r#"{"column":"latency_pct.p99","above":500}"#,
+    ]);
+    assert!(p99.contains("a trigger"), "{p99}");
+    assert!(
+        p99.lines().any(|l| l.trim() == "latency_pct.p99"),
+        "the watched column: {p99}"
+    );
 }
 
 /// `log: { format: json }` writes diagnostics (here a plugin failure) as JSON
@@ -347,13 +400,36 @@ fn json_logs_report_plugin_failures() {
 #[test]
 fn plugin_new_scaffolds_a_crate_that_builds_and_passes_the_laws() {
     let dir = tempfile::tempdir().unwrap();
+    // A target dir of its own beside this build's (cargo holds the lock of
+    // the one running this test), kept between runs as a cache.
+    let target = Path::new(env!("CARGO_BIN_EXE_sluice"))
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("scaffold");
     let out = sluice()
         .args(["plugin", "new", "p95-guard", "--dir"])
         .arg(dir.path())
+        .env("CARGO_TARGET_DIR", &target)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let root = dir.path().join("p95-guard");
+    // It says where the component will be, how to check it and how to use it.
+    let steps = String::from_utf8_lossy(&out.stdout);
+    let wasm = target.join("wasm32-wasip2/release/p95_guard.wasm");
+    assert_eq!(next_step(&steps, "component"), wasm.display().to_string());
+    assert_eq!(
+        next_step(&steps, "check it"),
+        format!("sluice plugin test {}", wasm.display())
+    );
+    assert!(
+        steps.contains(&format!(
+            "- {{ name: p95-guard, plugin: {}, field: ",
+            wasm.display()
+        )),
+        "{steps}"
+    );
     // Again: refused, the directory exists.
     let again = sluice()
         .args(["plugin", "new", "p95-guard", "--dir"])
@@ -362,13 +438,6 @@ fn plugin_new_scaffolds_a_crate_that_builds_and_passes_the_laws() {
         .unwrap();
     assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
 
-    // A target dir of its own beside this build's (cargo holds the lock of
-    // the one running this test), kept between runs as a cache.
-    let target = Path::new(env!("CARGO_BIN_EXE_sluice"))
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("scaffold");
     let build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
         .current_dir(&root)
@@ -378,7 +447,6 @@ fn plugin_new_scaffolds_a_crate_that_builds_and_passes_the_laws() {
         .output()
         .unwrap();
     assert!(build.status.success(), "{}", stderr(&build));
-    let wasm = target.join("wasm32-wasip2/release/p95_guard.wasm");
     let laws = sluice()
         .args(["plugin", "test", "--config", r#"{"above": 10}"#])
         .arg(&wasm)

@@ -165,3 +165,15 @@ fn high_water_mark(pid: libc::pid_t) -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+/// The value of one line of the next steps `sluice plugin new` prints
+/// (`  component:  PATH` gives `PATH` for `what` = `component`).
+pub fn next_step(steps: &str, what: &str) -> String {
+    let prefix = format!("{what}:");
+    steps
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no `{what}:` line in {steps}"))
+        .trim()
+        .to_string()
+}

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::xorshift;
+use crate::common::{next_step, xorshift};
 
 use serde_json::Value;
 
@@ -372,6 +372,13 @@ fn scaffold_builds_and_passes_the_laws(lang: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     let project = dir.path().join("above-mean");
+    let steps = String::from_utf8_lossy(&out.stdout);
+    let wasm = project.join("above_mean.wasm");
+    assert_eq!(
+        next_step(&steps, "build it"),
+        project.join("build.sh").display().to_string()
+    );
+    assert_eq!(next_step(&steps, "component"), wasm.display().to_string());
     let build = Command::new(project.join("build.sh"))
         .output()
         .expect("build.sh runs");
@@ -381,7 +388,7 @@ fn scaffold_builds_and_passes_the_laws(lang: &str) {
         String::from_utf8_lossy(&build.stdout),
         String::from_utf8_lossy(&build.stderr)
     );
-    assert_laws_hold(&project.join("above_mean.wasm"), r#"{"above": 10}"#, true);
+    assert_laws_hold(&wasm, r#"{"above": 10}"#, true);
 }
 
 #[test]

@@ -146,3 +146,55 @@ fn a_plugin_that_rejects_its_config_exits_2() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("rejected its config"), "{stderr}");
 }
+
+/// Runs `plugin test ARGS` on a trigger; returns exit code and the law lines.
+fn trigger_laws(args: &[&str]) -> (i32, Vec<String>, String) {
+    let (code, stdout, stderr) = plugin_test(args);
+    let lines = law_lines(&stdout).into_iter().map(str::to_string).collect();
+    (code, lines, format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn every_builtin_trigger_and_the_example_trigger_pass_the_trigger_laws() {
+    let p99 = sluice_test_plugins::P99_ALERT;
+    for args in [
+        &["builtin/event-time"][..],
+        &["builtin/early", "--config", r#"{"every_events":3}"#],
+        &["builtin/early", "--config", r#"{"every":"2s"}"#],
+        &[
+            "builtin/count",
+            "--trigger",
+            "--config",
+            r#"{"every_events":4}"#,
+        ],
+        &[
+            p99,
+            "--config",
+            r#"{"column":"l.p99","above":500,"check_every":2}"#,
+        ],
+    ] {
+        let (code, lines, out) = trigger_laws(args);
+        assert_eq!(code, 0, "{args:?}:\n{out}");
+        assert_eq!(lines.len(), 4, "one line per trigger law:\n{out}");
+        for line in &lines {
+            let stateless = line.starts_with("SKIP restore refuses an unknown state version");
+            assert!(
+                stateless || (line.starts_with("PASS ") && line.ends_with(" (100 cases)")),
+                "{args:?}: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_trigger_asking_for_a_timer_that_is_due_already_fails_that_law() {
+    let (code, lines, out) = trigger_laws(&[sluice_test_plugins::TRIGGER_LIVELOCK]);
+    assert_eq!(code, 1, "{out}");
+    let failed: Vec<_> = lines.iter().filter(|l| l.starts_with("FAIL ")).collect();
+    assert_eq!(failed.len(), 1, "{out}");
+    assert!(
+        failed[0].starts_with("FAIL event-time timers are later than the time called for: ")
+            && failed[0].contains("which is not later than"),
+        "{out}"
+    );
+}

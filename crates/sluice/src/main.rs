@@ -9,10 +9,11 @@ use sluice::error::{Error, IoError};
 use sluice::pipeline::{self, RunOptions};
 use sluice::scaffold::{self, Language};
 use sluice_core::plugin::laws::{self, LawOptions};
+use sluice_core::plugin::trigger_laws;
 use sluice_core::plugin::{Aggregation, OutputKind};
 use sluice_wasm::cache::CacheSetting;
 use sluice_wasm::registry::{self, BUILTIN_PREFIX};
-use sluice_wasm::{PluginEngine, PluginLimits};
+use sluice_wasm::{CompiledPlugin, CompiledTrigger, PluginEngine, PluginLimits};
 
 /// jemalloc for the whole process. Its unprefixed `malloc` and `free`
 /// serve the C libraries as well as Rust: librdkafka allocates each fetched
@@ -68,15 +69,20 @@ enum StateCommand {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Print a plugin's self-description, outputs and WIT world.
+    /// Print a plugin's self-description, outputs (or, for a trigger, the
+    /// columns it watches) and WIT world.
     Inspect {
-        /// A `.wasm` component, or `builtin/NAME`.
+        /// A `.wasm` component (an aggregator or a trigger), or `builtin/NAME`.
         plugin: String,
         /// The plugin config (JSON) to list outputs for.
         #[arg(long, default_value = "{}")]
         config: String,
+        /// Take `builtin/NAME` from the built-in triggers (only needed for a
+        /// name that is both, `count`).
+        #[arg(long)]
+        trigger: bool,
     },
-    /// List the built-in plugins.
+    /// List the built-in aggregators and triggers.
     List,
     /// Ask a running pipeline (one with `reload: { admin: ... }`) to check
     /// its plugin files and swap in new versions; prints its answer and
@@ -102,14 +108,19 @@ enum PluginCommand {
         sdk: Option<PathBuf>,
     },
     /// Check the laws a correct aggregator satisfies (merge associativity,
-    /// snapshot round trips, determinism, batch independence) on generated
-    /// data; exits 1 if any fails, 2 if the plugin cannot be loaded.
+    /// snapshot round trips, determinism, batch independence), or those of a
+    /// trigger (determinism, snapshot round trips, later timers), on
+    /// generated data; exits 1 if any fails, 2 if the plugin cannot be loaded.
     Test {
-        /// A `.wasm` component, or `builtin/NAME`.
+        /// A `.wasm` component (an aggregator or a trigger), or `builtin/NAME`.
         plugin: String,
         /// The plugin config (JSON) to test with.
         #[arg(long, default_value = "{}")]
         config: String,
+        /// Take `builtin/NAME` from the built-in triggers (only needed for a
+        /// name that is both, `count`).
+        #[arg(long)]
+        trigger: bool,
         /// Generated cases per law.
         #[arg(long, default_value_t = 100)]
         cases: usize,
@@ -129,17 +140,23 @@ fn main() -> ExitCode {
             })
         }
         Command::Plugin {
-            command: PluginCommand::Inspect { plugin, config },
-        } => inspect(&plugin, &config).map(|()| ExitCode::SUCCESS),
+            command:
+                PluginCommand::Inspect {
+                    plugin,
+                    config,
+                    trigger,
+                },
+        } => inspect(&plugin, &config, trigger).map(|()| ExitCode::SUCCESS),
         Command::Plugin {
             command:
                 PluginCommand::Test {
                     plugin,
                     config,
+                    trigger,
                     cases,
                     seed,
                 },
-        } => test_laws(&plugin, &config, LawOptions { cases, seed }),
+        } => test_laws(&plugin, &config, trigger, LawOptions { cases, seed }),
         Command::Plugin {
             command:
                 PluginCommand::New {
@@ -152,14 +169,11 @@ fn main() -> ExitCode {
             let sdk = sdk.unwrap_or_else(scaffold::default_sdk_dir);
             let checkout = scaffold::default_checkout_dir();
             scaffold::new_plugin(&name, lang, &dir, &sdk, &checkout).map(|root| {
-                println!("created {}", root.display());
-                match lang {
-                    Language::Rust => println!(
-                        "build it: cd {} && cargo build --release --target wasm32-wasip2",
-                        root.display()
-                    ),
-                    _ => println!("build it: {}/build.sh", root.display()),
-                }
+                let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
+                print!(
+                    "{}",
+                    scaffold::next_steps(&name, lang, &root, target.as_deref())
+                );
                 ExitCode::SUCCESS
             })
         }
@@ -177,8 +191,13 @@ fn main() -> ExitCode {
         Command::Plugin {
             command: PluginCommand::List,
         } => {
+            println!("aggregators (a pipeline's `aggregations:`):");
             for name in registry::builtin_names() {
-                println!("{BUILTIN_PREFIX}{name}");
+                println!("  {BUILTIN_PREFIX}{name}");
+            }
+            println!("triggers (a pipeline's `trigger:`):");
+            for name in registry::builtin_trigger_names() {
+                println!("  {BUILTIN_PREFIX}{name}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -192,19 +211,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// `sluice plugin test`: one line per law; exit 1 if any law fails.
-fn test_laws(reference: &str, config: &str, options: LawOptions) -> Result<ExitCode, Error> {
+/// `sluice plugin test`: one line per law; exit 1 if any law fails. An
+/// aggregator is checked against the aggregator laws, a trigger against
+/// the trigger laws.
+fn test_laws(
+    reference: &str,
+    config: &str,
+    trigger: bool,
+    options: LawOptions,
+) -> Result<ExitCode, Error> {
     let engine = PluginEngine::with_cache(PluginLimits::default(), &CacheSetting::from_env())?;
-    let bytes = registry::plugin_bytes(reference, std::path::Path::new("."))?;
-    let plugin = engine.compile(reference, &bytes)?;
-    let mut instance = engine.open_aggregation(&plugin, config)?;
-    println!(
-        "testing {} with config {config}, {} cases per law, seed {}",
-        instance.label(),
-        options.cases,
-        options.seed
-    );
-    let report = laws::check(&mut instance, &options);
+    let report = match load(&engine, reference, trigger)? {
+        Loaded::Aggregator(plugin, _) => {
+            let mut instance = engine.open_aggregation(&plugin, config)?;
+            announce(instance.label(), config, &options);
+            laws::check(&mut instance, &options)
+        }
+        Loaded::Trigger(plugin, _) => {
+            use sluice_core::plugin::TriggerPolicy as _;
+            let mut instance = engine.open_trigger(&plugin, config)?;
+            announce(instance.label(), config, &options);
+            trigger_laws::check(&mut instance, &options)
+        }
+    };
     for result in &report.results {
         println!("{result}");
     }
@@ -215,31 +244,59 @@ fn test_laws(reference: &str, config: &str, options: LawOptions) -> Result<ExitC
     })
 }
 
-fn inspect(reference: &str, config: &str) -> Result<(), Error> {
+/// The first line of `plugin test`: what is tested, how much, with which seed.
+fn announce(label: &str, config: &str, options: &LawOptions) {
+    println!(
+        "testing {label} with config {config}, {} cases per law, seed {}",
+        options.cases, options.seed
+    );
+}
+
+/// A plugin loaded by `plugin inspect` or `plugin test`, with its size.
+enum Loaded {
+    Aggregator(CompiledPlugin, usize),
+    Trigger(CompiledTrigger, usize),
+}
+
+/// Loads `reference` as an aggregator or a trigger.
+///
+/// A `builtin/NAME` is a trigger when `--trigger` says so or when only the
+/// triggers have that name; a file is a trigger when it is not an
+/// aggregator but compiles against the trigger world (otherwise the
+/// aggregator world's refusal is the error: it names what the file exports).
+fn load(engine: &PluginEngine, reference: &str, trigger: bool) -> Result<Loaded, Error> {
+    let here = std::path::Path::new(".");
+    let only_a_trigger = reference.strip_prefix(BUILTIN_PREFIX).is_some_and(|name| {
+        registry::builtin_names().all(|n| n != name)
+            && registry::builtin_trigger_names().any(|n| n == name)
+    });
+    if trigger || only_a_trigger {
+        let bytes = registry::trigger_bytes(reference, here)?;
+        let plugin = engine.compile_trigger(reference, &bytes)?;
+        return Ok(Loaded::Trigger(plugin, bytes.len()));
+    }
+    let bytes = registry::plugin_bytes(reference, here)?;
+    match engine.compile(reference, &bytes) {
+        Ok(plugin) => Ok(Loaded::Aggregator(plugin, bytes.len())),
+        Err(not_an_aggregator) => match engine.compile_trigger(reference, &bytes) {
+            Ok(plugin) => Ok(Loaded::Trigger(plugin, bytes.len())),
+            Err(_) => Err(not_an_aggregator.into()),
+        },
+    }
+}
+
+/// `sluice plugin inspect`: an aggregator's or a trigger's self-description.
+fn inspect(reference: &str, config: &str, trigger: bool) -> Result<(), Error> {
     let limits = PluginLimits::default();
     let engine = PluginEngine::with_cache(limits.clone(), &CacheSetting::from_env())?;
-    let bytes = registry::plugin_bytes(reference, std::path::Path::new("."))?;
-    let plugin = engine.compile(reference, &bytes)?;
-    let (imports, exports) = engine.world(&plugin);
-    let instance = engine.open_aggregation(&plugin, config)?;
-    let info = instance.info();
-    let yes = |b: bool| if b { "yes" } else { "no" };
-    println!("plugin:        {reference} ({} bytes)", bytes.len());
-    println!("name:          {}", info.name);
-    println!("version:       {}", info.version);
-    println!("description:   {}", info.description);
-    println!("state version: {}", info.state_version);
-    println!("mergeable:     {}", yes(info.mergeable));
-    println!("commutative:   {}", yes(info.commutative));
-    println!("config:        {}", info.config_help);
-    println!("outputs with config {config}:");
-    for o in instance.outputs() {
-        let kind = match o.kind {
-            OutputKind::Integer => "integer",
-            OutputKind::Float => "float",
-        };
-        println!("  {:<14} {:<8} {}", o.name, kind, o.description);
-    }
+    let (imports, exports) = match load(&engine, reference, trigger)? {
+        Loaded::Aggregator(plugin, size) => {
+            inspect_aggregator(&engine, &plugin, reference, size, config)?
+        }
+        Loaded::Trigger(plugin, size) => {
+            inspect_trigger(&engine, &plugin, reference, size, config)?
+        }
+    };
     println!("world:");
     for e in &exports {
         println!("  export {e}");
@@ -253,8 +310,70 @@ fn inspect(reference: &str, config: &str) -> Result<(), Error> {
         limits.memory_limit >> 20,
         limits.fuel.map_or("off".to_string(), |f| f.to_string())
     );
-    println!("compile cache: {}", plugin.cache);
     Ok(())
+}
+
+/// The part of `plugin inspect` an aggregator has: its self-description
+/// and outputs. Returns its WIT world for the common part.
+fn inspect_aggregator(
+    engine: &PluginEngine,
+    plugin: &CompiledPlugin,
+    reference: &str,
+    size: usize,
+    config: &str,
+) -> Result<(Vec<String>, Vec<String>), Error> {
+    let instance = engine.open_aggregation(plugin, config)?;
+    let info = instance.info();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    println!("plugin:        {reference} ({size} bytes), an aggregator");
+    println!("name:          {}", info.name);
+    println!("version:       {}", info.version);
+    println!("description:   {}", info.description);
+    println!("state version: {}", info.state_version);
+    println!("mergeable:     {}", yes(info.mergeable));
+    println!("commutative:   {}", yes(info.commutative));
+    println!("config:        {}", info.config_help);
+    println!("compile cache: {}", plugin.cache);
+    println!("outputs with config {config}:");
+    for o in instance.outputs() {
+        let kind = match o.kind {
+            OutputKind::Integer => "integer",
+            OutputKind::Float => "float",
+        };
+        println!("  {:<14} {:<8} {}", o.name, kind, o.description);
+    }
+    Ok(engine.world(plugin))
+}
+
+/// The part of `plugin inspect` a trigger has: its self-description and
+/// the result columns it previews with `config`.
+fn inspect_trigger(
+    engine: &PluginEngine,
+    plugin: &CompiledTrigger,
+    reference: &str,
+    size: usize,
+    config: &str,
+) -> Result<(Vec<String>, Vec<String>), Error> {
+    use sluice_core::plugin::TriggerPolicy as _;
+    let instance = engine.open_trigger(plugin, config)?;
+    println!("plugin:        {reference} ({size} bytes), a trigger (a pipeline's `trigger:`)");
+    if let Some(info) = instance.info() {
+        println!("name:          {}", info.name);
+        println!("version:       {}", info.version);
+        println!("description:   {}", info.description);
+        println!("state version: {}", info.state_version);
+        println!("config:        {}", info.config_help);
+    }
+    let watches = instance.watches();
+    if watches.is_empty() {
+        println!("watches with config {config}: no result columns");
+    } else {
+        println!("watches with config {config}:");
+        for column in watches {
+            println!("  {column}");
+        }
+    }
+    Ok(engine.trigger_world(plugin))
 }
 
 /// `sluice plugin reload`: `POST /admin/reload` to a running pipeline.

@@ -121,6 +121,44 @@ pub fn new_plugin(
     Ok(root)
 }
 
+/// What to do after [`new_plugin`] made `root`: how to build the plugin,
+/// where its component lands, how to check it with the law checker, and the
+/// line that uses it in a pipeline. `target_dir` is the cargo target
+/// directory a Rust build will use (`CARGO_TARGET_DIR`, if set), since that
+/// decides where the component is written.
+pub fn next_steps(
+    name: &str,
+    language: Language,
+    root: &Path,
+    target_dir: Option<&Path>,
+) -> String {
+    let file = name.replace('-', "_");
+    let root_text = root.display();
+    let (build, wasm) = match language {
+        Language::Rust => (
+            format!("cd {root_text} && cargo build --release --target wasm32-wasip2"),
+            target_dir
+                .map_or_else(|| root.join("target"), Path::to_path_buf)
+                .join(format!("wasm32-wasip2/release/{file}.wasm")),
+        ),
+        _ => (
+            format!("{root_text}/build.sh"),
+            root.join(format!("{file}.wasm")),
+        ),
+    };
+    let wasm = wasm.display();
+    format!(
+        "created {root_text}
+next steps:
+  build it:   {build}
+  component:  {wasm}
+  check it:   sluice plugin test {wasm}
+  use it:     in a pipeline's aggregations:
+                - {{ name: {name}, plugin: {wasm}, field: <a numeric field> }}
+"
+    )
+}
+
 /// Writes an executable script.
 fn write_script(path: &Path, text: String) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt as _;

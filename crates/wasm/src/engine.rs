@@ -213,7 +213,12 @@ impl PluginEngine {
 
     /// The interface names a compiled plugin imports and exports: its WIT world.
     pub fn world(&self, plugin: &CompiledPlugin) -> (Vec<String>, Vec<String>) {
-        let ty = plugin.component.component_type();
+        self.component_world(&plugin.component)
+    }
+
+    /// The interface names `component` imports and exports.
+    pub(crate) fn component_world(&self, component: &Component) -> (Vec<String>, Vec<String>) {
+        let ty = component.component_type();
         let imports = ty
             .imports(&self.engine)
             .map(|(n, _)| n.to_string())

@@ -75,6 +75,11 @@ impl PluginEngine {
         })
     }
 
+    /// The interface names a compiled trigger imports and exports: its WIT world.
+    pub fn trigger_world(&self, plugin: &CompiledTrigger) -> (Vec<String>, Vec<String>) {
+        self.component_world(plugin.pre.instance_pre().component())
+    }
+
     /// Instantiates a trigger and opens its policy with `config` (JSON).
     pub fn open_trigger(
         &self,

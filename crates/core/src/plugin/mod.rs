@@ -18,6 +18,7 @@
 pub mod laws;
 #[cfg(feature = "native")]
 pub mod native;
+pub mod trigger_laws;
 pub mod untrusted;
 
 use std::time::Duration;
