@@ -14,7 +14,12 @@
 //! [`PluginInfo`] and [`OutputSpec`] what a plugin says about itself,
 //! [`Decision`] what a trigger answers. Each runtime converts its own
 //! representation into these in one place.
+//!
+//! [`grouped`] holds the boundary of interface 0.2: typed columns in, many
+//! windows per call, structured outputs out, and the adapter that serves a
+//! 0.1 [`Aggregation`] behind it.
 
+pub mod grouped;
 pub mod laws;
 #[cfg(feature = "native")]
 pub mod native;
