@@ -8,8 +8,8 @@ use clap::{Parser, Subcommand};
 use sluice::error::{Error, IoError};
 use sluice::pipeline::{self, RunOptions};
 use sluice::scaffold::{self, Language};
+use sluice_core::plugin::Aggregation;
 use sluice_core::plugin::laws::{self, LawOptions};
-use sluice_core::plugin::{Aggregation, OutputKind};
 use sluice_wasm::cache::CacheSetting;
 use sluice_wasm::registry::{self, BUILTIN_PREFIX};
 use sluice_wasm::{PluginEngine, PluginLimits};
@@ -234,11 +234,7 @@ fn inspect(reference: &str, config: &str) -> Result<(), Error> {
     println!("config:        {}", info.config_help);
     println!("outputs with config {config}:");
     for o in instance.outputs() {
-        let kind = match o.kind {
-            OutputKind::Integer => "integer",
-            OutputKind::Float => "float",
-        };
-        println!("  {:<14} {:<8} {}", o.name, kind, o.description);
+        println!("  {:<14} {:<8} {}", o.name, o.kind.name(), o.description);
     }
     println!("world:");
     for e in &exports {

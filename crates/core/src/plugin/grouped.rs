@@ -466,6 +466,26 @@ pub trait GroupedAggregation: Send {
     fn release(&mut self, groups: &[GroupId]) -> Result<(), PluginError>;
 }
 
+/// Checks a plugin's declared inputs: plain names (lowercase letters,
+/// digits, `_`), no repeats. None at all is fine (a count needs no input).
+pub fn check_inputs(inputs: &[InputSpec]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for i in inputs {
+        let valid = !i.name.is_empty()
+            && i.name.len() <= super::untrusted::NAME_LIMIT
+            && i.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(format!("input name {:?} is not a plain name", i.name));
+        }
+        if !seen.insert(i.name.as_str()) {
+            return Err(format!("input name {:?} is declared twice", i.name));
+        }
+    }
+    Ok(())
+}
+
 /// The one input a 0.1 aggregation takes: the number a pipeline's `field:`
 /// names.
 pub fn single_value_input() -> InputSpec {

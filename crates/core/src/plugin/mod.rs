@@ -56,6 +56,31 @@ pub enum OutputKind {
     Integer,
     /// A JSON number.
     Float,
+    /// A JSON string (interface 0.2).
+    Text,
+    /// JSON `true` or `false` (interface 0.2).
+    Boolean,
+    /// A JSON array of `{"label", "value"}` objects: a top-k result
+    /// (interface 0.2).
+    Ranked,
+}
+
+impl OutputKind {
+    /// Its name in the WIT and in `plugin inspect`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Integer => "integer",
+            Self::Float => "float",
+            Self::Text => "text",
+            Self::Boolean => "boolean",
+            Self::Ranked => "ranked",
+        }
+    }
+
+    /// Whether its values are numbers, which a trigger's preview sees.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, Self::Integer | Self::Float)
+    }
 }
 
 /// One named output of an aggregation, declared before any data is seen.
