@@ -209,3 +209,64 @@ fn declared_names_and_interface_versions_are_checked_at_load() {
         "{err}"
     );
 }
+
+/// A 0.1 component behind the grouped trait through core's `PerWindow`:
+/// one grouped call over interleaved windows gives each window what the
+/// component gives when its values are added to that window's accumulator
+/// alone.
+#[test]
+fn a_0_1_component_serves_grouped_calls_through_the_adapter() {
+    use sluice_core::plugin::Aggregation;
+    use sluice_core::plugin::grouped::{PerWindow, single_value_input};
+
+    let engine = engine();
+    let stats = sluice_builtins::aggregator("stats").expect("the built-in stats");
+    let compiled = engine.compile("builtin/stats", stats).expect("compiles");
+    let mut grouped = PerWindow::new(Box::new(
+        engine.open_aggregation(&compiled, "{}").expect("opens"),
+    ));
+    let mut alone = engine.open_aggregation(&compiled, "{}").expect("opens");
+
+    let mut rows = Rows::for_inputs(&[single_value_input()]);
+    let input: Vec<(u32, i64, f64)> = (0..500)
+        .map(|i| (i % 7, i64::from(i), f64::from(i * 13 % 97)))
+        .collect();
+    for (group, time, value) in &input {
+        rows.groups.push(GroupId(*group));
+        rows.times.push(*time);
+        assert!(rows.columns[0].push(Some(Value::Float(*value))));
+    }
+    let (opening, _) = grouped.call_stats();
+    grouped.update(&rows).expect("update");
+    let got = grouped
+        .evaluate(&groups(&[0, 1, 2, 3, 4, 5, 6]))
+        .expect("evaluate");
+    let (calls, _) = grouped.call_stats();
+    for (g, outputs) in got.iter().enumerate() {
+        let acc = alone.create().expect("create");
+        let (values, times): (Vec<f64>, Vec<i64>) = input
+            .iter()
+            .filter(|r| r.0 == g as u32)
+            .map(|r| (r.2, r.1))
+            .unzip();
+        alone.add(acc, &values, &times).expect("add");
+        let want: Vec<Option<f64>> = alone.finish(acc).expect("finish");
+        let got: Vec<Option<f64>> = outputs
+            .iter()
+            .map(|v| v.as_ref().and_then(|v| v.number()))
+            .collect();
+        assert_eq!(got, want, "window {g}");
+        assert_eq!(
+            outputs[0],
+            Some(Integer(values.len() as i64)),
+            "count is an integer"
+        );
+    }
+    // One create, one add and one finish per window, whatever the
+    // interleaving of 500 rows.
+    assert_eq!(
+        calls - opening,
+        7 + 7 + 7,
+        "create, add and finish per window"
+    );
+}
