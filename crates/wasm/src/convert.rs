@@ -7,19 +7,27 @@ use sluice_core::plugin as core;
 use crate::bindings::trigger_v0_1 as trigger;
 use crate::bindings::v0_1::sluice::plugin::types as wit;
 
-impl From<wit::PluginInfo> for core::PluginInfo {
-    fn from(i: wit::PluginInfo) -> Self {
-        Self {
-            name: i.name,
-            version: i.version,
-            description: i.description,
-            state_version: i.state_version,
-            mergeable: i.mergeable,
-            commutative: i.commutative,
-            config_help: i.config_help,
+/// `plugin-info` is the same record in every interface version, generated
+/// once per version's package.
+macro_rules! plugin_info_from {
+    ($wit:ty) => {
+        impl From<$wit> for core::PluginInfo {
+            fn from(i: $wit) -> Self {
+                Self {
+                    name: i.name,
+                    version: i.version,
+                    description: i.description,
+                    state_version: i.state_version,
+                    mergeable: i.mergeable,
+                    commutative: i.commutative,
+                    config_help: i.config_help,
+                }
+            }
         }
-    }
+    };
 }
+
+plugin_info_from!(wit::PluginInfo);
 
 impl From<wit::OutputKind> for core::OutputKind {
     fn from(kind: wit::OutputKind) -> Self {
@@ -86,19 +94,7 @@ use sluice_core::plugin::untrusted::bounded;
 
 use crate::bindings::v0_2 as v2;
 
-impl From<v2::PluginInfo> for core::PluginInfo {
-    fn from(i: v2::PluginInfo) -> Self {
-        Self {
-            name: i.name,
-            version: i.version,
-            description: i.description,
-            state_version: i.state_version,
-            mergeable: i.mergeable,
-            commutative: i.commutative,
-            config_help: i.config_help,
-        }
-    }
-}
+plugin_info_from!(v2::PluginInfo);
 
 /// A declared input, its texts escaped and cut at `limit` bytes.
 pub(crate) fn input_spec(i: v2::InputSpec, limit: usize) -> grouped::InputSpec {
