@@ -334,7 +334,8 @@ impl GapFiller {
 fn shape(v: f64, kind: OutputKind) -> f64 {
     match kind {
         OutputKind::Integer => v.round(),
-        OutputKind::Float => v,
+        // Only numeric outputs are filled; the others never reach here.
+        OutputKind::Float | OutputKind::Text | OutputKind::Boolean | OutputKind::Ranked => v,
     }
 }
 

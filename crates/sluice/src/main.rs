@@ -8,9 +8,9 @@ use clap::{Parser, Subcommand};
 use sluice::error::{Error, IoError};
 use sluice::pipeline::{self, RunOptions};
 use sluice::scaffold::{self, Language};
+use sluice_core::plugin::Aggregation;
 use sluice_core::plugin::laws::{self, LawOptions};
 use sluice_core::plugin::trigger_laws;
-use sluice_core::plugin::{Aggregation, OutputKind};
 use sluice_wasm::cache::CacheSetting;
 use sluice_wasm::registry::{self, BUILTIN_PREFIX};
 use sluice_wasm::{CompiledPlugin, CompiledTrigger, PluginEngine, PluginLimits};
@@ -336,11 +336,7 @@ fn inspect_aggregator(
     println!("compile cache: {}", plugin.cache);
     println!("outputs with config {config}:");
     for o in instance.outputs() {
-        let kind = match o.kind {
-            OutputKind::Integer => "integer",
-            OutputKind::Float => "float",
-        };
-        println!("  {:<14} {:<8} {}", o.name, kind, o.description);
+        println!("  {:<14} {:<8} {}", o.name, o.kind.name(), o.description);
     }
     Ok(engine.world(plugin))
 }

@@ -5,7 +5,8 @@
 //!
 //! The hostile ones (`INFINITE_LOOP`, `MEMORY_BOMB`, ...) prove the sandbox;
 //! the versions of `count` (`COUNT_V2`, `COUNT_FORMAT2`, ...) drive hot
-//! reload; `SLO_BREACH` and `P99_ALERT` are the Rust example plugins.
+//! reload; `SLO_BREACH` and `P99_ALERT` are the Rust example plugins;
+//! `COLUMN_LAYOUT` is the guest of `sluice-wasm`'s `column_layout` bench.
 
 #![warn(missing_docs)]
 

@@ -42,3 +42,24 @@ pub mod trigger_v0_1 {
 }
 
 pub use trigger_v0_1::{TriggerPlugin, TriggerPluginPre};
+
+/// Bindings for `sluice:plugin@0.2.0` (`wit/v0.2`): the grouped aggregator,
+/// a package of its own, so its `types` are not 0.1's.
+// As for `v0_1`: bindgen's own additions carry no doc comments.
+#[allow(missing_docs)]
+pub mod v0_2 {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.2",
+        world: "aggregator-plugin",
+    });
+
+    pub use exports::sluice::plugin::aggregator::GuestAggregation;
+    pub use sluice::plugin::types::{
+        Column, ColumnValues, GroupError, InputKind, InputSpec, OutputKind, OutputSpec,
+        OutputValues, PluginInfo, RankedEntry, Rows, TextValues,
+    };
+}
+
+pub use v0_2::{
+    AggregatorPlugin as GroupedAggregatorPlugin, AggregatorPluginPre as GroupedAggregatorPluginPre,
+};

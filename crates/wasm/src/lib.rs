@@ -5,7 +5,8 @@
 //! compiles components (through the on-disk [`cache`]) and refuses any that
 //! import a capability sluice does not grant, [`AggregationInstance`] and
 //! [`TriggerInstance`], which implement `sluice_core`'s plugin traits for a
-//! live component under the sandbox [`limits`], and [`reload::Reloader`],
+//! live component under the sandbox [`limits`], [`GroupedInstance`], the
+//! same for a component of interface 0.2, and [`reload::Reloader`],
 //! which swaps new plugin versions into a running pipeline.
 //!
 //! Generated WIT bindings ([`bindings`]) do not leave this crate: the one
@@ -17,6 +18,7 @@ pub mod bindings;
 pub mod cache;
 mod convert;
 pub mod engine;
+pub mod grouped;
 pub mod limits;
 mod output;
 mod pace;
@@ -26,6 +28,7 @@ pub mod trigger;
 mod wasi;
 
 pub use engine::{AggregationInstance, CompiledPlugin, PluginEngine};
+pub use grouped::{CompiledGrouped, GroupedInstance};
 pub use registry::PluginRegistry;
 pub use sluice_config::PluginLimits;
 pub use trigger::{CompiledTrigger, TriggerInstance};

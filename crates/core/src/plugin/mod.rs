@@ -14,7 +14,12 @@
 //! [`PluginInfo`] and [`OutputSpec`] what a plugin says about itself,
 //! [`Decision`] what a trigger answers. Each runtime converts its own
 //! representation into these in one place.
+//!
+//! [`grouped`] holds the boundary of interface 0.2: typed columns in, many
+//! windows per call, structured outputs out, and the adapter that serves a
+//! 0.1 [`Aggregation`] behind it.
 
+pub mod grouped;
 pub mod laws;
 #[cfg(feature = "native")]
 pub mod native;
@@ -52,6 +57,31 @@ pub enum OutputKind {
     Integer,
     /// A JSON number.
     Float,
+    /// A JSON string (interface 0.2).
+    Text,
+    /// JSON `true` or `false` (interface 0.2).
+    Boolean,
+    /// A JSON array of `{"label", "value"}` objects: a top-k result
+    /// (interface 0.2).
+    Ranked,
+}
+
+impl OutputKind {
+    /// Its name in the WIT and in `plugin inspect`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Integer => "integer",
+            Self::Float => "float",
+            Self::Text => "text",
+            Self::Boolean => "boolean",
+            Self::Ranked => "ranked",
+        }
+    }
+
+    /// Whether its values are numbers, which a trigger's preview sees.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, Self::Integer | Self::Float)
+    }
 }
 
 /// One named output of an aggregation, declared before any data is seen.

@@ -1,0 +1,153 @@
+//! Values buffered per slot and handed to the plugins in batches, and the
+//! snapshots that bound what a failure makes the store replay.
+
+use super::*;
+
+impl WindowStore {
+    /// Buffers one event's values (`None` skips that aggregation).
+    pub fn push(&mut self, id: usize, values: &[Option<f64>], time: i64) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        if slot.pending_len == 0 {
+            self.dirty.push(id);
+            // The pane's first value since its last flush: partials that
+            // cover it are out of date from here on (any partial built later
+            // flushes it first).
+            let (key, start) = (slot.key, slot.bounds.start);
+            self.pane_changed(None, key, start);
+        }
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        slot.changed = true;
+        for (lane, value) in slot.lanes.iter_mut().zip(values) {
+            // A window that failed for this aggregation reports that instead
+            // of a result, so it needs no more values.
+            if let (Some(v), Ok(_)) = (value, &lane.acc) {
+                lane.values.push(*v);
+                lane.times.push(time);
+            }
+        }
+        slot.pending_len += 1;
+        self.pending_total += 1;
+        if self.pending_total >= self.batch_size {
+            self.flush_all();
+        }
+    }
+
+    /// Hands one slot's buffered values to the plugins.
+    pub fn flush(&mut self, id: usize) {
+        let Some(slot) = self.slots.get_mut(id) else {
+            return;
+        };
+        if slot.pending_len == 0 {
+            return;
+        }
+        self.pending_total -= slot.pending_len;
+        slot.pending_len = 0;
+        for a in 0..self.plugins.len() {
+            let lane = &self.slots[id].lanes[a];
+            if lane.acc.is_err() || lane.handed == lane.values.len() {
+                continue;
+            }
+            let shadow = lane
+                .shadow
+                .as_ref()
+                .and_then(|s| s.acc.as_ref().ok().copied());
+            if let Some(shadow) = shadow {
+                let added = self.plugins[a].of(Version::Retiring).add(
+                    shadow,
+                    &lane.values[lane.handed..],
+                    &lane.times[lane.handed..],
+                );
+                if let Err(e) = added {
+                    self.shadow_failed(a, id, e);
+                }
+            }
+            // Looked up again: the shadow's failure may have quarantined the plugin.
+            let lane = &self.slots[id].lanes[a];
+            let (Ok(acc), version) = (&lane.acc, lane.version) else {
+                continue;
+            };
+            let added = self.plugins[a].of(version).add(
+                *acc,
+                &lane.values[lane.handed..],
+                &lane.times[lane.handed..],
+            );
+            match added {
+                Ok(()) => {
+                    self.plugins[a].consecutive_failures = 0;
+                    let lane = &mut self.slots[id].lanes[a];
+                    lane.handed = lane.values.len();
+                    if lane.handed >= REPLAY_LIMIT {
+                        self.checkpoint(a, id);
+                    }
+                }
+                Err(e) => {
+                    self.fail(a, version, Some(id), e);
+                }
+            }
+        }
+    }
+
+    /// Snapshots one accumulator so that its replay log can be dropped.
+    pub(super) fn checkpoint(&mut self, a: usize, id: usize) {
+        let Some(lane) = self.slots.get(id).map(|s| &s.lanes[a]) else {
+            return;
+        };
+        let (Ok(acc), version) = (lane.acc.clone(), lane.version) else {
+            return;
+        };
+        let bytes = match self.plugins[a].of(version).snapshot(acc) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.fail(a, version, Some(id), e);
+                return;
+            }
+        };
+        self.snapshot_shadow(a, id);
+        let Some(lane) = self.slots.get_mut(id).map(|s| &mut s.lanes[a]) else {
+            return;
+        };
+        if lane.acc.is_ok() {
+            lane.snapshot = Some(bytes);
+            lane.values.drain(..lane.handed);
+            lane.times.drain(..lane.handed);
+            lane.handed = 0;
+        }
+    }
+
+    /// Snapshots slot `id`'s shadow of aggregation `a`, if it has a live
+    /// one, at the replay log's current point: whenever the lane's own
+    /// snapshot moves (and the log is cut), since the two share the log.
+    pub(super) fn snapshot_shadow(&mut self, a: usize, id: usize) {
+        let shadow = self
+            .slots
+            .get(id)
+            .and_then(|s| s.lanes[a].shadow.as_ref())
+            .and_then(|s| s.acc.as_ref().ok().copied());
+        let Some(shadow) = shadow else {
+            return;
+        };
+        match self.plugins[a].of(Version::Retiring).snapshot(shadow) {
+            Ok(bytes) => {
+                if let Some(s) = &mut self.slots[id].lanes[a].shadow {
+                    s.snapshot = Some(bytes);
+                }
+            }
+            Err(e) => self.shadow_failed(a, id, e),
+        }
+    }
+
+    /// Hands every buffered value to the plugins.
+    pub fn flush_all(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &id in &dirty {
+            self.flush(id);
+        }
+        // Keep the list's capacity for the next round.
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+}

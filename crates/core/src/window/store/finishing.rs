@@ -1,0 +1,271 @@
+//! A slot's (or merged slots') outputs, and merging slots: sliding panes
+//! into a window, sessions into one.
+
+use super::*;
+
+impl WindowStore {
+    /// The current outputs of one slot, per aggregation.
+    pub fn finish(&mut self, id: usize) -> Outputs {
+        self.flush(id);
+        let mut out = Outputs {
+            values: Vec::with_capacity(self.plugins.len()),
+            errors: Vec::new(),
+        };
+        for a in 0..self.plugins.len() {
+            let (acc, version) = match self.slots.get(id).map(|s| &s.lanes[a]) {
+                Some(lane) => (lane.acc.clone(), lane.version),
+                None => (Err(Arc::from("window state missing")), Version::Current),
+            };
+            let values = match acc {
+                Ok(acc) => match self.plugins[a].of(version).finish(acc) {
+                    Ok(values) => {
+                        self.plugins[a].consecutive_failures = 0;
+                        Ok(self.present(a, version, values))
+                    }
+                    Err(e) => {
+                        // A refused result leaves the state intact; a trap
+                        // does not, and the window cannot be restored from it.
+                        let mark = self.plugins[a].of(version).is_poisoned().then_some(id);
+                        Err(self.fail(a, version, mark, e))
+                    }
+                },
+                Err(why) => Err(why),
+            };
+            self.push_outputs(&mut out, a, values);
+        }
+        out
+    }
+
+    /// Outputs of aggregation `a` finished in `version`, laid out as the
+    /// current version declares them.
+    pub(super) fn present(
+        &self,
+        a: usize,
+        version: Version,
+        values: Vec<Option<f64>>,
+    ) -> Vec<Option<f64>> {
+        match (version, &self.plugins[a].retiring) {
+            (Version::Retiring, Some(r)) => r
+                .outputs
+                .iter()
+                .map(|at| at.and_then(|i| values.get(i).copied().flatten()))
+                .collect(),
+            _ => values,
+        }
+    }
+
+    pub(super) fn push_outputs(
+        &self,
+        out: &mut Outputs,
+        a: usize,
+        values: Result<Vec<Option<f64>>, Arc<str>>,
+    ) {
+        match values {
+            Ok(values) => out.values.push(values),
+            Err(why) => {
+                out.values.push(vec![None; self.output_count(a)]);
+                out.errors.push((a, why));
+            }
+        }
+    }
+
+    /// The outputs of the union of several slots (a sliding window's panes),
+    /// merged in the given order into a scratch accumulator.
+    pub fn finish_merged(&mut self, ids: &[usize]) -> Outputs {
+        for &id in ids {
+            self.flush(id);
+        }
+        let mut out = Outputs {
+            values: Vec::with_capacity(self.plugins.len()),
+            errors: Vec::new(),
+        };
+        for a in 0..self.plugins.len() {
+            let values = self.merge_panes(a, ids);
+            self.push_outputs(&mut out, a, values);
+        }
+        out
+    }
+
+    /// Aggregation `a`'s result over the (flushed) slots `ids`, merged in
+    /// that order; the first slot that failed for `a` gives its error instead.
+    ///
+    /// A window holding any pane of the retiring version finishes there,
+    /// from the other panes' shadows.
+    pub(super) fn merge_panes(
+        &mut self,
+        a: usize,
+        ids: &[usize],
+    ) -> Result<Vec<Option<f64>>, Arc<str>> {
+        let retiring = ids.iter().any(|&id| {
+            self.slots
+                .get(id)
+                .is_some_and(|s| s.lanes[a].version == Version::Retiring)
+        });
+        let version = if retiring {
+            Version::Retiring
+        } else {
+            Version::Current
+        };
+        let mut panes = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let Some(lane) = self.slots.get(id).map(|s| &s.lanes[a]) else {
+                continue;
+            };
+            let acc = if retiring {
+                lane.retiring_acc()
+            } else {
+                lane.acc.clone()
+            };
+            panes.push(acc?);
+        }
+        self.merge_and_finish(a, version, &panes)
+    }
+
+    /// Merges `panes` into a scratch accumulator of aggregation `a` and
+    /// finishes it. A failure fails this emission only: merging leaves the
+    /// panes unchanged, and if the instance was lost they are rebuilt.
+    pub(super) fn merge_and_finish(
+        &mut self,
+        a: usize,
+        version: Version,
+        panes: &[Accumulator],
+    ) -> Result<Vec<Option<f64>>, Arc<str>> {
+        if let Some(why) = &self.plugins[a].quarantined {
+            return Err(Arc::clone(why));
+        }
+        let instance = self.plugins[a].of(version);
+        let result = instance.create().and_then(|scratch| {
+            let mut merged = Ok(());
+            for &pane in panes {
+                merged = instance.merge(scratch, pane);
+                if merged.is_err() {
+                    break;
+                }
+            }
+            let values = merged.and_then(|()| instance.finish(scratch));
+            if instance.is_poisoned() {
+                return values;
+            }
+            let released = instance.release(scratch);
+            values.and_then(|values| released.map(|()| values))
+        });
+        match result {
+            Ok(values) => {
+                self.plugins[a].consecutive_failures = 0;
+                Ok(self.present(a, version, values))
+            }
+            Err(e) => Err(self.fail(a, version, None, e)),
+        }
+    }
+
+    /// Folds slot `from` into slot `into` and closes `from` (session merges).
+    pub fn merge_into(&mut self, into: usize, from: usize) {
+        self.flush(into);
+        self.flush(from);
+        if let Some(slot) = self.slots.get_mut(into) {
+            slot.changed = true;
+        }
+        if self.slots.contains(into) && self.slots.contains(from) {
+            for a in 0..self.plugins.len() {
+                self.merge_lane(a, into, from);
+            }
+        }
+        self.close(from);
+    }
+
+    /// Folds aggregation `a`'s state of slot `from` into slot `into`.
+    ///
+    /// If either holds the retiring version, so does the result (see the
+    /// module doc): a current `into` then continues as its shadow.
+    pub(super) fn merge_lane(&mut self, a: usize, into: usize, from: usize) {
+        let (target, source) = (&self.slots[into].lanes[a], &self.slots[from].lanes[a]);
+        if target.acc.is_err() {
+            return;
+        }
+        if let Err(why) = &source.acc {
+            // Half a session has no result: neither has the whole.
+            let why = Arc::clone(why);
+            let released = self.slots[into].lanes[a].fail(why);
+            self.release_parts(a, released);
+            return;
+        }
+        let merged = match (target.version, source.version) {
+            (Version::Current, Version::Current) => {
+                let (Ok(t), Ok(f)) = (&target.acc, &source.acc) else {
+                    return;
+                };
+                let shadows = (
+                    target
+                        .shadow
+                        .as_ref()
+                        .and_then(|s| s.acc.as_ref().ok().copied()),
+                    source.shadow.as_ref().map(|s| s.acc.clone()),
+                );
+                let (t, f) = (*t, *f);
+                match self.plugins[a].instance.merge(t, f) {
+                    Ok(()) => {
+                        match shadows {
+                            (Some(ts), Some(Ok(fs))) => {
+                                if let Err(e) = self.plugins[a].of(Version::Retiring).merge(ts, fs)
+                                {
+                                    self.shadow_failed(a, into, e);
+                                }
+                            }
+                            (Some(ts), other) => {
+                                // The merged session lacks part of its values
+                                // in the retiring version: its shadow is void.
+                                let why = match other {
+                                    Some(Err(why)) => why,
+                                    _ => Arc::from(
+                                        "merged with a part that has no state in the retiring \
+                                         plugin version",
+                                    ),
+                                };
+                                if let Some(s) = &mut self.slots[into].lanes[a].shadow {
+                                    s.acc = Err(why);
+                                }
+                                self.release(a, Version::Retiring, ts);
+                            }
+                            (None, _) => {}
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err((Version::Current, e)),
+                }
+            }
+            (Version::Retiring, _) | (Version::Current, Version::Retiring) => {
+                let (t, f) = (target.retiring_acc(), source.retiring_acc());
+                let convert = target.version == Version::Current;
+                match (t, f) {
+                    (Err(why), _) | (_, Err(why)) => {
+                        let released = self.slots[into].lanes[a].fail(why);
+                        self.release_parts(a, released);
+                        return;
+                    }
+                    (Ok(t), Ok(f)) => match self.plugins[a].of(Version::Retiring).merge(t, f) {
+                        Ok(()) => {
+                            if convert {
+                                self.convert_to_retiring(a, into);
+                            }
+                            Ok(())
+                        }
+                        Err(e) => Err((Version::Retiring, e)),
+                    },
+                }
+            }
+        };
+        match merged {
+            Ok(()) => {
+                self.plugins[a].consecutive_failures = 0;
+                // A merge is not a replay of values: start the replay log
+                // afresh from a snapshot of the result.
+                let lane = &mut self.slots[into].lanes[a];
+                lane.handed = lane.values.len();
+                self.checkpoint(a, into);
+            }
+            Err((version, e)) => {
+                self.fail(a, version, Some(into), e);
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! When a plugin fails, and how the store rebuilds what it lost.
+//!
+//! A failed call never leaves this module as an error: the window whose call
+//! failed reports it for that aggregation (an `errors` entry in its result)
+//! and the run goes on. A call that traps, times out or runs out of memory
+//! takes the whole instance with it, and with it every accumulator of that
+//! aggregation, in every open window. Those are rebuilt in a fresh instance.
+//!
+//! To rebuild them the store keeps, per accumulator, the state as of its last
+//! snapshot (none: a fresh `create`) and the values handed to it since, and
+//! replays those values after restoring the snapshot: the rebuilt state is
+//! exactly the lost one, so a failure in one window changes no other window's
+//! result. The alternatives cost more or lose more: a snapshot after every
+//! batch doubles the calls on the hot path; snapshots taken after the failure
+//! are impossible (a trapped instance cannot be entered); failing every open
+//! window of the aggregation turns one bad window into many. Here a snapshot
+//! is taken only after [`REPLAY_LIMIT`](super::REPLAY_LIMIT) values (one extra call per that many
+//! values, and a bound on the replay buffer's memory) and after a session
+//! merge, which values cannot replay.
+//!
+//! The window whose call failed is not retried: a plugin that fails on some
+//! input fails on it again, and retrying would make a window's result depend
+//! on how often that was tried. After `quarantine_after` consecutive failures
+//! the aggregation is quarantined: its plugin is no longer called and every
+//! window reports the error.
+
+use super::*;
+
+impl WindowStore {
+    /// Handles a failed call of aggregation `a` in `version`: marks slot
+    /// `failed` (the window whose call it was, if its state is lost or
+    /// suspect), rebuilds the instance if the call took it down, quarantines
+    /// the aggregation after too many failures in a row. Returns what to report.
+    pub(super) fn fail(
+        &mut self,
+        a: usize,
+        version: Version,
+        failed: Option<usize>,
+        error: PluginError,
+    ) -> Arc<str> {
+        let why: Arc<str> = Arc::from(error.to_string());
+        tracing::warn!(aggregation = a, "{why}");
+        if let Some((key, start)) = failed
+            .and_then(|id| self.slots.get(id))
+            .map(|s| (s.key, s.bounds.start))
+        {
+            self.pane_changed(Some(a), key, start);
+        }
+        if let Some(released) = failed.and_then(|id| self.slots.get_mut(id)).map(|slot| {
+            slot.changed = true;
+            slot.lanes[a].fail(Arc::clone(&why))
+        }) {
+            self.release_parts(a, released);
+        }
+        self.count_failure(a, version, &why);
+        why
+    }
+
+    /// A call on slot `id`'s shadow in the retiring version failed: the shadow
+    /// is void (a retiring window it joins reports this), the lane itself is not.
+    pub(super) fn shadow_failed(&mut self, a: usize, id: usize, error: PluginError) {
+        let why: Arc<str> = Arc::from(error.to_string());
+        tracing::warn!(aggregation = a, "{why}");
+        let old = self
+            .slots
+            .get_mut(id)
+            .and_then(|slot| {
+                slot.changed = true;
+                slot.lanes[a].shadow.replace(Shadow {
+                    acc: Err(Arc::clone(&why)),
+                    snapshot: None,
+                })
+            })
+            .and_then(|s| s.acc.ok());
+        if let Some(acc) = old {
+            self.release(a, Version::Retiring, acc);
+        }
+        self.count_failure(a, Version::Retiring, &why);
+    }
+
+    /// Counts a failed call in `version`; quarantines the aggregation after
+    /// too many in a row, or rebuilds the instance if the call took it down.
+    pub(super) fn count_failure(&mut self, a: usize, version: Version, why: &str) {
+        let plugin = &mut self.plugins[a];
+        plugin.failures += 1;
+        plugin.consecutive_failures += 1;
+        if self.quarantine_after > 0 && plugin.consecutive_failures >= self.quarantine_after {
+            self.quarantine(a, why);
+        } else if (version == Version::Current || plugin.retiring.is_some())
+            && plugin.of(version).is_poisoned()
+        {
+            self.rebuild(a, version, why);
+        }
+    }
+
+    /// Stops calling aggregation `a`'s plugin (both versions, if one
+    /// retires) for the rest of the run.
+    pub(super) fn quarantine(&mut self, a: usize, last: &str) {
+        let plugin = &mut self.plugins[a];
+        let why: Arc<str> = Arc::from(format!(
+            "{last} (failure {} in a row: plugin {} is quarantined for the rest of the run)",
+            plugin.consecutive_failures,
+            plugin.instance.label()
+        ));
+        tracing::warn!(
+            plugin = plugin.instance.label(),
+            failures = plugin.consecutive_failures,
+            "quarantined plugin {} after {} consecutive failures",
+            plugin.instance.label(),
+            plugin.consecutive_failures
+        );
+        plugin.quarantined = Some(Arc::clone(&why));
+        // No window can finish in the retiring version any more either.
+        plugin.retiring = None;
+        self.forget_partials(Some(a));
+        for (_, slot) in self.slots.iter_mut() {
+            let lane = &mut slot.lanes[a];
+            lane.version = Version::Current;
+            if lane.shadow.take().is_some() {
+                slot.changed = true;
+            }
+            // A window that failed already keeps its own cause. Accumulators
+            // are not released: the plugin is not called again.
+            if lane.acc.is_ok() {
+                let _ = lane.fail(Arc::clone(&why));
+                slot.changed = true;
+            }
+        }
+    }
+
+    /// Replaces aggregation `a`'s lost instance of `version` with a fresh
+    /// one and rebuilds every open window's accumulator in it (shadows too,
+    /// for the retiring version) from its snapshot and replay log.
+    ///
+    /// A window whose rebuild fails is marked failed; if that failure takes
+    /// the new instance down too, the rebuild starts over in another one,
+    /// without that window. Each round fails one window more (and counts
+    /// towards quarantine), so this ends.
+    pub(super) fn rebuild(&mut self, a: usize, version: Version, cause: &str) {
+        // Partials lived in the lost instance; they are rebuilt when needed.
+        if version == Version::Current {
+            self.forget_partials(Some(a));
+        }
+        loop {
+            let plugin = &mut self.plugins[a];
+            if let Err(e) = plugin.of(version).reopen() {
+                plugin.failures += 1;
+                plugin.consecutive_failures += 1;
+                self.quarantine(a, &format!("{e} (restarting it after: {cause})"));
+                return;
+            }
+            let state_version = plugin.of(version).info().state_version;
+            let mut lost_instance = None;
+            for (_, slot) in self.slots.iter_mut() {
+                let lane = &mut slot.lanes[a];
+                let shadow = version == Version::Retiring
+                    && lane.version == Version::Current
+                    && lane.shadow.as_ref().is_some_and(|s| s.acc.is_ok());
+                if !(shadow || (lane.version == version && lane.acc.is_ok())) {
+                    continue;
+                }
+                let snapshot = if shadow {
+                    lane.shadow.as_ref().and_then(|s| s.snapshot.as_ref())
+                } else {
+                    lane.snapshot.as_ref()
+                };
+                let instance = self.plugins[a].of(version);
+                let rebuilt = match snapshot {
+                    Some(bytes) => instance.restore(bytes, state_version),
+                    None => instance.create(),
+                }
+                .and_then(|acc| {
+                    if lane.handed > 0 {
+                        instance.add(
+                            acc,
+                            &lane.values[..lane.handed],
+                            &lane.times[..lane.handed],
+                        )?;
+                    }
+                    Ok(acc)
+                });
+                match (rebuilt, shadow) {
+                    (Ok(acc), false) => lane.acc = Ok(acc),
+                    (Ok(acc), true) => {
+                        if let Some(s) = &mut lane.shadow {
+                            s.acc = Ok(acc);
+                        }
+                    }
+                    (Err(e), _) => {
+                        let why: Arc<str> = Arc::from(format!(
+                            "{e} (rebuilding this window's state after: {cause})"
+                        ));
+                        tracing::warn!(aggregation = a, "{why}");
+                        if shadow {
+                            if let Some(s) = &mut lane.shadow {
+                                s.acc = Err(why);
+                            }
+                        } else {
+                            // The lane's shadow (if any) lives in the retiring
+                            // instance, which is not being rebuilt: it leaks
+                            // there until that instance goes.
+                            let _ = lane.fail(why);
+                        }
+                        slot.changed = true;
+                        let plugin = &mut self.plugins[a];
+                        plugin.failures += 1;
+                        plugin.consecutive_failures += 1;
+                        if plugin.of(version).is_poisoned() {
+                            lost_instance = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            let Some(e) = lost_instance else {
+                return;
+            };
+            let plugin = &self.plugins[a];
+            if self.quarantine_after > 0 && plugin.consecutive_failures >= self.quarantine_after {
+                self.quarantine(a, &e.to_string());
+                return;
+            }
+        }
+    }
+}
