@@ -67,6 +67,7 @@ use super::persist::{HealthState, LaneState, RetiringState, SlotKey, SlotState, 
 use crate::decode::KeyId;
 use crate::plugin::{AccumulatorHandle as Accumulator, Aggregation, OutputSpec, PluginError};
 use crate::record::{StateError, encode_record};
+use sluice_config::limits::bytes_text;
 
 /// How many values an accumulator takes in after its last snapshot before the
 /// store snapshots it again: bounds the replay buffer at 16 KiB per
@@ -149,6 +150,14 @@ enum Restoring {
     Failed(Arc<str>),
     /// The plugin's call failed.
     CallFailed(PluginError),
+}
+
+/// Whether `n` is 1, 10, 100, ...: when a repeated event is logged again.
+fn tenfold(mut n: u64) -> bool {
+    while n > 1 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1
 }
 
 /// The SHA-256 of a component, to tell retiring versions apart.
@@ -264,6 +273,14 @@ impl Plugin {
             _ => &mut self.instance,
         }
     }
+
+    /// [`Self::of`], to look at.
+    fn of_ref(&self, version: Version) -> &dyn Aggregation {
+        match (version, &self.retiring) {
+            (Version::Retiring, Some(r)) => r.instance.as_ref(),
+            _ => self.instance.as_ref(),
+        }
+    }
 }
 
 /// A version finishing the windows open when a reload to another state
@@ -335,6 +352,10 @@ pub(crate) struct WindowStore {
     /// While a checkpoint is restored: why a retiring version it holds
     /// could not be loaded, per aggregation.
     unrunnable_retiring: HashMap<usize, Arc<str>>,
+    /// The aggregations' names in the pipeline, for the log.
+    names: Vec<String>,
+    /// Per aggregation, how often its instance was reopened for memory.
+    memory_recoveries: Vec<u64>,
 }
 
 /// The window records of the last checkpoint, as far as the store knows.
@@ -353,6 +374,8 @@ struct Persisted {
 
 impl WindowStore {
     pub fn new(aggs: Vec<Box<dyn Aggregation>>, batch_size: usize, quarantine_after: u32) -> Self {
+        let names = (0..aggs.len()).map(|a| format!("#{a}")).collect();
+        let memory_recoveries = vec![0; aggs.len()];
         Self {
             plugins: aggs
                 .into_iter()
@@ -375,7 +398,77 @@ impl WindowStore {
             partials: partials::Partials::default(),
             merges_slots: false,
             unrunnable_retiring: HashMap::new(),
+            names,
+            memory_recoveries,
         }
+    }
+
+    /// Names the aggregations as the pipeline does, for the log.
+    pub fn set_names(&mut self, names: Vec<String>) {
+        if names.len() == self.plugins.len() {
+            self.names = names;
+        }
+    }
+
+    /// Aggregation `a`'s name in the pipeline.
+    fn name(&self, a: usize) -> &str {
+        self.names.get(a).map_or("?", String::as_str)
+    }
+
+    /// After a call of aggregation `a`'s instance of `version` failed with
+    /// `e`: if it ran out of memory, reopens the instance with only the open
+    /// windows' accumulators (rebuilt exactly from their snapshots and
+    /// replay logs, in a heap that holds nothing else) and halves the
+    /// partial aggregates it may keep, so that the call can be made again.
+    /// Returns whether it can: false when `e` is another failure, or the
+    /// reopened instance is not usable.
+    ///
+    /// Memory is not the input's doing: how full a heap is depends on what
+    /// the instance held before (partials, freed space), which a restart
+    /// from a checkpoint does not reproduce. Failing the window would make
+    /// the output depend on that; a window fails for memory only when its
+    /// call fails again in an instance holding nothing but the open windows.
+    fn recover_memory(&mut self, a: usize, version: Version, e: &PluginError) -> bool {
+        let plugin = &mut self.plugins[a];
+        if plugin.quarantined.is_some()
+            || (version == Version::Retiring && plugin.retiring.is_none())
+        {
+            return false;
+        }
+        let Some(limit) = plugin.of(version).out_of_memory().map(bytes_text) else {
+            return false;
+        };
+        let label = plugin.of(version).label().to_string();
+        let budget = match version {
+            Version::Current => self.halve_partials(a),
+            Version::Retiring => None,
+        };
+        self.memory_recoveries[a] += 1;
+        let n = self.memory_recoveries[a];
+        // Every time would flood the log; the first and each tenfold after.
+        if tenfold(n) {
+            let partials = match budget {
+                Some(b) => format!(
+                    "; it keeps at most {b} partial aggregates of sliding windows from now on \
+                     (windows beyond them are computed afresh: the same results, slower)"
+                ),
+                None => String::new(),
+            };
+            tracing::warn!(
+                aggregation = %self.name(a),
+                recoveries = n,
+                "aggregation `{}`: plugin {label} reached its memory limit ({limit}) \
+                 ({n} time(s) so far): its instance was reopened holding only the open \
+                 windows, and the call is made again{partials}. Raise `plugins.memory_limit` \
+                 to give it room",
+                self.name(a)
+            );
+        }
+        self.rebuild(a, version, &e.to_string());
+        let plugin = &mut self.plugins[a];
+        plugin.quarantined.is_none()
+            && (version == Version::Current || plugin.retiring.is_some())
+            && !plugin.of(version).is_poisoned()
     }
 
     /// Says that slots merge (sliding panes, sessions): set by the operator.
@@ -493,27 +586,45 @@ impl WindowStore {
                         // The lane must exist for the failure to be recorded
                         // in it (and for a rebuild to pass it over).
                         self.slots[id].lanes.push(Lane::new(Err(Arc::from(""))));
-                        self.fail(a, Version::Current, Some(id), e);
+                        let created = if self.recover_memory(a, Version::Current, &e) {
+                            self.plugins[a].instance.create()
+                        } else {
+                            Err(e)
+                        };
+                        match created {
+                            Ok(acc) => self.slots[id].lanes[a].acc = Ok(acc),
+                            Err(e) => {
+                                self.fail(a, Version::Current, Some(id), e);
+                                continue;
+                            }
+                        }
+                        self.add_shadow(a, id);
                         continue;
                     }
                 },
             };
             self.slots[id].lanes.push(Lane::new(acc));
-            let key = self.slots[id].key;
-            if self.merges_slots
-                && self.plugins[a].retiring.is_some()
-                && self.slots[id].lanes[a].acc.is_ok()
-                && self.key_retires(a, key)
-            {
-                match self.plugins[a].of(Version::Retiring).create() {
-                    Ok(acc) => {
-                        self.slots[id].lanes[a].shadow = Some(Shadow {
-                            acc: Ok(acc),
-                            snapshot: None,
-                        });
-                    }
-                    Err(e) => self.shadow_failed(a, id, e),
+            self.add_shadow(a, id);
+        }
+    }
+
+    /// Gives slot `id`'s new lane of aggregation `a` a shadow in the
+    /// retiring version, if it may merge into a retiring window.
+    fn add_shadow(&mut self, a: usize, id: usize) {
+        let key = self.slots[id].key;
+        if self.merges_slots
+            && self.plugins[a].retiring.is_some()
+            && self.slots[id].lanes[a].acc.is_ok()
+            && self.key_retires(a, key)
+        {
+            match self.plugins[a].of(Version::Retiring).create() {
+                Ok(acc) => {
+                    self.slots[id].lanes[a].shadow = Some(Shadow {
+                        acc: Ok(acc),
+                        snapshot: None,
+                    });
                 }
+                Err(e) => self.shadow_failed(a, id, e),
             }
         }
     }
@@ -580,29 +691,46 @@ impl WindowStore {
                 }
             }
             // Looked up again: the shadow's failure may have quarantined the plugin.
-            let lane = &self.slots[id].lanes[a];
-            let (Ok(acc), version) = (&lane.acc, lane.version) else {
-                continue;
-            };
-            let added = self.plugins[a].of(version).add(
+            let mut added = self.hand_over(a, id);
+            if let Err((version, e)) = &added
+                && self.recover_memory(a, *version, e)
+            {
+                // The lane was rebuilt with what it had taken in; the rest
+                // is still to be handed over.
+                added = self.hand_over(a, id);
+            }
+            if let Err((version, e)) = added {
+                self.fail(a, version, Some(id), e);
+            }
+        }
+    }
+
+    /// Hands slot `id`'s buffered values of aggregation `a` to its
+    /// accumulator (nothing if the lane has failed); on failure, the
+    /// version whose call failed.
+    fn hand_over(&mut self, a: usize, id: usize) -> Result<(), (Version, PluginError)> {
+        let lane = &self.slots[id].lanes[a];
+        let (Ok(acc), version) = (&lane.acc, lane.version) else {
+            return Ok(());
+        };
+        if lane.handed == lane.values.len() {
+            return Ok(());
+        }
+        self.plugins[a]
+            .of(version)
+            .add(
                 *acc,
                 &lane.values[lane.handed..],
                 &lane.times[lane.handed..],
-            );
-            match added {
-                Ok(()) => {
-                    self.plugins[a].consecutive_failures = 0;
-                    let lane = &mut self.slots[id].lanes[a];
-                    lane.handed = lane.values.len();
-                    if lane.handed >= REPLAY_LIMIT {
-                        self.checkpoint(a, id);
-                    }
-                }
-                Err(e) => {
-                    self.fail(a, version, Some(id), e);
-                }
-            }
+            )
+            .map_err(|e| (version, e))?;
+        self.plugins[a].consecutive_failures = 0;
+        let lane = &mut self.slots[id].lanes[a];
+        lane.handed = lane.values.len();
+        if lane.handed >= REPLAY_LIMIT {
+            self.checkpoint(a, id);
         }
+        Ok(())
     }
 
     /// Snapshots one accumulator so that its replay log can be dropped.
@@ -616,8 +744,22 @@ impl WindowStore {
         let bytes = match self.plugins[a].of(version).snapshot(acc) {
             Ok(bytes) => bytes,
             Err(e) => {
-                self.fail(a, version, Some(id), e);
-                return;
+                if self.recover_memory(a, version, &e) {
+                    // Rebuilt in a fresh instance (the same state): snapshot it there.
+                    let acc = self.slots.get(id).and_then(|s| s.lanes[a].acc.clone().ok());
+                    let again = acc.map(|acc| self.plugins[a].of(version).snapshot(acc));
+                    match again {
+                        Some(Ok(bytes)) => bytes,
+                        Some(Err(e)) => {
+                            self.fail(a, version, Some(id), e);
+                            return;
+                        }
+                        None => return,
+                    }
+                } else {
+                    self.fail(a, version, Some(id), e);
+                    return;
+                }
             }
         };
         self.snapshot_shadow(a, id);
@@ -673,24 +815,32 @@ impl WindowStore {
             errors: Vec::new(),
         };
         for a in 0..self.plugins.len() {
-            let (acc, version) = match self.slots.get(id).map(|s| &s.lanes[a]) {
-                Some(lane) => (lane.acc.clone(), lane.version),
-                None => (Err(Arc::from("window state missing")), Version::Current),
-            };
-            let values = match acc {
-                Ok(acc) => match self.plugins[a].of(version).finish(acc) {
+            let mut recovered = false;
+            let values = loop {
+                let (acc, version) = match self.slots.get(id).map(|s| &s.lanes[a]) {
+                    Some(lane) => (lane.acc.clone(), lane.version),
+                    None => (Err(Arc::from("window state missing")), Version::Current),
+                };
+                let acc = match acc {
+                    Ok(acc) => acc,
+                    Err(why) => break Err(why),
+                };
+                match self.plugins[a].of(version).finish(acc) {
                     Ok(values) => {
                         self.plugins[a].consecutive_failures = 0;
-                        Ok(self.present(a, version, values))
+                        break Ok(self.present(a, version, values));
+                    }
+                    Err(e) if !recovered && self.recover_memory(a, version, &e) => {
+                        // Rebuilt in a fresh instance: finish it there.
+                        recovered = true;
                     }
                     Err(e) => {
                         // A refused result leaves the state intact; a trap
                         // does not, and the window cannot be restored from it.
                         let mark = self.plugins[a].of(version).is_poisoned().then_some(id);
-                        Err(self.fail(a, version, mark, e))
+                        break Err(self.fail(a, version, mark, e));
                     }
-                },
-                Err(why) => Err(why),
+                }
             };
             self.push_outputs(&mut out, a, values);
         }
@@ -748,6 +898,27 @@ impl WindowStore {
     /// A window holding any pane of the retiring version finishes there,
     /// from the other panes' shadows.
     fn merge_panes(&mut self, a: usize, ids: &[usize]) -> Result<Vec<Option<f64>>, Arc<str>> {
+        match self.merge_panes_once(a, ids) {
+            Err((version, e)) if self.recover_memory(a, version, &e) => {
+                // The panes were rebuilt in a fresh instance: merge them there.
+                match self.merge_panes_once(a, ids) {
+                    Ok(values) => values,
+                    Err((version, e)) => Err(self.fail(a, version, None, e)),
+                }
+            }
+            Err((version, e)) => Err(self.fail(a, version, None, e)),
+            Ok(values) => values,
+        }
+    }
+
+    /// One attempt at [`Self::merge_panes`]; the outer error is a failed
+    /// call, with the version it was made in.
+    #[allow(clippy::type_complexity)] // a result inside the result of one attempt
+    fn merge_panes_once(
+        &mut self,
+        a: usize,
+        ids: &[usize],
+    ) -> Result<Result<Vec<Option<f64>>, Arc<str>>, (Version, PluginError)> {
         let retiring = ids.iter().any(|&id| {
             self.slots
                 .get(id)
@@ -768,7 +939,10 @@ impl WindowStore {
             } else {
                 lane.acc.clone()
             };
-            panes.push(acc?);
+            match acc {
+                Ok(acc) => panes.push(acc),
+                Err(why) => return Ok(Err(why)),
+            }
         }
         self.merge_and_finish(a, version, &panes)
     }
@@ -776,14 +950,15 @@ impl WindowStore {
     /// Merges `panes` into a scratch accumulator of aggregation `a` and
     /// finishes it. A failure fails this emission only: merging leaves the
     /// panes unchanged, and if the instance was lost they are rebuilt.
+    #[allow(clippy::type_complexity)] // as `merge_panes_once`
     fn merge_and_finish(
         &mut self,
         a: usize,
         version: Version,
         panes: &[Accumulator],
-    ) -> Result<Vec<Option<f64>>, Arc<str>> {
+    ) -> Result<Result<Vec<Option<f64>>, Arc<str>>, (Version, PluginError)> {
         if let Some(why) = &self.plugins[a].quarantined {
-            return Err(Arc::clone(why));
+            return Ok(Err(Arc::clone(why)));
         }
         let instance = self.plugins[a].of(version);
         let result = instance.create().and_then(|scratch| {
@@ -804,9 +979,9 @@ impl WindowStore {
         match result {
             Ok(values) => {
                 self.plugins[a].consecutive_failures = 0;
-                Ok(self.present(a, version, values))
+                Ok(Ok(self.present(a, version, values)))
             }
-            Err(e) => Err(self.fail(a, version, None, e)),
+            Err(e) => Err((version, e)),
         }
     }
 
@@ -830,6 +1005,12 @@ impl WindowStore {
     /// If either holds the retiring version, so does the result (see the
     /// module doc): a current `into` then continues as its shadow.
     fn merge_lane(&mut self, a: usize, into: usize, from: usize) {
+        self.merge_lane_try(a, into, from, true);
+    }
+
+    /// [`Self::merge_lane`], made once more after the instance was reopened
+    /// for memory if `retry` (both lanes are rebuilt as they were before).
+    fn merge_lane_try(&mut self, a: usize, into: usize, from: usize, retry: bool) {
         let (target, source) = (&self.slots[into].lanes[a], &self.slots[from].lanes[a]);
         if target.acc.is_err() {
             return;
@@ -916,6 +1097,10 @@ impl WindowStore {
                 self.checkpoint(a, into);
             }
             Err((version, e)) => {
+                if retry && self.recover_memory(a, version, &e) {
+                    self.merge_lane_try(a, into, from, false);
+                    return;
+                }
                 self.fail(a, version, Some(into), e);
             }
         }
@@ -1063,7 +1248,22 @@ impl WindowStore {
         error: PluginError,
     ) -> Arc<str> {
         let why: Arc<str> = Arc::from(error.to_string());
-        tracing::warn!(aggregation = a, "{why}");
+        let plugin = &self.plugins[a];
+        let limit = (version == Version::Current || plugin.retiring.is_some())
+            .then(|| plugin.of_ref(version).out_of_memory())
+            .flatten()
+            .filter(|_| plugin.quarantined.is_none());
+        let hint = limit.map_or(String::new(), |l| {
+            format!(
+                "; raise `plugins.memory_limit` (now {}) to give it room",
+                bytes_text(l)
+            )
+        });
+        tracing::warn!(
+            aggregation = %self.name(a),
+            "aggregation `{}`: {why}{hint}",
+            self.name(a)
+        );
         if let Some((key, start)) = failed
             .and_then(|id| self.slots.get(id))
             .map(|s| (s.key, s.bounds.start))
@@ -1176,7 +1376,10 @@ impl WindowStore {
             let state_version = plugin.of(version).info().state_version;
             let mut lost_instance = None;
             for (_, slot) in self.slots.iter_mut() {
-                let lane = &mut slot.lanes[a];
+                // A slot being filled has no lane for `a` yet.
+                let Some(lane) = slot.lanes.get_mut(a) else {
+                    continue;
+                };
                 let shadow = version == Version::Retiring
                     && lane.version == Version::Current
                     && lane.shadow.as_ref().is_some_and(|s| s.acc.is_ok());

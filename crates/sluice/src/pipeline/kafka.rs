@@ -20,6 +20,7 @@ use sluice_wasm::PluginEngine;
 
 use super::Flow;
 use super::decode_ahead::DecodeAhead;
+use super::stop::Stop;
 use crate::error::{ConfigError, Error, IoError, KafkaError};
 use crate::metrics::{Metrics, MetricsServer};
 
@@ -34,6 +35,7 @@ pub(super) fn run(
     engine: &Arc<PluginEngine>,
     config: &KafkaSourceConfig,
     batch_size: usize,
+    stop: &Stop,
 ) -> Result<RunSummary, Error> {
     // Declared first so that it is dropped last, after every client of it.
     let embedded = match config.brokers.as_str() {
@@ -44,6 +46,11 @@ pub(super) fn run(
         .as_ref()
         .map_or_else(|| config.brokers.clone(), EmbeddedBroker::bootstrap);
 
+    // The brokers first: an address that answers nothing is reported, with
+    // why, while the outputs of the last run are still whole.
+    if embedded.is_none() {
+        sluice_kafka::reach_brokers(&brokers, &config.properties)?;
+    }
     // Plugins and outputs before the source: a bad plugin is reported before
     // the consumer joins its group.
     let mut flow = Flow::open(loaded, engine, batch_size, 1, Some(&brokers))?;
@@ -78,14 +85,6 @@ pub(super) fn run(
         _ => None,
     };
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|source| IoError {
-            action: "installing a handler for",
-            path: "SIGINT/SIGTERM".into(),
-            source,
-        })?;
-    }
     let mut feed = match (&embedded, &config.feed) {
         (Some(_), Some(path)) => Some(Feed::start(
             &brokers,
@@ -113,7 +112,7 @@ pub(super) fn run(
     loop {
         // Between messages: a new plugin version goes live here.
         flow.apply_reloads();
-        if stop.load(Ordering::Relaxed) {
+        if stop.requested() {
             tracing::info!("stop requested: flushing, checkpointing, committing");
             ahead.drain(&mut flow, &mut source)?;
             // Fire nothing early: open windows are restored from the
@@ -140,6 +139,7 @@ pub(super) fn run(
                 checkpoint(&mut flow, &source)?;
             }
             let watermark = flow.watermarks.current();
+            flow.judge_dead_letters(true)?;
             flow.finish()?;
             let offsets = source.plan_commit(None, watermark, token);
             source.commit(&offsets)?;
@@ -272,6 +272,7 @@ pub(super) fn run(
                 flow.advance(advanced)?;
             }
             flow.on_processing_time()?;
+            flow.judge_dead_letters(false)?;
             publish(&metrics, &flow, &source, loaded, false);
         }
         // With a state backend, offsets are committed right after the
