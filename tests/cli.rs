@@ -668,9 +668,9 @@ fn a_missing_source_leaves_the_previous_outputs_untouched() {
 }
 
 /// Mistakes that used to be silent are refused (exit 2) before any output
-/// is opened: a key given twice, two window kinds, metrics on a file run,
-/// a `SLUICE_` variable that names no key, `--batch-size 0`; and an
-/// environment value's error names the variable, not the file.
+/// is opened: a key given twice, two window kinds, a `SLUICE_` variable
+/// that names no key, `--batch-size 0`; and an environment value's error
+/// names the variable, not the file.
 #[test]
 fn silent_misconfigurations_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -685,11 +685,6 @@ fn silent_misconfigurations_are_refused() {
             "{ tumbling: { size: 10s }, sliding: { size: 10s, slide: 5s } }",
             "",
             "key `window`: give one of tumbling, sliding, session",
-        ),
-        (
-            "{ tumbling: { size: 10s } }",
-            "metrics: { listen: \"127.0.0.1:9464\" }\n",
-            "key `metrics`",
         ),
     ];
     for (window, extra, want) in cases {
@@ -982,4 +977,80 @@ fn sigterm_stops_a_stdin_run_waiting_for_input() {
     // The window [0, 10 s) fired when the event at 20 s came.
     let results = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
     assert_eq!(results.lines().count(), 1, "{results}");
+}
+
+/// One HTTP/1.0 GET to `127.0.0.1:port`, the whole response; `None` while
+/// nothing listens.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// `metrics:` on a stdin run serves `/metrics`, `/healthz` and `/readyz`
+/// while it runs, with the events read so far, as a Kafka run does.
+#[test]
+fn a_stdin_run_serves_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ file: '-' }}\n\
+             event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
+             window: {{ tumbling: {{ size: 10s }} }}\n\
+             aggregations: [ {{ name: n, plugin: builtin/count }} ]\n\
+             sink: {{ file: results.jsonl }}\n\
+             dead_letter: {{ file: dead.jsonl }}\n\
+             metrics: {{ listen: \"127.0.0.1:{port}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"ts\":1000,\"service\":\"a\"}\nnot json\n{\"ts\":2000,\"service\":\"b\"}\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut metrics = None;
+    while std::time::Instant::now() < deadline {
+        metrics = http_get(port, "/metrics");
+        if metrics
+            .as_deref()
+            .is_some_and(|m| m.contains("sluice_events_in_total 3\n"))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let metrics = metrics.expect("nothing listens on the metrics address");
+    assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
+    assert!(metrics.contains("sluice_events_in_total 3\n"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_dead_lettered_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"sluice_plugin_calls_total{aggregation="n"}"#),
+        "{metrics}"
+    );
+    assert!(http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.0 200")));
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -728,7 +728,7 @@ fn a_second_run_on_a_state_directory_in_use_is_refused() {
     let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     let half = input.len() / 2;
     let cut = input[..half].rfind('\n').unwrap() + 1;
-    std::io::Write::write_all(&mut writer, input[..cut].as_bytes()).unwrap();
+    std::io::Write::write_all(&mut writer, &input.as_bytes()[..cut]).unwrap();
     // Until the first run has written and checkpointed something.
     let deadline = Instant::now() + Duration::from_secs(60);
     while checkpoints(dir.path()) == 0 && Instant::now() < deadline {
@@ -747,7 +747,7 @@ fn a_second_run_on_a_state_directory_in_use_is_refused() {
     let results_now = std::fs::read(dir.path().join("results.jsonl")).unwrap();
     assert!(results_now.starts_with(&results_before));
 
-    std::io::Write::write_all(&mut writer, input[cut..].as_bytes()).unwrap();
+    std::io::Write::write_all(&mut writer, &input.as_bytes()[cut..]).unwrap();
     drop(writer);
     let out = first.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

@@ -1155,7 +1155,7 @@ mod tests {
 
     /// Mistakes that serde alone lets through: a key given twice (the last
     /// would win), two alternatives of one choice (the first would win),
-    /// metrics on a run that serves none.
+    /// a share that is no share.
     #[test]
     fn silent_mistakes_are_refused() {
         let e = parse(&format!(
@@ -1177,11 +1177,6 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("key `window`: give one of"), "{e}");
         assert!(e.contains("sliding and tumbling"), "{e}");
-        let e = parse(&format!(
-            "{BASE}window: {{ tumbling: {{ size: 10s }} }}\nmetrics: {{ listen: \"127.0.0.1:9464\" }}\n"
-        ))
-        .unwrap_err();
-        assert!(e.contains("key `metrics`"), "{e}");
         let e = parse(&format!(
             "{BASE}window: {{ tumbling: {{ size: 10s }} }}\ndead_letter_limits: {{ max_share: 1.5 }}\n"
         ))

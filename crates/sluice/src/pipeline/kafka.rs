@@ -273,7 +273,7 @@ pub(super) fn run(
             }
             flow.on_processing_time()?;
             flow.judge_dead_letters(false)?;
-            publish(&metrics, &flow, &source, loaded, false);
+            publish(&metrics, &flow, &source, false);
         }
         // With a state backend, offsets are committed right after the
         // checkpoint that covers them; without one, every commit interval.
@@ -290,7 +290,7 @@ pub(super) fn run(
             }
             commit(&mut source, &flow, token)?;
             metrics.record_commit(now.elapsed());
-            publish(&metrics, &flow, &source, loaded, true);
+            publish(&metrics, &flow, &source, true);
         }
     }
     let (pauses, paused_for) = source.pauses();
@@ -315,18 +315,8 @@ pub(super) fn run(
 
 /// Publishes the run's counters, plugin health and per-partition lags
 /// (consumer lag too when `with_lag`).
-fn publish(
-    metrics: &Metrics,
-    flow: &Flow,
-    source: &KafkaSource,
-    loaded: &LoadedConfig,
-    with_lag: bool,
-) {
-    metrics.record_summary(&flow.summary(), flow.operator.open_windows());
-    let aggregations = &loaded.pipeline.aggregations;
-    for (agg, health) in aggregations.iter().zip(flow.operator.plugin_health()) {
-        metrics.record_plugin(&agg.name, &health);
-    }
+fn publish(metrics: &Metrics, flow: &Flow, source: &KafkaSource, with_lag: bool) {
+    super::publish_counters(metrics, flow);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));

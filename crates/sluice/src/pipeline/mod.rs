@@ -35,6 +35,7 @@ use sluice_wasm::{PluginEngine, PluginRegistry};
 
 use crate::admin::AdminServer;
 use crate::error::{ConfigError, Error};
+use crate::metrics::{Metrics, MetricsServer};
 
 mod decode_ahead;
 mod guard;
@@ -1147,8 +1148,13 @@ fn run_file_source(
     // The input first: a typo in its path is reported while the previous
     // run's outputs are still whole.
     let input = InputFile::open(&path)?;
+    // An address it cannot listen on is reported before any output is touched.
+    let mut metrics = FileMetrics::start(loaded)?;
     // Plugins and outputs next: a bad plugin is reported before the input is read.
     let mut flow = Flow::open(loaded, engine, batch_size, 1, None)?;
+    if let Some(m) = &mut metrics {
+        m.metrics.set_ready(true);
+    }
     let (offset, line) = match flow.resume.take() {
         Some(SourcePosition::File { offset, line }) => (offset, line),
         Some(SourcePosition::Kafka { .. }) => {
@@ -1166,9 +1172,47 @@ fn run_file_source(
     let live = input.is_live();
     let source = LineSource::start(input, offset, line)?;
     if !live {
-        return replay_file(flow, &path, source, batch_size, stop);
+        return replay_file(flow, &path, source, batch_size, stop, metrics);
     }
-    live_stream(flow, &path, source, batch_size, stop)
+    live_stream(flow, &path, source, batch_size, stop, metrics)
+}
+
+/// The `/metrics`, `/healthz` and `/readyz` endpoints of a file or stdin run
+/// (`metrics:`): the run's counters and plugin health, published between
+/// batches (a file has no partitions or consumer lag).
+struct FileMetrics {
+    metrics: Arc<Metrics>,
+    _server: MetricsServer,
+}
+
+impl FileMetrics {
+    /// Serves the endpoints if the config asks for them.
+    fn start(loaded: &LoadedConfig) -> Result<Option<Self>, Error> {
+        let Some(m) = &loaded.pipeline.metrics else {
+            return Ok(None);
+        };
+        let metrics = Arc::new(Metrics::new());
+        let server = MetricsServer::start(&m.listen, Arc::clone(&metrics))?;
+        Ok(Some(Self {
+            metrics,
+            _server: server,
+        }))
+    }
+}
+
+/// Publishes `flow`'s counters and plugin health to `metrics`, if served.
+fn publish_flow(metrics: Option<&FileMetrics>, flow: &Flow) {
+    if let Some(m) = metrics {
+        publish_counters(&m.metrics, flow);
+    }
+}
+
+/// Publishes the run's counters and each aggregation's plugin health.
+fn publish_counters(metrics: &Metrics, flow: &Flow) {
+    metrics.record_summary(&flow.summary(), flow.operator.open_windows());
+    for (name, health) in flow.agg_names.iter().zip(flow.operator.plugin_health()) {
+        metrics.record_plugin(name, &health);
+    }
 }
 
 /// A live stream's run (stdin, a FIFO): lines are read on a thread of their
@@ -1179,6 +1223,7 @@ fn live_stream(
     mut source: LineSource,
     batch_size: usize,
     stop: &stop::Stop,
+    metrics: Option<FileMetrics>,
 ) -> Result<RunSummary, Error> {
     let mut position = file_position(source.position());
     let (to_loop, batches) =
@@ -1226,6 +1271,7 @@ fn live_stream(
         flow.on_processing_time()?;
         flow.flush()?;
         position = file_position(at);
+        publish_flow(metrics.as_ref(), &flow);
         flow.judge_dead_letters(false)?;
         flow.maybe_checkpoint(|| position.clone())?;
     }
@@ -1247,6 +1293,7 @@ fn replay_file(
     source: LineSource,
     batch_size: usize,
     stop: &stop::Stop,
+    metrics: Option<FileMetrics>,
 ) -> Result<RunSummary, Error> {
     let mut position = file_position(source.position());
     // One decoder more than cores: on 2 cores, 3 decoders ran 7% faster than
@@ -1268,6 +1315,7 @@ fn replay_file(
         }
         flow.on_processing_time()?;
         position = file_position(batch.position);
+        publish_flow(metrics.as_ref(), &flow);
         flow.judge_dead_letters(false)?;
         flow.maybe_checkpoint(|| position.clone())?;
     }
