@@ -12,7 +12,7 @@
 #
 #   export CARGO_TARGET_DIR=...            # as for the build
 #   source scripts/common.sh && build_zoo_plugins
-#   cargo build --release -p sluice -p sluice-gen
+#   cargo build --release --workspace
 #   tests/chaos/chaos.sh                   # 1,000,000 events, 100 kills per window kind
 #
 # Settings (environment): SLUICE_CHAOS_EVENTS (input lines, default
