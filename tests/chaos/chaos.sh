@@ -110,16 +110,20 @@ for kind in $WINDOWS; do
     run="$WORK/$kind/chaos"
     pipeline "$kind" "$run" 200ms
     kills=0 resumed=0
-    # Kill points spread over a run's length (restarts redo up to a
-    # checkpoint interval of work, so they fall all over the input).
-    span_ms=$(echo "$took * 1000 / 1" | bc)
-    span_ms=$((span_ms > 50 ? span_ms : 50))
+    # Kill points spread over the output: each run is killed once its
+    # results file has grown to the next point (so that the kill lands while
+    # it works, whatever its start-up costs), plus up to 20 ms. A restart
+    # first cuts the file back to its checkpoint and redoes the work since.
+    total=$(wc -c <"$ref/results.jsonl")
     for ((i = 0; i < KILLS; i++)); do
         (cd "$run" && exec "$SLUICE" run --config pipeline.yaml 2>>"$run/log.txt") &
         pid=$!
-        wait_ms=$((RANDOM * 32768 + RANDOM))
-        wait_ms=$((wait_ms % span_ms))
-        sleep "$(printf '%d.%03d' $((wait_ms / 1000)) $((wait_ms % 1000)))"
+        target=$((total * (i + 1) / (KILLS + 1)))
+        while kill -0 "$pid" 2>/dev/null &&
+            [ "$(stat -c %s "$run/results.jsonl" 2>/dev/null || echo 0)" -lt "$target" ]; do
+            sleep 0.005
+        done
+        sleep "0.0$(printf '%02d' $((RANDOM % 20)))"
         if kill -0 "$pid" 2>/dev/null; then
             kill -9 "$pid" 2>/dev/null && kills=$((kills + 1))
         fi
