@@ -590,3 +590,523 @@ fn dedup_ttl_is_event_time_against_the_watermark() {
     // Window 0 s: x and y (the second x dropped); window 60 s: x and y again.
     assert_eq!(counts, [true, true], "{results:?}");
 }
+
+/// Runs `config` with `env` set; returns the output.
+fn run_with_env(config: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = sluice();
+    cmd.args(["run", "--config"]).arg(config);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// Files standing for a previous run's outputs, to see that a refused run
+/// leaves them as they were.
+fn previous_outputs(dir: &Path) -> Vec<(PathBuf, &'static str)> {
+    let files = [
+        ("results.jsonl", "{\"previous\":\"results\"}\n"),
+        ("late.jsonl", "{\"previous\":\"late\"}\n"),
+        ("dead.jsonl", "{\"previous\":\"dead\"}\n"),
+    ];
+    files
+        .iter()
+        .map(|(name, text)| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            (path, *text)
+        })
+        .collect()
+}
+
+fn assert_untouched(files: &[(PathBuf, &str)]) {
+    for (path, text) in files {
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap(),
+            *text,
+            "{} was touched",
+            path.display()
+        );
+    }
+}
+
+/// Two outputs on one file (however spelled, or through a symlink), two on
+/// stdout, an output on the input or in the state directory: refused at
+/// load (exit 2, naming both keys) with the files as they were.
+#[test]
+fn outputs_on_one_path_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.jsonl"), generate(100)).unwrap();
+    std::os::unix::fs::symlink(
+        dir.path().join("results.jsonl"),
+        dir.path().join("link.jsonl"),
+    )
+    .unwrap();
+    let base =
+        std::fs::read_to_string(pipeline(dir.path(), "{ tumbling: { size: 10s } }", "")).unwrap();
+    let cases = [
+        (
+            "dead_letter: { file: dead.jsonl }",
+            "dead_letter: { file: results.jsonl }",
+            "`sink.file` and `dead_letter.file`",
+        ),
+        (
+            "dead_letter: { file: dead.jsonl }",
+            "dead_letter: { file: ./sub/../results.jsonl }",
+            "`sink.file` and `dead_letter.file`",
+        ),
+        (
+            "late_output: { file: late.jsonl }",
+            "late_output: { file: link.jsonl }",
+            "`sink.file` and `late_output.file`",
+        ),
+        (
+            "late_output: { file: late.jsonl }",
+            "late_output: { file: dead.jsonl }",
+            "`late_output.file` and `dead_letter.file`",
+        ),
+        (
+            "sink: { file: results.jsonl }",
+            "sink: { file: input.jsonl }",
+            "names the input file",
+        ),
+        (
+            "sink: { file: results.jsonl }",
+            "sink: { file: '-' }\ndedup_output: { file: '-' }",
+            "both write stdout",
+        ),
+        (
+            "sink: { file: results.jsonl }",
+            "sink: { file: state/results.jsonl }\nstate: { backend: rocksdb, path: state }",
+            "in the state directory",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let files = previous_outputs(dir.path());
+        std::fs::write(dir.path().join("pipeline.yaml"), base.replacen(from, to, 1)).unwrap();
+        let out = sluice()
+            .args(["run", "--config"])
+            .arg(dir.path().join("pipeline.yaml"))
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{to}: {err}");
+        assert!(err.contains(want), "{to}: expected {want:?} in: {err}");
+        assert_untouched(&files);
+    }
+}
+
+/// A source path with a typo fails (exit 1, naming the path) before any
+/// output is opened: the previous run's results stay whole.
+#[test]
+fn a_missing_source_leaves_the_previous_outputs_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.jsonl"), generate(100)).unwrap();
+    let config = pipeline(dir.path(), "{ tumbling: { size: 10s } }", "");
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        yaml.replace("file: input.jsonl", "file: inptu.jsonl"),
+    )
+    .unwrap();
+    let files = previous_outputs(dir.path());
+    let out = run_with_env(&config, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("inptu.jsonl"), "{err}");
+    assert_untouched(&files);
+    // A directory is no input either.
+    std::fs::create_dir(dir.path().join("inptu.jsonl")).unwrap();
+    let out = run_with_env(&config, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+    assert_untouched(&files);
+}
+
+/// Mistakes that used to be silent are refused (exit 2) before any output
+/// is opened: a key given twice, two window kinds, a `SLUICE_` variable
+/// that names no key, `--batch-size 0`; and an environment value's error
+/// names the variable, not the file.
+#[test]
+fn silent_misconfigurations_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.jsonl"), generate(10)).unwrap();
+    let cases = [
+        (
+            "{ tumbling: { size: 10s } }",
+            "allowed_lateness: 5s\n",
+            "key `allowed_lateness` is given twice",
+        ),
+        (
+            "{ tumbling: { size: 10s }, sliding: { size: 10s, slide: 5s } }",
+            "",
+            "key `window`: give one of tumbling, sliding, session",
+        ),
+    ];
+    for (window, extra, want) in cases {
+        let config = pipeline(dir.path(), window, extra);
+        let err = run_expecting_error(dir.path(), &config);
+        assert!(err.contains(want), "expected {want:?} in: {err}");
+    }
+    let config = pipeline(dir.path(), "{ tumbling: { size: 10s } }", "");
+    for (env, want) in [
+        (
+            ("SLUICE_SINKK__FILE", "x.jsonl"),
+            "environment variable SLUICE_SINKK__FILE: `sinkk` is not a pipeline key",
+        ),
+        (
+            ("SLUICE_SINK_FILE", "x.jsonl"),
+            "`sink_file` is not a pipeline key",
+        ),
+        (
+            ("SLUICE_BATCH_SIZE", "lots"),
+            "environment variable SLUICE_BATCH_SIZE (key `batch_size`)",
+        ),
+        (
+            ("SLUICE_WINDOW__SLIDING__SIZE", "10s"),
+            "not sliding and tumbling together",
+        ),
+    ] {
+        let out = run_with_env(&config, &[env]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {err}");
+        assert!(err.contains(want), "{env:?}: expected {want:?} in: {err}");
+        assert!(!err.contains("pipeline.yaml: key `batch_size`"), "{err}");
+        assert!(!dir.path().join("results.jsonl").exists());
+    }
+    let out = sluice()
+        .args(["run", "--batch-size", "0", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("at least 1"), "{}", stderr(&out));
+    assert!(!dir.path().join("results.jsonl").exists());
+}
+
+/// A field-name typo sends every event to the dead letters: the run says
+/// so (and with `on_share: fail` stops, exit 3); milliseconds read as
+/// seconds and an event from a clock centuries ahead are warned of; with
+/// `watermark.max_future`, that event is dead-lettered with the reason and
+/// the others are not late.
+#[test]
+fn obviously_wrong_runs_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.jsonl"), generate(2_000)).unwrap();
+    let config = pipeline(dir.path(), "{ tumbling: { size: 10s } }", "");
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let typo = yaml.replace("field: latency_ms }", "field: latency }");
+    std::fs::write(&config, &typo).unwrap();
+    let out = run_with_env(&config, &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("dead_letter_limits.max_share"), "{err}");
+    assert!(err.contains("went to the dead-letter output"), "{err}");
+    std::fs::write(
+        &config,
+        format!("{typo}dead_letter_limits: {{ on_share: fail }}\n"),
+    )
+    .unwrap();
+    let out = run_with_env(&config, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("on_share: fail"), "{}", stderr(&out));
+
+    // Milliseconds read as seconds.
+    std::fs::write(&config, yaml.replace("epoch_millis", "epoch_seconds")).unwrap();
+    let out = run_with_env(&config, &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("`event.time.format: epoch_seconds` right?"),
+        "{err}"
+    );
+    assert!(err.contains("look like `epoch_millis`"), "{err}");
+
+    // One event in the year 3000, early in the input.
+    let mut lines: Vec<String> = generate(2_000).lines().map(str::to_owned).collect();
+    lines.insert(
+        10,
+        r#"{"ts":32503680000000,"service":"svc-1","latency_ms":5,"error":false}"#.into(),
+    );
+    std::fs::write(dir.path().join("input.jsonl"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(&config, &yaml).unwrap();
+    let out = run_with_env(&config, &[]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("ahead of every event before it"), "{err}");
+    assert!(err.contains("watermark.max_future"), "{err}");
+    let late_without = std::fs::read_to_string(dir.path().join("late.jsonl")).unwrap();
+    assert!(
+        late_without.lines().count() > 1_000,
+        "the bad clock made few events late"
+    );
+    std::fs::write(
+        &config,
+        yaml.replace(
+            "watermark: { max_out_of_orderness: 2s }",
+            "watermark: { max_out_of_orderness: 2s, max_future: 1h }",
+        ),
+    )
+    .unwrap();
+    let out = run_with_env(&config, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dead = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
+    let far = dead
+        .lines()
+        .find(|l| l.contains("\"line\":11,"))
+        .expect("a dead letter");
+    assert!(far.contains("ahead of the watermark"), "{far}");
+    assert!(far.contains("watermark.max_future"), "{far}");
+    let late = std::fs::read_to_string(dir.path().join("late.jsonl")).unwrap();
+    assert!(
+        late.lines().count() * 10 < late_without.lines().count(),
+        "{} late with the bound, {} without",
+        late.lines().count(),
+        late_without.lines().count()
+    );
+}
+
+/// A huge bad line keeps only `max_raw_bytes` of itself in its dead letter,
+/// which says so; dead letters faster than `max_per_second` stop the run
+/// with an error (exit 3).
+#[test]
+fn dead_letters_are_capped_and_rate_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = "x".repeat(200_000);
+    let mut input = generate(100);
+    input.push_str(&garbage);
+    input.push('\n');
+    std::fs::write(dir.path().join("input.jsonl"), &input).unwrap();
+    let config = pipeline(dir.path(), "{ tumbling: { size: 10s } }", "");
+    let out = run_with_env(&config, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dead = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
+    let big = dead
+        .lines()
+        .find(|l| l.contains("\"line\":101,"))
+        .expect("the long line");
+    assert!(big.len() < 70 * 1024, "{} bytes", big.len());
+    let record: serde_json::Value = serde_json::from_str(big).unwrap();
+    assert_eq!(record["raw"].as_str().unwrap().len(), 64 * 1024);
+    assert_eq!(record["raw_truncated"], true);
+    assert_eq!(record["raw_bytes"], 200_000);
+
+    // Lines of garbage only, with a rate limit.
+    let junk: String = (0..5_000).map(|i| format!("junk {i}\n")).collect();
+    std::fs::write(dir.path().join("input.jsonl"), junk).unwrap();
+    let config = pipeline(
+        dir.path(),
+        "{ tumbling: { size: 10s } }",
+        "dead_letter_limits: { max_per_second: 100 }\n",
+    );
+    let out = run_with_env(&config, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("faster than dead_letter_limits.max_per_second"),
+        "{err}"
+    );
+    let dead = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
+    assert!(dead.lines().count() <= 1_100, "{}", dead.lines().count());
+}
+
+/// A byte-order mark does not cost the first event; a null key field is
+/// dead-lettered like a missing one, not grouped under `null`.
+#[test]
+fn a_byte_order_mark_and_null_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = "\u{feff}{\"ts\":1000,\"service\":\"a\",\"latency_ms\":5,\"error\":false}\n\
+                 {\"ts\":2000,\"service\":null,\"latency_ms\":6,\"error\":false}\n\
+                 {\"ts\":3000,\"latency_ms\":7,\"error\":false}\n";
+    std::fs::write(dir.path().join("input.jsonl"), input).unwrap();
+    let config = pipeline(dir.path(), "{ tumbling: { size: 10s } }", "");
+    let out = run_with_env(&config, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let [results, _, dead] = outputs(dir.path());
+    assert_eq!(results.lines().count(), 1, "{results}");
+    assert!(results.contains(r#""key":{"service":"a"}"#), "{results}");
+    assert!(results.contains(r#""latency.count":1"#), "{results}");
+    let reasons: Vec<&str> = dead.lines().collect();
+    assert_eq!(reasons.len(), 2, "{dead}");
+    assert!(reasons[0].contains("key field `service` is null"), "{dead}");
+    assert!(reasons[1].contains("missing key field `service`"), "{dead}");
+}
+
+/// Kafka with no broker at the address fails at once, naming the address
+/// and the cause, before any output file is opened.
+#[test]
+fn kafka_without_a_broker_names_the_address_and_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &config,
+        "source: { kafka: { brokers: \"127.0.0.1:1\", topics: [events] } }\n\
+         event: { key: [service], time: { field: ts, format: epoch_millis } }\n\
+         window: { tumbling: { size: 10s } }\n\
+         aggregations: [ { name: n, plugin: builtin/count } ]\n\
+         sink: { file: results.jsonl }\n\
+         late_output: { file: late.jsonl }\n\
+         dead_letter: { file: dead.jsonl }\n",
+    )
+    .unwrap();
+    let files = previous_outputs(dir.path());
+    let started = std::time::Instant::now();
+    let out = run_with_env(&config, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_untouched(&files);
+    // A file run whose dead letters go to an unreachable Kafka: its file
+    // outputs are not touched either.
+    std::fs::write(dir.path().join("input.jsonl"), generate(10)).unwrap();
+    let config = pipeline(dir.path(), "{ tumbling: { size: 10s } }", "");
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        yaml.replace(
+            "dead_letter: { file: dead.jsonl }",
+            "dead_letter: { kafka: { topic: dead, brokers: \"127.0.0.1:1\" } }",
+        ),
+    )
+    .unwrap();
+    let out = run_with_env(&config, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_untouched(&files);
+}
+
+/// SIGTERM on a stdin run with no more input coming: it stops (exit 143)
+/// with the lines it was given written out, dead letters included, and
+/// says that it stopped.
+#[test]
+fn sigterm_stops_a_stdin_run_waiting_for_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &config,
+        "source: { file: '-' }\n\
+         event: { key: [service], time: { field: ts, format: epoch_millis } }\n\
+         window: { tumbling: { size: 10s } }\n\
+         aggregations: [ { name: n, plugin: builtin/count } ]\n\
+         sink: { file: results.jsonl }\n\
+         dead_letter: { file: dead.jsonl }\n",
+    )
+    .unwrap();
+    let mut child = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(
+            b"{\"ts\":1000,\"service\":\"a\"}\nnot json\n{\"ts\":20000,\"service\":\"a\"}\nbroken {\n",
+        )
+        .unwrap();
+    stdin.flush().unwrap();
+    // The lines are taken as they come, not once a batch is full.
+    let dead = dir.path().join("dead.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&dead).map_or(0, |d| d.lines().count()) < 2
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on our own child's pid, with a valid signal.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("4 events read"), "{err}");
+    assert!(err.contains("2 dead-lettered"), "{err}");
+    assert!(err.contains("stopped by SIGTERM"), "{err}");
+    assert_eq!(std::fs::read_to_string(&dead).unwrap().lines().count(), 2);
+    // The window [0, 10 s) fired when the event at 20 s came.
+    let results = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
+    assert_eq!(results.lines().count(), 1, "{results}");
+}
+
+/// One HTTP/1.0 GET to `127.0.0.1:port`, the whole response; `None` while
+/// nothing listens.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// `metrics:` on a stdin run serves `/metrics`, `/healthz` and `/readyz`
+/// while it runs, with the events read so far, as a Kafka run does.
+#[test]
+fn a_stdin_run_serves_its_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ file: '-' }}\n\
+             event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
+             window: {{ tumbling: {{ size: 10s }} }}\n\
+             aggregations: [ {{ name: n, plugin: builtin/count }} ]\n\
+             sink: {{ file: results.jsonl }}\n\
+             dead_letter: {{ file: dead.jsonl }}\n\
+             metrics: {{ listen: \"127.0.0.1:{port}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"ts\":1000,\"service\":\"a\"}\nnot json\n{\"ts\":2000,\"service\":\"b\"}\n")
+        .unwrap();
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut metrics = None;
+    while std::time::Instant::now() < deadline {
+        metrics = http_get(port, "/metrics");
+        if metrics
+            .as_deref()
+            .is_some_and(|m| m.contains("sluice_events_in_total 3\n"))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let metrics = metrics.expect("nothing listens on the metrics address");
+    assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
+    assert!(metrics.contains("sluice_events_in_total 3\n"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_dead_lettered_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"sluice_plugin_calls_total{aggregation="n"}"#),
+        "{metrics}"
+    );
+    assert!(http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.0 200")));
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

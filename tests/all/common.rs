@@ -20,11 +20,22 @@ pub fn sluice() -> Command {
 /// Deterministic pseudo-random events: 5 services, ~10 events/s, 10% out of
 /// order by up to 3 s, 1% late by 30 s, 1% malformed lines.
 pub fn generate(n: usize) -> String {
+    generate_keys(n, 5)
+}
+
+/// [`generate`] over `services` services (`svc-0` ...).
+pub fn generate_keys(n: usize, services: u64) -> String {
+    generate_with(n, services, 200)
+}
+
+/// [`generate_keys`] with `max_step` ms at most between two events (they
+/// come every `(max_step - 1) / 2` ms on average).
+pub fn generate_with(n: usize, services: u64, max_step: u64) -> String {
     let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     let mut out = String::new();
     let mut t: i64 = 1_700_000_000_000;
     for i in 0..n {
-        t += (next() % 200) as i64;
+        t += (next() % max_step) as i64;
         let r = next() % 100;
         let ts = match r {
             0 => t - 30_000,
@@ -35,7 +46,7 @@ pub fn generate(n: usize) -> String {
             let _ = writeln!(
                 out,
                 r#"{{"ts":{ts},"service":"svc-{}","latency_ms":"#,
-                i % 5
+                i as u64 % services
             );
             continue;
         }
@@ -43,7 +54,7 @@ pub fn generate(n: usize) -> String {
         let _ = writeln!(
             out,
             r#"{{"ts":{ts},"service":"svc-{}","latency_ms":{latency},"error":{}}}"#,
-            next() % 5,
+            next() % services,
             next().is_multiple_of(20)
         );
     }

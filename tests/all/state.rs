@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{generate, sluice, xorshift};
+use crate::common::{generate, generate_keys, generate_with, sluice, xorshift};
 
 /// The outputs a run writes, read back.
 #[derive(Debug, PartialEq, Eq)]
@@ -96,21 +96,47 @@ fn checkpoints(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Starts the run and kills it once `results` has grown to `target` bytes
-/// (so the kill lands while it is working, whatever its start-up costs), and
-/// `extra` after that. Returns whether it was still running then.
-fn run_and_kill(config: &Path, results: &Path, target: u64, extra: Duration) -> bool {
+/// How a run is interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interrupt {
+    /// SIGKILL: no handler runs, nothing is flushed.
+    Kill,
+    /// SIGTERM: the run stops between two batches, flushes and checkpoints.
+    Term,
+}
+
+/// Starts the run and interrupts it once `results` has grown to `target`
+/// bytes (so that it lands while the run is working, whatever its start-up
+/// costs), and `extra` after that. Returns whether it was still running
+/// then, and its stderr.
+fn run_and_interrupt(
+    config: &Path,
+    results: &Path,
+    target: u64,
+    extra: Duration,
+    how: Interrupt,
+) -> (bool, String) {
     let mut child = sluice()
         .args(["run", "--config"])
         .arg(config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let spawned = Instant::now();
+    // Drained meanwhile, so that a chatty run never blocks on a full pipe.
+    let mut pipe = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        text
+    });
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut finished = false;
     loop {
         if child.try_wait().unwrap().is_some() {
-            return false;
+            finished = true;
+            break;
         }
         let len = std::fs::metadata(results).map_or(0, |m| m.len());
         if len >= target || Instant::now() > deadline {
@@ -118,12 +144,55 @@ fn run_and_kill(config: &Path, results: &Path, target: u64, extra: Duration) -> 
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    std::thread::sleep(extra);
-    let killed = child.try_wait().unwrap().is_none();
-    // SIGKILL: no handler runs, nothing is flushed.
-    let _ = child.kill();
-    let _ = child.wait();
-    killed
+    if !finished {
+        std::thread::sleep(extra);
+        // The file may have been long enough already (a previous run's):
+        // a signal before the run has installed its handler would kill it
+        // the default way, which is not what a SIGTERM test is after.
+        while how == Interrupt::Term
+            && !catches_sigterm(child.id())
+            && child.try_wait().unwrap().is_none()
+            && spawned.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let interrupted = child.try_wait().unwrap().is_none();
+    match how {
+        Interrupt::Kill => {
+            let _ = child.kill();
+        }
+        Interrupt::Term => {
+            let pid = libc::pid_t::try_from(child.id()).unwrap();
+            // SAFETY: kill(2) on our own child's pid, with a valid signal.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+    }
+    let status = child.wait().unwrap();
+    let log = log.join().unwrap();
+    if how == Interrupt::Term && interrupted {
+        // A stop, not a death: the summary, and the shell's status for SIGTERM
+        // (or 0 when the signal came as the run was finishing anyway).
+        assert!(
+            status.code() == Some(143) || status.success(),
+            "SIGTERM: {status:?}\n{log}"
+        );
+        if status.code() == Some(143) {
+            assert!(log.contains("stopped by SIGTERM"), "{log}");
+        }
+    }
+    (interrupted, log)
+}
+
+/// Whether process `pid` has a handler for SIGTERM installed (from the
+/// caught-signals mask in `/proc/PID/status`).
+fn catches_sigterm(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
 }
 
 /// How many SIGKILLs each crash test deals (`SLUICE_CRASH_KILLS` raises it
@@ -143,8 +212,44 @@ fn crash_test(window: &str, lateness: &str) {
 
 /// [`crash_test`] over `input` with more config; returns the outputs.
 fn crash_test_with(input: &str, window: &str, lateness: &str, extra: &str) -> Outputs {
+    restart_test(&RestartCase {
+        input,
+        window,
+        lateness,
+        reference: extra,
+        interrupted: extra,
+        how: Interrupt::Kill,
+        stops: kills(),
+    })
+    .0
+}
+
+/// One restart test: a reference run, then the same input in a fresh
+/// directory stopped `stops` times and restarted each time.
+struct RestartCase<'a> {
+    input: &'a str,
+    window: &'a str,
+    lateness: &'a str,
+    /// More config lines for the reference run.
+    reference: &'a str,
+    /// More config lines for the interrupted runs (another memory limit, say).
+    interrupted: &'a str,
+    how: Interrupt,
+    stops: usize,
+}
+
+/// Runs `case`; returns the outputs (equal to the reference's) and the
+/// stderr of every interrupted run and of the last one.
+fn restart_test(case: &RestartCase<'_>) -> (Outputs, String) {
     let clean = tempfile::tempdir().unwrap();
-    let config = setup_with(clean.path(), input, window, lateness, "1h", extra);
+    let config = setup_with(
+        clean.path(),
+        case.input,
+        case.window,
+        case.lateness,
+        "1h",
+        case.reference,
+    );
     let started = Instant::now();
     let out = run(&config);
     let full = started.elapsed();
@@ -156,36 +261,46 @@ fn crash_test_with(input: &str, window: &str, lateness: &str, extra: &str) -> Ou
     );
 
     let crashed = tempfile::tempdir().unwrap();
-    let config = setup_with(crashed.path(), input, window, lateness, "10ms", extra);
+    let config = setup_with(
+        crashed.path(),
+        case.input,
+        case.window,
+        case.lateness,
+        "10ms",
+        case.interrupted,
+    );
     let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let mut resumed = 0;
-    let mut killed = 0;
+    let mut interrupted = 0;
+    let mut logs = String::new();
     let total = expected.results.len() as u64;
-    for i in 0..kills() {
+    for i in 0..case.stops {
         let seed = next();
-        // Kill points spread over the output, each a little further on.
-        let target = total * (i as u64 + 1) / (kills() as u64 + 1);
+        // Stop points spread over the output, each a little further on.
+        let target = total * (i as u64 + 1) / (case.stops as u64 + 1);
         let extra = Duration::from_micros(seed % 20_000);
         if checkpoints(crashed.path()) > 0 {
             resumed += 1;
         }
-        if run_and_kill(
+        let (stopped, log) = run_and_interrupt(
             &config,
             &crashed.path().join("results.jsonl"),
             target,
             extra,
-        ) {
-            killed += 1;
-        }
+            case.how,
+        );
+        interrupted += usize::from(stopped);
+        logs.push_str(&log);
     }
     let out = run(&config);
     assert!(out.status.success(), "{}", stderr(&out));
+    logs.push_str(&stderr(&out));
     let got = read_outputs(crashed.path());
     assert!(
-        killed >= kills() * 3 / 4 && resumed >= kills() / 2,
-        "the kills missed the runs: {killed} of {} runs killed, {resumed} resumed from a \
+        interrupted >= case.stops * 3 / 4 && resumed >= case.stops / 2,
+        "the stops missed the runs: {interrupted} of {} runs stopped, {resumed} resumed from a \
          checkpoint (uninterrupted run took {full:?})",
-        kills()
+        case.stops
     );
     // Compare line by line first for a readable failure.
     let (e, g) = (&expected.results, &got.results);
@@ -194,7 +309,21 @@ fn crash_test_with(input: &str, window: &str, lateness: &str, extra: &str) -> Ou
     }
     assert_eq!(e.lines().count(), g.lines().count(), "result counts differ");
     assert_eq!(expected, got);
-    got
+
+    // A second run on the finished state directory writes the same again.
+    let out = run(&config);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again = read_outputs(crashed.path());
+    for (i, (a, b)) in e.lines().zip(again.results.lines()).enumerate() {
+        assert_eq!(
+            a,
+            b,
+            "a second run on the finished state: results differ at line {}",
+            i + 1
+        );
+    }
+    assert_eq!(expected, again);
+    (got, logs)
 }
 
 #[test]
@@ -372,4 +501,264 @@ fn trigger_state_survives_repeated_kill_nine() {
         out.results.matches(r#""emit":"early""#).count() >= 100,
         "too few early firings to test anything"
     );
+}
+
+#[test]
+fn tumbling_windows_survive_repeated_kill_nine() {
+    crash_test("{ tumbling: { size: 10s } }", "5s");
+}
+
+/// SIGTERM on a file run stops it between two batches: every output is
+/// flushed (the dead letters of the lines read are all in their file), a
+/// checkpoint is taken, the summary says what happened, and the exit code
+/// is 128 + 15; the same command then carries on to exactly the output of
+/// a run that never stopped. SIGINT does the same with 130.
+#[test]
+fn a_signal_stops_a_file_run_cleanly_and_the_same_command_resumes() {
+    let input = generate(40_000);
+    let clean = tempfile::tempdir().unwrap();
+    let window = "{ sliding: { size: 10s, slide: 1s } }";
+    let config = setup(clean.path(), &input, window, "2s", "1h");
+    assert!(run(&config).status.success());
+    let expected = read_outputs(clean.path());
+
+    for (signal, code, name) in [
+        (libc::SIGTERM, 143, "SIGTERM"),
+        (libc::SIGINT, 130, "SIGINT"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        // A checkpoint interval longer than the run: the stop's own
+        // checkpoint is the one the restart resumes from.
+        let config = setup(dir.path(), &input, window, "2s", "1h");
+        let child = sluice()
+            .args(["run", "--config"])
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let results = dir.path().join("results.jsonl");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::metadata(&results).map_or(0, |m| m.len()) < expected.results.len() as u64 / 3
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid, with a valid signal.
+        unsafe { libc::kill(pid, signal) };
+        let out = child.wait_with_output().unwrap();
+        let log = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "{name}: {log}");
+        assert!(
+            log.contains(&format!("stopped by {name} before the end of the input")),
+            "{log}"
+        );
+        assert!(log.contains("kept in a checkpoint"), "{log}");
+        // Every dead letter counted is in the file, whole.
+        let dead = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
+        let counted: u64 = log
+            .lines()
+            .find(|l| l.starts_with("sluice: ") && l.contains("events read"))
+            .and_then(|l| l.split(" dead-lettered").next())
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .expect("a summary line");
+        assert!(counted > 0, "{log}");
+        assert_eq!(dead.lines().count() as u64, counted, "{name}: {log}");
+        assert!(dead.ends_with('\n'));
+        let partial = read_outputs(dir.path());
+        assert!(
+            partial.results.len() < expected.results.len(),
+            "{name}: the run had finished"
+        );
+        assert!(expected.results.starts_with(&partial.results));
+
+        let out = run(&config);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            read_outputs(dir.path()),
+            expected,
+            "{name}: resumed output differs"
+        );
+    }
+}
+
+/// Restarts after SIGTERM give byte-identical outputs for every window kind.
+#[test]
+fn every_window_kind_resumes_byte_identically_after_sigterm() {
+    let input = generate(20_000);
+    for (window, lateness) in [
+        ("{ tumbling: { size: 10s } }", "3s"),
+        ("{ sliding: { size: 10s, slide: 1s } }", "3s"),
+        ("{ session: { gap: 1s } }", "3s"),
+    ] {
+        restart_test(&RestartCase {
+            input: &input,
+            window,
+            lateness,
+            reference: "",
+            interrupted: "",
+            how: Interrupt::Term,
+            stops: 8,
+        });
+    }
+}
+
+/// The plugin memory limit a run is interrupted under, small enough that
+/// partial aggregates of the sliding shape below do not fit (the instance
+/// is reopened with only its open panes, more than once), large enough for
+/// the panes themselves.
+const TIGHT_MEMORY: &str = "plugins: { memory_limit: 8MiB }\n";
+
+/// Output after restarts is byte-identical whatever the plugins' memory
+/// does: runs at a memory limit that partial aggregates overflow, killed
+/// and stopped at random points, write exactly what an uninterrupted run
+/// at the default limit writes, for every window kind, and so does a
+/// second run on the finished state directory. Every merge of panes or
+/// partials happens in an order that is a function of the input alone.
+#[test]
+fn restarts_are_byte_identical_at_a_tight_memory_limit() {
+    // 20 keys, an event every half millisecond: 300 panes a window, each
+    // with a few events.
+    let dense = generate_with(20_000, 20, 2);
+    let sparse = generate_keys(20_000, 20);
+    let mut recovered = false;
+    for (input, window, lateness, how) in [
+        (
+            &dense,
+            "{ sliding: { size: 30s, slide: 100ms } }",
+            "2s",
+            Interrupt::Kill,
+        ),
+        (
+            &dense,
+            "{ sliding: { size: 30s, slide: 100ms } }",
+            "2s",
+            Interrupt::Term,
+        ),
+        (
+            &sparse,
+            "{ tumbling: { size: 10s } }",
+            "3s",
+            Interrupt::Kill,
+        ),
+        (&sparse, "{ session: { gap: 1s } }", "3s", Interrupt::Term),
+    ] {
+        let (_, logs) = restart_test(&RestartCase {
+            input,
+            window,
+            lateness,
+            reference: "",
+            interrupted: TIGHT_MEMORY,
+            how,
+            stops: 6,
+        });
+        if logs.contains("reached its memory limit") {
+            recovered = true;
+            // The log names the aggregation and the setting to raise.
+            assert!(
+                logs.contains("aggregation `latency`: plugin builtin/stats")
+                    && logs.contains("Raise `plugins.memory_limit`"),
+                "{logs}"
+            );
+        }
+    }
+    assert!(
+        recovered,
+        "no run reached the memory limit: the test shows nothing about memory"
+    );
+}
+
+/// A reasonable sliding shape (60 s every 100 ms, 20 keys, `stats` and
+/// `count`, 200,000 events at 2,000 a second) stays within the default
+/// plugin memory limit.
+#[test]
+fn a_reasonable_sliding_shape_fits_the_default_memory_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("input.jsonl"),
+        generate_with(200_000, 20, 2),
+    )
+    .unwrap();
+    let config = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &config,
+        "source: { file: input.jsonl }\n\
+         event: { key: [service], time: { field: ts, format: epoch_millis } }\n\
+         watermark: { max_out_of_orderness: 2s }\n\
+         window: { sliding: { size: 60s, slide: 100ms } }\n\
+         aggregations:\n\
+         \x20 - { name: latency, plugin: builtin/stats, field: latency_ms }\n\
+         \x20 - { name: n, plugin: builtin/count }\n\
+         sink: { file: results.jsonl }\n\
+         late_output: { file: late.jsonl }\n\
+         dead_letter: { file: dead.jsonl }\n",
+    )
+    .unwrap();
+    let out = run(&config);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!log.contains("memory limit"), "{log}");
+    let results = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
+    assert!(results.lines().count() > 10_000, "too few results");
+    assert!(!results.contains("\"errors\""));
+}
+
+/// A second run on a state directory in use is refused before it touches
+/// anything (exit 2, naming the first run's pid); the first run finishes
+/// with its output whole.
+#[test]
+fn a_second_run_on_a_state_directory_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(5_000);
+    let config = setup(dir.path(), "", "{ tumbling: { size: 10s } }", "0s", "10ms");
+    // The first run reads a FIFO, so it is still running when the second starts.
+    let fifo = dir.path().join("input.jsonl");
+    std::fs::remove_file(&fifo).unwrap();
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let first = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let half = input.len() / 2;
+    let cut = input[..half].rfind('\n').unwrap() + 1;
+    std::io::Write::write_all(&mut writer, &input.as_bytes()[..cut]).unwrap();
+    // Until the first run has written and checkpointed something.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while checkpoints(dir.path()) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let results_before = std::fs::read(dir.path().join("results.jsonl")).unwrap();
+
+    let second = run(&config);
+    let log = stderr(&second);
+    assert_eq!(second.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains(&format!("in use by pid {}", first.id())),
+        "{log}"
+    );
+    // Nothing of the first run's was touched.
+    let results_now = std::fs::read(dir.path().join("results.jsonl")).unwrap();
+    assert!(results_now.starts_with(&results_before));
+
+    std::io::Write::write_all(&mut writer, &input.as_bytes()[cut..]).unwrap();
+    drop(writer);
+    let out = first.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The same as a run over a plain file.
+    let plain = tempfile::tempdir().unwrap();
+    let reference = setup(
+        plain.path(),
+        &input,
+        "{ tumbling: { size: 10s } }",
+        "0s",
+        "10ms",
+    );
+    assert!(run(&reference).status.success());
+    assert_eq!(read_outputs(dir.path()), read_outputs(plain.path()));
 }

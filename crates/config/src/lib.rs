@@ -100,6 +100,59 @@ pub struct PipelineConfig {
     /// Where dropped duplicates go (nowhere when absent: they are only counted).
     #[serde(default)]
     pub dedup_output: Option<OutputConfig>,
+    /// How large a dead letter may be, how fast they may come, and what
+    /// share of the input they may take before the run says so.
+    #[serde(default)]
+    pub dead_letter_limits: DeadLetterLimits,
+}
+
+/// `dead_letter_limits: { max_raw_bytes: 64KiB, max_share: 0.1, min_events: 1000, on_share: warn, max_per_second: 1000 }`.
+///
+/// Bad input never stops a run by itself; these say when it has gone too
+/// far to be ordinary: a field-name typo that dead-letters every event, a
+/// binary file read as JSON lines.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterLimits {
+    /// Raw input bytes kept in one dead letter; a longer line is cut there
+    /// and its record says so (`"raw_truncated":true`, `"raw_bytes":N`).
+    #[serde(deserialize_with = "de_bytes")]
+    pub max_raw_bytes: u64,
+    /// The share of events read (0 to 1) that may be dead-lettered before
+    /// the run warns, or fails with `on_share: fail`; 1 never.
+    pub max_share: f64,
+    /// Events read before the share is judged (it is always judged at the
+    /// end of the input), so that one bad line among the first few does
+    /// not count as a flood.
+    pub min_events: u64,
+    /// What a share above `max_share` does.
+    pub on_share: ShareAction,
+    /// Most dead letters per second of wall-clock time, with a burst of ten
+    /// seconds' worth; beyond it the run stops with an error. Absent: no limit.
+    pub max_per_second: Option<u64>,
+}
+
+impl Default for DeadLetterLimits {
+    fn default() -> Self {
+        Self {
+            max_raw_bytes: 64 << 10,
+            max_share: 0.1,
+            min_events: 1000,
+            on_share: ShareAction::Warn,
+            max_per_second: None,
+        }
+    }
+}
+
+/// What a dead-letter share above its limit does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareAction {
+    /// Log a warning once while the run goes on, and again at its end.
+    #[default]
+    Warn,
+    /// Stop the run with an error (exit code 3).
+    Fail,
 }
 
 /// Which state backend keeps the pipeline's window state.
@@ -307,6 +360,11 @@ pub struct WatermarkConfig {
     /// How far behind the largest event time seen the watermark trails.
     #[serde(default, deserialize_with = "de_duration")]
     pub max_out_of_orderness: Duration,
+    /// Events more than this ahead of the watermark are dead-lettered (with
+    /// the reason) instead of moving it: one event from a wrong clock cannot
+    /// then make every later event late. Absent: no bound.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_future: Option<Duration>,
 }
 
 /// The window kind and its sizes.
@@ -420,6 +478,12 @@ impl LoadedConfig {
 }
 
 /// Loads and validates a pipeline config file, applying `SLUICE_` overrides.
+///
+/// Besides what serde checks (types, unknown keys), a file is refused when
+/// it gives a key twice (YAML would keep the last silently), when a choice
+/// such as `window` names two alternatives (only one would be used), when a
+/// `SLUICE_` variable names no key, and when two outputs, the input or the
+/// state directory share a path (one would overwrite the other).
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     if !path.is_file() {
         return Err(ConfigError(format!(
@@ -427,22 +491,36 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
             path.display()
         )));
     }
-    let pipeline: PipelineConfig = Figment::from(Yaml::file(path))
-        .merge(env_overrides())
-        .extract()
-        .map_err(|e| ConfigError(format!("{}: {}", path.display(), describe(e))))?;
-    pipeline.validate()?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+    unknown_env_overrides()?;
+    let pipeline = pipeline_from(&text, path)?;
     let base_dir = path
         .parent()
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
-    Ok(LoadedConfig { pipeline, base_dir })
+    let loaded = LoadedConfig { pipeline, base_dir };
+    paths_apart(&loaded)?;
+    Ok(loaded)
+}
+
+/// The pipeline in `text` (the contents of `file`) with the environment's
+/// overrides, checked as a whole.
+fn pipeline_from(text: &str, file: &Path) -> Result<PipelineConfig, ConfigError> {
+    let in_file = |e: String| ConfigError(format!("{}: {e}", file.display()));
+    no_key_twice(text).map_err(in_file)?;
+    let figment = Figment::from(Yaml::string(text)).merge(env_overrides());
+    one_choice_each(&figment).map_err(in_file)?;
+    let pipeline: PipelineConfig = figment
+        .extract()
+        .map_err(|e| ConfigError(describe(e, file)))?;
+    pipeline.validate()?;
+    Ok(pipeline)
 }
 
 /// The keys a pipeline file has at its top level; only `SLUICE_` variables
-/// that start with one of them are overrides, so an unrelated variable that
-/// happens to share the prefix cannot break a config.
+/// that start with one of them are overrides.
 const TOP_LEVEL_KEYS: &[&str] = &[
     "source",
     "event",
@@ -450,9 +528,11 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "window",
     "allowed_lateness",
     "aggregations",
+    "trigger",
     "sink",
     "late_output",
     "dead_letter",
+    "dead_letter_limits",
     "plugins",
     "plugin_cache",
     "reload",
@@ -465,6 +545,17 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "dedup_output",
 ];
 
+/// `SLUICE_` variables that are not overrides: read by sluice's own
+/// benchmarks, tests, crash script and plugin build scripts, which may
+/// start `sluice` with them set.
+const NOT_OVERRIDES: &[&str] = &[
+    "SLUICE_BENCH_",
+    "SLUICE_CRASH_",
+    "SLUICE_KAFKA_KILLS",
+    "SLUICE_CHAOS_",
+    "SLUICE_TOOLS",
+];
+
 /// `SLUICE_SINK__FILE=x` overrides `sink.file`: `__` separates nested keys.
 fn env_overrides() -> Env {
     Env::prefixed("SLUICE_").split("__").filter(|key| {
@@ -473,20 +564,320 @@ fn env_overrides() -> Env {
     })
 }
 
-/// Figment's errors, one line each, with the key path they concern.
-fn describe(error: figment::Error) -> String {
+/// Refuses a `SLUICE_` variable that overrides no key (`SLUICE_SINKK__FILE`,
+/// `SLUICE_SINK_FILE`): left alone it would be ignored, and the run would
+/// use what the file says without a word.
+fn unknown_env_overrides() -> Result<(), ConfigError> {
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.strip_prefix("SLUICE_") else {
+            continue;
+        };
+        if NOT_OVERRIDES.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let top = rest.split("__").next().unwrap_or_default();
+        if !TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top)) {
+            return Err(ConfigError(format!(
+                "environment variable {name}: `{}` is not a pipeline key. An override is \
+                 SLUICE_ plus the key path with `__` between levels (SLUICE_SINK__FILE sets \
+                 sink.file); the top-level keys are {}",
+                top.to_ascii_lowercase(),
+                TOP_LEVEL_KEYS.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Keys whose value names one of several alternatives (`window: { tumbling:
+/// ... }`), and those alternatives.
+const CHOICES: &[(&str, &[&str])] = &[
+    ("source", &["file", "kafka"]),
+    ("window", &["tumbling", "sliding", "session"]),
+    ("sink", &["file", "kafka"]),
+    ("late_output", &["file", "kafka"]),
+    ("dead_letter", &["file", "kafka"]),
+    ("dedup_output", &["file", "kafka"]),
+];
+
+/// Refuses a choice that names two alternatives (say `tumbling` in the file
+/// and `sliding` from the environment): serde would take the first and
+/// drop the other silently.
+fn one_choice_each(figment: &Figment) -> Result<(), String> {
+    for (key, alternatives) in CHOICES {
+        if let Ok(figment::value::Value::Dict(_, dict)) = figment.find_value(key)
+            && dict.len() > 1
+        {
+            let given: Vec<&str> = dict.keys().map(String::as_str).collect();
+            return Err(format!(
+                "key `{key}`: give one of {}, not {} together",
+                alternatives.join(", "),
+                given.join(" and ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses YAML that gives one key twice in a mapping: parsers keep the last
+/// value, so the first would be ignored without a word.
+fn no_key_twice(text: &str) -> Result<(), String> {
+    use serde::de::DeserializeSeed as _;
+    let mut path = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        KeysOnce { path: &mut path }
+            .deserialize(document)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Walks a YAML document, failing on a mapping that holds a key twice.
+struct KeysOnce<'a> {
+    /// Where the walk is, for the message.
+    path: &'a mut Vec<String>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeysOnce<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeysOnce<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a YAML value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<serde_yaml::Value>()? {
+            let name = match &key {
+                serde_yaml::Value::String(s) => s.clone(),
+                other => serde_yaml::to_string(other)
+                    .map(|s| s.trim_end().to_string())
+                    .unwrap_or_default(),
+            };
+            self.path.push(name.clone());
+            if !seen.insert(name) {
+                return Err(serde::de::Error::custom(format!(
+                    "key `{}` is given twice (the second would silently replace the first)",
+                    self.path.join(".")
+                )));
+            }
+            map.next_value_seed(KeysOnce {
+                path: &mut *self.path,
+            })?;
+            self.path.pop();
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        loop {
+            let last = self.path.pop().unwrap_or_default();
+            self.path.push(format!("{last}[{i}]"));
+            let more = seq
+                .next_element_seed(KeysOnce {
+                    path: &mut *self.path,
+                })?
+                .is_some();
+            self.path.pop();
+            self.path.push(last);
+            if !more {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        // A tagged value (`!tag`): walk what it tags.
+        use serde::de::VariantAccess as _;
+        let (_, variant) = data.variant::<serde::de::IgnoredAny>()?;
+        variant.newtype_variant_seed(self)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i128<E>(self, _: i128) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// Figment's errors, one line each, with the key path they concern and
+/// where the value came from: the file `file`, or an environment variable
+/// (named as the user would have set it).
+fn describe(error: figment::Error, file: &Path) -> String {
     error
         .into_iter()
         .map(|e| {
             let key = e.path.join(".");
-            if key.is_empty() {
-                e.kind.to_string()
-            } else {
-                format!("key `{key}`: {}", e.kind)
+            let from_env = e
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.name.contains("environment"));
+            match (from_env, key.is_empty()) {
+                (true, _) => format!(
+                    "environment variable SLUICE_{} (key `{key}`): {}",
+                    e.path.join("__").to_ascii_uppercase(),
+                    e.kind
+                ),
+                (false, true) => format!("{}: {}", file.display(), e.kind),
+                (false, false) => format!("{}: key `{key}`: {}", file.display(), e.kind),
             }
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// A path made absolute (against the working directory) with `.` and `..`
+/// taken out, its longest existing ancestor resolved through symlinks: two
+/// spellings of one file come out equal.
+fn normalized(path: &Path) -> PathBuf {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    let mut clean = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    let mut existing = clean.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return clean,
+        }
+    }
+}
+
+/// Refuses two outputs (results, late events, dead letters, duplicates) on
+/// one file or both on stdout, an output on the input file, and an output
+/// or the input inside the state directory: either would overwrite or
+/// interleave records (the first result line cut by a dead letter) or
+/// lose the input, with exit code 0.
+fn paths_apart(loaded: &LoadedConfig) -> Result<(), ConfigError> {
+    let config = &loaded.pipeline;
+    let outputs = [
+        ("sink.file", Some(&config.sink)),
+        ("late_output.file", config.late_output.as_ref()),
+        ("dead_letter.file", config.dead_letter.as_ref()),
+        ("dedup_output.file", config.dedup_output.as_ref()),
+    ];
+    let mut files: Vec<(&str, PathBuf)> = Vec::new();
+    let mut stdout: Option<&str> = None;
+    for (key, output) in outputs {
+        let Some(OutputConfig::File(path)) = output else {
+            continue;
+        };
+        if path == Path::new("-") {
+            if let Some(first) = stdout {
+                return Err(ConfigError(format!(
+                    "keys `{first}` and `{key}` both write stdout (`-`), where their records \
+                     would interleave: give one of them a file"
+                )));
+            }
+            stdout = Some(key);
+            continue;
+        }
+        files.push((key, normalized(&loaded.resolve(path))));
+    }
+    let same = |a: &Path, b: &Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        a == b
+            || matches!((std::fs::metadata(a), std::fs::metadata(b)),
+                (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino())
+    };
+    for (i, (key, path)) in files.iter().enumerate() {
+        if let Some((other, _)) = files[..i].iter().find(|(_, p)| same(p, path)) {
+            return Err(ConfigError(format!(
+                "keys `{other}` and `{key}` name the same file {}: one would overwrite the \
+                 other's records; give each output its own file",
+                path.display()
+            )));
+        }
+    }
+    if let SourceConfig::File(input) = &config.source
+        && input != Path::new("-")
+    {
+        let input = normalized(&loaded.resolve(input));
+        if let Some((key, _)) = files.iter().find(|(_, p)| same(p, &input)) {
+            return Err(ConfigError(format!(
+                "key `{key}` names the input file {} (`source.file`): writing it would \
+                 destroy the input",
+                input.display()
+            )));
+        }
+    }
+    if config.state.backend == StateBackendKind::Rocksdb {
+        let state = normalized(&loaded.resolve(&config.state.path));
+        let mut inputs = Vec::new();
+        if let SourceConfig::File(input) = &config.source
+            && input != Path::new("-")
+        {
+            inputs.push(("source.file", normalized(&loaded.resolve(input))));
+        }
+        for (key, path) in files.iter().cloned().chain(inputs) {
+            if path.starts_with(&state) || same(&path, &state) {
+                return Err(ConfigError(format!(
+                    "key `{key}` names {}, which is in the state directory {} \
+                     (`state.path`): sluice replaces what is there; keep it apart",
+                    path.display(),
+                    state.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl PipelineConfig {
@@ -607,8 +998,25 @@ impl PipelineConfig {
         if self.batch_size == 0 {
             return err("key `batch_size`: must be at least 1".into());
         }
-        if let Some(why) = self.plugins.check() {
-            return err(why);
+        if let Some(max_future) = self.watermark.max_future {
+            positive_ms("watermark.max_future", max_future)?;
+        }
+        let limits = &self.dead_letter_limits;
+        if !(0.0..=1.0).contains(&limits.max_share) {
+            return err(format!(
+                "key `dead_letter_limits.max_share`: {} is not a share between 0 and 1",
+                limits.max_share
+            ));
+        }
+        if limits.max_raw_bytes == 0 {
+            return err("key `dead_letter_limits.max_raw_bytes`: must be at least 1".into());
+        }
+        if limits.max_per_second == Some(0) {
+            return err(
+                "key `dead_letter_limits.max_per_second`: must be at least 1 (leave it out for \
+                 no limit)"
+                    .into(),
+            );
         }
         if let Some(why) = self.plugins.check() {
             return err(why);
@@ -645,6 +1053,11 @@ pub fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
             "`{text}` is not a duration ({e}); write it with a unit, such as `500ms`, `5s` or `1m`"
         ))
     })
+}
+
+/// Reads an optional duration (see [`de_duration`]).
+pub fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
 }
 
 /// Reads a byte size written as a number of bytes or with a unit (`64MiB`, `1GiB`).
@@ -701,11 +1114,7 @@ mod tests {
     use super::*;
 
     fn parse(yaml: &str) -> Result<PipelineConfig, String> {
-        let cfg: PipelineConfig = Figment::from(Yaml::string(yaml))
-            .extract()
-            .map_err(describe)?;
-        cfg.validate().map_err(|e| e.to_string())?;
-        Ok(cfg)
+        pipeline_from(yaml, Path::new("test.yaml")).map_err(|e| e.to_string())
     }
 
     const BASE: &str = "source: { file: in.jsonl }\n\
@@ -742,6 +1151,50 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    /// Mistakes that serde alone lets through: a key given twice (the last
+    /// would win), two alternatives of one choice (the first would win),
+    /// a share that is no share.
+    #[test]
+    fn silent_mistakes_are_refused() {
+        let e = parse(&format!(
+            "{BASE}window: {{ tumbling: {{ size: 10s }} }}\nallowed_lateness: 1s\nallowed_lateness: 2s\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("key `allowed_lateness` is given twice"), "{e}");
+        let e = parse(&format!(
+            "{BASE}window:\n  tumbling: {{ size: 10s, size: 20s }}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("key `window.tumbling.size` is given twice"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{BASE}window: {{ tumbling: {{ size: 10s }}, sliding: {{ size: 10s, slide: 5s }} }}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("key `window`: give one of"), "{e}");
+        assert!(e.contains("sliding and tumbling"), "{e}");
+        let e = parse(&format!(
+            "{BASE}window: {{ tumbling: {{ size: 10s }} }}\ndead_letter_limits: {{ max_share: 1.5 }}\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("dead_letter_limits.max_share"), "{e}");
+        // A key repeated inside a list item, with its place in the list.
+        let e = parse(
+            "source: { file: in.jsonl }\n\
+             event: { key: [service], time: { field: ts, format: epoch_millis } }\n\
+             sink: { file: out.jsonl }\n\
+             window: { tumbling: { size: 10s } }\n\
+             aggregations:\n  - { name: a, plugin: builtin/count }\n  - { name: b, plugin: builtin/count, name: c }\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("key `aggregations[1].name` is given twice"),
+            "{e}"
+        );
     }
 
     #[test]

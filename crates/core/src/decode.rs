@@ -303,6 +303,10 @@ impl<'de> Visitor<'de> for LineSeed<'_> {
                 self.scratch.key_error = Some(format!(
                     "key field `{name}` is {what}, not a string, number or boolean"
                 ));
+            } else if let (Some(_), Scalar::Null) = (key_slot, &scalar) {
+                // As a missing key field is: a null one is no key either, and
+                // grouping such events under `null` would hide them.
+                self.scratch.key_error = Some(format!("key field `{name}` is null"));
             } else if let Some(i) = key_slot {
                 let out = &mut self.scratch.keys[i];
                 out.clear();
@@ -587,6 +591,10 @@ mod tests {
             (
                 r#"{"ts":1,"model":"b","latency_ms":1,"error":false}"#,
                 "missing key field `service`",
+            ),
+            (
+                r#"{"ts":1,"service":null,"model":"b","latency_ms":1,"error":false}"#,
+                "key field `service` is null",
             ),
             (
                 r#"{"ts":1,"service":"a","model":"b","latency_ms":"12","error":false}"#,

@@ -8,9 +8,11 @@
 
 #![warn(missing_docs)]
 
+pub mod reach;
 pub mod sink;
 pub mod source;
 
+pub use reach::reach_brokers;
 pub use sink::KafkaWriter;
 pub use source::{KafkaRecord, KafkaSource, Reassignment};
 

@@ -22,6 +22,9 @@
 #![warn(missing_docs)]
 
 pub mod inspect;
+mod lock;
+
+pub use lock::{LOCK_FILE, LockError, StateLock};
 
 use std::path::{Path, PathBuf};
 
@@ -46,17 +49,21 @@ pub struct RocksBackend {
     dir: PathBuf,
     db: Option<DB>,
     keep: usize,
+    /// The run's lock on the directory (none for a read-only view).
+    _lock: Option<StateLock>,
 }
 
 impl RocksBackend {
     /// Opens (creating if need be) the state directory `dir`, keeping the
-    /// last `keep` checkpoints. The live database is opened by
+    /// last `keep` checkpoints; `lock` is this process's lock on it, held
+    /// as long as the backend. The live database is opened by
     /// [`StateBackend::restore`], which must be called first.
-    pub fn open(dir: &Path, keep: usize) -> Result<Self, StateError> {
+    pub fn open(dir: &Path, keep: usize, lock: StateLock) -> Result<Self, StateError> {
         let backend = Self {
             dir: dir.to_path_buf(),
             db: None,
             keep: keep.max(1),
+            _lock: Some(lock),
         };
         std::fs::create_dir_all(backend.checkpoints_dir())
             .map_err(|e| backend.error(format!("cannot create the state directory: {e}")))?;
@@ -69,6 +76,7 @@ impl RocksBackend {
             dir: dir.to_path_buf(),
             db: None,
             keep: 1,
+            _lock: None,
         }
     }
 

@@ -14,6 +14,13 @@ pub use sluice_core::plugin::PluginError;
 pub use sluice_core::state::StateError;
 pub use sluice_kafka::KafkaError;
 
+/// The input broke a limit the pipeline sets on it (`dead_letter_limits`:
+/// the share or the rate of dead letters): the data's problem, or the
+/// config's view of it, to look at before running again.
+#[derive(Debug, Error)]
+#[error("input: {0}")]
+pub struct InputError(pub String);
+
 /// Any error that stops a run.
 #[derive(Debug, Error)]
 pub enum Error {
@@ -32,15 +39,20 @@ pub enum Error {
     /// The state directory or a checkpoint.
     #[error(transparent)]
     State(#[from] StateError),
+    /// See [`InputError`].
+    #[error(transparent)]
+    Input(#[from] InputError),
 }
 
 impl Error {
     /// The process exit code: 2 for what the user must fix before running
-    /// again (config, plugin), 1 for the environment (I/O, Kafka, state).
+    /// again (config, plugin), 1 for the environment (I/O, Kafka, state), 3
+    /// for input that broke a limit set on it.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Plugin(_) => 2,
             Error::Io(_) | Error::Kafka(_) | Error::State(_) => 1,
+            Error::Input(_) => 3,
         }
     }
 }

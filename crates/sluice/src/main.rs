@@ -39,7 +39,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// Values buffered per plugin call; changes speed, never results.
-        #[arg(long)]
+        #[arg(long, value_parser = batch_size)]
         batch_size: Option<usize>,
     },
     /// Work with plugins.
@@ -130,13 +130,30 @@ enum PluginCommand {
     },
 }
 
+/// `--batch-size`: a whole number of at least 1 (0 would buffer nothing).
+fn batch_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{text:?} is not a whole number ({e})")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Run { config, batch_size } => {
             pipeline::run_file(&config, &RunOptions { batch_size }).map(|summary| {
                 eprintln!("sluice: {summary}");
-                ExitCode::SUCCESS
+                // A file or stdin run stopped by a signal did not read its
+                // input to the end: its output is not complete, which a
+                // script must not take for success (the shell's 128 + N).
+                match summary.stopped_by {
+                    Some(signal) => {
+                        ExitCode::from(u8::try_from(signal).map_or(1, |n| 128u8.saturating_add(n)))
+                    }
+                    None => ExitCode::SUCCESS,
+                }
             })
         }
         Command::Plugin {

@@ -632,6 +632,10 @@ impl Aggregation for AggregationInstance {
         self.poisoned
     }
 
+    fn out_of_memory(&self) -> Option<u64> {
+        (self.poisoned && self.store.data().limits.exceeded()).then_some(self.limits.memory_limit)
+    }
+
     fn call_stats(&self) -> (u64, Duration) {
         (self.calls, self.call_time)
     }

@@ -187,6 +187,14 @@ pub trait Aggregation: Send {
     /// Whether a call failed so that every accumulator is lost (see the
     /// trait doc); cleared by [`Aggregation::reopen`].
     fn is_poisoned(&self) -> bool;
+    /// When the call that poisoned the instance failed because its memory
+    /// limit refused a growth (rather than for a fault of the plugin's
+    /// own): that limit in bytes, so that the store can rebuild the
+    /// instance and say which setting to raise. `None` otherwise, and
+    /// always for an implementation without a memory limit.
+    fn out_of_memory(&self) -> Option<u64> {
+        None
+    }
     /// Calls made and the time spent in them, over the whole life.
     fn call_stats(&self) -> (u64, Duration);
     /// Replaces the instance with a fresh one of the same plugin and

@@ -11,7 +11,8 @@
 //! A trigger that failed for the window is reported under the key `"trigger"`.
 //! A record without failures has no `errors` key.
 //! Late:   `{"line":N,"reason":"..","key":{..},"event_time":T,"window":{..},"watermark":W,"event":{..}}`
-//! Dead:   `{"line":N,"reason":"..","raw":".."}`
+//! Dead:   `{"line":N,"reason":"..","raw":".."}` (with `"raw_truncated":true,"raw_bytes":N`
+//! after `raw` when the line was longer than the bytes kept)
 //! Duplicate: `{"line":N,"reason":"duplicate","dedup_key":{..},"event_time":T,"event":{..}}`
 
 use std::fmt::Write as _;
@@ -192,12 +193,29 @@ pub fn write_duplicate(
 }
 
 /// Renders an event that could not be decoded, with where it came from.
-pub fn write_dead_letter(out: &mut String, origin: &Origin<'_>, reason: &str, raw: &[u8]) {
+/// At most `max_raw` bytes of it are kept (cut before a UTF-8 character
+/// that would not fit); a cut record says so with `"raw_truncated":true`
+/// and the line's whole length in `"raw_bytes"`.
+pub fn write_dead_letter(
+    out: &mut String,
+    origin: &Origin<'_>,
+    reason: &str,
+    raw: &[u8],
+    max_raw: usize,
+) {
     out.clear();
     let _ = write!(out, r#"{{{origin},"reason":"#);
     write_json_string(out, reason);
     out.push_str(r#","raw":"#);
-    write_json_string(out, &String::from_utf8_lossy(raw));
+    let mut kept = raw.len().min(max_raw);
+    // Back off continuation bytes, so that a character is kept whole or not at all.
+    while kept < raw.len() && kept > 0 && raw[kept] & 0xC0 == 0x80 {
+        kept -= 1;
+    }
+    write_json_string(out, &String::from_utf8_lossy(&raw[..kept]));
+    if kept < raw.len() {
+        let _ = write!(out, r#","raw_truncated":true,"raw_bytes":{}"#, raw.len());
+    }
     out.push('}');
 }
 
@@ -212,6 +230,19 @@ mod tests {
             kind,
             description: String::new(),
         }
+    }
+
+    #[test]
+    fn a_long_dead_letter_is_cut_and_says_so() {
+        let mut out = String::new();
+        write_dead_letter(&mut out, &Origin::Line(3), "malformed JSON", b"abc", 8);
+        assert_eq!(out, r#"{"line":3,"reason":"malformed JSON","raw":"abc"}"#);
+        // "é" is two bytes: cut before it rather than through it.
+        write_dead_letter(&mut out, &Origin::Line(4), "bad", "abcé0123".as_bytes(), 4);
+        assert_eq!(
+            out,
+            r#"{"line":4,"reason":"bad","raw":"abc","raw_truncated":true,"raw_bytes":9}"#
+        );
     }
 
     #[test]

@@ -46,13 +46,79 @@ impl LineBatch {
     }
 }
 
+/// An input checked before any output is opened: a missing or unreadable
+/// source is reported while the previous run's outputs are still intact.
+pub struct InputFile {
+    path: PathBuf,
+    kind: InputKind,
+}
+
+/// What an input is, as far as reading it goes.
+enum InputKind {
+    Stdin,
+    /// A regular file, opened: it can seek back to a checkpoint, and is
+    /// read as a replay rather than a live stream.
+    Regular(File),
+    /// A FIFO or a device, not opened yet: opening a FIFO waits for its
+    /// writer, which may only start once the run is up.
+    Stream,
+}
+
+impl InputFile {
+    /// Checks `path` (`-` is stdin): a regular file is opened now, a FIFO or
+    /// device is only looked at (opening it would wait for a writer).
+    pub fn open(path: &Path) -> Result<Self, IoError> {
+        let fail = |action: &'static str| {
+            move |source| IoError {
+                action,
+                path: path.to_path_buf(),
+                source,
+            }
+        };
+        let kind = if path == Path::new("-") {
+            InputKind::Stdin
+        } else {
+            let metadata = std::fs::metadata(path).map_err(fail("opening"))?;
+            if metadata.is_dir() {
+                return Err(fail("reading")(std::io::Error::other(
+                    "it is a directory, not a file of JSON lines",
+                )));
+            }
+            if metadata.is_file() {
+                InputKind::Regular(File::open(path).map_err(fail("opening"))?)
+            } else {
+                InputKind::Stream
+            }
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            kind,
+        })
+    }
+
+    /// Whether the input is a live stream (stdin, a FIFO, a device) rather
+    /// than a regular file.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.kind, InputKind::Regular(_))
+    }
+}
+
+/// The byte-order mark some editors put at the start of a UTF-8 file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Reads non-blank lines from a file (or stdin for `-`), numbering them.
 pub struct LineSource {
     path: PathBuf,
-    reader: Box<dyn BufRead + Send>,
+    reader: BufReader<Box<dyn Read + Send>>,
+    /// A live stream (stdin, a FIFO): a batch ends where the lines that
+    /// have arrived end, rather than waiting to fill up.
+    live: bool,
     line_no: u64,
     /// Bytes consumed, blank lines included.
     offset: u64,
+    /// Whether the next line is the input's first, whose byte-order mark
+    /// (if any) is no part of the event.
+    at_start: bool,
 }
 
 impl LineSource {
@@ -64,6 +130,12 @@ impl LineSource {
     /// Opens `path` to carry on after `offset` bytes holding `line` lines,
     /// where a checkpoint left it. Stdin cannot seek: only offset 0 works.
     pub fn open_at(path: &Path, offset: u64, line: u64) -> Result<Self, IoError> {
+        Self::start(InputFile::open(path)?, offset, line)
+    }
+
+    /// Reads `input` from after `offset` bytes holding `line` lines.
+    pub fn start(input: InputFile, offset: u64, line: u64) -> Result<Self, IoError> {
+        let path = input.path.as_path();
         let fail = |action: &'static str| {
             move |source| IoError {
                 action,
@@ -71,17 +143,17 @@ impl LineSource {
                 source,
             }
         };
-        let reader: Box<dyn Read + Send> = if path == Path::new("-") {
-            if offset > 0 {
-                return Err(fail("resuming")(std::io::Error::other(
-                    "stdin cannot seek back to a checkpoint",
-                )));
+        let live = input.is_live();
+        let reader: Box<dyn Read + Send> = match input.kind {
+            InputKind::Stdin => {
+                if offset > 0 {
+                    return Err(fail("resuming")(std::io::Error::other(
+                        "stdin cannot seek back to a checkpoint",
+                    )));
+                }
+                Box::new(std::io::stdin())
             }
-            Box::new(std::io::stdin())
-        } else {
-            let mut file = File::open(path).map_err(fail("opening"))?;
-            let metadata = file.metadata().map_err(fail("reading the size of"))?;
-            if !metadata.is_file() {
+            InputKind::Stream => {
                 // A FIFO or device: read from where it is; it has no past to
                 // seek back to.
                 if offset > 0 {
@@ -89,29 +161,28 @@ impl LineSource {
                         "it is not a regular file, so it cannot seek back to a checkpoint",
                     )));
                 }
-                return Ok(Self {
-                    path: path.to_path_buf(),
-                    reader: Box::new(BufReader::with_capacity(1 << 16, Box::new(file))),
-                    line_no: line,
-                    offset,
-                });
+                Box::new(File::open(path).map_err(fail("opening"))?)
             }
-            let length = metadata.len();
-            if length < offset {
-                return Err(fail("resuming")(std::io::Error::other(format!(
-                    "the checkpoint read {offset} bytes of it but it now has {length}: \
-                     it is not the input the state was built from"
-                ))));
+            InputKind::Regular(mut file) => {
+                let length = file.metadata().map_err(fail("reading the size of"))?.len();
+                if length < offset {
+                    return Err(fail("resuming")(std::io::Error::other(format!(
+                        "the checkpoint read {offset} bytes of it but it now has {length}: \
+                         it is not the input the state was built from"
+                    ))));
+                }
+                file.seek(SeekFrom::Start(offset))
+                    .map_err(fail("seeking in"))?;
+                Box::new(file)
             }
-            file.seek(SeekFrom::Start(offset))
-                .map_err(fail("seeking in"))?;
-            Box::new(file)
         };
         Ok(Self {
-            path: path.to_path_buf(),
-            reader: Box::new(BufReader::with_capacity(1 << 16, reader)),
+            path: input.path,
+            reader: BufReader::with_capacity(1 << 16, reader),
+            live,
             line_no: line,
             offset,
+            at_start: offset == 0,
         })
     }
 
@@ -138,15 +209,24 @@ impl LineSource {
             }
             self.offset += n as u64;
             self.line_no += 1;
+            if std::mem::take(&mut self.at_start) && batch.data[start..].starts_with(BOM) {
+                // Counted in the offset, kept out of the event.
+                batch.data.drain(start..start + BOM.len());
+            }
             let mut end = batch.data.len();
             while end > start && matches!(batch.data[end - 1], b'\n' | b'\r') {
                 end -= 1;
             }
             if batch.data[start..end].iter().all(u8::is_ascii_whitespace) {
                 batch.data.truncate(start);
-                continue;
+            } else {
+                batch.lines.push((self.line_no, start..end));
             }
-            batch.lines.push((self.line_no, start..end));
+            // On a live stream, the next line may be a long time coming:
+            // what has arrived goes now (whole lines only).
+            if self.live && !batch.lines.is_empty() && !self.reader.buffer().contains(&b'\n') {
+                return Ok(true);
+            }
         }
         Ok(true)
     }

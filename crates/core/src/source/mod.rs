@@ -3,7 +3,7 @@
 mod file;
 pub mod read_ahead;
 
-pub use file::{LineBatch, LineSource, open_reader};
+pub use file::{InputFile, LineBatch, LineSource, open_reader};
 
 use std::fmt;
 

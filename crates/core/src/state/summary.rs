@@ -23,6 +23,16 @@ pub struct RunSummary {
     pub filled: u64,
     /// Events dropped by dedup because their key was seen within the TTL.
     pub duplicates: u64,
+    /// The signal number (SIGINT 2, SIGTERM 15) that stopped a file or
+    /// stdin run before the end of its input; not kept in checkpoints.
+    #[serde(skip)]
+    pub stopped_by: Option<i32>,
+    /// Windows (or panes, or sessions) left open, not emitted, by such a stop.
+    #[serde(skip)]
+    pub left_open: u64,
+    /// Whether such a stop was checkpointed, so that the same command resumes.
+    #[serde(skip)]
+    pub stop_checkpointed: bool,
 }
 
 impl std::fmt::Display for RunSummary {
@@ -48,6 +58,30 @@ impl std::fmt::Display for RunSummary {
                 self.plugin_failures, self.quarantined
             )?;
         }
+        if let Some(signal) = self.stopped_by {
+            write!(
+                f,
+                "; stopped by {} before the end of the input: {} open windows (or panes) \
+                 not emitted, {}",
+                signal_name(signal),
+                self.left_open,
+                if self.stop_checkpointed {
+                    "kept in a checkpoint (the same command resumes)"
+                } else {
+                    "lost (no state backend keeps them)"
+                }
+            )?;
+        }
         Ok(())
+    }
+}
+
+/// `SIGTERM` for 15, as operators know the signals (the numbers POSIX
+/// fixes for the two that stop a run).
+fn signal_name(signal: i32) -> String {
+    match signal {
+        2 => "SIGINT".into(),
+        15 => "SIGTERM".into(),
+        n => format!("signal {n}"),
     }
 }

@@ -58,7 +58,7 @@ impl WindowOperator {
             offset,
         } = spec
         {
-            store.use_partials(size, slide, offset);
+            store.use_partials(size, slide, offset, lateness_ms);
         }
         Self {
             spec,
@@ -69,10 +69,16 @@ impl WindowOperator {
         }
     }
 
+    /// Names the aggregations as the pipeline does, so that the log can say
+    /// which one a plugin failure or a memory limit concerns.
+    pub fn set_aggregation_names(&mut self, names: Vec<String>) {
+        self.store.set_names(names);
+    }
+
     /// Switches the partial aggregates of sliding windows on (the default)
-    /// or off. Off, every firing merges all of its window's panes afresh:
-    /// the same results, at a cost that grows with `size / slide`; the
-    /// reference the tests and the bench compare against.
+    /// or off. Off, every firing computes its window's merges afresh: the
+    /// same results to the bit, at a cost that grows with `size / slide`;
+    /// the reference the tests and the bench compare against.
     pub fn set_sliding_partials(&mut self, on: bool) {
         self.store.set_partials(on);
     }

@@ -234,6 +234,14 @@ impl Plugin {
             _ => &mut self.instance,
         }
     }
+
+    /// [`Self::of`], to look at.
+    fn of_ref(&self, version: Version) -> &dyn Aggregation {
+        match (version, &self.retiring) {
+            (Version::Retiring, Some(r)) => r.instance.as_ref(),
+            _ => self.instance.as_ref(),
+        }
+    }
 }
 
 /// A version finishing the windows open when a reload to another state
@@ -305,6 +313,10 @@ pub(crate) struct WindowStore {
     /// While a checkpoint is restored: why a retiring version it holds
     /// could not be loaded, per aggregation.
     unrunnable_retiring: HashMap<usize, Arc<str>>,
+    /// The aggregations' names in the pipeline, for the log.
+    names: Vec<String>,
+    /// Per aggregation, how often its instance was reopened for memory.
+    memory_recoveries: Vec<u64>,
 }
 
 /// The window records of the last checkpoint, as far as the store knows.
@@ -323,6 +335,8 @@ struct Persisted {
 
 impl WindowStore {
     pub fn new(aggs: Vec<Box<dyn Aggregation>>, batch_size: usize, quarantine_after: u32) -> Self {
+        let names = (0..aggs.len()).map(|a| format!("#{a}")).collect();
+        let memory_recoveries = vec![0; aggs.len()];
         Self {
             plugins: aggs
                 .into_iter()
@@ -345,7 +359,21 @@ impl WindowStore {
             partials: partials::Partials::default(),
             merges_slots: false,
             unrunnable_retiring: HashMap::new(),
+            names,
+            memory_recoveries,
         }
+    }
+
+    /// Names the aggregations as the pipeline does, for the log.
+    pub fn set_names(&mut self, names: Vec<String>) {
+        if names.len() == self.plugins.len() {
+            self.names = names;
+        }
+    }
+
+    /// Aggregation `a`'s name in the pipeline.
+    fn name(&self, a: usize) -> &str {
+        self.names.get(a).map_or("?", String::as_str)
     }
 
     /// Says that slots merge (sliding panes, sessions): set by the operator.

@@ -20,6 +20,7 @@ use sluice_wasm::PluginEngine;
 
 use super::Flow;
 use super::decode_ahead::DecodeAhead;
+use super::stop::Stop;
 use crate::error::{ConfigError, Error, IoError, KafkaError};
 use crate::metrics::{Metrics, MetricsServer};
 
@@ -34,6 +35,7 @@ pub(super) fn run(
     engine: &Arc<PluginEngine>,
     config: &KafkaSourceConfig,
     batch_size: usize,
+    stop: &Stop,
 ) -> Result<RunSummary, Error> {
     // Declared first so that it is dropped last, after every client of it.
     let embedded = match config.brokers.as_str() {
@@ -44,6 +46,11 @@ pub(super) fn run(
         .as_ref()
         .map_or_else(|| config.brokers.clone(), EmbeddedBroker::bootstrap);
 
+    // The brokers first: an address that answers nothing is reported, with
+    // why, while the outputs of the last run are still whole.
+    if embedded.is_none() {
+        sluice_kafka::reach_brokers(&brokers, &config.properties)?;
+    }
     // Plugins and outputs before the source: a bad plugin is reported before
     // the consumer joins its group.
     let mut flow = Flow::open(loaded, engine, batch_size, 1, Some(&brokers))?;
@@ -78,14 +85,6 @@ pub(super) fn run(
         _ => None,
     };
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|source| IoError {
-            action: "installing a handler for",
-            path: "SIGINT/SIGTERM".into(),
-            source,
-        })?;
-    }
     let mut feed = match (&embedded, &config.feed) {
         (Some(_), Some(path)) => Some(Feed::start(
             &brokers,
@@ -113,7 +112,7 @@ pub(super) fn run(
     loop {
         // Between messages: a new plugin version goes live here.
         flow.apply_reloads();
-        if stop.load(Ordering::Relaxed) {
+        if stop.requested() {
             tracing::info!("stop requested: flushing, checkpointing, committing");
             ahead.drain(&mut flow, &mut source)?;
             // Fire nothing early: open windows are restored from the
@@ -140,6 +139,7 @@ pub(super) fn run(
                 checkpoint(&mut flow, &source)?;
             }
             let watermark = flow.watermarks.current();
+            flow.judge_dead_letters(true)?;
             flow.finish()?;
             let offsets = source.plan_commit(None, watermark, token);
             source.commit(&offsets)?;
@@ -272,7 +272,8 @@ pub(super) fn run(
                 flow.advance(advanced)?;
             }
             flow.on_processing_time()?;
-            publish(&metrics, &flow, &source, loaded, false);
+            flow.judge_dead_letters(false)?;
+            publish(&metrics, &flow, &source, false);
         }
         // With a state backend, offsets are committed right after the
         // checkpoint that covers them; without one, every commit interval.
@@ -289,7 +290,7 @@ pub(super) fn run(
             }
             commit(&mut source, &flow, token)?;
             metrics.record_commit(now.elapsed());
-            publish(&metrics, &flow, &source, loaded, true);
+            publish(&metrics, &flow, &source, true);
         }
     }
     let (pauses, paused_for) = source.pauses();
@@ -314,18 +315,8 @@ pub(super) fn run(
 
 /// Publishes the run's counters, plugin health and per-partition lags
 /// (consumer lag too when `with_lag`).
-fn publish(
-    metrics: &Metrics,
-    flow: &Flow,
-    source: &KafkaSource,
-    loaded: &LoadedConfig,
-    with_lag: bool,
-) {
-    metrics.record_summary(&flow.summary(), flow.operator.open_windows());
-    let aggregations = &loaded.pipeline.aggregations;
-    for (agg, health) in aggregations.iter().zip(flow.operator.plugin_health()) {
-        metrics.record_plugin(&agg.name, &health);
-    }
+fn publish(metrics: &Metrics, flow: &Flow, source: &KafkaSource, with_lag: bool) {
+    super::publish_counters(metrics, flow);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));

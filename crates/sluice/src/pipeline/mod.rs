@@ -17,7 +17,7 @@ use sluice_core::fill::{Emission, GapFiller};
 use sluice_core::plugin::{Aggregation, TriggerPolicy, check_outputs};
 use sluice_core::sink::{self, JsonlWriter, OutputNames};
 use sluice_core::source::read_ahead;
-use sluice_core::source::{LineBatch, LineSource, Origin};
+use sluice_core::source::{InputFile, LineBatch, LineSource, Origin};
 use sluice_core::state::{
     AggregationMeta, CheckpointDelta, FORMAT_VERSION, Meta, OutputPosition, Restored,
     RetiringState, RunSummary, SinkLengths, SourcePosition, StateBackend, WatermarkState,
@@ -27,7 +27,7 @@ use sluice_core::window::{
     EventOutcome, Swap, Triggers, WindowOperator, WindowResult, WindowSpec, now_ms,
 };
 use sluice_kafka::KafkaWriter;
-use sluice_rocks::RocksBackend;
+use sluice_rocks::{LockError, RocksBackend, StateLock};
 use sluice_wasm::cache::CacheSetting;
 use sluice_wasm::registry::{self, BUILTIN_PREFIX};
 use sluice_wasm::reload::{Reloader, WatchedPlugin};
@@ -35,12 +35,15 @@ use sluice_wasm::{PluginEngine, PluginRegistry};
 
 use crate::admin::AdminServer;
 use crate::error::{ConfigError, Error};
+use crate::metrics::{Metrics, MetricsServer};
 
 mod decode_ahead;
+mod guard;
 mod kafka;
 mod output;
 
 pub use output::Output;
+mod stop;
 
 /// Run-time choices that are not part of the pipeline's meaning.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +51,18 @@ pub struct RunOptions {
     /// Overrides `batch_size` from the config (tests use it to show that batch
     /// sizes change nothing in the output).
     pub batch_size: Option<usize>,
+}
+
+/// How far ahead of every earlier event an event's time may jump before
+/// the run warns that its clock may be wrong: a day, or ten windows (or
+/// session gaps) if that is longer.
+fn jump_warning(spec: &WindowSpec) -> i64 {
+    const DAY: i64 = 24 * 3600 * 1000;
+    let span = match *spec {
+        WindowSpec::Tumbling { size, .. } | WindowSpec::Sliding { size, .. } => size,
+        WindowSpec::Session { gap } => gap,
+    };
+    DAY.max(span.saturating_mul(10))
 }
 
 /// Compiles and opens a checkpoint's retiring plugin version of aggregation
@@ -263,6 +278,12 @@ struct Flow {
     /// Per aggregation, whether the reloader was last told that an older
     /// version still finishes windows.
     retiring_told: Vec<bool>,
+    /// The dead-letter limits and what the run has seen against them.
+    guard: guard::DeadLetterGuard,
+    /// Warnings about event times that cannot be right.
+    times: guard::TimeGuard,
+    /// `watermark.max_future` in milliseconds.
+    max_future: Option<i64>,
 }
 
 /// Takes checkpoints of a [`Flow`] into a state backend.
@@ -360,7 +381,7 @@ impl Flow {
         );
         let lateness = millis(config.allowed_lateness);
         let spec = WindowSpec::from(&config.window);
-        let window = format!(
+        let mut window = format!(
             "{spec:?}, allowed lateness {lateness} ms, out-of-orderness {} ms, fill {:?}, \
              dedup {:?}, trigger {:?}",
             millis(config.watermark.max_out_of_orderness),
@@ -371,12 +392,28 @@ impl Flow {
                 t.config.as_ref().map(ToString::to_string)
             ))
         );
+        // Only when set, so that checkpoints taken before the key existed
+        // still restore.
+        if let Some(max_future) = config.watermark.max_future {
+            window.push_str(&format!(", max future {} ms", millis(max_future)));
+        }
         let restore_started = Instant::now();
         let (checkpoints, restored) = match config.state.backend {
             StateBackendKind::Memory => (None, None),
             StateBackendKind::Rocksdb => {
                 let dir = loaded.resolve(&config.state.path);
-                let mut backend = RocksBackend::open(&dir, config.state.keep)?;
+                // Before anything in the directory is touched: a second run
+                // on it is refused (exit 2), not let loose on the first's state.
+                let lock = StateLock::acquire(&dir).map_err(|e| match e {
+                    LockError::InUse { .. } => {
+                        Error::Config(ConfigError(format!("key `state.path`: {e}")))
+                    }
+                    LockError::Io { .. } => Error::State(sluice_core::state::StateError {
+                        location: dir.display().to_string(),
+                        message: e.to_string(),
+                    }),
+                })?;
+                let mut backend = RocksBackend::open(&dir, config.state.keep, lock)?;
                 let restored = backend.restore()?;
                 let checkpoints = Checkpointer {
                     backend: Box::new(backend),
@@ -392,6 +429,24 @@ impl Flow {
                 (Some(checkpoints), restored)
             }
         };
+        // Kafka outputs' brokers are reached before any output is opened: a
+        // wrong address must not cost the file outputs their contents.
+        let mut reached: Vec<&str> = source_brokers.into_iter().collect();
+        let outputs = [
+            Some(&config.sink),
+            config.late_output.as_ref(),
+            config.dead_letter.as_ref(),
+            config.dedup_output.as_ref(),
+        ];
+        for output in outputs.into_iter().flatten() {
+            if let OutputConfig::Kafka(k) = output {
+                let brokers = k.brokers.as_deref().or(source_brokers).unwrap_or_default();
+                if !reached.contains(&brokers) {
+                    sluice_kafka::reach_brokers(brokers, &k.properties)?;
+                    reached.push(brokers);
+                }
+            }
+        }
         let sinks = restored
             .as_ref()
             .map(|r| r.meta.sinks.clone())
@@ -470,7 +525,12 @@ impl Flow {
             reloader,
             agg_names: config.aggregations.iter().map(|a| a.name.clone()).collect(),
             retiring_told: vec![false; config.aggregations.len()],
+            guard: guard::DeadLetterGuard::new(&config.dead_letter_limits),
+            times: guard::TimeGuard::new(config.event.time.format, jump_warning(&spec)),
+            max_future: config.watermark.max_future.map(millis),
         };
+        flow.operator
+            .set_aggregation_names(config.aggregations.iter().map(|a| a.name.clone()).collect());
         if let Some(restored) = restored {
             flow.restore(config, engine, restored)?;
             tracing::debug!(
@@ -859,17 +919,17 @@ impl Flow {
         decoded: Result<(), String>,
     ) -> Result<i64, Error> {
         self.summary.events_read += 1;
+        let watermark = self.watermarks.current();
+        let decoded = decoded.and_then(|()| self.too_far_ahead(watermark));
         if let Err(reason) = decoded {
             if replayed {
                 self.summary.replayed_skipped += 1;
                 return Ok(i64::MIN);
             }
-            sink::write_dead_letter(&mut self.line, &origin, &reason, raw);
-            self.dead_out.write(None, &self.line, Some(&reason))?;
-            self.summary.dead_lettered += 1;
-            return Ok(i64::MIN);
+            return self.dead_letter(&origin, &reason, raw).map(|()| i64::MIN);
         }
-        let watermark = self.watermarks.current();
+        self.times
+            .observe(self.event.time, &origin, self.max_future.is_some());
         if let Some(dedup) = &mut self.dedup
             && dedup.check(raw, message_time, watermark) == Sighting::Duplicate
         {
@@ -914,6 +974,43 @@ impl Flow {
         let advanced = self.watermarks.observe(partition, time);
         self.advance(advanced)?;
         Ok(time)
+    }
+
+    /// Writes a dead letter for `raw`, which cannot be used because of
+    /// `reason`, and counts it against the rate limit.
+    fn dead_letter(&mut self, origin: &Origin<'_>, reason: &str, raw: &[u8]) -> Result<(), Error> {
+        sink::write_dead_letter(&mut self.line, origin, reason, raw, self.guard.max_raw());
+        self.dead_out.write(None, &self.line, Some(reason))?;
+        self.summary.dead_lettered += 1;
+        self.guard
+            .on_dead_letter(reason, self.summary.dead_lettered)
+            .map_err(Error::from)
+    }
+
+    /// Why the decoded event is refused under `watermark.max_future`: its
+    /// time is that far ahead of the watermark. Before the first event
+    /// there is no watermark to be ahead of.
+    fn too_far_ahead(&self, watermark: i64) -> Result<(), String> {
+        match self.max_future {
+            Some(limit)
+                if watermark != sluice_core::watermark::MIN_WATERMARK
+                    && self.event.time > watermark.saturating_add(limit) =>
+            {
+                Err(format!(
+                    "event time {} is {} ms ahead of the watermark {watermark}, more than \
+                     watermark.max_future ({limit} ms) allows",
+                    self.event.time,
+                    self.event.time - watermark
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Judges the share of dead letters so far (see [`guard`]); `at_end`
+    /// at the end of the input.
+    fn judge_dead_letters(&mut self, at_end: bool) -> Result<(), Error> {
+        self.guard.judge(&self.summary, at_end).map_err(Error::from)
     }
 
     /// Fires what a new watermark (if any) completes and writes what was emitted.
@@ -979,6 +1076,34 @@ impl Flow {
         Ok(backlogged)
     }
 
+    /// Ends a file or stdin run that a signal asked to stop before the end
+    /// of its input, at `position`: nothing is fired early (a window cut
+    /// short would look complete); every output is flushed, and with a
+    /// state backend a checkpoint is taken, from which the same command
+    /// carries on as if the run had never stopped.
+    fn stop_early(
+        mut self,
+        position: SourcePosition,
+        signal: Option<i32>,
+    ) -> Result<RunSummary, Error> {
+        let checkpointed = self.checkpoints.is_some();
+        tracing::info!(
+            "stop requested: flushing the outputs{}",
+            if checkpointed {
+                " and checkpointing"
+            } else {
+                ""
+            }
+        );
+        self.flush()?;
+        self.checkpoint(position)?;
+        let mut summary = self.summary();
+        summary.stopped_by = Some(signal.unwrap_or(signal_hook::consts::SIGTERM));
+        summary.left_open = self.operator.open_windows() as u64;
+        summary.stop_checkpointed = checkpointed;
+        Ok(summary)
+    }
+
     /// Makes every record written so far durable.
     fn flush(&mut self) -> Result<(), Error> {
         self.results.flush()?;
@@ -990,33 +1115,48 @@ impl Flow {
     }
 }
 
-/// Runs a loaded pipeline over its whole input.
+/// Runs a loaded pipeline over its whole input, or until SIGINT or SIGTERM
+/// asks it to stop (see [`stop`]).
 pub fn run(loaded: &LoadedConfig, options: &RunOptions) -> Result<RunSummary, Error> {
     let config = &loaded.pipeline;
     let batch_size = options.batch_size.unwrap_or(config.batch_size).max(1);
     crate::logging::init(&config.log);
+    // First of all: a signal from here on asks for a clean stop.
+    let stop = stop::Stop::install()?;
     let cache = match &config.plugin_cache {
         Some(setting) => CacheSetting::parse(setting, &loaded.base_dir),
         None => CacheSetting::default_dir(),
     };
     let engine = Arc::new(PluginEngine::with_cache(config.plugins.clone(), &cache)?);
     match &config.source {
-        SourceConfig::File(path) => run_file_source(loaded, &engine, path, batch_size),
-        SourceConfig::Kafka(kafka) => kafka::run(loaded, &engine, kafka, batch_size),
+        SourceConfig::File(path) => run_file_source(loaded, &engine, path, batch_size, &stop),
+        SourceConfig::Kafka(kafka) => kafka::run(loaded, &engine, kafka, batch_size, &stop),
     }
 }
+
+/// How often a live stream's loop looks for a stop request while no line comes.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
 fn run_file_source(
     loaded: &LoadedConfig,
     engine: &Arc<PluginEngine>,
     path: &Path,
     batch_size: usize,
+    stop: &stop::Stop,
 ) -> Result<RunSummary, Error> {
-    // Plugins and outputs first: a bad plugin is reported before the input is touched.
-    let mut flow = Flow::open(loaded, engine, batch_size, 1, None)?;
     let path = loaded.resolve(path);
-    let mut source = match flow.resume.take() {
-        Some(SourcePosition::File { offset, line }) => LineSource::open_at(&path, offset, line)?,
+    // The input first: a typo in its path is reported while the previous
+    // run's outputs are still whole.
+    let input = InputFile::open(&path)?;
+    // An address it cannot listen on is reported before any output is touched.
+    let mut metrics = FileMetrics::start(loaded)?;
+    // Plugins and outputs next: a bad plugin is reported before the input is read.
+    let mut flow = Flow::open(loaded, engine, batch_size, 1, None)?;
+    if let Some(m) = &mut metrics {
+        m.metrics.set_ready(true);
+    }
+    let (offset, line) = match flow.resume.take() {
+        Some(SourcePosition::File { offset, line }) => (offset, line),
         Some(SourcePosition::Kafka { .. }) => {
             return Err(Error::Config(ConfigError(
                 "key `state.path`: its checkpoints were taken from a Kafka source; this \
@@ -1024,31 +1164,123 @@ fn run_file_source(
                     .into(),
             )));
         }
-        None => LineSource::open(&path)?,
+        None => (0, 0),
     };
     // Stdin or a FIFO is a live stream, not a replay: results are flushed
     // after every batch, so they come out as windows fire rather than when
     // a buffer fills.
-    let live =
-        path == Path::new("-") || std::fs::metadata(&path).is_ok_and(|m| !m.file_type().is_file());
+    let live = input.is_live();
+    let source = LineSource::start(input, offset, line)?;
     if !live {
-        return replay_file(flow, &path, source, batch_size);
+        return replay_file(flow, &path, source, batch_size, stop, metrics);
     }
-    let mut batch = LineBatch::default();
-    while source.next_batch(&mut batch, batch_size)? {
+    live_stream(flow, &path, source, batch_size, stop, metrics)
+}
+
+/// The `/metrics`, `/healthz` and `/readyz` endpoints of a file or stdin run
+/// (`metrics:`): the run's counters and plugin health, published between
+/// batches (a file has no partitions or consumer lag).
+struct FileMetrics {
+    metrics: Arc<Metrics>,
+    _server: MetricsServer,
+}
+
+impl FileMetrics {
+    /// Serves the endpoints if the config asks for them.
+    fn start(loaded: &LoadedConfig) -> Result<Option<Self>, Error> {
+        let Some(m) = &loaded.pipeline.metrics else {
+            return Ok(None);
+        };
+        let metrics = Arc::new(Metrics::new());
+        let server = MetricsServer::start(&m.listen, Arc::clone(&metrics))?;
+        Ok(Some(Self {
+            metrics,
+            _server: server,
+        }))
+    }
+}
+
+/// Publishes `flow`'s counters and plugin health to `metrics`, if served.
+fn publish_flow(metrics: Option<&FileMetrics>, flow: &Flow) {
+    if let Some(m) = metrics {
+        publish_counters(&m.metrics, flow);
+    }
+}
+
+/// Publishes the run's counters and each aggregation's plugin health.
+fn publish_counters(metrics: &Metrics, flow: &Flow) {
+    metrics.record_summary(&flow.summary(), flow.operator.open_windows());
+    for (name, health) in flow.agg_names.iter().zip(flow.operator.plugin_health()) {
+        metrics.record_plugin(name, &health);
+    }
+}
+
+/// A live stream's run (stdin, a FIFO): lines are read on a thread of their
+/// own, so that a stop request is seen while no line comes.
+fn live_stream(
+    mut flow: Flow,
+    path: &Path,
+    mut source: LineSource,
+    batch_size: usize,
+    stop: &stop::Stop,
+    metrics: Option<FileMetrics>,
+) -> Result<RunSummary, Error> {
+    let mut position = file_position(source.position());
+    let (to_loop, batches) =
+        std::sync::mpsc::sync_channel::<Result<(LineBatch, (u64, u64)), crate::error::IoError>>(1);
+    std::thread::Builder::new()
+        .name("sluice-read".into())
+        .spawn(move || {
+            loop {
+                let mut batch = LineBatch::default();
+                let read = match source.next_batch(&mut batch, batch_size) {
+                    Ok(true) => Ok((batch, source.position())),
+                    Ok(false) => return,
+                    Err(e) => Err(e),
+                };
+                let failed = read.is_err();
+                if to_loop.send(read).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| crate::error::IoError {
+            action: "starting a thread to read",
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+    loop {
+        if stop.requested() {
+            return flow.stop_early(position, stop.signal());
+        }
+        let batch = match batches.recv_timeout(STOP_CHECK) {
+            Ok(read) => read?,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // A quiet stream is checkpointed too: what it sent is safe
+                // before the next line comes.
+                flow.maybe_checkpoint(|| position.clone())?;
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let (batch, at) = batch;
         flow.apply_reloads();
         for (line_no, raw) in batch.iter() {
             flow.on_record(Origin::Line(line_no), 0, raw, None, false)?;
         }
         flow.on_processing_time()?;
         flow.flush()?;
-        flow.maybe_checkpoint(|| file_position(source.position()))?;
+        position = file_position(at);
+        publish_flow(metrics.as_ref(), &flow);
+        flow.judge_dead_letters(false)?;
+        flow.maybe_checkpoint(|| position.clone())?;
     }
     // The end of a file is where a later run over a longer file would carry
     // on, so the last checkpoint is taken before the end-of-input watermark:
     // a restart after a finished run fires the same last windows again, into
     // outputs cut back to where they were.
-    flow.checkpoint(file_position(source.position()))?;
+    flow.checkpoint(position)?;
+    flow.judge_dead_letters(true)?;
     flow.finish()?;
     Ok(flow.summary())
 }
@@ -1060,6 +1292,8 @@ fn replay_file(
     path: &Path,
     source: LineSource,
     batch_size: usize,
+    stop: &stop::Stop,
+    metrics: Option<FileMetrics>,
 ) -> Result<RunSummary, Error> {
     let mut position = file_position(source.position());
     // One decoder more than cores: on 2 cores, 3 decoders ran 7% faster than
@@ -1067,7 +1301,13 @@ fn replay_file(
     let decoders = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) + 1;
     let mut ahead =
         read_ahead::ReadAhead::start(path, source, batch_size, &flow.decoder, decoders)?;
-    while let Some(batch) = ahead.next_batch()? {
+    loop {
+        if stop.requested() {
+            return flow.stop_early(position, stop.signal());
+        }
+        let Some(batch) = ahead.next_batch()? else {
+            break;
+        };
         flow.apply_reloads();
         for (i, (line_no, raw)) in batch.lines().enumerate() {
             let decoded = batch.load(i, &mut flow.event);
@@ -1075,10 +1315,13 @@ fn replay_file(
         }
         flow.on_processing_time()?;
         position = file_position(batch.position);
+        publish_flow(metrics.as_ref(), &flow);
+        flow.judge_dead_letters(false)?;
         flow.maybe_checkpoint(|| position.clone())?;
     }
-    // As in `run_file_source`: the last checkpoint precedes the end of input.
+    // As in `live_stream`: the last checkpoint precedes the end of input.
     flow.checkpoint(position)?;
+    flow.judge_dead_letters(true)?;
     flow.finish()?;
     Ok(flow.summary())
 }

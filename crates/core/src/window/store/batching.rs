@@ -66,29 +66,46 @@ impl WindowStore {
                 }
             }
             // Looked up again: the shadow's failure may have quarantined the plugin.
-            let lane = &self.slots[id].lanes[a];
-            let (Ok(acc), version) = (&lane.acc, lane.version) else {
-                continue;
-            };
-            let added = self.plugins[a].of(version).add(
+            let mut added = self.hand_over(a, id);
+            if let Err((version, e)) = &added
+                && self.recover_memory(a, *version, e)
+            {
+                // The lane was rebuilt with what it had taken in; the rest
+                // is still to be handed over.
+                added = self.hand_over(a, id);
+            }
+            if let Err((version, e)) = added {
+                self.fail(a, version, Some(id), e);
+            }
+        }
+    }
+
+    /// Hands slot `id`'s buffered values of aggregation `a` to its
+    /// accumulator (nothing if the lane has failed); on failure, the
+    /// version whose call failed.
+    pub(super) fn hand_over(&mut self, a: usize, id: usize) -> Result<(), (Version, PluginError)> {
+        let lane = &self.slots[id].lanes[a];
+        let (Ok(acc), version) = (&lane.acc, lane.version) else {
+            return Ok(());
+        };
+        if lane.handed == lane.values.len() {
+            return Ok(());
+        }
+        self.plugins[a]
+            .of(version)
+            .add(
                 *acc,
                 &lane.values[lane.handed..],
                 &lane.times[lane.handed..],
-            );
-            match added {
-                Ok(()) => {
-                    self.plugins[a].consecutive_failures = 0;
-                    let lane = &mut self.slots[id].lanes[a];
-                    lane.handed = lane.values.len();
-                    if lane.handed >= REPLAY_LIMIT {
-                        self.checkpoint(a, id);
-                    }
-                }
-                Err(e) => {
-                    self.fail(a, version, Some(id), e);
-                }
-            }
+            )
+            .map_err(|e| (version, e))?;
+        self.plugins[a].consecutive_failures = 0;
+        let lane = &mut self.slots[id].lanes[a];
+        lane.handed = lane.values.len();
+        if lane.handed >= REPLAY_LIMIT {
+            self.checkpoint(a, id);
         }
+        Ok(())
     }
 
     /// Snapshots one accumulator so that its replay log can be dropped.
@@ -102,8 +119,22 @@ impl WindowStore {
         let bytes = match self.plugins[a].of(version).snapshot(acc) {
             Ok(bytes) => bytes,
             Err(e) => {
-                self.fail(a, version, Some(id), e);
-                return;
+                if self.recover_memory(a, version, &e) {
+                    // Rebuilt in a fresh instance (the same state): snapshot it there.
+                    let acc = self.slots.get(id).and_then(|s| s.lanes[a].acc.clone().ok());
+                    let again = acc.map(|acc| self.plugins[a].of(version).snapshot(acc));
+                    match again {
+                        Some(Ok(bytes)) => bytes,
+                        Some(Err(e)) => {
+                            self.fail(a, version, Some(id), e);
+                            return;
+                        }
+                        None => return,
+                    }
+                } else {
+                    self.fail(a, version, Some(id), e);
+                    return;
+                }
             }
         };
         self.snapshot_shadow(a, id);

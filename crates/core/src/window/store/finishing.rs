@@ -12,24 +12,32 @@ impl WindowStore {
             errors: Vec::new(),
         };
         for a in 0..self.plugins.len() {
-            let (acc, version) = match self.slots.get(id).map(|s| &s.lanes[a]) {
-                Some(lane) => (lane.acc.clone(), lane.version),
-                None => (Err(Arc::from("window state missing")), Version::Current),
-            };
-            let values = match acc {
-                Ok(acc) => match self.plugins[a].of(version).finish(acc) {
+            let mut recovered = false;
+            let values = loop {
+                let (acc, version) = match self.slots.get(id).map(|s| &s.lanes[a]) {
+                    Some(lane) => (lane.acc.clone(), lane.version),
+                    None => (Err(Arc::from("window state missing")), Version::Current),
+                };
+                let acc = match acc {
+                    Ok(acc) => acc,
+                    Err(why) => break Err(why),
+                };
+                match self.plugins[a].of(version).finish(acc) {
                     Ok(values) => {
                         self.plugins[a].consecutive_failures = 0;
-                        Ok(self.present(a, version, values))
+                        break Ok(self.present(a, version, values));
+                    }
+                    Err(e) if !recovered && self.recover_memory(a, version, &e) => {
+                        // Rebuilt in a fresh instance: finish it there.
+                        recovered = true;
                     }
                     Err(e) => {
                         // A refused result leaves the state intact; a trap
                         // does not, and the window cannot be restored from it.
                         let mark = self.plugins[a].of(version).is_poisoned().then_some(id);
-                        Err(self.fail(a, version, mark, e))
+                        break Err(self.fail(a, version, mark, e));
                     }
-                },
-                Err(why) => Err(why),
+                }
             };
             self.push_outputs(&mut out, a, values);
         }
@@ -96,6 +104,27 @@ impl WindowStore {
         a: usize,
         ids: &[usize],
     ) -> Result<Vec<Option<f64>>, Arc<str>> {
+        match self.merge_panes_once(a, ids) {
+            Err((version, e)) if self.recover_memory(a, version, &e) => {
+                // The panes were rebuilt in a fresh instance: merge them there.
+                match self.merge_panes_once(a, ids) {
+                    Ok(values) => values,
+                    Err((version, e)) => Err(self.fail(a, version, None, e)),
+                }
+            }
+            Err((version, e)) => Err(self.fail(a, version, None, e)),
+            Ok(values) => values,
+        }
+    }
+
+    /// One attempt at [`Self::merge_panes`]; the outer error is a failed
+    /// call, with the version it was made in.
+    #[allow(clippy::type_complexity)] // a result inside the result of one attempt
+    pub(super) fn merge_panes_once(
+        &mut self,
+        a: usize,
+        ids: &[usize],
+    ) -> Result<Result<Vec<Option<f64>>, Arc<str>>, (Version, PluginError)> {
         let retiring = ids.iter().any(|&id| {
             self.slots
                 .get(id)
@@ -116,7 +145,10 @@ impl WindowStore {
             } else {
                 lane.acc.clone()
             };
-            panes.push(acc?);
+            match acc {
+                Ok(acc) => panes.push(acc),
+                Err(why) => return Ok(Err(why)),
+            }
         }
         self.merge_and_finish(a, version, &panes)
     }
@@ -124,14 +156,15 @@ impl WindowStore {
     /// Merges `panes` into a scratch accumulator of aggregation `a` and
     /// finishes it. A failure fails this emission only: merging leaves the
     /// panes unchanged, and if the instance was lost they are rebuilt.
+    #[allow(clippy::type_complexity)] // as `merge_panes_once`
     pub(super) fn merge_and_finish(
         &mut self,
         a: usize,
         version: Version,
         panes: &[Accumulator],
-    ) -> Result<Vec<Option<f64>>, Arc<str>> {
+    ) -> Result<Result<Vec<Option<f64>>, Arc<str>>, (Version, PluginError)> {
         if let Some(why) = &self.plugins[a].quarantined {
-            return Err(Arc::clone(why));
+            return Ok(Err(Arc::clone(why)));
         }
         let instance = self.plugins[a].of(version);
         let result = instance.create().and_then(|scratch| {
@@ -152,9 +185,9 @@ impl WindowStore {
         match result {
             Ok(values) => {
                 self.plugins[a].consecutive_failures = 0;
-                Ok(self.present(a, version, values))
+                Ok(Ok(self.present(a, version, values)))
             }
-            Err(e) => Err(self.fail(a, version, None, e)),
+            Err(e) => Err((version, e)),
         }
     }
 
@@ -178,6 +211,12 @@ impl WindowStore {
     /// If either holds the retiring version, so does the result (see the
     /// module doc): a current `into` then continues as its shadow.
     pub(super) fn merge_lane(&mut self, a: usize, into: usize, from: usize) {
+        self.merge_lane_try(a, into, from, true);
+    }
+
+    /// [`Self::merge_lane`], made once more after the instance was reopened
+    /// for memory if `retry` (both lanes are rebuilt as they were before).
+    pub(super) fn merge_lane_try(&mut self, a: usize, into: usize, from: usize, retry: bool) {
         let (target, source) = (&self.slots[into].lanes[a], &self.slots[from].lanes[a]);
         if target.acc.is_err() {
             return;
@@ -264,6 +303,10 @@ impl WindowStore {
                 self.checkpoint(a, into);
             }
             Err((version, e)) => {
+                if retry && self.recover_memory(a, version, &e) {
+                    self.merge_lane_try(a, into, from, false);
+                    return;
+                }
                 self.fail(a, version, Some(into), e);
             }
         }

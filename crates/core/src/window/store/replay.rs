@@ -24,9 +24,75 @@
 //! the aggregation is quarantined: its plugin is no longer called and every
 //! window reports the error.
 
+use sluice_config::limits::bytes_text;
+
 use super::*;
 
+/// Whether `n` is 1, 10, 100, ...: when a repeated event is logged again.
+fn tenfold(mut n: u64) -> bool {
+    while n > 1 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1
+}
+
 impl WindowStore {
+    /// After a call of aggregation `a`'s instance of `version` failed with
+    /// `e`: if it ran out of memory, reopens the instance with only the open
+    /// windows' accumulators (rebuilt exactly from their snapshots and
+    /// replay logs, in a heap that holds nothing else) and halves the
+    /// partial aggregates it may keep, so that the call can be made again.
+    /// Returns whether it can: false when `e` is another failure, or the
+    /// reopened instance is not usable.
+    ///
+    /// Memory is not the input's doing: how full a heap is depends on what
+    /// the instance held before (partials, freed space), which a restart
+    /// from a checkpoint does not reproduce. Failing the window would make
+    /// the output depend on that; a window fails for memory only when its
+    /// call fails again in an instance holding nothing but the open windows.
+    pub(super) fn recover_memory(&mut self, a: usize, version: Version, e: &PluginError) -> bool {
+        let plugin = &mut self.plugins[a];
+        if plugin.quarantined.is_some()
+            || (version == Version::Retiring && plugin.retiring.is_none())
+        {
+            return false;
+        }
+        let Some(limit) = plugin.of(version).out_of_memory().map(bytes_text) else {
+            return false;
+        };
+        let label = plugin.of(version).label().to_string();
+        let budget = match version {
+            Version::Current => self.halve_partials(a),
+            Version::Retiring => None,
+        };
+        self.memory_recoveries[a] += 1;
+        let n = self.memory_recoveries[a];
+        // Every time would flood the log; the first and each tenfold after.
+        if tenfold(n) {
+            let partials = match budget {
+                Some(b) => format!(
+                    "; it keeps at most {b} partial aggregates of sliding windows from now on \
+                     (windows beyond them are computed afresh: the same results, slower)"
+                ),
+                None => String::new(),
+            };
+            tracing::warn!(
+                aggregation = %self.name(a),
+                recoveries = n,
+                "aggregation `{}`: plugin {label} reached its memory limit ({limit}) \
+                 ({n} time(s) so far): its instance was reopened holding only the open \
+                 windows, and the call is made again{partials}. Raise `plugins.memory_limit` \
+                 to give it room",
+                self.name(a)
+            );
+        }
+        self.rebuild(a, version, &e.to_string());
+        let plugin = &mut self.plugins[a];
+        plugin.quarantined.is_none()
+            && (version == Version::Current || plugin.retiring.is_some())
+            && !plugin.of(version).is_poisoned()
+    }
+
     /// Handles a failed call of aggregation `a` in `version`: marks slot
     /// `failed` (the window whose call it was, if its state is lost or
     /// suspect), rebuilds the instance if the call took it down, quarantines
@@ -39,7 +105,22 @@ impl WindowStore {
         error: PluginError,
     ) -> Arc<str> {
         let why: Arc<str> = Arc::from(error.to_string());
-        tracing::warn!(aggregation = a, "{why}");
+        let plugin = &self.plugins[a];
+        let limit = (version == Version::Current || plugin.retiring.is_some())
+            .then(|| plugin.of_ref(version).out_of_memory())
+            .flatten()
+            .filter(|_| plugin.quarantined.is_none());
+        let hint = limit.map_or(String::new(), |l| {
+            format!(
+                "; raise `plugins.memory_limit` (now {}) to give it room",
+                bytes_text(l)
+            )
+        });
+        tracing::warn!(
+            aggregation = %self.name(a),
+            "aggregation `{}`: {why}{hint}",
+            self.name(a)
+        );
         if let Some((key, start)) = failed
             .and_then(|id| self.slots.get(id))
             .map(|s| (s.key, s.bounds.start))
@@ -152,7 +233,10 @@ impl WindowStore {
             let state_version = plugin.of(version).info().state_version;
             let mut lost_instance = None;
             for (_, slot) in self.slots.iter_mut() {
-                let lane = &mut slot.lanes[a];
+                // A slot being filled has no lane for `a` yet.
+                let Some(lane) = slot.lanes.get_mut(a) else {
+                    continue;
+                };
                 let shadow = version == Version::Retiring
                     && lane.version == Version::Current
                     && lane.shadow.as_ref().is_some_and(|s| s.acc.is_ok());

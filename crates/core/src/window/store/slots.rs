@@ -52,27 +52,45 @@ impl WindowStore {
                         // The lane must exist for the failure to be recorded
                         // in it (and for a rebuild to pass it over).
                         self.slots[id].lanes.push(Lane::new(Err(Arc::from(""))));
-                        self.fail(a, Version::Current, Some(id), e);
+                        let created = if self.recover_memory(a, Version::Current, &e) {
+                            self.plugins[a].instance.create()
+                        } else {
+                            Err(e)
+                        };
+                        match created {
+                            Ok(acc) => self.slots[id].lanes[a].acc = Ok(acc),
+                            Err(e) => {
+                                self.fail(a, Version::Current, Some(id), e);
+                                continue;
+                            }
+                        }
+                        self.add_shadow(a, id);
                         continue;
                     }
                 },
             };
             self.slots[id].lanes.push(Lane::new(acc));
-            let key = self.slots[id].key;
-            if self.merges_slots
-                && self.plugins[a].retiring.is_some()
-                && self.slots[id].lanes[a].acc.is_ok()
-                && self.key_retires(a, key)
-            {
-                match self.plugins[a].of(Version::Retiring).create() {
-                    Ok(acc) => {
-                        self.slots[id].lanes[a].shadow = Some(Shadow {
-                            acc: Ok(acc),
-                            snapshot: None,
-                        });
-                    }
-                    Err(e) => self.shadow_failed(a, id, e),
+            self.add_shadow(a, id);
+        }
+    }
+
+    /// Gives slot `id`'s new lane of aggregation `a` a shadow in the
+    /// retiring version, if it may merge into a retiring window.
+    pub(super) fn add_shadow(&mut self, a: usize, id: usize) {
+        let key = self.slots[id].key;
+        if self.merges_slots
+            && self.plugins[a].retiring.is_some()
+            && self.slots[id].lanes[a].acc.is_ok()
+            && self.key_retires(a, key)
+        {
+            match self.plugins[a].of(Version::Retiring).create() {
+                Ok(acc) => {
+                    self.slots[id].lanes[a].shadow = Some(Shadow {
+                        acc: Ok(acc),
+                        snapshot: None,
+                    });
                 }
+                Err(e) => self.shadow_failed(a, id, e),
             }
         }
     }
