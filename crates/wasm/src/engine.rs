@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Engine, Store, Trap, WasmBacktrace};
 use wasmtime_wasi::random::Deterministic;
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{I32Exit, WasiCtx};
 
 use slab::Slab;
 use sluice_config::PluginLimits;
@@ -23,11 +23,11 @@ use sluice_core::plugin::{
 
 use crate::bindings::{AggregatorPlugin, AggregatorPluginPre};
 use crate::cache::{CacheOutcome, CacheSetting, ComponentCache};
-use crate::limits::{self, EpochTicker, MAX_HANDLES, MemoryCap};
+use crate::limits::{self, EpochTicker, MAX_HANDLES};
 use crate::output::PluginOutput;
 use crate::pace::CallTimes;
 pub use crate::wasi::GRANTED_IMPORTS;
-use crate::wasi::{StoppedClock, link_granted};
+use crate::wasi::{PluginState, StoppedClock, link_granted};
 
 /// The WIT interface the host implements, as a component names its export.
 pub const AGGREGATOR_EXPORT: &str = "sluice:plugin/aggregator@0.1.0";
@@ -51,24 +51,6 @@ pub struct CompiledPlugin {
     pub cache: CacheOutcome,
     component: Component,
     pre: AggregatorPluginPre<PluginState>,
-}
-
-/// What a plugin's store holds besides wasm state: a WASI context that grants
-/// nothing, the limits the store enforces, and where its output goes.
-pub(super) struct PluginState {
-    pub(super) wasi: WasiCtx,
-    pub(super) table: ResourceTable,
-    pub(super) limits: MemoryCap,
-    pub(super) output: Arc<PluginOutput>,
-}
-
-impl WasiView for PluginState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
 }
 
 /// The interface name of an import without its version: `wasi:io/poll`.

@@ -26,10 +26,11 @@ use sluice_core::plugin::{OutputSpec, PluginError, PluginInfo, check_outputs};
 
 use crate::bindings::{GroupedAggregatorPlugin, GroupedAggregatorPluginPre};
 use crate::convert;
-use crate::engine::{PluginEngine, PluginState, check_snapshot, checked_info, guarded_call, start};
+use crate::engine::{PluginEngine, check_snapshot, checked_info, guarded_call, start};
 use crate::limits::EpochTicker;
 use crate::output::PluginOutput;
 use crate::pace::CallTimes;
+use crate::wasi::PluginState;
 
 /// The WIT interface a 0.2 aggregator component exports.
 pub const GROUPED_AGGREGATOR_EXPORT: &str = "sluice:plugin/aggregator@0.2.0";

@@ -19,10 +19,11 @@ use sluice_core::plugin::{
 
 use crate::bindings::{TriggerPlugin, TriggerPluginPre};
 use crate::convert;
-use crate::engine::{PluginEngine, PluginState, check_snapshot, checked_info, guarded_call, start};
+use crate::engine::{PluginEngine, check_snapshot, checked_info, guarded_call, start};
 use crate::limits::EpochTicker;
 use crate::output::PluginOutput;
 use crate::pace::CallTimes;
+use crate::wasi::PluginState;
 
 /// The WIT interface a trigger component exports.
 pub const TRIGGER_EXPORT: &str = "sluice:plugin/trigger@0.1.0";

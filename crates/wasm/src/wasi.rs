@@ -24,10 +24,30 @@ use wasmtime_wasi::p2::bindings::sync as wasi_sync;
 use wasmtime_wasi::p2::bindings::{cli, clocks, io, random};
 use wasmtime_wasi::p2::{DynOutputStream, DynPollable, Pollable, subscribe};
 use wasmtime_wasi::random::WasiRandom;
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, async_trait};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView, async_trait,
+};
 
-use crate::engine::PluginState;
+use crate::limits::MemoryCap;
 use crate::output::{PluginOutput, Stream};
+
+/// What a plugin's store holds besides wasm state: a WASI context that grants
+/// nothing, the limits the store enforces, and where its output goes.
+pub(super) struct PluginState {
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) limits: MemoryCap,
+    pub(super) output: Arc<PluginOutput>,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
 
 /// The interfaces (without version) a plugin may import, all satisfied with
 /// no capability: no preopened directory, no environment variables or
