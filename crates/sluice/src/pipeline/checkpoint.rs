@@ -2,7 +2,6 @@
 //! dedup, output lengths, the source position) and restoring a run from the
 //! newest one.
 
-use super::open::open_retiring;
 use super::*;
 
 /// A token no other state directory is likely to have: random per start,
@@ -17,6 +16,32 @@ pub(super) fn fresh_token() -> u64 {
             .map_or(0, |d| d.as_nanos()),
     );
     hasher.finish()
+}
+
+/// Compiles and opens a checkpoint's retiring plugin version of aggregation
+/// `agg`, checking that it is the version the checkpoint names.
+fn open_retiring(
+    engine: &PluginEngine,
+    agg: &AggregationConfig,
+    retiring: &RetiringState,
+) -> Result<Box<dyn Aggregation>, String> {
+    let source = format!("{} (retiring, from the checkpoint)", agg.plugin);
+    let plugin = engine
+        .compile(&source, &retiring.component)
+        .map_err(|e| e.to_string())?;
+    let config = agg.plugin_config();
+    let mut instance = engine
+        .open_aggregation(&plugin, &config)
+        .map_err(|e| e.to_string())?;
+    instance.set_aggregation_name(&agg.name);
+    let info = instance.info();
+    if info.name != retiring.plugin || info.state_version != retiring.state_version {
+        return Err(format!(
+            "its code says {} (state format {}), the checkpoint {} (format {})",
+            info.name, info.state_version, retiring.plugin, retiring.state_version
+        ));
+    }
+    Ok(Box::new(instance))
 }
 
 impl Flow {

@@ -17,32 +17,6 @@ fn jump_warning(spec: &WindowSpec) -> i64 {
     DAY.max(span.saturating_mul(10))
 }
 
-/// Compiles and opens a checkpoint's retiring plugin version of aggregation
-/// `agg`, checking that it is the version the checkpoint names.
-pub(super) fn open_retiring(
-    engine: &PluginEngine,
-    agg: &AggregationConfig,
-    retiring: &RetiringState,
-) -> Result<Box<dyn Aggregation>, String> {
-    let source = format!("{} (retiring, from the checkpoint)", agg.plugin);
-    let plugin = engine
-        .compile(&source, &retiring.component)
-        .map_err(|e| e.to_string())?;
-    let config = agg.plugin_config();
-    let mut instance = engine
-        .open_aggregation(&plugin, &config)
-        .map_err(|e| e.to_string())?;
-    instance.set_aggregation_name(&agg.name);
-    let info = instance.info();
-    if info.name != retiring.plugin || info.state_version != retiring.state_version {
-        return Err(format!(
-            "its code says {} (state format {}), the checkpoint {} (format {})",
-            info.name, info.state_version, retiring.plugin, retiring.state_version
-        ));
-    }
-    Ok(Box::new(instance))
-}
-
 /// Loads, configures and checks every aggregation's plugin, so that a bad
 /// plugin or plugin config stops the run before any event is read.
 pub fn open_aggregations(
