@@ -202,6 +202,75 @@ fn bad_configs_fail_before_reading_events_and_name_the_problem() {
     assert!(stderr(&out).contains("/nonexistent/pipeline.yaml"));
 }
 
+/// `sluice validate` says whether a run would start, and touches nothing:
+/// a good pipeline exits 0 describing what it would run; a bad plugin, a
+/// bad key or a missing source exits 2 naming it; no output file appears
+/// either way.
+#[test]
+fn validate_checks_a_pipeline_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.jsonl"), generate(10)).unwrap();
+    let config = pipeline(
+        dir.path(),
+        "{ tumbling: { size: 10s } }",
+        "trigger: { plugin: builtin/early, config: { every_events: 5 } }\n",
+    );
+    let validate = |config: &Path| {
+        sluice()
+            .args(["validate", "--config"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    let out = validate(&config);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.starts_with("valid: "), "{report}");
+    assert!(
+        report.contains("pct: builtin/percentiles (percentiles ") && report.contains("-> p50, p99"),
+        "{report}"
+    );
+    assert!(
+        report.contains("trigger:      builtin/early (early "),
+        "{report}"
+    );
+
+    let base = std::fs::read_to_string(&config).unwrap();
+    for (from, to, want) in [
+        (
+            "builtin/stats",
+            "builtin/nonesuch",
+            "no such built-in plugin",
+        ),
+        ("every_events: 5", "every_events: 0", "key `trigger`"),
+        ("input.jsonl", "inptu.jsonl", "key `source.file`"),
+        (
+            "allowed_lateness: 1s",
+            "allowed_lateness: soon",
+            "allowed_lateness",
+        ),
+    ] {
+        std::fs::write(&config, base.replacen(from, to, 1)).unwrap();
+        let out = validate(&config);
+        assert_eq!(out.status.code(), Some(2), "{to}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(want),
+            "expected {want:?} in: {}",
+            stderr(&out)
+        );
+    }
+    let mut files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["input.jsonl", "pipeline.yaml"],
+        "validate wrote something"
+    );
+}
+
 #[test]
 fn custom_plugin_by_path_over_stdin_and_stdout() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,14 @@ enum Command {
         #[arg(long, value_parser = batch_size)]
         batch_size: Option<usize>,
     },
+    /// Check a pipeline without running it: load the config, compile and
+    /// open its plugins and trigger, check the source file exists; open no
+    /// output, read no event. Exit 0 when it would start, 2 when not.
+    Validate {
+        /// The pipeline file (YAML); `SLUICE_`-prefixed environment variables override its keys.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Work with plugins.
     Plugin {
         #[command(subcommand)]
@@ -156,6 +164,10 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Validate { config } => pipeline::validate_file(&config).map(|report| {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }),
         Command::Plugin {
             command:
                 PluginCommand::Inspect {

@@ -54,7 +54,7 @@ mod output;
 mod stop;
 
 use file::run_file_source;
-pub use open::{default_trigger, open_aggregations, open_trigger};
+pub use open::{default_trigger, open_aggregations, open_trigger, validate, validate_file};
 pub use output::Output;
 
 /// Run-time choices that are not part of the pipeline's meaning.
