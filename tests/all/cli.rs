@@ -410,7 +410,8 @@ fn plugin_inspect_describes_triggers() {
 }
 
 /// `log: { format: json }` writes diagnostics (here a plugin failure) as JSON
-/// lines on stderr, while the run goes on and its summary stays plain.
+/// lines on stderr, while the run goes on; its summary, and an error that
+/// ends a run, are JSON lines too.
 #[test]
 fn json_logs_report_plugin_failures() {
     let zoo = Path::new(sluice_test_plugins::PANIC);
@@ -457,11 +458,37 @@ fn json_logs_report_plugin_failures() {
         "{err}"
     );
     assert!(
-        err.contains("sluice: 2 events read, 1 windows emitted"),
-        "{err}"
+        err.lines().all(|l| l.starts_with('{')),
+        "every line is JSON: {err}"
+    );
+    assert!(
+        logs.iter().any(|l| l["level"] == "INFO"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("2 events read, 1 windows emitted"))),
+        "the summary: {err}"
     );
     let results = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
     assert!(results.contains(r#""n.count":2"#), "{results}");
+
+    // An error that ends the run, after the log format is known.
+    std::fs::remove_file(dir.path().join("input.jsonl")).unwrap();
+    let out = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    let last: serde_json::Value =
+        serde_json::from_str(err.lines().last().unwrap_or_default()).expect("a JSON line");
+    assert_eq!(last["level"], "ERROR", "{err}");
+    assert!(
+        last["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("input.jsonl")),
+        "{err}"
+    );
 }
 
 /// `sluice plugin new` makes a crate that builds for wasm32-wasip2 as it is

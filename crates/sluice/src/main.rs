@@ -152,7 +152,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Run { config, batch_size } => {
             pipeline::run_file(&config, &RunOptions { batch_size }).map(|summary| {
-                eprintln!("sluice: {summary}");
+                sluice::logging::last_words(&summary.to_string(), false);
                 // A file or stdin run stopped by a signal did not read its
                 // input to the end: its output is not complete, which a
                 // script must not take for success (the shell's 128 + N).
@@ -234,7 +234,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sluice: error: {e}");
+            sluice::logging::last_words(&e.to_string(), true);
             ExitCode::from(e.exit_code())
         }
     }
