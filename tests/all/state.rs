@@ -762,3 +762,80 @@ fn a_second_run_on_a_state_directory_in_use_is_refused() {
     assert!(run(&reference).status.success());
     assert_eq!(read_outputs(dir.path()), read_outputs(plain.path()));
 }
+
+/// Copies directory `from` to `to`, recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A checkpoint written while the built-in aggregators were components of
+/// interface 0.1 (`tests/fixtures/checkpoint-0.1`, see its README) resumes
+/// with today's built-ins: for each window kind, the windows it holds are
+/// restored from every built-in's own snapshots, only the events after it
+/// are read, no plugin call fails, and the outputs are byte for byte the
+/// expected ones (those of a 0.1 run that never stopped).
+#[test]
+fn a_checkpoint_of_the_0_1_builtins_resumes_byte_identically() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/checkpoint-0.1");
+    for case in ["tumbling", "sliding", "session"] {
+        // A copy: a run rewrites its outputs and its state directory.
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::copy(fixture.join("input.jsonl"), tmp.path().join("input.jsonl")).unwrap();
+        let dir = tmp.path().join(case);
+        copy_tree(&fixture.join(case), &dir);
+        let out = run(&dir.join("pipeline.yaml"));
+        let log = stderr(&out);
+        assert!(out.status.success(), "{case}: {log}");
+        let restored = log
+            .lines()
+            .find_map(|l| l.split("restored checkpoint 1 (").nth(1))
+            .unwrap_or_else(|| panic!("{case}: not resumed from the fixture's checkpoint: {log}"));
+        let open: usize = restored
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{case}: {restored}"));
+        assert!(
+            open > 0 && restored.contains(", 300 events read before it)"),
+            "{case}: {restored}"
+        );
+        assert!(
+            !log.contains(" WARN "),
+            "{case}: a warning (a plugin call failed?): {log}"
+        );
+        assert!(log.contains("sluice: 600 events read"), "{case}: {log}");
+
+        let expected_file = |what: &str| {
+            std::fs::read_to_string(fixture.join(case).join(format!("expected-{what}.jsonl")))
+                .unwrap()
+        };
+        let expected = Outputs {
+            results: expected_file("results"),
+            late: expected_file("late"),
+            dead: expected_file("dead"),
+            dups: String::new(),
+        };
+        assert!(
+            expected.results.lines().count() > 20 && !expected.results.contains(r#""errors""#),
+            "{case}: the fixture's expected results hold failures or too little"
+        );
+        let got = read_outputs(&dir);
+        for (i, (want, line)) in expected
+            .results
+            .lines()
+            .zip(got.results.lines())
+            .enumerate()
+        {
+            assert_eq!(line, want, "{case}: results differ at line {}", i + 1);
+        }
+        assert_eq!(got, expected, "{case}");
+    }
+}
