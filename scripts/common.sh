@@ -39,7 +39,7 @@ build_zoo_plugins() {
     build_plugin_crates "$ROOT/tests/plugins" sluice-zoo- "$OUT/zoo" keep
 }
 
-# Toolchains for plugins in Python, JavaScript and C (installed by setup.sh).
+# Toolchains for plugins in Python, JavaScript and C (installed by setup-tests.sh).
 TOOLS="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
 COMPONENTIZE_PY="$TOOLS/py/bin/componentize-py"
 COMPONENTIZE_JS="$TOOLS/js/node_modules/@bytecodealliance/componentize-js/src/cli.js"
@@ -113,8 +113,8 @@ build_language_plugins() {
         rm -f "$OUT/plugins/$name.wasm" "$OUT/plugins/$name.skipped"
         why="$(language_toolchain_missing "$lang")"
         if [ -n "$why" ]; then
-            echo "$why (run scripts/setup.sh)" >"$OUT/plugins/$name.skipped"
-            echo "SKIP building $name: $why (run scripts/setup.sh)" >&2
+            echo "$why (run scripts/setup-tests.sh)" >"$OUT/plugins/$name.skipped"
+            echo "SKIP building $name: $why (run scripts/setup-tests.sh)" >&2
             continue
         fi
         build_language_plugin "$lang" "${dir%/}" "$OUT/plugins/$name.wasm"

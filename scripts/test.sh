@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 cd "$ROOT"
 
-"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/setup-tests.sh"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
