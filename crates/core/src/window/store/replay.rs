@@ -141,7 +141,11 @@ impl WindowStore {
     /// is void (a retiring window it joins reports this), the lane itself is not.
     pub(super) fn shadow_failed(&mut self, a: usize, id: usize, error: PluginError) {
         let why: Arc<str> = Arc::from(error.to_string());
-        tracing::warn!(aggregation = a, "{why}");
+        tracing::warn!(
+            aggregation = %self.name(a),
+            "aggregation `{}` (retiring version): {why}",
+            self.name(a)
+        );
         let old = self
             .slots
             .get_mut(id)
@@ -177,6 +181,7 @@ impl WindowStore {
     /// Stops calling aggregation `a`'s plugin (both versions, if one
     /// retires) for the rest of the run.
     pub(super) fn quarantine(&mut self, a: usize, last: &str) {
+        let name = self.name(a).to_string();
         let plugin = &mut self.plugins[a];
         let why: Arc<str> = Arc::from(format!(
             "{last} (failure {} in a row: plugin {} is quarantined for the rest of the run)",
@@ -184,9 +189,10 @@ impl WindowStore {
             plugin.instance.label()
         ));
         tracing::warn!(
+            aggregation = %name,
             plugin = plugin.instance.label(),
             failures = plugin.consecutive_failures,
-            "quarantined plugin {} after {} consecutive failures",
+            "aggregation `{name}`: quarantined plugin {} after {} consecutive failures",
             plugin.instance.label(),
             plugin.consecutive_failures
         );
@@ -222,6 +228,7 @@ impl WindowStore {
         if version == Version::Current {
             self.forget_partials(Some(a));
         }
+        let name = self.name(a).to_string();
         loop {
             let plugin = &mut self.plugins[a];
             if let Err(e) = plugin.of(version).reopen() {
@@ -274,7 +281,7 @@ impl WindowStore {
                         let why: Arc<str> = Arc::from(format!(
                             "{e} (rebuilding this window's state after: {cause})"
                         ));
-                        tracing::warn!(aggregation = a, "{why}");
+                        tracing::warn!(aggregation = %name, "aggregation `{name}`: {why}");
                         if shadow {
                             if let Some(s) = &mut lane.shadow {
                                 s.acc = Err(why);

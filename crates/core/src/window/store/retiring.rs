@@ -73,8 +73,9 @@ impl WindowStore {
             }
         }
         tracing::info!(
-            aggregation = a,
-            "{} retired: the last window it held has closed; {} serves alone",
+            aggregation = %self.name(a),
+            "aggregation `{}`: {} retired: the last window it held has closed; {} serves alone",
+            self.name(a),
             retired.instance.label(),
             self.plugins[a].instance.label()
         );
