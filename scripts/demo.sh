@@ -16,7 +16,11 @@ mkdir -p "$OUT"
 "$GEN" --events "$EVENTS" --rate 200 --services 4 --out-of-order 0.05 --late 0.002 \
     --malformed 0.001 --out "$OUT/events.jsonl"
 
-echo "== sluice run --config examples/llm-latency.yaml"
+# The examples read their own small events files (examples/data/); the demo
+# gives them its 20,000 events instead (a relative path in a key is taken
+# from the config file's directory, examples/).
+export SLUICE_SOURCE__FILE=../out/events.jsonl
+echo "== sluice run --config examples/llm-latency.yaml (over out/events.jsonl)"
 "$SLUICE" run --config examples/llm-latency.yaml
 
 echo "== first results (out/results.jsonl)"
@@ -28,6 +32,7 @@ echo "== early alerts from a custom trigger: examples/llm-alert.yaml (examples/p
 echo "== early alerts: $(grep -c '"emit":"early"' "$OUT/alert-results.jsonl" || true) (out/alert-results.jsonl), the first:"
 grep -m 1 '"emit":"early"' "$OUT/alert-results.jsonl" || echo "   (no window's p99 went above 2 s)"
 
+unset SLUICE_SOURCE__FILE
 echo "== the same events through Kafka: sluice-gen | sluice run --config examples/llm-kafka.yaml"
 echo "   (an embedded broker, 4 partitions keyed by service, per-partition watermarks)"
 "$GEN" --events "$EVENTS" --rate 200 --services 4 --out-of-order 0.05 --late 0.002 \
@@ -36,9 +41,7 @@ echo "== first results (out/kafka-results.jsonl)"
 head -n 2 "$OUT/kafka-results.jsonl"
 
 echo "== dedup, gap filling and the statistics plugins: examples/llm-extras.yaml"
-echo "   (the generator writes 2% of the requests twice)"
-"$GEN" --events 5000 --rate 20 --services 4 --out-of-order 0.05 --duplicates 0.02 \
-    --out "$OUT/events-dup.jsonl"
+echo "   (over its own examples/data/llm-events-dup.jsonl, where 3% of the requests come twice)"
 "$SLUICE" run --config examples/llm-extras.yaml
 echo "== a filled record (out/extras-results.jsonl), a dropped duplicate (out/extras-duplicates.jsonl)"
 grep -m 1 '"filled":true' "$OUT/extras-results.jsonl"

@@ -61,9 +61,16 @@ pub fn plugin_bytes(reference: &str, base_dir: &Path) -> Result<Vec<u8>, PluginE
             });
     }
     let path = resolve_path(reference, base_dir);
-    std::fs::read(&path).map_err(|e| PluginError::Load {
-        plugin: reference.to_string(),
-        message: format!("cannot read {}: {e}", path.display()),
+    std::fs::read(&path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            " (a plugin built from source lands there only once built: build it, or fix the path)"
+        } else {
+            ""
+        };
+        PluginError::Load {
+            plugin: reference.to_string(),
+            message: format!("cannot read {}: {e}{hint}", path.display()),
+        }
     })
 }
 
