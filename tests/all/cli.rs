@@ -1142,8 +1142,16 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     Some(response)
 }
 
+/// The value of the unlabelled series `name` in a `/metrics` body.
+fn metric_value(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// `metrics:` on a stdin run serves `/metrics`, `/healthz` and `/readyz`
-/// while it runs, with the events read so far, as a Kafka run does.
+/// while it runs, with the events read so far, as a Kafka run does: in the
+/// OpenMetrics format, with its watermark and the latency of the batch that
+/// wrote results. (Checkpoint metrics: `ops::`, on a Kafka run.)
 #[test]
 fn a_stdin_run_serves_its_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -1175,24 +1183,48 @@ fn a_stdin_run_serves_its_metrics() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin
-        .write_all(b"{\"ts\":1000,\"service\":\"a\"}\nnot json\n{\"ts\":2000,\"service\":\"b\"}\n")
+        .write_all(
+            b"{\"ts\":1000,\"service\":\"a\"}\nnot json\n{\"ts\":2000,\"service\":\"b\"}\n\
+              {\"ts\":25000,\"service\":\"a\"}\n",
+        )
         .unwrap();
     stdin.flush().unwrap();
+    let settled = |m: &str| m.contains("sluice_events_in_total 4\n");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut metrics = None;
     while std::time::Instant::now() < deadline {
         metrics = http_get(port, "/metrics");
-        if metrics
-            .as_deref()
-            .is_some_and(|m| m.contains("sluice_events_in_total 3\n"))
-        {
+        if metrics.as_deref().is_some_and(settled) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let metrics = metrics.expect("nothing listens on the metrics address");
     assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
-    assert!(metrics.contains("sluice_events_in_total 3\n"), "{metrics}");
+    assert!(settled(&metrics), "{metrics}");
+    assert!(
+        metrics.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
+        "{metrics}"
+    );
+    assert!(metrics.trim_end().ends_with("# EOF"), "{metrics}");
+    // Window [0 s, 10 s) of both keys fired on the event at 25 s.
+    assert_eq!(
+        metric_value(&metrics, "sluice_results_out_total"),
+        Some(2.0)
+    );
+    assert!(
+        metric_value(&metrics, "sluice_processing_latency_seconds_count").is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert!(
+        metric_value(&metrics, "sluice_watermark_seconds").is_some_and(|w| w > 10.0 && w <= 25.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(&metrics, "sluice_partitions_assigned"),
+        Some(1.0)
+    );
+    assert_eq!(metric_value(&metrics, "sluice_state_bytes"), Some(0.0));
     assert!(
         metrics.contains("sluice_dead_lettered_total 1\n"),
         "{metrics}"
@@ -1205,4 +1237,75 @@ fn a_stdin_run_serves_its_metrics() {
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Every example runs from a clean copy of `examples/` with nothing but its
+/// own events file (and, for those that name one, the example plugin built
+/// where `scripts/example-plugins.sh` puts it), and writes results.
+#[test]
+fn every_example_runs_on_its_own_events() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("examples");
+    std::fs::create_dir_all(examples.join("data")).unwrap();
+    for entry in std::fs::read_dir(root.join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(&path, examples.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    for file in ["llm-events.jsonl", "llm-events-dup.jsonl"] {
+        std::fs::copy(
+            root.join("examples/data").join(file),
+            examples.join("data").join(file),
+        )
+        .unwrap();
+    }
+    let plugins = dir.path().join("out/plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(
+        sluice_test_plugins::SLO_BREACH,
+        plugins.join("slo_breach.wasm"),
+    )
+    .unwrap();
+    std::fs::copy(
+        sluice_test_plugins::P99_ALERT,
+        plugins.join("p99_alert.wasm"),
+    )
+    .unwrap();
+    let events = std::fs::read(examples.join("data/llm-events.jsonl")).unwrap();
+    // The languages example needs the other languages' toolchains: the
+    // languages tests run it.
+    let runs = [
+        ("llm-latency.yaml", "results.jsonl", None),
+        ("llm-alert.yaml", "alert-results.jsonl", None),
+        ("llm-extras.yaml", "extras-results.jsonl", None),
+        ("llm-kafka.yaml", "kafka-results.jsonl", Some(&events)),
+    ];
+    for (config, results, stdin) in runs {
+        let mut child = sluice()
+            .args(["run", "--config"])
+            .arg(examples.join(config))
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(bytes) = stdin {
+            child.stdin.take().unwrap().write_all(bytes).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{config}: {}", stderr(&out));
+        let written = std::fs::read_to_string(dir.path().join("out").join(results)).unwrap();
+        assert!(written.lines().count() >= 10, "{config}: {written}");
+        assert!(
+            stderr(&out).contains("1200 events read") || config == "llm-extras.yaml",
+            "{config}: {}",
+            stderr(&out)
+        );
+    }
 }

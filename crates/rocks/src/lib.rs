@@ -300,6 +300,17 @@ impl StateBackend for RocksBackend {
         sync_dir(&self.checkpoints_dir());
         self.prune()
     }
+
+    /// The live database's SST files: every checkpoint flushes the
+    /// memtable, so after a commit they hold the whole state (the
+    /// checkpoint directories share them through hard links).
+    fn size_bytes(&self) -> Option<u64> {
+        self.db
+            .as_ref()?
+            .property_int_value("rocksdb.live-sst-files-size")
+            .ok()
+            .flatten()
+    }
 }
 
 /// Reads one checkpoint directory in full and verifies it.

@@ -1,14 +1,17 @@
-//! Operations endpoints of a long-running pipeline: Prometheus `/metrics`,
-//! `/healthz` (the process is up) and `/readyz` (it has joined its source and
-//! is processing), served on a thread of their own.
+//! Operations endpoints of a running pipeline: Prometheus `/metrics` (in the
+//! OpenMetrics text format, every value in base units), `/healthz` (the
+//! process is up) and `/readyz` (its source is open, or it has partitions
+//! assigned), served on a thread of their own.
 //!
-//! The pipeline publishes its counters here every poll round; scraping never
-//! touches pipeline state, so a slow scraper cannot slow the data path.
+//! The pipeline publishes its counters here every batch or poll round;
+//! scraping never touches pipeline state, so a slow scraper cannot slow the
+//! data path.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -51,12 +54,21 @@ pub struct Metrics {
     plugin_quarantined: Family<PluginLabels, Gauge>,
     plugin_calls: Family<PluginLabels, Counter>,
     plugin_call_seconds: Family<PluginLabels, Counter<f64, AtomicU64>>,
-    /// Wall-clock time minus the partition's watermark, in milliseconds.
-    watermark_lag_ms: Family<PartitionLabels, Gauge>,
-    /// Messages between the committed offset and the partition's end, as
-    /// librdkafka's statistics report it (commits lag behind open windows).
+    /// Wall-clock time minus the partition's watermark.
+    watermark_lag: Family<PartitionLabels, Gauge<f64, AtomicU64>>,
+    /// The pipeline's event-time watermark, as Unix time.
+    watermark: Gauge<f64, AtomicU64>,
+    /// Messages between the next offset to process and the partition's end.
     consumer_lag: Family<PartitionLabels, Gauge>,
+    partitions_assigned: Gauge,
     commit_seconds: Histogram,
+    processing_latency: Histogram,
+    state_bytes: Gauge,
+    checkpoint_seconds: Histogram,
+    last_checkpoint: Gauge<f64, AtomicU64>,
+    /// The partitions whose series were published last, so that a revoked
+    /// partition's series go away.
+    partitions: Mutex<HashSet<PartitionLabels>>,
     published: Published,
     ready: AtomicBool,
 }
@@ -101,9 +113,17 @@ impl Metrics {
             plugin_quarantined: Family::default(),
             plugin_calls: Family::default(),
             plugin_call_seconds: Family::default(),
-            watermark_lag_ms: Family::default(),
+            watermark_lag: Family::default(),
+            watermark: Gauge::default(),
             consumer_lag: Family::default(),
+            partitions_assigned: Gauge::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            // 0.5 ms to about 16 s.
+            processing_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            state_bytes: Gauge::default(),
+            checkpoint_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            last_checkpoint: Gauge::default(),
+            partitions: Mutex::new(HashSet::new()),
             published: Published::default(),
             ready: AtomicBool::new(false),
             registry: Registry::default(),
@@ -169,19 +189,49 @@ impl Metrics {
             m.plugin_call_seconds.clone(),
         );
         registry.register(
-            "watermark_lag_milliseconds",
-            "Wall-clock time minus the partition's watermark",
-            m.watermark_lag_ms.clone(),
+            "watermark_lag_seconds",
+            "Wall-clock time minus the partition's watermark, per assigned partition that has had an event",
+            m.watermark_lag.clone(),
+        );
+        registry.register(
+            "watermark_seconds",
+            "The pipeline's event-time watermark as Unix time (absent before the first event)",
+            m.watermark.clone(),
         );
         registry.register(
             "consumer_lag_messages",
-            "Messages between the committed offset and the partition's end (librdkafka statistics)",
+            "Messages between the next offset to process and the partition's end, per assigned partition; 0 once all is consumed",
             m.consumer_lag.clone(),
         );
         registry.register(
+            "partitions_assigned",
+            "Partitions assigned to this member (Kafka); 1 once a file or stdin source is open",
+            m.partitions_assigned.clone(),
+        );
+        registry.register(
             "commit_duration_seconds",
-            "Time to flush outputs and commit offsets",
+            "Time to flush outputs and commit offsets (Kafka)",
             m.commit_seconds.clone(),
+        );
+        registry.register(
+            "processing_latency_seconds",
+            "Time from taking a batch of events from the source to having written the results it completed",
+            m.processing_latency.clone(),
+        );
+        registry.register(
+            "state_bytes",
+            "Bytes of window state in the RocksDB store after the last checkpoint (0 without a state backend)",
+            m.state_bytes.clone(),
+        );
+        registry.register(
+            "checkpoint_duration_seconds",
+            "Time to take a checkpoint (outputs made durable first)",
+            m.checkpoint_seconds.clone(),
+        );
+        registry.register(
+            "last_checkpoint_timestamp_seconds",
+            "Unix time of the last completed checkpoint (0 before the first)",
+            m.last_checkpoint.clone(),
         );
         Self { registry, ..m }
     }
@@ -225,23 +275,71 @@ impl Metrics {
             .set(i64::from(quarantined));
     }
 
-    /// Publishes a partition's watermark lag and consumer lag.
-    pub fn record_partition(
-        &self,
-        topic: &str,
-        partition: i32,
-        watermark_lag_ms: i64,
-        consumer_lag: Option<i64>,
-    ) {
-        let labels = PartitionLabels {
-            topic: topic.to_string(),
-            partition,
+    /// Publishes the assigned partitions' lags: every assigned partition
+    /// has its series from the assignment on, and a partition no longer
+    /// assigned loses them.
+    pub fn record_partitions(&self, assigned: &[PartitionSample]) {
+        let Ok(mut published) = self.partitions.lock() else {
+            return;
         };
-        self.watermark_lag_ms
-            .get_or_create(&labels)
-            .set(watermark_lag_ms);
-        if let Some(lag) = consumer_lag {
-            self.consumer_lag.get_or_create(&labels).set(lag);
+        let mut now = HashSet::with_capacity(assigned.len());
+        for sample in assigned {
+            let labels = PartitionLabels {
+                topic: sample.topic.clone(),
+                partition: sample.partition,
+            };
+            match sample.watermark_lag {
+                Some(lag) => {
+                    self.watermark_lag
+                        .get_or_create(&labels)
+                        .set(lag.as_secs_f64());
+                }
+                None => {
+                    self.watermark_lag.remove(&labels);
+                }
+            }
+            if let Some(lag) = sample.consumer_lag {
+                self.consumer_lag.get_or_create(&labels).set(lag);
+            }
+            now.insert(labels);
+        }
+        for gone in published.difference(&now) {
+            self.watermark_lag.remove(gone);
+            self.consumer_lag.remove(gone);
+        }
+        *published = now;
+        self.partitions_assigned
+            .set(i64::try_from(assigned.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Publishes the pipeline's watermark (event time, in milliseconds).
+    pub fn record_watermark(&self, watermark_ms: i64) {
+        self.watermark.set(watermark_ms as f64 / 1000.0);
+    }
+
+    /// Marks a file or stdin source open: one input, ready.
+    pub fn source_opened(&self) {
+        self.partitions_assigned.set(1);
+        self.set_ready(true);
+    }
+
+    /// Records a batch that wrote results, `took` after it was taken from
+    /// the source.
+    pub fn record_latency(&self, took: Duration) {
+        self.processing_latency.observe(took.as_secs_f64());
+    }
+
+    /// Records a completed checkpoint: how long it took and, when the
+    /// backend can tell, the size of the state it holds.
+    pub fn record_checkpoint(&self, took: Duration, state_bytes: Option<u64>) {
+        self.checkpoint_seconds.observe(took.as_secs_f64());
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_checkpoint.set(now);
+        if let Some(bytes) = state_bytes {
+            self.state_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     }
 
@@ -264,10 +362,51 @@ impl Metrics {
     }
 }
 
+/// One assigned partition's lags, as [`Metrics::record_partitions`] takes them.
+#[derive(Debug, Clone)]
+pub struct PartitionSample {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// Wall-clock time minus its watermark; `None` before its first event.
+    pub watermark_lag: Option<Duration>,
+    /// Messages not yet processed; `None` while librdkafka has not said.
+    pub consumer_lag: Option<i64>,
+}
+
+/// The content type of `/metrics`: the body is OpenMetrics text (it ends
+/// with `# EOF`), which Prometheus negotiates and parses as such.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// The HTTP server of the operations endpoints; stopped on drop.
 pub struct MetricsServer {
     server: Arc<tiny_http::Server>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The content type of the plain-text endpoints.
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// A response with `body` and one Content-Type header (tiny_http's
+/// `from_string` would add a second, `text/plain`, of its own).
+pub fn respond_with(
+    status: u16,
+    body: String,
+    content_type: &str,
+) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let headers = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
+        .into_iter()
+        .collect();
+    let bytes = body.into_bytes();
+    let len = bytes.len();
+    tiny_http::Response::new(
+        tiny_http::StatusCode(status),
+        headers,
+        std::io::Cursor::new(bytes),
+        Some(len),
+        None,
+    )
 }
 
 impl MetricsServer {
@@ -282,14 +421,16 @@ impl MetricsServer {
         let serving = Arc::clone(&server);
         let thread = std::thread::spawn(move || {
             for request in serving.incoming_requests() {
-                let (status, body) = match request.url() {
-                    "/metrics" => (200, metrics.render()),
-                    "/healthz" => (200, "ok\n".to_string()),
-                    "/readyz" if metrics.ready.load(Ordering::Relaxed) => (200, "ready\n".into()),
-                    "/readyz" => (503, "not ready\n".into()),
-                    _ => (404, "not found\n".into()),
+                let (status, body, content_type) = match request.url() {
+                    "/metrics" => (200, metrics.render(), OPENMETRICS),
+                    "/healthz" => (200, "ok\n".to_string(), TEXT),
+                    "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
+                        (200, "ready\n".into(), TEXT)
+                    }
+                    "/readyz" => (503, "not ready\n".into(), TEXT),
+                    _ => (404, "not found\n".into(), TEXT),
                 };
-                let response = tiny_http::Response::from_string(body).with_status_code(status);
+                let response = respond_with(status, body, content_type);
                 // A scraper that hung up is its own problem.
                 let _ = request.respond(response);
             }

@@ -214,6 +214,12 @@ pub trait StateBackend {
     /// Writes one checkpoint atomically and durably: when this returns, a
     /// crash at any later moment restores exactly this state or a later one.
     fn commit(&mut self, delta: CheckpointDelta) -> Result<(), StateError>;
+
+    /// Bytes of state the store holds after the last commit, for the
+    /// `state_bytes` metric; `None` when the backend cannot tell cheaply.
+    fn size_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Checks a fully read checkpoint against its meta's counts and checksum sum.

@@ -79,7 +79,7 @@ pub struct KafkaSource {
     stop_at: Option<Vec<i64>>,
     rebalances: Arc<Rebalances>,
     safe: Arc<Mutex<Option<TopicPartitionList>>>,
-    lag: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    lag: Arc<Mutex<HashMap<(String, i32), rebalance::PartitionStats>>>,
     idle_timeout: Duration,
     /// Partitions whose message was left in a rebalancing poll.
     rewind: Vec<(String, i32)>,
@@ -217,11 +217,25 @@ impl KafkaSource {
         self.partitions.get(i).map(|(t, p)| (t.as_str(), *p))
     }
 
-    /// Messages between the committed offset of partition `i` and its end,
-    /// as librdkafka's last statistics (at most a second old) report it.
+    /// Messages of partition `i` not yet processed: its end offset, as
+    /// librdkafka's last statistics (at most a second old) report it, minus
+    /// the next offset this member processes; 0 once everything is
+    /// processed. Before its first message, the end minus the next offset
+    /// to fetch (an empty partition has 0 from its first fetch on), or the
+    /// group's committed lag. `None` while none of these is known.
     pub fn consumer_lag(&self, i: usize) -> Option<i64> {
         let key = self.partitions.get(i)?;
-        self.lag.lock().ok()?.get(key).copied()
+        let stats = *self.lag.lock().ok()?.get(key)?;
+        let next = self.progress.get(i).and_then(|p| p.next);
+        match next.or((stats.next_fetch >= 0).then_some(stats.next_fetch)) {
+            Some(next) if stats.high >= 0 => Some((stats.high - next).max(0)),
+            _ => (stats.committed_lag >= 0).then_some(stats.committed_lag),
+        }
+    }
+
+    /// Whether partition `i` is assigned to this member now.
+    pub fn is_assigned(&self, i: usize) -> bool {
+        self.owned.get(i).copied().unwrap_or(false)
     }
 
     /// How many partitions the source's topics have (the watermark tracks each).

@@ -64,20 +64,36 @@ pub(super) struct SourceContext {
     /// being dropped (the queue goes before the consumer).
     pub(super) messages: Arc<Mutex<Option<MessageQueue>>>,
     pub(super) safe: Arc<Mutex<Option<TopicPartitionList>>>,
-    pub(super) lag: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    pub(super) lag: Arc<Mutex<HashMap<(String, i32), PartitionStats>>>,
+}
+
+/// What librdkafka's last statistics said of one partition.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PartitionStats {
+    /// The partition's end offset as the last fetch saw it (-1: unknown).
+    pub(super) high: i64,
+    /// The next offset librdkafka fetches (-1: unknown).
+    pub(super) next_fetch: i64,
+    /// Messages between the group's committed offset and the end (-1: unknown).
+    pub(super) committed_lag: i64,
 }
 
 impl ClientContext for SourceContext {
-    /// librdkafka's periodic statistics (during poll): the consumer lag per
-    /// partition, known without a request to the brokers.
+    /// librdkafka's periodic statistics (during poll): each partition's end
+    /// offset and committed lag, known without a request to the brokers.
     fn stats(&self, statistics: rdkafka::Statistics) {
         let Ok(mut lag) = self.lag.lock() else {
             return;
         };
         for (topic, t) in statistics.topics {
             for (partition, p) in t.partitions {
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    lag.insert((topic.clone(), partition), p.consumer_lag);
+                if partition >= 0 {
+                    let stats = PartitionStats {
+                        high: p.hi_offset,
+                        next_fetch: p.next_offset,
+                        committed_lag: p.consumer_lag,
+                    };
+                    lag.insert((topic.clone(), partition), stats);
                 }
             }
         }

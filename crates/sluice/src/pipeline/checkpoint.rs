@@ -304,6 +304,9 @@ impl Flow {
         checkpoints.keys_stored = self.keys.len();
         checkpoints.last = Instant::now();
         checkpoints.soon = false;
+        if let Some(metrics) = &self.metrics {
+            metrics.record_checkpoint(started.elapsed(), checkpoints.backend.size_bytes());
+        }
         tracing::debug!(
             checkpoint = id,
             windows = slots,

@@ -3,6 +3,7 @@
 //! endpoint served between batches.
 
 use super::*;
+use crate::progress::Progress;
 
 /// How often a live stream's loop looks for a stop request while no line comes.
 const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -24,9 +25,7 @@ pub(super) fn run_file_source(
     let mut metrics = FileMetrics::start(loaded)?;
     // Plugins and outputs next: a bad plugin is reported before the input is read.
     let mut flow = Flow::open(loaded, engine, batch_size, 1, None)?;
-    if let Some(m) = &mut metrics {
-        m.metrics.set_ready(true);
-    }
+    flow.metrics = metrics.as_ref().map(|m| Arc::clone(&m.metrics));
     let (offset, line) = match flow.resume.take() {
         Some(SourcePosition::File { offset, line }) => (offset, line),
         Some(SourcePosition::Kafka { .. }) => {
@@ -43,10 +42,18 @@ pub(super) fn run_file_source(
     // a buffer fills.
     let live = input.is_live();
     let source = LineSource::start(input, offset, line)?;
-    if !live {
-        return replay_file(flow, &path, source, batch_size, stop, metrics);
+    if let Some(m) = &mut metrics {
+        m.metrics.source_opened();
     }
-    live_stream(flow, &path, source, batch_size, stop, metrics)
+    let total = (!live)
+        .then(|| std::fs::metadata(&path).ok().map(|m| m.len()))
+        .flatten();
+    let bar = loaded.pipeline.log.format == sluice_config::LogFormat::Text;
+    let progress = Progress::start(total, offset, flow.summary.events_read, bar);
+    if !live {
+        return replay_file(flow, &path, source, batch_size, stop, metrics, progress);
+    }
+    live_stream(flow, &path, source, batch_size, stop, metrics, progress)
 }
 
 /// The `/metrics`, `/healthz` and `/readyz` endpoints of a file or stdin run
@@ -88,6 +95,7 @@ fn live_stream(
     batch_size: usize,
     stop: &stop::Stop,
     metrics: Option<FileMetrics>,
+    mut progress: Progress,
 ) -> Result<RunSummary, Error> {
     let mut position = file_position(source.position());
     let (to_loop, batches) =
@@ -134,7 +142,9 @@ fn live_stream(
         }
         flow.on_processing_time()?;
         flow.flush()?;
+        flow.batch_done();
         position = file_position(at);
+        progress.update(at.0, flow.summary.events_read, flow.watermarks.current());
         publish_flow(metrics.as_ref(), &flow);
         flow.judge_dead_letters(false)?;
         flow.maybe_checkpoint(|| position.clone())?;
@@ -143,6 +153,7 @@ fn live_stream(
     // on, so the last checkpoint is taken before the end-of-input watermark:
     // a restart after a finished run fires the same last windows again, into
     // outputs cut back to where they were.
+    progress.finish();
     flow.checkpoint(position)?;
     flow.judge_dead_letters(true)?;
     flow.finish()?;
@@ -158,6 +169,7 @@ fn replay_file(
     batch_size: usize,
     stop: &stop::Stop,
     metrics: Option<FileMetrics>,
+    mut progress: Progress,
 ) -> Result<RunSummary, Error> {
     let mut position = file_position(source.position());
     // One decoder more than cores: on 2 cores, 3 decoders ran 7% faster than
@@ -178,11 +190,18 @@ fn replay_file(
             flow.on_decoded(Origin::Line(line_no), 0, raw, None, false, decoded)?;
         }
         flow.on_processing_time()?;
+        flow.batch_done();
         position = file_position(batch.position);
+        progress.update(
+            batch.position.0,
+            flow.summary.events_read,
+            flow.watermarks.current(),
+        );
         publish_flow(metrics.as_ref(), &flow);
         flow.judge_dead_letters(false)?;
         flow.maybe_checkpoint(|| position.clone())?;
     }
+    progress.finish();
     // As in `live_stream`: the last checkpoint precedes the end of input.
     flow.checkpoint(position)?;
     flow.judge_dead_letters(true)?;

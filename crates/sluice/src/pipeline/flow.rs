@@ -115,6 +115,9 @@ impl Flow {
         replayed: bool,
         decoded: Result<(), String>,
     ) -> Result<i64, Error> {
+        if self.batch.is_none() && self.metrics.is_some() {
+            self.batch = Some((Instant::now(), self.summary.windows_emitted));
+        }
         self.summary.events_read += 1;
         let watermark = self.watermarks.current();
         let decoded = decoded.and_then(|()| self.too_far_ahead(watermark));
@@ -304,6 +307,16 @@ impl Flow {
         summary.left_open = self.operator.open_windows() as u64;
         summary.stop_checkpointed = checkpointed;
         Ok(summary)
+    }
+
+    /// Ends a batch of events: when the run serves metrics and the batch
+    /// wrote results, records how long after its first event was taken.
+    pub(super) fn batch_done(&mut self) {
+        if let (Some((started, results)), Some(metrics)) = (self.batch.take(), &self.metrics)
+            && self.summary.windows_emitted > results
+        {
+            metrics.record_latency(started.elapsed());
+        }
     }
 
     /// Makes every record written so far durable.

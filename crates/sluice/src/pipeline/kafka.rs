@@ -22,7 +22,7 @@ use super::Flow;
 use super::decode_ahead::DecodeAhead;
 use super::stop::Stop;
 use crate::error::{ConfigError, Error, IoError, KafkaError};
-use crate::metrics::{Metrics, MetricsServer};
+use crate::metrics::{Metrics, MetricsServer, PartitionSample};
 
 /// How long one poll waits for a message: also how often shutdown, idleness
 /// and commit deadlines are checked.
@@ -96,11 +96,13 @@ pub(super) fn run(
     };
 
     let metrics = Arc::new(Metrics::new());
-    let _server = match &loaded.pipeline.metrics {
+    let server = match &loaded.pipeline.metrics {
         Some(m) => Some(MetricsServer::start(&m.listen, Arc::clone(&metrics))?),
         None => None,
     };
-    metrics.set_ready(true);
+    if server.is_some() {
+        flow.metrics = Some(Arc::clone(&metrics));
+    }
 
     let mut last_commit = Instant::now();
     let mut last_idle_check = Instant::now();
@@ -187,6 +189,7 @@ pub(super) fn run(
         } else {
             ahead.step(&mut flow, &mut source)?;
         }
+        flow.batch_done();
         if source.rebalanced() {
             // Dropping window state for a revocation, or seeding watermarks,
             // must come after every message polled before it.
@@ -273,7 +276,7 @@ pub(super) fn run(
             }
             flow.on_processing_time()?;
             flow.judge_dead_letters(false)?;
-            publish(&metrics, &flow, &source, false);
+            publish(&metrics, &flow, &source);
         }
         // With a state backend, offsets are committed right after the
         // checkpoint that covers them; without one, every commit interval.
@@ -290,7 +293,7 @@ pub(super) fn run(
             }
             commit(&mut source, &flow, token)?;
             metrics.record_commit(now.elapsed());
-            publish(&metrics, &flow, &source, true);
+            publish(&metrics, &flow, &source);
         }
     }
     let (pauses, paused_for) = source.pauses();
@@ -313,25 +316,32 @@ pub(super) fn run(
     Ok(flow.summary())
 }
 
-/// Publishes the run's counters, plugin health and per-partition lags
-/// (consumer lag too when `with_lag`).
-fn publish(metrics: &Metrics, flow: &Flow, source: &KafkaSource, with_lag: bool) {
+/// Publishes the run's counters, plugin health and the lags of every
+/// assigned partition; the run is ready while it has partitions assigned.
+fn publish(metrics: &Metrics, flow: &Flow, source: &KafkaSource) {
     super::publish_counters(metrics, flow);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    for i in 0..source.partition_count() {
+    let mut assigned = Vec::new();
+    for i in (0..source.partition_count()).filter(|&i| source.is_assigned(i)) {
         let Some((topic, partition)) = source.partition_name(i) else {
             continue;
         };
         let seen = flow.watermarks.max_seen(i);
-        if seen == MIN_WATERMARK {
-            continue;
-        }
-        let watermark = seen.saturating_sub(flow.watermark_delay);
-        let lag = with_lag.then(|| source.consumer_lag(i)).flatten();
-        metrics.record_partition(topic, partition, now_ms.saturating_sub(watermark), lag);
+        let watermark_lag = (seen != MIN_WATERMARK).then(|| {
+            let watermark = seen.saturating_sub(flow.watermark_delay);
+            Duration::from_millis(u64::try_from(now_ms.saturating_sub(watermark)).unwrap_or(0))
+        });
+        assigned.push(PartitionSample {
+            topic: topic.to_string(),
+            partition,
+            watermark_lag,
+            consumer_lag: source.consumer_lag(i),
+        });
     }
+    metrics.set_ready(!assigned.is_empty());
+    metrics.record_partitions(&assigned);
 }
 
 /// A checkpoint restored at start, waiting for the first assignment to

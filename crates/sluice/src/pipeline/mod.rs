@@ -113,6 +113,11 @@ struct Flow {
     times: guard::TimeGuard,
     /// `watermark.max_future` in milliseconds.
     max_future: Option<i64>,
+    /// Where checkpoints and batches are measured, when the run serves metrics.
+    metrics: Option<Arc<Metrics>>,
+    /// When the current batch's first event was taken, and how many results
+    /// had been written then (see [`Flow::batch_done`]).
+    batch: Option<(Instant, u64)>,
 }
 
 /// Takes checkpoints of a [`Flow`] into a state backend.
@@ -153,9 +158,14 @@ pub fn run(loaded: &LoadedConfig, options: &RunOptions) -> Result<RunSummary, Er
     }
 }
 
-/// Publishes the run's counters and each aggregation's plugin health.
+/// Publishes the run's counters, its watermark and each aggregation's
+/// plugin health.
 fn publish_counters(metrics: &Metrics, flow: &Flow) {
     metrics.record_summary(&flow.summary(), flow.operator.open_windows());
+    let watermark = flow.watermarks.current();
+    if watermark != sluice_core::watermark::MIN_WATERMARK {
+        metrics.record_watermark(watermark);
+    }
     for (name, health) in flow.agg_names.iter().zip(flow.operator.plugin_health()) {
         metrics.record_plugin(name, &health);
     }
