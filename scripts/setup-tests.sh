@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what only the tests need, after what the build needs
-# (scripts/setup.sh): the Tansu broker and the Python, JavaScript and C plugin
-# toolchains. Skips what is already there. Safe to run again.
+# (scripts/setup.sh): the Tansu broker, Prometheus and promtool, and the
+# Python, JavaScript and C plugin toolchains. Skips what is already there.
+# Safe to run again.
 set -euo pipefail
 
 "$(dirname "$0")/setup.sh"
@@ -15,6 +16,22 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 if ! command -v tansu >/dev/null; then
     log "installing the Tansu broker (cargo install tansu, once per machine)"
     cargo install tansu --locked --version '~0.6' --features dynostore,libsql
+fi
+
+# The operations tests (tests/all/ops.rs) check deploy/prometheus/ with
+# promtool and run a Prometheus of their own against a running sluice: both
+# come from Debian's `prometheus` package (without its recommended node
+# exporter). The package enables a system service; where systemd runs, that
+# service is stopped and disabled again, since the tests start their own
+# Prometheus on a free port.
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    log "installing prometheus and promtool (apt-get)"
+    apt-get -o DPkg::Lock::Timeout=900 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq \
+        --no-install-recommends prometheus >/dev/null
+    if [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
 fi
 
 # Toolchains for plugins in other languages (examples/plugins/*-python, -js,

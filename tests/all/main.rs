@@ -14,6 +14,7 @@ mod golden;
 mod kafka;
 mod languages;
 mod laws;
+mod ops;
 mod reload;
 mod sandbox;
 mod state;
