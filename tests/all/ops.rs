@@ -556,8 +556,25 @@ fn dashboard_and_alerts_name_only_exported_metrics() {
             .all(|n| n == "up" || exported.contains(n))
             .then_some(())
     });
+    // The checkpoint series carry real values: a checkpoint was taken (it
+    // made state of the open windows), with its duration observed.
+    let checkpointed = wait_for(Duration::from_secs(20), || {
+        let (_, body) = http_get(live.port, "/metrics")?;
+        let value = |name: &str| -> Option<f64> {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        };
+        (value("sluice_last_checkpoint_timestamp_seconds")? > 1.7e9
+            && value("sluice_state_bytes")? > 0.0
+            && value("sluice_checkpoint_duration_seconds_count")? >= 1.0)
+            .then_some(())
+    });
     let (status, stderr) = live.finish();
     assert!(status.success(), "{stderr}");
+    assert!(
+        checkpointed.is_some(),
+        "no checkpoint with state in the metrics of a run that keeps them"
+    );
     // `up` is Prometheus' own series about each scrape.
     let missing: Vec<String> = uses
         .iter()
