@@ -996,3 +996,46 @@ fn kubernetes_manifests_match_sluice() {
     let (status, stderr) = live.finish();
     assert!(status.success(), "{stderr}");
 }
+
+/// A Kafka run's `/readyz` answers 503 until the consumer has partitions
+/// assigned (joining the group takes the embedded broker a few seconds),
+/// then 200; `/healthz` is 200 throughout.
+#[test]
+fn a_kafka_run_is_ready_only_once_partitions_are_assigned() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ kafka: {{ brokers: embedded, topics: [events], feed: '-' }} }}\n\
+             event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
+             window: {{ tumbling: {{ size: 10s }} }}\n\
+             aggregations: [ {{ name: n, plugin: builtin/count }} ]\n\
+             sink: {{ file: results.jsonl }}\n\
+             metrics: {{ listen: \"127.0.0.1:{port}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning sluice");
+    let stdin = child.stdin.take().unwrap();
+    let first = wait_for(Duration::from_secs(30), || http_get(port, "/readyz"));
+    let ready = wait_for(Duration::from_secs(60), || {
+        http_get(port, "/readyz").filter(|(status, _)| *status == 200)
+    });
+    let health = http_get(port, "/healthz");
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(first.map(|(s, _)| s), Some(503), "{stderr}");
+    assert!(ready.is_some(), "never ready: {stderr}");
+    assert_eq!(health.map(|(s, _)| s), Some(200));
+}
