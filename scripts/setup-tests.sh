@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what only the tests need, after what the build needs
-# (scripts/setup.sh): the Tansu broker and the Python, JavaScript and C plugin
-# toolchains. Skips what is already there. Safe to run again.
+# (scripts/setup.sh): the Tansu broker, Chromium (for the status page) and the
+# Python, JavaScript and C plugin toolchains. Skips what is already there.
+# Safe to run again.
 set -euo pipefail
 
 "$(dirname "$0")/setup.sh"
@@ -15,6 +16,15 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 if ! command -v tansu >/dev/null; then
     log "installing the Tansu broker (cargo install tansu, once per machine)"
     cargo install tansu --locked --version '~0.6' --features dynostore,libsql
+fi
+
+# The status page test (tests/all/status.rs) loads the page in a real
+# headless browser: Debian's Chromium. Another apt job may hold the lock for
+# a while: wait for it rather than fail.
+if ! command -v chromium >/dev/null; then
+    log "installing chromium (apt-get)"
+    apt-get -o DPkg::Lock::Timeout=900 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq chromium >/dev/null
 fi
 
 # Toolchains for plugins in other languages (examples/plugins/*-python, -js,

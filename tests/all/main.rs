@@ -17,4 +17,5 @@ mod laws;
 mod reload;
 mod sandbox;
 mod state;
+mod status;
 mod triggers;

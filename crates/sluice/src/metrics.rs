@@ -20,6 +20,8 @@ use prometheus_client::registry::Registry;
 use sluice_core::window::PluginHealth;
 use sluice_core::{IoError, RunSummary};
 
+use crate::status::StatusBoard;
+
 /// Labels of a per-partition series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
@@ -273,6 +275,16 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Serves `metrics` on `listen` (`host:port`).
     pub fn start(listen: &str, metrics: Arc<Metrics>) -> Result<Self, IoError> {
+        Self::start_with_status(listen, metrics, None)
+    }
+
+    /// Serves `metrics` on `listen`, and `status_page` at `/` (see
+    /// [`crate::status`]).
+    pub fn start_with_status(
+        listen: &str,
+        metrics: Arc<Metrics>,
+        status_page: Option<Arc<StatusBoard>>,
+    ) -> Result<Self, IoError> {
         let server = tiny_http::Server::http(listen).map_err(|e| IoError {
             action: "listening for /metrics on",
             path: listen.into(),
@@ -282,6 +294,10 @@ impl MetricsServer {
         let serving = Arc::clone(&server);
         let thread = std::thread::spawn(move || {
             for request in serving.incoming_requests() {
+                if let Some(page) = status_page.as_ref().and_then(|s| s.respond(request.url())) {
+                    let _ = request.respond(page);
+                    continue;
+                }
                 let (status, body) = match request.url() {
                     "/metrics" => (200, metrics.render()),
                     "/healthz" => (200, "ok\n".to_string()),

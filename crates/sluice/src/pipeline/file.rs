@@ -3,6 +3,7 @@
 //! endpoint served between batches.
 
 use super::*;
+use crate::status::StatusBoard;
 
 /// How often a live stream's loop looks for a stop request while no line comes.
 const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -26,6 +27,7 @@ pub(super) fn run_file_source(
     let mut flow = Flow::open(loaded, engine, batch_size, 1, None)?;
     if let Some(m) = &mut metrics {
         m.metrics.set_ready(true);
+        flow.attach_status(Arc::clone(&m.status));
     }
     let (offset, line) = match flow.resume.take() {
         Some(SourcePosition::File { offset, line }) => (offset, line),
@@ -54,6 +56,8 @@ pub(super) fn run_file_source(
 /// batches (a file has no partitions or consumer lag).
 struct FileMetrics {
     metrics: Arc<Metrics>,
+    /// The status page served beside them.
+    status: Arc<StatusBoard>,
     _server: MetricsServer,
 }
 
@@ -64,18 +68,26 @@ impl FileMetrics {
             return Ok(None);
         };
         let metrics = Arc::new(Metrics::new());
-        let server = MetricsServer::start(&m.listen, Arc::clone(&metrics))?;
+        let status = StatusBoard::new(loaded);
+        let server = MetricsServer::start_with_status(
+            &m.listen,
+            Arc::clone(&metrics),
+            Some(Arc::clone(&status)),
+        )?;
         Ok(Some(Self {
             metrics,
+            status,
             _server: server,
         }))
     }
 }
 
-/// Publishes `flow`'s counters and plugin health to `metrics`, if served.
-fn publish_flow(metrics: Option<&FileMetrics>, flow: &Flow) {
+/// Publishes `flow`'s counters and plugin health to `metrics`, and to the
+/// status page, if served.
+fn publish_flow(metrics: Option<&FileMetrics>, flow: &mut Flow) {
     if let Some(m) = metrics {
         publish_counters(&m.metrics, flow);
+        flow.publish_status(|_| Vec::new());
     }
 }
 
@@ -123,6 +135,8 @@ fn live_stream(
                 // A quiet stream is checkpointed too: what it sent is safe
                 // before the next line comes.
                 flow.maybe_checkpoint(|| position.clone())?;
+                // And the status page gets what the last publish left.
+                publish_flow(metrics.as_ref(), &mut flow);
                 continue;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -135,7 +149,7 @@ fn live_stream(
         flow.on_processing_time()?;
         flow.flush()?;
         position = file_position(at);
-        publish_flow(metrics.as_ref(), &flow);
+        publish_flow(metrics.as_ref(), &mut flow);
         flow.judge_dead_letters(false)?;
         flow.maybe_checkpoint(|| position.clone())?;
     }
@@ -179,7 +193,7 @@ fn replay_file(
         }
         flow.on_processing_time()?;
         position = file_position(batch.position);
-        publish_flow(metrics.as_ref(), &flow);
+        publish_flow(metrics.as_ref(), &mut flow);
         flow.judge_dead_letters(false)?;
         flow.maybe_checkpoint(|| position.clone())?;
     }

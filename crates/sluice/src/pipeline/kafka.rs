@@ -97,7 +97,15 @@ pub(super) fn run(
 
     let metrics = Arc::new(Metrics::new());
     let _server = match &loaded.pipeline.metrics {
-        Some(m) => Some(MetricsServer::start(&m.listen, Arc::clone(&metrics))?),
+        Some(m) => {
+            let status = crate::status::StatusBoard::new(loaded);
+            flow.attach_status(Arc::clone(&status));
+            Some(MetricsServer::start_with_status(
+                &m.listen,
+                Arc::clone(&metrics),
+                Some(status),
+            )?)
+        }
         None => None,
     };
     metrics.set_ready(true);
@@ -273,7 +281,7 @@ pub(super) fn run(
             }
             flow.on_processing_time()?;
             flow.judge_dead_letters(false)?;
-            publish(&metrics, &flow, &source, false);
+            publish(&metrics, &mut flow, &source, false);
         }
         // With a state backend, offsets are committed right after the
         // checkpoint that covers them; without one, every commit interval.
@@ -290,7 +298,7 @@ pub(super) fn run(
             }
             commit(&mut source, &flow, token)?;
             metrics.record_commit(now.elapsed());
-            publish(&metrics, &flow, &source, true);
+            publish(&metrics, &mut flow, &source, true);
         }
     }
     let (pauses, paused_for) = source.pauses();
@@ -315,8 +323,9 @@ pub(super) fn run(
 
 /// Publishes the run's counters, plugin health and per-partition lags
 /// (consumer lag too when `with_lag`).
-fn publish(metrics: &Metrics, flow: &Flow, source: &KafkaSource, with_lag: bool) {
+fn publish(metrics: &Metrics, flow: &mut Flow, source: &KafkaSource, with_lag: bool) {
     super::publish_counters(metrics, flow);
+    flow.publish_status(|flow| super::status_feed::kafka_partitions(flow, source, with_lag));
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));

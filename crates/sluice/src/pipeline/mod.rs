@@ -51,6 +51,7 @@ mod guard;
 mod kafka;
 mod open;
 mod output;
+mod status_feed;
 mod stop;
 
 use file::run_file_source;
@@ -113,6 +114,8 @@ struct Flow {
     times: guard::TimeGuard,
     /// `watermark.max_future` in milliseconds.
     max_future: Option<i64>,
+    /// The status page's feed, when the operations address is served.
+    status: Option<status_feed::StatusFeed>,
 }
 
 /// Takes checkpoints of a [`Flow`] into a state backend.

@@ -371,6 +371,7 @@ impl Flow {
             guard: guard::DeadLetterGuard::new(&config.dead_letter_limits),
             times: guard::TimeGuard::new(config.event.time.format, jump_warning(&spec)),
             max_future: config.watermark.max_future.map(millis),
+            status: None,
         };
         flow.operator
             .set_aggregation_names(config.aggregations.iter().map(|a| a.name.clone()).collect());
