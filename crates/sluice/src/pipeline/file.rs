@@ -87,7 +87,7 @@ impl FileMetrics {
 fn publish_flow(metrics: Option<&FileMetrics>, flow: &mut Flow) {
     if let Some(m) = metrics {
         publish_counters(&m.metrics, flow);
-        flow.publish_status(|_| Vec::new());
+        flow.publish_status(false, |_| Vec::new());
     }
 }
 

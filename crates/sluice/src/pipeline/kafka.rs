@@ -325,7 +325,9 @@ pub(super) fn run(
 /// (consumer lag too when `with_lag`).
 fn publish(metrics: &Metrics, flow: &mut Flow, source: &KafkaSource, with_lag: bool) {
     super::publish_counters(metrics, flow);
-    flow.publish_status(|flow| super::status_feed::kafka_partitions(flow, source, with_lag));
+    flow.publish_status(with_lag, |flow| {
+        super::status_feed::kafka_partitions(flow, source, with_lag)
+    });
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));

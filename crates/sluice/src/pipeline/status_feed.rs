@@ -60,16 +60,18 @@ impl Flow {
             .collect()
     }
 
-    /// Publishes to the status page, if it is served and a publish is due;
+    /// Publishes to the status page, if it is served and a publish is due
+    /// (or `now`, for what comes only now and then: consumer lags);
     /// `partitions` gives the assigned partitions' lags (Kafka).
     pub(super) fn publish_status(
         &mut self,
+        now: bool,
         partitions: impl FnOnce(&Flow) -> Vec<PartitionStatus>,
     ) {
         let Some(mut feed) = self.status.take() else {
             return;
         };
-        if feed.tap.due() {
+        if feed.tap.due() || now {
             let health = self.operator.plugin_health();
             let watermark = self.watermarks.current();
             let s = &self.summary;

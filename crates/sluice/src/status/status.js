@@ -123,7 +123,13 @@ function lineChart(svg, series, xLabel, opts) {
   let y0 = opts.zero ? 0 : (ys.length ? Math.min(...ys) : 0);
   let y1 = ys.length ? Math.max(...ys) : 1;
   if (y1 === y0) { y1 = y0 + (y0 === 0 ? 1 : Math.abs(y0) * 0.1); }
-  if (!opts.zero) { const pad = (y1 - y0) * 0.08; y0 -= pad; y1 += pad; }
+  if (!opts.zero) {
+    // Some room above and below the lines, but no negative axis for
+    // values that are never negative.
+    const pad = (y1 - y0) * 0.08;
+    y0 = y0 >= 0 ? Math.max(0, y0 - pad) : y0 - pad;
+    y1 += pad;
+  }
   const px = x => left + ((x - x0) / (x1 - x0)) * w;
   const py = y => top + h - ((y - y0) / (y1 - y0)) * h;
   for (const f of [0, 0.5, 1]) {
