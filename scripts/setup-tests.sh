@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what only the tests need, after what the build needs
-# (scripts/setup.sh): the Tansu broker, Prometheus and promtool, and the
+# (scripts/setup.sh): the Tansu broker, Prometheus and promtool, Chromium
+# (for the status page), and the
 # Python, JavaScript and C plugin toolchains. Skips what is already there.
 # Safe to run again.
 set -euo pipefail
@@ -32,6 +33,15 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     if [ -d /run/systemd/system ]; then
         systemctl disable --now prometheus.service >/dev/null 2>&1 || true
     fi
+fi
+
+# The status page test (tests/all/status.rs) loads the page in a real
+# headless browser: Debian's Chromium. Another apt job may hold the lock for
+# a while: wait for it rather than fail.
+if ! command -v chromium >/dev/null; then
+    log "installing chromium (apt-get)"
+    apt-get -o DPkg::Lock::Timeout=900 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq chromium >/dev/null
 fi
 
 # Toolchains for plugins in other languages (examples/plugins/*-python, -js,

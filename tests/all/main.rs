@@ -18,4 +18,5 @@ mod ops;
 mod reload;
 mod sandbox;
 mod state;
+mod status;
 mod triggers;

@@ -4,7 +4,8 @@
 //! [`pipeline`] opens the plugins, outputs and state a config names and
 //! drives events from a file or Kafka source through `sluice_core`'s
 //! stages; [`admin`] takes reload requests; [`metrics`] serves what a long
-//! run is doing; [`progress`] shows how far a file run has got; [`logging`] writes
+//! run is doing, and [`status`] shows it on a live page; [`progress`]
+//! shows how far a file run has got; [`logging`] writes
 //! the host's diagnostics; [`scaffold`] creates new plugin projects; and
 //! [`error`] groups every error by whose problem it is, for the exit code.
 //!
@@ -22,3 +23,4 @@ pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod scaffold;
+pub mod status;

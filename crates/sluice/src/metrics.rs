@@ -23,6 +23,8 @@ use prometheus_client::registry::Registry;
 use sluice_core::window::PluginHealth;
 use sluice_core::{IoError, RunSummary};
 
+use crate::status::StatusBoard;
+
 /// Labels of a per-partition series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
@@ -317,6 +319,13 @@ impl Metrics {
         self.watermark.set(watermark_ms as f64 / 1000.0);
     }
 
+    /// When the last checkpoint completed (Unix seconds) and the state's
+    /// size after it; `None` before the first.
+    pub fn last_checkpoint(&self) -> Option<(f64, u64)> {
+        let at = self.last_checkpoint.get();
+        (at > 0.0).then(|| (at, u64::try_from(self.state_bytes.get()).unwrap_or(0)))
+    }
+
     /// Marks a file or stdin source open: one input, ready.
     pub fn source_opened(&self) {
         self.partitions_assigned.set(1);
@@ -412,6 +421,16 @@ pub fn respond_with(
 impl MetricsServer {
     /// Serves `metrics` on `listen` (`host:port`).
     pub fn start(listen: &str, metrics: Arc<Metrics>) -> Result<Self, IoError> {
+        Self::start_with_status(listen, metrics, None)
+    }
+
+    /// Serves `metrics` on `listen`, and `status_page` at `/` (see
+    /// [`crate::status`]).
+    pub fn start_with_status(
+        listen: &str,
+        metrics: Arc<Metrics>,
+        status_page: Option<Arc<StatusBoard>>,
+    ) -> Result<Self, IoError> {
         let server = tiny_http::Server::http(listen).map_err(|e| IoError {
             action: "listening for /metrics on",
             path: listen.into(),
@@ -421,6 +440,10 @@ impl MetricsServer {
         let serving = Arc::clone(&server);
         let thread = std::thread::spawn(move || {
             for request in serving.incoming_requests() {
+                if let Some(page) = status_page.as_ref().and_then(|s| s.respond(request.url())) {
+                    let _ = request.respond(page);
+                    continue;
+                }
                 let (status, body, content_type) = match request.url() {
                     "/metrics" => (200, metrics.render(), OPENMETRICS),
                     "/healthz" => (200, "ok\n".to_string(), TEXT),

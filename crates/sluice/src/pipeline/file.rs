@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::progress::Progress;
+use crate::status::StatusBoard;
 
 /// How often a live stream's loop looks for a stop request while no line comes.
 const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -26,6 +27,9 @@ pub(super) fn run_file_source(
     // Plugins and outputs next: a bad plugin is reported before the input is read.
     let mut flow = Flow::open(loaded, engine, batch_size, 1, None)?;
     flow.metrics = metrics.as_ref().map(|m| Arc::clone(&m.metrics));
+    if let Some(m) = &metrics {
+        flow.attach_status(Arc::clone(&m.status));
+    }
     let (offset, line) = match flow.resume.take() {
         Some(SourcePosition::File { offset, line }) => (offset, line),
         Some(SourcePosition::Kafka { .. }) => {
@@ -61,6 +65,8 @@ pub(super) fn run_file_source(
 /// batches (a file has no partitions or consumer lag).
 struct FileMetrics {
     metrics: Arc<Metrics>,
+    /// The status page served beside them.
+    status: Arc<StatusBoard>,
     _server: MetricsServer,
 }
 
@@ -71,18 +77,26 @@ impl FileMetrics {
             return Ok(None);
         };
         let metrics = Arc::new(Metrics::new());
-        let server = MetricsServer::start(&m.listen, Arc::clone(&metrics))?;
+        let status = StatusBoard::new(loaded);
+        let server = MetricsServer::start_with_status(
+            &m.listen,
+            Arc::clone(&metrics),
+            Some(Arc::clone(&status)),
+        )?;
         Ok(Some(Self {
             metrics,
+            status,
             _server: server,
         }))
     }
 }
 
-/// Publishes `flow`'s counters and plugin health to `metrics`, if served.
-fn publish_flow(metrics: Option<&FileMetrics>, flow: &Flow) {
+/// Publishes `flow`'s counters and plugin health to `metrics`, and to the
+/// status page, if served.
+fn publish_flow(metrics: Option<&FileMetrics>, flow: &mut Flow) {
     if let Some(m) = metrics {
         publish_counters(&m.metrics, flow);
+        flow.publish_status(Vec::new);
     }
 }
 
@@ -131,6 +145,8 @@ fn live_stream(
                 // A quiet stream is checkpointed too: what it sent is safe
                 // before the next line comes.
                 flow.maybe_checkpoint(|| position.clone())?;
+                // And the status page gets what the last publish left.
+                publish_flow(metrics.as_ref(), &mut flow);
                 continue;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -145,7 +161,7 @@ fn live_stream(
         flow.batch_done();
         position = file_position(at);
         progress.update(at.0, flow.summary.events_read, flow.watermarks.current());
-        publish_flow(metrics.as_ref(), &flow);
+        publish_flow(metrics.as_ref(), &mut flow);
         flow.judge_dead_letters(false)?;
         flow.maybe_checkpoint(|| position.clone())?;
     }
@@ -197,7 +213,7 @@ fn replay_file(
             flow.summary.events_read,
             flow.watermarks.current(),
         );
-        publish_flow(metrics.as_ref(), &flow);
+        publish_flow(metrics.as_ref(), &mut flow);
         flow.judge_dead_letters(false)?;
         flow.maybe_checkpoint(|| position.clone())?;
     }

@@ -37,6 +37,13 @@ impl Flow {
                             .all(|(n, o)| n.name == o.name && n.kind == o.kind);
                     if !same {
                         self.names.replace(a, &self.agg_names[a], outputs);
+                        // The status page's columns follow.
+                        if self.status.is_some() {
+                            let columns = self.output_columns();
+                            if let Some(feed) = &mut self.status {
+                                feed.set_columns(columns);
+                            }
+                        }
                     }
                     let took = started.elapsed();
                     match swap {
@@ -233,6 +240,9 @@ impl Flow {
             let key = self.keys.render(result.key);
             sink::write_result_marked(&mut self.line, key, &result, &self.names, filled);
             self.results.write(Some(key), &self.line, None)?;
+            if let Some(feed) = &mut self.status {
+                feed.result(key, &result, filled, &self.agg_names);
+            }
             self.summary.windows_emitted += 1;
             self.summary.filled += u64::from(filled);
         }

@@ -97,7 +97,15 @@ pub(super) fn run(
 
     let metrics = Arc::new(Metrics::new());
     let server = match &loaded.pipeline.metrics {
-        Some(m) => Some(MetricsServer::start(&m.listen, Arc::clone(&metrics))?),
+        Some(m) => {
+            let status = crate::status::StatusBoard::new(loaded);
+            flow.attach_status(Arc::clone(&status));
+            Some(MetricsServer::start_with_status(
+                &m.listen,
+                Arc::clone(&metrics),
+                Some(status),
+            )?)
+        }
         None => None,
     };
     if server.is_some() {
@@ -276,7 +284,7 @@ pub(super) fn run(
             }
             flow.on_processing_time()?;
             flow.judge_dead_letters(false)?;
-            publish(&metrics, &flow, &source);
+            publish(&metrics, &mut flow, &source);
         }
         // With a state backend, offsets are committed right after the
         // checkpoint that covers them; without one, every commit interval.
@@ -293,7 +301,7 @@ pub(super) fn run(
             }
             commit(&mut source, &flow, token)?;
             metrics.record_commit(now.elapsed());
-            publish(&metrics, &flow, &source);
+            publish(&metrics, &mut flow, &source);
         }
     }
     let (pauses, paused_for) = source.pauses();
@@ -317,8 +325,9 @@ pub(super) fn run(
 }
 
 /// Publishes the run's counters, plugin health and the lags of every
-/// assigned partition; the run is ready while it has partitions assigned.
-fn publish(metrics: &Metrics, flow: &Flow, source: &KafkaSource) {
+/// assigned partition, to the metrics and the status page; the run is ready
+/// while it has partitions assigned.
+fn publish(metrics: &Metrics, flow: &mut Flow, source: &KafkaSource) {
     super::publish_counters(metrics, flow);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -342,6 +351,7 @@ fn publish(metrics: &Metrics, flow: &Flow, source: &KafkaSource) {
     }
     metrics.set_ready(!assigned.is_empty());
     metrics.record_partitions(&assigned);
+    flow.publish_status(|| assigned);
 }
 
 /// A checkpoint restored at start, waiting for the first assignment to

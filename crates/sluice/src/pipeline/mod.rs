@@ -51,6 +51,7 @@ mod guard;
 mod kafka;
 mod open;
 mod output;
+mod status_feed;
 mod stop;
 
 use file::run_file_source;
@@ -118,6 +119,8 @@ struct Flow {
     /// When the current batch's first event was taken, and how many results
     /// had been written then (see [`Flow::batch_done`]).
     batch: Option<(Instant, u64)>,
+    /// The status page's feed, when the operations address is served.
+    status: Option<status_feed::StatusFeed>,
 }
 
 /// Takes checkpoints of a [`Flow`] into a state backend.

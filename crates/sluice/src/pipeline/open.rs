@@ -373,6 +373,7 @@ impl Flow {
             max_future: config.watermark.max_future.map(millis),
             metrics: None,
             batch: None,
+            status: None,
         };
         flow.operator
             .set_aggregation_names(config.aggregations.iter().map(|a| a.name.clone()).collect());
