@@ -26,6 +26,7 @@ use crate::cache::{CacheOutcome, CacheSetting, ComponentCache};
 use crate::limits::{self, EpochTicker, MAX_HANDLES};
 use crate::output::PluginOutput;
 use crate::pace::CallTimes;
+use crate::sandboxed::Sandboxed;
 pub use crate::wasi::GRANTED_IMPORTS;
 use crate::wasi::{PluginState, StoppedClock, link_granted};
 
@@ -227,22 +228,19 @@ impl PluginEngine {
             self.limits.message_bytes(),
             self.limits.log_lines_per_second,
         );
-        let (store, bindings) = instantiate(plugin, &self.limits, &output)?;
+        let started = instantiate(plugin, &self.limits, &output)?;
         let mut instance = AggregationInstance {
-            label: plugin.source.clone(),
+            sb: Sandboxed::new(
+                plugin.source.clone(),
+                self.limits.clone(),
+                Arc::clone(&self.ticker),
+                output,
+                started,
+            ),
             plugin: plugin.clone(),
             config: config.to_string(),
-            limits: self.limits.clone(),
-            _ticker: Arc::clone(&self.ticker),
-            store,
-            bindings,
-            output,
             aggregation: None,
             accumulators: Slab::new(),
-            poisoned: false,
-            calls: 0,
-            call_time: Duration::ZERO,
-            times: CallTimes::new(),
             info: PluginInfo::default(),
             outputs: Vec::new(),
         };
@@ -252,13 +250,11 @@ impl PluginEngine {
                 plugin: plugin.source.clone(),
                 message,
             })?;
-        instance.label = format!(
+        instance.sb.label = format!(
             "{} ({} {})",
             plugin.source, instance.info.name, instance.info.version
         );
-        instance
-            .output
-            .set_who(format!("plugin {}", instance.label));
+        instance.sb.set_who(format!("plugin {}", instance.sb.label));
         instance.outputs = instance.open()?;
         Ok(instance)
     }
@@ -483,26 +479,13 @@ pub(crate) fn check_snapshot(
 /// instance of the same plugin and config ([`Aggregation::reopen`]): a wasm
 /// instance that trapped cannot be entered again.
 pub struct AggregationInstance {
-    label: String,
+    /// The component's store under the sandbox.
+    sb: Sandboxed<AggregatorPlugin>,
     plugin: CompiledPlugin,
     config: String,
-    limits: PluginLimits,
-    // Instances outlive the engine value in some callers; the ticker must
-    // keep running while any of them can be called, or no call times out.
-    _ticker: Arc<EpochTicker>,
-    store: Store<PluginState>,
-    bindings: AggregatorPlugin,
-    /// Where the plugin's stdout and stderr go, across reopens.
-    output: Arc<PluginOutput>,
     aggregation: Option<ResourceAny>,
     /// The accumulator resources, by handle.
     accumulators: Slab<ResourceAny>,
-    poisoned: bool,
-    /// Calls made and the time spent in them, across reopens: for metrics.
-    calls: u64,
-    call_time: Duration,
-    /// The latest calls' times, for the warning when they near the deadline.
-    times: CallTimes,
     info: PluginInfo,
     outputs: Vec<OutputSpec>,
 }
@@ -511,13 +494,13 @@ impl AggregationInstance {
     /// Names the aggregation this instance serves (`latency`), which the
     /// log then gives for what the plugin prints and for slow calls.
     pub fn set_aggregation_name(&mut self, name: &str) {
-        self.output
-            .set_who(format!("aggregation `{name}` (plugin {})", self.label));
+        self.sb
+            .set_who(format!("aggregation `{name}` (plugin {})", self.sb.label));
     }
 
     /// The limits the instance runs under.
     pub fn limits(&self) -> &PluginLimits {
-        &self.limits
+        &self.sb.limits
     }
 
     /// Opens the aggregation with the instance's config; returns its outputs.
@@ -528,10 +511,7 @@ impl AggregationInstance {
                 .aggregation()
                 .call_open(s, &config)
         })?;
-        let aggregation = opened.map_err(|message| PluginError::Config {
-            plugin: self.label.clone(),
-            message: bounded(&message, self.limits.message_bytes()).into_owned(),
-        })?;
+        let aggregation = opened.map_err(|message| self.sb.refused(&message))?;
         self.aggregation = Some(aggregation);
         let outputs = self.call(|b, s| {
             b.sluice_plugin_aggregator()
@@ -541,7 +521,7 @@ impl AggregationInstance {
         // Names are checked where a pipeline uses them (plain words, short:
         // `check_outputs`); escaping them first keeps that check's message,
         // and `inspect`, one line.
-        let limit = self.limits.message_bytes();
+        let limit = self.sb.limits.message_bytes();
         Ok(outputs
             .into_iter()
             .map(|o| OutputSpec {
@@ -552,32 +532,17 @@ impl AggregationInstance {
             .collect())
     }
 
-    /// Runs one guest call under the limits (see [`guarded_call`]), timed.
+    /// Runs one guest call under the limits, timed (see [`Sandboxed::call`]).
     fn call<R>(
         &mut self,
         f: impl FnOnce(&AggregatorPlugin, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        // Timed per call, and calls carry whole batches: two clock reads
-        // are small next to a component call.
-        let started = Instant::now();
-        let result = guarded_call(
-            (&mut self.store, &self.bindings),
-            &self.limits,
-            &mut self.poisoned,
-            &self.label,
-            &mut self.times,
-            f,
-        );
-        self.calls += 1;
-        self.call_time += started.elapsed();
-        result
+        self.sb.call(f)
     }
 
     fn aggregation(&self) -> Result<ResourceAny, PluginError> {
-        self.aggregation.ok_or_else(|| PluginError::Call {
-            plugin: self.label.clone(),
-            message: "aggregation is not open".into(),
-        })
+        self.aggregation
+            .ok_or_else(|| self.sb.failed("aggregation is not open"))
     }
 
     /// The resource behind a handle.
@@ -586,9 +551,9 @@ impl AggregationInstance {
             .ok()
             .and_then(|i| self.accumulators.get(i))
             .copied()
-            .ok_or_else(|| PluginError::Call {
-                plugin: self.label.clone(),
-                message: format!("was given an unknown accumulator {}", acc.0),
+            .ok_or_else(|| {
+                self.sb
+                    .failed(format!("was given an unknown accumulator {}", acc.0))
             })
     }
 
@@ -599,7 +564,7 @@ impl AggregationInstance {
 
 impl Aggregation for AggregationInstance {
     fn label(&self) -> &str {
-        &self.label
+        &self.sb.label
     }
 
     fn info(&self) -> &PluginInfo {
@@ -611,24 +576,22 @@ impl Aggregation for AggregationInstance {
     }
 
     fn is_poisoned(&self) -> bool {
-        self.poisoned
+        self.sb.poisoned
     }
 
     fn out_of_memory(&self) -> Option<u64> {
-        (self.poisoned && self.store.data().limits.exceeded()).then_some(self.limits.memory_limit)
+        self.sb.out_of_memory()
     }
 
     fn call_stats(&self) -> (u64, Duration) {
-        (self.calls, self.call_time)
+        (self.sb.calls, self.sb.call_time)
     }
 
     fn reopen(&mut self) -> Result<(), PluginError> {
-        let (store, bindings) = instantiate(&self.plugin, &self.limits, &self.output)?;
-        self.store = store;
-        self.bindings = bindings;
+        self.sb
+            .restart(instantiate(&self.plugin, &self.sb.limits, &self.sb.output)?);
         self.aggregation = None;
         self.accumulators.clear();
-        self.poisoned = false;
         let outputs = self.open()?;
         let same = outputs.len() == self.outputs.len()
             && outputs
@@ -636,11 +599,10 @@ impl Aggregation for AggregationInstance {
                 .zip(&self.outputs)
                 .all(|(a, b)| a.name == b.name && a.kind == b.kind);
         if !same {
-            self.poisoned = true;
-            return Err(PluginError::Call {
-                plugin: self.label.clone(),
-                message: "declared different outputs when opened again with the same config".into(),
-            });
+            self.sb.poisoned = true;
+            return Err(self
+                .sb
+                .failed("declared different outputs when opened again with the same config"));
         }
         Ok(())
     }
@@ -680,12 +642,11 @@ impl Aggregation for AggregationInstance {
                 .accumulator()
                 .call_merge(s, into, from)
         })?;
-        merged.map_err(|message| PluginError::Call {
-            plugin: self.label.clone(),
-            message: format!(
+        merged.map_err(|message| {
+            self.sb.failed(format!(
                 "merge failed: {}",
-                bounded(&message, self.limits.message_bytes())
-            ),
+                bounded(&message, self.sb.limits.message_bytes())
+            ))
         })
     }
 
@@ -706,14 +667,11 @@ impl Aggregation for AggregationInstance {
                 .call_finish(s, acc)
         })?;
         if values.len() != self.outputs.len() {
-            return Err(PluginError::Call {
-                plugin: self.label.clone(),
-                message: format!(
-                    "returned {} values from finish but declares {} outputs",
-                    values.len(),
-                    self.outputs.len()
-                ),
-            });
+            return Err(self.sb.failed(format!(
+                "returned {} values from finish but declares {} outputs",
+                values.len(),
+                self.outputs.len()
+            )));
         }
         let fraction =
             values
@@ -726,12 +684,9 @@ impl Aggregation for AggregationInstance {
                     _ => None,
                 });
         if let Some((value, name)) = fraction {
-            return Err(PluginError::Call {
-                plugin: self.label.clone(),
-                message: format!(
-                    "returned {value} for integer output `{name}`, which must be integral"
-                ),
-            });
+            return Err(self.sb.failed(format!(
+                "returned {value} for integer output `{name}`, which must be integral"
+            )));
         }
         Ok(values)
     }
@@ -745,7 +700,7 @@ impl Aggregation for AggregationInstance {
                 .accumulator()
                 .call_snapshot(s, acc)
         })?;
-        check_snapshot(&bytes, &self.limits, &self.label)?;
+        check_snapshot(&bytes, &self.sb.limits, &self.sb.label)?;
         Ok(bytes)
     }
 
@@ -765,13 +720,10 @@ impl Aggregation for AggregationInstance {
         })?;
         match restored {
             Ok(resource) => Ok(self.handle(resource)),
-            Err(message) => Err(PluginError::Call {
-                plugin: self.label.clone(),
-                message: format!(
-                    "restore failed: {}",
-                    bounded(&message, self.limits.message_bytes())
-                ),
-            }),
+            Err(message) => Err(self.sb.failed(format!(
+                "restore failed: {}",
+                bounded(&message, self.sb.limits.message_bytes())
+            ))),
         }
     }
 

@@ -5,14 +5,14 @@
 //! The most interesting item in this module is [`GroupedInstance`], core's
 //! [`GroupedAggregation`] for such a component. It runs under the same
 //! sandbox as a 0.1 instance (deadline, memory, fuel, output to the log;
-//! see [`guarded_call`]) and checks what the plugin returns before any of
+//! see [`crate::sandboxed`]) and checks what the plugin returns before any of
 //! it reaches a window: declared inputs and outputs (plain names, no
 //! repeats), one output column per declared output, of the declared kind,
 //! one value per group, finite floats, snapshots under the snapshot limit,
 //! plugin strings escaped and cut.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::Store;
 use wasmtime::component::ResourceAny;
@@ -26,10 +26,9 @@ use sluice_core::plugin::{OutputSpec, PluginError, PluginInfo, check_outputs};
 
 use crate::bindings::{GroupedAggregatorPlugin, GroupedAggregatorPluginPre};
 use crate::convert;
-use crate::engine::{PluginEngine, check_snapshot, checked_info, guarded_call, start};
-use crate::limits::EpochTicker;
+use crate::engine::{PluginEngine, check_snapshot, checked_info, start};
 use crate::output::PluginOutput;
-use crate::pace::CallTimes;
+use crate::sandboxed::Sandboxed;
 use crate::wasi::PluginState;
 
 /// The WIT interface a 0.2 aggregator component exports.
@@ -97,21 +96,18 @@ impl PluginEngine {
             self.limits().message_bytes(),
             self.limits().log_lines_per_second,
         );
-        let (store, bindings) = instantiate(plugin, self.limits(), &output)?;
+        let started = instantiate(plugin, self.limits(), &output)?;
         let mut instance = GroupedInstance {
-            label: plugin.source.clone(),
+            sb: Sandboxed::new(
+                plugin.source.clone(),
+                self.limits().clone(),
+                self.ticker(),
+                output,
+                started,
+            ),
             plugin: plugin.clone(),
             config: config.to_string(),
-            limits: self.limits().clone(),
-            _ticker: self.ticker(),
-            store,
-            bindings,
-            output,
             aggregation: None,
-            poisoned: false,
-            calls: 0,
-            call_time: Duration::ZERO,
-            times: CallTimes::new(),
             info: PluginInfo::default(),
             inputs: Vec::new(),
             outputs: Vec::new(),
@@ -122,13 +118,11 @@ impl PluginEngine {
                 plugin: plugin.source.clone(),
                 message,
             })?;
-        instance.label = format!(
+        instance.sb.label = format!(
             "{} ({} {})",
             plugin.source, instance.info.name, instance.info.version
         );
-        instance
-            .output
-            .set_who(format!("plugin {}", instance.label));
+        instance.sb.set_who(format!("plugin {}", instance.sb.label));
         let (inputs, outputs) = instance.open()?;
         instance.inputs = inputs;
         instance.outputs = outputs;
@@ -158,24 +152,11 @@ fn instantiate(
 /// index. It keeps what it was made from, so that after a failure it can be
 /// replaced by a fresh instance of the same plugin and config.
 pub struct GroupedInstance {
-    label: String,
+    /// The component's store under the sandbox.
+    sb: Sandboxed<GroupedAggregatorPlugin>,
     plugin: CompiledGrouped,
     config: String,
-    limits: PluginLimits,
-    // The ticker must keep running while the instance can be called, or no
-    // call times out.
-    _ticker: Arc<EpochTicker>,
-    store: Store<PluginState>,
-    bindings: GroupedAggregatorPlugin,
-    /// Where the plugin's stdout and stderr go, across reopens.
-    output: Arc<PluginOutput>,
     aggregation: Option<ResourceAny>,
-    poisoned: bool,
-    /// Calls made and the time spent in them, across reopens.
-    calls: u64,
-    call_time: Duration,
-    /// The latest calls' times, for the warning when they near the deadline.
-    times: CallTimes,
     info: PluginInfo,
     inputs: Vec<InputSpec>,
     outputs: Vec<OutputSpec>,
@@ -185,34 +166,20 @@ impl GroupedInstance {
     /// Names the aggregation this instance serves (`latency`), which the
     /// log then gives for what the plugin prints and for slow calls.
     pub fn set_aggregation_name(&mut self, name: &str) {
-        self.output
-            .set_who(format!("aggregation `{name}` (plugin {})", self.label));
+        self.sb
+            .set_who(format!("aggregation `{name}` (plugin {})", self.sb.label));
     }
 
-    /// Runs one guest call under the limits (see [`guarded_call`]), timed.
+    /// Runs one guest call under the limits, timed (see [`Sandboxed::call`]).
     fn call<R>(
         &mut self,
         f: impl FnOnce(&GroupedAggregatorPlugin, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        let started = Instant::now();
-        let result = guarded_call(
-            (&mut self.store, &self.bindings),
-            &self.limits,
-            &mut self.poisoned,
-            &self.label,
-            &mut self.times,
-            f,
-        );
-        self.calls += 1;
-        self.call_time += started.elapsed();
-        result
+        self.sb.call(f)
     }
 
     fn failed(&self, message: String) -> PluginError {
-        PluginError::Call {
-            plugin: self.label.clone(),
-            message,
-        }
+        self.sb.failed(message)
     }
 
     fn aggregation(&self) -> Result<ResourceAny, PluginError> {
@@ -229,10 +196,7 @@ impl GroupedInstance {
                 .aggregation()
                 .call_open(s, &config)
         })?;
-        let aggregation = opened.map_err(|message| PluginError::Config {
-            plugin: self.label.clone(),
-            message: bounded(&message, self.limits.message_bytes()).into_owned(),
-        })?;
+        let aggregation = opened.map_err(|message| self.sb.refused(&message))?;
         self.aggregation = Some(aggregation);
         let inputs = self.call(|b, s| {
             b.sluice_plugin_aggregator()
@@ -244,7 +208,7 @@ impl GroupedInstance {
                 .aggregation()
                 .call_outputs(s, aggregation)
         })?;
-        let limit = self.limits.message_bytes();
+        let limit = self.sb.limits.message_bytes();
         let inputs: Vec<InputSpec> = inputs
             .into_iter()
             .map(|i| convert::input_spec(i, limit))
@@ -254,7 +218,7 @@ impl GroupedInstance {
             .map(|o| convert::output_spec_v0_2(o, limit))
             .collect();
         let refuse = |message: String| PluginError::Load {
-            plugin: self.label.clone(),
+            plugin: self.sb.label.clone(),
             message,
         };
         check_inputs(&inputs).map_err(refuse)?;
@@ -265,7 +229,7 @@ impl GroupedInstance {
 
 impl GroupedAggregation for GroupedInstance {
     fn label(&self) -> &str {
-        &self.label
+        &self.sb.label
     }
 
     fn info(&self) -> &PluginInfo {
@@ -281,19 +245,17 @@ impl GroupedAggregation for GroupedInstance {
     }
 
     fn is_poisoned(&self) -> bool {
-        self.poisoned
+        self.sb.poisoned
     }
 
     fn call_stats(&self) -> (u64, Duration) {
-        (self.calls, self.call_time)
+        (self.sb.calls, self.sb.call_time)
     }
 
     fn reopen(&mut self) -> Result<(), PluginError> {
-        let (store, bindings) = instantiate(&self.plugin, &self.limits, &self.output)?;
-        self.store = store;
-        self.bindings = bindings;
+        self.sb
+            .restart(instantiate(&self.plugin, &self.sb.limits, &self.sb.output)?);
         self.aggregation = None;
-        self.poisoned = false;
         let (inputs, outputs) = self.open()?;
         let same = inputs == self.inputs
             && outputs.len() == self.outputs.len()
@@ -302,7 +264,7 @@ impl GroupedAggregation for GroupedInstance {
                 .zip(&self.outputs)
                 .all(|(a, b)| a.name == b.name && a.kind == b.kind);
         if !same {
-            self.poisoned = true;
+            self.sb.poisoned = true;
             return Err(self.failed(
                 "declared different inputs or outputs when opened again with the same config"
                     .into(),
@@ -343,7 +305,7 @@ impl GroupedAggregation for GroupedInstance {
         merged.map_err(|message| {
             self.failed(format!(
                 "merge failed: {}",
-                bounded(&message, self.limits.message_bytes())
+                bounded(&message, self.sb.limits.message_bytes())
             ))
         })
     }
@@ -367,7 +329,7 @@ impl GroupedAggregation for GroupedInstance {
             columns,
             &self.outputs,
             groups.len(),
-            self.limits.message_bytes(),
+            self.sb.limits.message_bytes(),
         )
         .map_err(|message| self.failed(message))
     }
@@ -389,7 +351,7 @@ impl GroupedAggregation for GroupedInstance {
             )));
         }
         for state in &states {
-            check_snapshot(state, &self.limits, &self.label)?;
+            check_snapshot(state, &self.sb.limits, &self.sb.label)?;
         }
         Ok(states)
     }
@@ -419,7 +381,7 @@ impl GroupedAggregation for GroupedInstance {
                 state_version,
             )
         })?;
-        let limit = self.limits.message_bytes();
+        let limit = self.sb.limits.message_bytes();
         Ok(match restored {
             Ok(()) => Vec::new(),
             Err(refused) => refused

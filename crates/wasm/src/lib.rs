@@ -24,6 +24,7 @@ mod output;
 mod pace;
 pub mod registry;
 pub mod reload;
+mod sandboxed;
 pub mod trigger;
 mod wasi;
 

@@ -19,10 +19,9 @@ use sluice_core::plugin::{
 
 use crate::bindings::{TriggerPlugin, TriggerPluginPre};
 use crate::convert;
-use crate::engine::{PluginEngine, check_snapshot, checked_info, guarded_call, start};
-use crate::limits::EpochTicker;
+use crate::engine::{PluginEngine, check_snapshot, checked_info, start};
 use crate::output::PluginOutput;
-use crate::pace::CallTimes;
+use crate::sandboxed::Sandboxed;
 use crate::wasi::PluginState;
 
 /// The WIT interface a trigger component exports.
@@ -93,20 +92,19 @@ impl PluginEngine {
             limits.message_bytes(),
             limits.log_lines_per_second,
         );
-        let (store, bindings) = instantiate(plugin, limits, &output)?;
+        let started = instantiate(plugin, limits, &output)?;
         let mut instance = TriggerInstance {
-            label: plugin.source.clone(),
+            sb: Sandboxed::new(
+                plugin.source.clone(),
+                limits.clone(),
+                self.ticker(),
+                output,
+                started,
+            ),
             plugin: plugin.clone(),
             config: config.to_string(),
-            limits: limits.clone(),
-            _ticker: self.ticker(),
-            store,
-            bindings,
-            output,
             policy: None,
             windows: Slab::new(),
-            poisoned: false,
-            times: CallTimes::new(),
             info: None,
             watches: Vec::new(),
         };
@@ -115,10 +113,10 @@ impl PluginEngine {
             plugin: plugin.source.clone(),
             message,
         })?;
-        instance.label = format!("{} ({} {})", plugin.source, info.name, info.version);
+        instance.sb.label = format!("{} ({} {})", plugin.source, info.name, info.version);
         instance
-            .output
-            .set_who(format!("trigger {}", instance.label));
+            .sb
+            .set_who(format!("trigger {}", instance.sb.label));
         instance.info = Some(info);
         instance.watches = instance.open()?;
         Ok(instance)
@@ -142,19 +140,13 @@ fn instantiate(
 /// The live trigger plugin of one pipeline: the [`TriggerPolicy`] of a
 /// component, whose store holds every window's `window-trigger` resource.
 pub struct TriggerInstance {
-    label: String,
+    /// The component's store under the sandbox.
+    sb: Sandboxed<TriggerPlugin>,
     plugin: CompiledTrigger,
     config: String,
-    limits: PluginLimits,
-    _ticker: Arc<EpochTicker>,
-    store: Store<PluginState>,
-    bindings: TriggerPlugin,
-    output: Arc<PluginOutput>,
     policy: Option<ResourceAny>,
     /// The window-trigger resources, by handle.
     windows: Slab<ResourceAny>,
-    poisoned: bool,
-    times: CallTimes,
     info: Option<PluginInfo>,
     watches: Vec<String>,
 }
@@ -162,47 +154,36 @@ pub struct TriggerInstance {
 impl TriggerInstance {
     /// The limits the instance runs under.
     pub fn limits(&self) -> &PluginLimits {
-        &self.limits
+        &self.sb.limits
     }
 
     fn open(&mut self) -> Result<Vec<String>, PluginError> {
         let config = self.config.clone();
         let opened = self.call(|b, s| b.sluice_plugin_trigger().policy().call_open(s, &config))?;
-        let policy = opened.map_err(|message| PluginError::Config {
-            plugin: self.label.clone(),
-            message: bounded(&message, self.limits.message_bytes()).into_owned(),
-        })?;
+        let policy = opened.map_err(|message| self.sb.refused(&message))?;
         self.policy = Some(policy);
         let watches =
             self.call(|b, s| b.sluice_plugin_trigger().policy().call_watches(s, policy))?;
         // Column names: a pipeline refuses any that is not one of its own,
         // quoting it.
-        let limit = self.limits.message_bytes();
+        let limit = self.sb.limits.message_bytes();
         Ok(watches
             .iter()
             .map(|w| bounded(w, limit).into_owned())
             .collect())
     }
 
+    /// Runs one guest call under the limits (see [`Sandboxed::call`]).
     fn call<R>(
         &mut self,
         f: impl FnOnce(&TriggerPlugin, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        guarded_call(
-            (&mut self.store, &self.bindings),
-            &self.limits,
-            &mut self.poisoned,
-            &self.label,
-            &mut self.times,
-            f,
-        )
+        self.sb.call(f)
     }
 
     fn policy(&self) -> Result<ResourceAny, PluginError> {
-        self.policy.ok_or_else(|| PluginError::Call {
-            plugin: self.label.clone(),
-            message: "trigger policy is not open".into(),
-        })
+        self.policy
+            .ok_or_else(|| self.sb.failed("trigger policy is not open"))
     }
 
     /// The resource behind a handle.
@@ -211,9 +192,9 @@ impl TriggerInstance {
             .ok()
             .and_then(|i| self.windows.get(i))
             .copied()
-            .ok_or_else(|| PluginError::Call {
-                plugin: self.label.clone(),
-                message: format!("was given an unknown window trigger {}", t.0),
+            .ok_or_else(|| {
+                self.sb
+                    .failed(format!("was given an unknown window trigger {}", t.0))
             })
     }
 
@@ -239,7 +220,7 @@ impl TriggerInstance {
         };
         match bad {
             Some(message) => Err(PluginError::Call {
-                plugin: self.label.clone(),
+                plugin: self.sb.label.clone(),
                 message,
             }),
             None => Ok(decision),
@@ -249,7 +230,7 @@ impl TriggerInstance {
 
 impl TriggerPolicy for TriggerInstance {
     fn label(&self) -> &str {
-        &self.label
+        &self.sb.label
     }
 
     fn info(&self) -> Option<&PluginInfo> {
@@ -261,16 +242,14 @@ impl TriggerPolicy for TriggerInstance {
     }
 
     fn is_poisoned(&self) -> bool {
-        self.poisoned
+        self.sb.poisoned
     }
 
     fn reopen(&mut self) -> Result<(), PluginError> {
-        let (store, bindings) = instantiate(&self.plugin, &self.limits, &self.output)?;
-        self.store = store;
-        self.bindings = bindings;
+        self.sb
+            .restart(instantiate(&self.plugin, &self.sb.limits, &self.sb.output)?);
         self.policy = None;
         self.windows.clear();
-        self.poisoned = false;
         self.open().map(drop)
     }
 
@@ -297,13 +276,10 @@ impl TriggerPolicy for TriggerInstance {
         })?;
         match restored {
             Ok(resource) => Ok(self.handle(resource)),
-            Err(message) => Err(PluginError::Call {
-                plugin: self.label.clone(),
-                message: format!(
-                    "restore failed: {}",
-                    bounded(&message, self.limits.message_bytes())
-                ),
-            }),
+            Err(message) => Err(self.sb.failed(format!(
+                "restore failed: {}",
+                bounded(&message, self.sb.limits.message_bytes())
+            ))),
         }
     }
 
@@ -386,7 +362,7 @@ impl TriggerPolicy for TriggerInstance {
                 .window_trigger()
                 .call_snapshot(s, t)
         })?;
-        check_snapshot(&bytes, &self.limits, &self.label)?;
+        check_snapshot(&bytes, &self.sb.limits, &self.sb.label)?;
         Ok(bytes)
     }
 
