@@ -5,7 +5,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{generate, next_step, sluice, xorshift};
+use crate::common::{
+    free_port, generate, http_response, metric_value, next_step, sluice, xorshift,
+};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -1131,23 +1133,6 @@ fn sigterm_stops_a_stdin_run_waiting_for_input() {
     assert_eq!(results.lines().count(), 1, "{results}");
 }
 
-/// One HTTP/1.0 GET to `127.0.0.1:port`, the whole response; `None` while
-/// nothing listens.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::Read as _;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
-
-/// The value of the unlabelled series `name` in a `/metrics` body.
-fn metric_value(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// `metrics:` on a stdin run serves `/metrics`, `/healthz` and `/readyz`
 /// while it runs, with the events read so far, as a Kafka run does: in the
 /// OpenMetrics format, with its watermark and the latency of the batch that
@@ -1155,11 +1140,7 @@ fn metric_value(body: &str, name: &str) -> Option<f64> {
 #[test]
 fn a_stdin_run_serves_its_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.path().join("pipeline.yaml");
     std::fs::write(
         &config,
@@ -1193,7 +1174,7 @@ fn a_stdin_run_serves_its_metrics() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut metrics = None;
     while std::time::Instant::now() < deadline {
-        metrics = http_get(port, "/metrics");
+        metrics = http_response(port, "/metrics");
         if metrics.as_deref().is_some_and(settled) {
             break;
         }
@@ -1233,7 +1214,7 @@ fn a_stdin_run_serves_its_metrics() {
         metrics.contains(r#"sluice_plugin_calls_total{aggregation="n"}"#),
         "{metrics}"
     );
-    assert!(http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.0 200")));
+    assert!(http_response(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.0 200")));
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

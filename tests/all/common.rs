@@ -188,3 +188,43 @@ pub fn next_step(steps: &str, what: &str) -> String {
         .trim()
         .to_string()
 }
+
+/// A port nothing listens on now (the kernel's pick of a free one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// One HTTP/1.0 GET to `127.0.0.1:port`, waiting at most 10 s for the
+/// answer: the whole response, status line and headers included; `None`
+/// while nothing answers.
+pub fn http_response(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// [`http_response`] split: the status code and the body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let response = http_response(port, path)?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The value of the series `name` (with its labels, if any) in a
+/// Prometheus or OpenMetrics exposition.
+pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}

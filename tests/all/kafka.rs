@@ -9,12 +9,11 @@
 //! consumer that resumes from an offset inside a record batch.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::xorshift;
+use crate::common::{free_port, http_response, xorshift};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -64,10 +63,7 @@ fn which(name: &str) -> Result<PathBuf, ()> {
 
 impl Broker {
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("tcp://127.0.0.1:{port}");
         // Tansu resolves a SQLite URL's path against its working directory.
@@ -417,14 +413,10 @@ fn embedded_broker_with_a_feed_matches_the_file_run() {
     assert_eq!(sorted_lines(&got), sorted_lines(&want));
 }
 
-/// The whole HTTP/1.0 response to `GET path` on a local port.
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+/// The whole response of the operations endpoint at `port` (status line,
+/// headers, body).
+fn metrics_get(port: u16, path: &str) -> String {
+    http_response(port, path).expect("the operations address answers")
 }
 
 /// A child process that is killed if still running when dropped.
@@ -481,10 +473,7 @@ fn sigterm_then_restart_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file_results = file_run(dir.path(), &events);
 
-    let metrics_port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let metrics_port = free_port();
     let config = |stop_at_end: bool| {
         let path = dir.path().join(format!("kafka-{stop_at_end}.yaml"));
         let metrics = if stop_at_end {
@@ -551,10 +540,10 @@ fn sigterm_then_restart_loses_nothing() {
         })
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut metrics = http_get(metrics_port, "/metrics");
+    let mut metrics = metrics_get(metrics_port, "/metrics");
     while !lags_zero(&metrics) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        metrics = http_get(metrics_port, "/metrics");
+        metrics = metrics_get(metrics_port, "/metrics");
     }
     assert!(lags_zero(&metrics), "{metrics}");
     assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
@@ -589,8 +578,8 @@ fn sigterm_then_restart_loses_nothing() {
         metrics.contains(r#"sluice_plugin_call_seconds_total{aggregation="latency"}"#),
         "{metrics}"
     );
-    assert!(http_get(metrics_port, "/healthz").starts_with("HTTP/1.0 200"));
-    assert!(http_get(metrics_port, "/readyz").starts_with("HTTP/1.0 200"));
+    assert!(metrics_get(metrics_port, "/healthz").starts_with("HTTP/1.0 200"));
+    assert!(metrics_get(metrics_port, "/readyz").starts_with("HTTP/1.0 200"));
 
     let run1 = run1.0.take().unwrap();
     let status = Command::new("kill")

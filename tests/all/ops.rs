@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_yaml::Value as Yaml;
 
-use crate::common::{generate, sluice};
+use crate::common::{free_port, generate, http_get, metric_value, sluice};
 
 /// How many events the running pipelines are fed.
 const EVENTS: usize = 3_000;
@@ -46,30 +46,6 @@ fn yaml(path: &Path) -> Yaml {
     let mut docs = yaml_documents(path);
     assert_eq!(docs.len(), 1, "{}: one YAML document", path.display());
     docs.remove(0)
-}
-
-/// A port nothing listens on now (the kernel's pick of a free one).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One HTTP/1.0 GET to `127.0.0.1:port`: the status and the body; `None`
-/// while nothing answers.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
 }
 
 /// Percent-encoding of a URL query value.
@@ -560,10 +536,7 @@ fn dashboard_and_alerts_name_only_exported_metrics() {
     // made state of the open windows), with its duration observed.
     let checkpointed = wait_for(Duration::from_secs(20), || {
         let (_, body) = http_get(live.port, "/metrics")?;
-        let value = |name: &str| -> Option<f64> {
-            body.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        };
+        let value = |name: &str| metric_value(&body, name);
         (value("sluice_last_checkpoint_timestamp_seconds")? > 1.7e9
             && value("sluice_state_bytes")? > 0.0
             && value("sluice_checkpoint_duration_seconds_count")? >= 1.0)

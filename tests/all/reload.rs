@@ -317,10 +317,7 @@ fn reload_under_a_stream(source: &str, keys: &[&str]) {
     let plugin = plugins.join("count.wasm");
     std::fs::write(&plugin, builtin_bytes("count").expect("builtin count")).expect("v1");
     let v2 = std::fs::read(sluice_test_plugins::COUNT_V2).expect("v2");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = crate::common::free_port();
     let results_path = dir.path().join("results.jsonl");
     std::fs::write(
         dir.path().join("pipeline.yaml"),

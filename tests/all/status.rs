@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{generate, sluice};
+use crate::common::{free_port, generate, http_get, metric_value, sluice};
 
 /// Events fed: about 1000 s of event time, so about 100 windows per key.
 const EVENTS: usize = 5000;
@@ -22,11 +22,7 @@ const EVENTS: usize = 5000;
 fn the_status_page_shows_what_the_metrics_say() {
     let chromium = chromium();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.path().join("pipeline.yaml");
     std::fs::write(
         &config,
@@ -71,10 +67,10 @@ fn the_status_page_shows_what_the_metrics_say() {
             std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
-        let Some(now) = http_get(port, "/metrics") else {
+        let Some(now) = ok_body(port, "/metrics") else {
             continue;
         };
-        if value(&now, "sluice_events_in_total") == Some(EVENTS as f64) && now == metrics {
+        if metric_value(&now, "sluice_events_in_total") == Some(EVENTS as f64) && now == metrics {
             break;
         }
         metrics = now;
@@ -87,7 +83,7 @@ fn the_status_page_shows_what_the_metrics_say() {
     let browsing = Instant::now();
     let dom = chromium.dump_dom(&url);
     let took = browsing.elapsed();
-    let after = http_get(port, "/metrics").expect("/metrics after the page");
+    let after = ok_body(port, "/metrics").expect("/metrics after the page");
     assert_eq!(
         after, metrics,
         "the run's numbers moved while the page was read"
@@ -101,7 +97,7 @@ fn the_status_page_shows_what_the_metrics_say() {
         ("sluice_dead_lettered_total", "dead_lettered"),
         ("sluice_windows_open", "windows_open"),
     ] {
-        let expected = value(&metrics, series).unwrap_or_else(|| panic!("no {series}"));
+        let expected = metric_value(&metrics, series).unwrap_or_else(|| panic!("no {series}"));
         let text = text_after(&dom, &format!(r#"data-metric="{shown}""#))
             .unwrap_or_else(|| panic!("no data-metric={shown} in the page:\n{dom}"));
         assert_eq!(
@@ -111,13 +107,13 @@ fn the_status_page_shows_what_the_metrics_say() {
         );
     }
     // The generator's late and malformed lines made it to both.
-    assert!(value(&metrics, "sluice_late_events_total").unwrap() > 0.0);
-    assert!(value(&metrics, "sluice_dead_lettered_total").unwrap() > 0.0);
+    assert!(metric_value(&metrics, "sluice_late_events_total").unwrap() > 0.0);
+    assert!(metric_value(&metrics, "sluice_dead_lettered_total").unwrap() > 0.0);
 
     // Plugin calls per aggregation.
     for agg in ["n", "latency"] {
         let series = format!(r#"sluice_plugin_calls_total{{aggregation="{agg}"}}"#);
-        let expected = value(&metrics, &series).unwrap_or_else(|| panic!("no {series}"));
+        let expected = metric_value(&metrics, &series).unwrap_or_else(|| panic!("no {series}"));
         assert!(expected > 0.0, "{series} is 0");
         let row = &dom[dom
             .find(&format!(r#"data-aggregation="{agg}""#))
@@ -267,26 +263,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// One HTTP/1.0 GET to `127.0.0.1:port`: the body of a 200 answer; `None`
-/// while nothing listens.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200").then(|| body.to_string())
-}
-
-/// The value of the series `name` (with its labels, if any) in a
-/// Prometheus or OpenMetrics exposition.
-fn value(exposition: &str, name: &str) -> Option<f64> {
-    exposition
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
 /// The text of the element whose start tag holds `attribute`.
 fn text_after(html: &str, attribute: &str) -> Option<String> {
     let at = html.find(attribute)?;
@@ -299,4 +275,11 @@ fn text_after(html: &str, attribute: &str) -> Option<String> {
 /// A number as the page writes counts (`12,345`).
 fn count(text: &str) -> Option<f64> {
     text.replace(',', "").parse().ok()
+}
+
+/// The body of a 200 answer to a GET of `path`; `None` otherwise.
+fn ok_body(port: u16, path: &str) -> Option<String> {
+    http_get(port, path)
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body)
 }
