@@ -228,6 +228,7 @@ fn validate_checks_a_pipeline_and_touches_nothing() {
     assert!(out.status.success(), "{}", stderr(&out));
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.starts_with("valid: "), "{report}");
+    assert!(report.contains("window:       tumbling 10s\n"), "{report}");
     assert!(
         report.contains("pct: builtin/percentiles (percentiles ") && report.contains("-> p50, p99"),
         "{report}"

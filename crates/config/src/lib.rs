@@ -403,6 +403,34 @@ pub enum WindowConfig {
     },
 }
 
+/// The window as people write it: `tumbling 10s`, `sliding 1m every 10s,
+/// offset 5s`, `session, gap 2s` (for `sluice validate` and the status page).
+impl std::fmt::Display for WindowConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let human = humantime::format_duration;
+        let offset = match self {
+            WindowConfig::Tumbling { size, offset } => {
+                write!(f, "tumbling {}", human(*size))?;
+                offset
+            }
+            WindowConfig::Sliding {
+                size,
+                slide,
+                offset,
+            } => {
+                write!(f, "sliding {} every {}", human(*size), human(*slide))?;
+                offset
+            }
+            WindowConfig::Session { gap } => return write!(f, "session, gap {}", human(*gap)),
+        };
+        if offset.is_zero() {
+            Ok(())
+        } else {
+            write!(f, ", offset {}", human(*offset))
+        }
+    }
+}
+
 /// What to do with an event that lacks an aggregation's field.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1138,6 +1166,16 @@ mod tests {
         );
         assert_eq!(cfg.allowed_lateness, Duration::from_millis(250));
         assert_eq!(cfg.watermark.max_out_of_orderness, Duration::from_secs(5));
+        assert_eq!(cfg.window.to_string(), "sliding 10s every 5s");
+        let shifted = WindowConfig::Tumbling {
+            size: Duration::from_secs(60),
+            offset: Duration::from_millis(1500),
+        };
+        assert_eq!(shifted.to_string(), "tumbling 1m, offset 1s 500ms");
+        let session = WindowConfig::Session {
+            gap: Duration::from_secs(2),
+        };
+        assert_eq!(session.to_string(), "session, gap 2s");
     }
 
     #[test]

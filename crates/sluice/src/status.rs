@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use sluice_config::{DEFAULT_TRIGGER, LoadedConfig, SourceConfig, StateBackendKind, WindowConfig};
+use sluice_config::{DEFAULT_TRIGGER, LoadedConfig, SourceConfig, StateBackendKind};
 use sluice_core::window::{PluginHealth, WindowResult};
 
 /// The page, its script and its style sheet.
@@ -139,30 +139,7 @@ impl PipelineView {
                 "kafka",
             ),
         };
-        let window = match &config.window {
-            WindowConfig::Tumbling { size, offset } if offset.is_zero() => {
-                format!("tumbling {}", human(*size))
-            }
-            WindowConfig::Tumbling { size, offset } => {
-                format!("tumbling {}, offset {}", human(*size), human(*offset))
-            }
-            WindowConfig::Sliding {
-                size,
-                slide,
-                offset,
-            } if offset.is_zero() => format!("sliding {} every {}", human(*size), human(*slide)),
-            WindowConfig::Sliding {
-                size,
-                slide,
-                offset,
-            } => format!(
-                "sliding {} every {}, offset {}",
-                human(*size),
-                human(*slide),
-                human(*offset)
-            ),
-            WindowConfig::Session { gap } => format!("session, gap {}", human(*gap)),
-        };
+        let window = config.window.to_string();
         let rocks = config.state.backend == StateBackendKind::Rocksdb;
         Self {
             source,

@@ -429,9 +429,9 @@ pub fn validate(loaded: &LoadedConfig) -> Result<String, Error> {
     let mut report = format!(
         "valid: nothing was opened, written or read\n\
          source:       {source}\n\
-         window:       {:?}\n\
+         window:       {}\n\
          aggregations:\n",
-        WindowSpec::from(&config.window)
+        config.window
     );
     for (agg, instance) in config.aggregations.iter().zip(&aggs) {
         let outputs: Vec<&str> = instance.outputs().iter().map(|o| o.name.as_str()).collect();
