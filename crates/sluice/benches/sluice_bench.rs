@@ -1,4 +1,4 @@
-//! The benchmarks of issue 8, printed as one table: `cargo bench -p sluice`
+//! The benchmarks behind docs/performance.md, printed as one table: `cargo bench -p sluice`
 //! (quick: 1M events) or `cargo bench -p sluice -- --full` (10M events).
 //!
 //! 1. plugin call path: `stats` and `percentiles` natively (the plugin crates
