@@ -23,6 +23,17 @@ fn timers(key: KeyId, window: Window, lateness: i64) -> [Timer; 2] {
     ]
 }
 
+/// Sets a session's timers: the firing one while its end is ahead of the
+/// watermark (a session the watermark has passed has fired), and the
+/// cleanup one.
+fn add_timers(store: &mut WindowStore, key: KeyId, window: Window, lateness: i64, watermark: i64) {
+    let [fire, cleanup] = timers(key, window, lateness);
+    if window.end > watermark {
+        store.add_timer(fire);
+    }
+    store.add_timer(cleanup);
+}
+
 /// Where an event went: its session, and which sessions that became.
 pub(super) struct Routed {
     /// The session holding the event now.
@@ -50,6 +61,35 @@ pub(super) fn on_event(
     };
     // Sessions of a key never touch one another, so the ones meeting `own` are
     // the latest that start by its end, as long as they reach its start.
+    let mut meeting = store
+        .starting_at_or_before(key, own.end)
+        .take_while(|&id| store.bounds(id).is_some_and(|w| w.end >= own.start));
+    let (latest, more) = (meeting.next(), meeting.next().is_some());
+    drop(meeting);
+    // Most events land in one session that is open already: it only grows
+    // (or not at all), and nothing needs a list or a lookup.
+    if let (Some(id), false) = (latest, more)
+        && let Some(was) = store.bounds(id)
+    {
+        let window = Window {
+            start: was.start.min(own.start),
+            end: was.end.max(own.end),
+        };
+        if window != was {
+            for timer in timers(key, was, lateness) {
+                store.remove_timer(&timer);
+            }
+            store.set_bounds(id, window);
+            add_timers(store, key, window, lateness, watermark);
+        }
+        store.push(id, values, time);
+        return Ok(Routed {
+            window,
+            new: false,
+            was: was.start,
+            absorbed: Vec::new(),
+        });
+    }
     let mut touching: Vec<usize> = store
         .starting_at_or_before(key, own.end)
         .take_while(|&id| store.bounds(id).is_some_and(|w| w.end >= own.start))
@@ -92,11 +132,7 @@ pub(super) fn on_event(
         }
     };
     let window = routed.window;
-    let [fire, cleanup] = timers(key, window, lateness);
-    if window.end > watermark {
-        store.add_timer(fire);
-    }
-    store.add_timer(cleanup);
+    add_timers(store, key, window, lateness, watermark);
     if let Some(id) = store.find(key, window.start) {
         store.push(id, values, time);
     }

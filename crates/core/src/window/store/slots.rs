@@ -100,7 +100,9 @@ impl WindowStore {
         let Some(slot) = self.slots.get_mut(id) else {
             return;
         };
-        if let Some(map) = self.by_key.get_mut(&slot.key) {
+        if slot.bounds.start != bounds.start
+            && let Some(map) = self.by_key.get_mut(&slot.key)
+        {
             map.remove(&slot.bounds.start);
             map.insert(bounds.start, id);
         }
