@@ -1291,3 +1291,51 @@ fn every_example_runs_on_its_own_events() {
         );
     }
 }
+
+/// `plugin inspect` describes a component of interface 0.2 with its typed
+/// inputs and its outputs' kinds; `plugin test` says the law checker does
+/// not cover it yet (exit 2) rather than calling it no aggregator.
+#[test]
+fn plugin_inspect_describes_a_0_2_component() {
+    let plugin = sluice_test_plugins::GROUPED_WEIGHTED_MEAN;
+    let out = sluice()
+        .args(["plugin", "inspect", plugin])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("an aggregator of interface 0.2"), "{text}");
+    let inputs = text
+        .split("inputs with config {}:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("outputs with config").next())
+        .unwrap_or_default();
+    let words = |line: &str| {
+        line.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let inputs: Vec<String> = inputs.lines().map(words).collect();
+    assert_eq!(
+        inputs,
+        ["value float required", "weight float required"],
+        "{text}"
+    );
+    assert!(
+        text.contains("  rows           integer  rows seen"),
+        "{text}"
+    );
+    assert!(
+        text.contains("export sluice:plugin/aggregator@0.2.0"),
+        "{text}"
+    );
+
+    let out = sluice().args(["plugin", "test", plugin]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is an aggregator of interface 0.2"),
+        "{}",
+        stderr(&out)
+    );
+}

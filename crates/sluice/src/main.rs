@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use sluice::error::{Error, IoError};
+use sluice::error::{ConfigError, Error, IoError};
 use sluice::pipeline::{self, RunOptions};
 use sluice::scaffold::{self, Language};
 use sluice_core::plugin::Aggregation;
@@ -13,7 +13,7 @@ use sluice_core::plugin::laws::{self, LawOptions};
 use sluice_core::plugin::trigger_laws;
 use sluice_wasm::cache::CacheSetting;
 use sluice_wasm::registry::{self, BUILTIN_PREFIX};
-use sluice_wasm::{CompiledPlugin, CompiledTrigger, PluginEngine, PluginLimits};
+use sluice_wasm::{CompiledGrouped, CompiledPlugin, CompiledTrigger, PluginEngine, PluginLimits};
 
 /// jemalloc for the whole process. Its unprefixed `malloc` and `free`
 /// serve the C libraries as well as Rust: librdkafka allocates each fetched
@@ -256,6 +256,13 @@ fn test_laws(
             announce(instance.label(), config, &options);
             laws::check(&mut instance, &options)
         }
+        Loaded::Grouped(..) => {
+            return Err(Error::Config(ConfigError(format!(
+                "{reference} is an aggregator of interface 0.2: the law checker covers \
+                 interface 0.1 aggregators and triggers so far (`sluice plugin inspect` \
+                 describes it)"
+            ))));
+        }
         Loaded::Trigger(plugin, _) => {
             use sluice_core::plugin::TriggerPolicy as _;
             let mut instance = engine.open_trigger(&plugin, config)?;
@@ -284,6 +291,8 @@ fn announce(label: &str, config: &str, options: &LawOptions) {
 /// A plugin loaded by `plugin inspect` or `plugin test`, with its size.
 enum Loaded {
     Aggregator(CompiledPlugin, usize),
+    /// A component of interface 0.2 (typed inputs, grouped calls).
+    Grouped(CompiledGrouped, usize),
     Trigger(CompiledTrigger, usize),
 }
 
@@ -291,8 +300,9 @@ enum Loaded {
 ///
 /// A `builtin/NAME` is a trigger when `--trigger` says so or when only the
 /// triggers have that name; a file is a trigger when it is not an
-/// aggregator but compiles against the trigger world (otherwise the
-/// aggregator world's refusal is the error: it names what the file exports).
+/// aggregator of interface 0.1 or 0.2 but compiles against the trigger
+/// world (otherwise the 0.1 aggregator world's refusal is the error: it
+/// names what the file exports).
 fn load(engine: &PluginEngine, reference: &str, trigger: bool) -> Result<Loaded, Error> {
     let here = std::path::Path::new(".");
     let only_a_trigger = reference.strip_prefix(BUILTIN_PREFIX).is_some_and(|name| {
@@ -307,10 +317,15 @@ fn load(engine: &PluginEngine, reference: &str, trigger: bool) -> Result<Loaded,
     let bytes = registry::plugin_bytes(reference, here)?;
     match engine.compile(reference, &bytes) {
         Ok(plugin) => Ok(Loaded::Aggregator(plugin, bytes.len())),
-        Err(not_an_aggregator) => match engine.compile_trigger(reference, &bytes) {
-            Ok(plugin) => Ok(Loaded::Trigger(plugin, bytes.len())),
-            Err(_) => Err(not_an_aggregator.into()),
-        },
+        Err(not_an_aggregator) => {
+            if let Ok(plugin) = engine.compile_grouped(reference, &bytes) {
+                return Ok(Loaded::Grouped(plugin, bytes.len()));
+            }
+            match engine.compile_trigger(reference, &bytes) {
+                Ok(plugin) => Ok(Loaded::Trigger(plugin, bytes.len())),
+                Err(_) => Err(not_an_aggregator.into()),
+            }
+        }
     }
 }
 
@@ -321,6 +336,9 @@ fn inspect(reference: &str, config: &str, trigger: bool) -> Result<(), Error> {
     let (imports, exports) = match load(&engine, reference, trigger)? {
         Loaded::Aggregator(plugin, size) => {
             inspect_aggregator(&engine, &plugin, reference, size, config)?
+        }
+        Loaded::Grouped(plugin, size) => {
+            inspect_grouped(&engine, &plugin, reference, size, config)?
         }
         Loaded::Trigger(plugin, size) => {
             inspect_trigger(&engine, &plugin, reference, size, config)?
@@ -368,6 +386,52 @@ fn inspect_aggregator(
         println!("  {:<14} {:<8} {}", o.name, o.kind.name(), o.description);
     }
     Ok(engine.world(plugin))
+}
+
+/// The part of `plugin inspect` a component of interface 0.2 has: its
+/// self-description, its typed inputs (which a pipeline binds to event
+/// fields) and its outputs with their kinds.
+fn inspect_grouped(
+    engine: &PluginEngine,
+    plugin: &CompiledGrouped,
+    reference: &str,
+    size: usize,
+    config: &str,
+) -> Result<(Vec<String>, Vec<String>), Error> {
+    use sluice_core::plugin::grouped::GroupedAggregation as _;
+    let instance = engine.open_grouped(plugin, config)?;
+    let info = instance.info();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    println!(
+        "plugin:        {reference} ({size} bytes), an aggregator of interface 0.2 \
+         (pipelines load interface 0.1 only, so far)"
+    );
+    println!("name:          {}", info.name);
+    println!("version:       {}", info.version);
+    println!("description:   {}", info.description);
+    println!("state version: {}", info.state_version);
+    println!("mergeable:     {}", yes(info.mergeable));
+    println!("config:        {}", info.config_help);
+    println!("inputs with config {config}:");
+    for i in instance.inputs() {
+        let missing = if i.optional {
+            "may be missing"
+        } else {
+            "required"
+        };
+        println!(
+            "  {:<14} {:<9} {:<14} {}",
+            i.name,
+            i.kind.name(),
+            missing,
+            i.description
+        );
+    }
+    println!("outputs with config {config}:");
+    for o in instance.outputs() {
+        println!("  {:<14} {:<8} {}", o.name, o.kind.name(), o.description);
+    }
+    Ok(engine.grouped_world(plugin))
 }
 
 /// The part of `plugin inspect` a trigger has: its self-description and

@@ -82,6 +82,11 @@ impl PluginEngine {
         })
     }
 
+    /// The WIT world a 0.2 component imports and exports, for `plugin inspect`.
+    pub fn grouped_world(&self, plugin: &CompiledGrouped) -> (Vec<String>, Vec<String>) {
+        self.component_world(plugin.pre.instance_pre().component())
+    }
+
     /// Instantiates a 0.2 component and opens one aggregation with `config`
     /// (JSON). Fails naming the plugin when it traps at start, describes
     /// itself with an overlong name, rejects the config, or declares inputs

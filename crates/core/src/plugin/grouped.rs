@@ -31,6 +31,19 @@ pub enum InputKind {
     Timestamp,
 }
 
+impl InputKind {
+    /// Its name in the WIT and in `plugin inspect`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Float => "float",
+            Self::Integer => "integer",
+            Self::Text => "text",
+            Self::Boolean => "boolean",
+            Self::Timestamp => "timestamp",
+        }
+    }
+}
+
 /// One named input of an aggregation, which a pipeline binds to an event
 /// field (WIT `input-spec`).
 #[derive(Debug, Clone, PartialEq, Eq)]
