@@ -50,6 +50,13 @@ impl Watermarks {
         self.current
     }
 
+    /// The pipeline watermark as an event time, for people and metrics:
+    /// `None` before the first event and once the end of input has moved it
+    /// to [`END_OF_INPUT`].
+    pub fn known(&self) -> Option<i64> {
+        (self.current != MIN_WATERMARK && self.current != END_OF_INPUT).then_some(self.current)
+    }
+
     /// Notes an event time from `partition`; returns the new watermark if it advanced.
     ///
     /// An event makes an idle partition active again.

@@ -26,8 +26,8 @@ pub struct Progress {
     /// starts past 0), for the rates.
     first: (u64, u64),
     last_line: Instant,
-    /// The last figures given, for the closing line.
-    last: (u64, u64, i64),
+    /// The last figures given: byte offset, events read, watermark.
+    last: (u64, u64, Option<i64>),
 }
 
 impl Progress {
@@ -58,13 +58,13 @@ impl Progress {
             started: now,
             first: (offset, events),
             last_line: now,
-            last: (offset, events, i64::MIN),
+            last: (offset, events, None),
         }
     }
 
     /// Notes that the run has read up to byte `offset`, `events` events in
-    /// all, with the watermark at `watermark` (ms; `i64::MIN` for none).
-    pub fn update(&mut self, offset: u64, events: u64, watermark: i64) {
+    /// all, with the watermark at `watermark` (ms; `None` before the first event).
+    pub fn update(&mut self, offset: u64, events: u64, watermark: Option<i64>) {
         self.last = (offset, events, watermark);
         let now = Instant::now();
         if let Some(bar) = &self.bar {
@@ -135,10 +135,10 @@ fn si(rate: f64) -> String {
 }
 
 /// The watermark as UTC time, or "none" before the first event.
-fn watermark_text(watermark: i64) -> String {
-    if watermark == i64::MIN {
+fn watermark_text(watermark: Option<i64>) -> String {
+    let Some(watermark) = watermark else {
         return "none".into();
-    }
+    };
     chrono::DateTime::from_timestamp_millis(watermark).map_or_else(
         || format!("{watermark} ms"),
         |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -154,15 +154,18 @@ mod tests {
         assert_eq!(si(3_140_000.0), "3.1M");
         assert_eq!(si(850_400.0), "850k");
         assert_eq!(si(12.2), "12");
-        assert_eq!(watermark_text(i64::MIN), "none");
-        assert_eq!(watermark_text(1_767_225_600_000), "2026-01-01 00:00:00");
+        assert_eq!(watermark_text(None), "none");
+        assert_eq!(
+            watermark_text(Some(1_767_225_600_000)),
+            "2026-01-01 00:00:00"
+        );
     }
 
     #[test]
     fn a_file_line_gives_its_share_and_time_left() {
         let mut p = Progress::start(Some(1000), 0, 0, false);
         p.started -= Duration::from_secs(10);
-        p.last = (250, 5000, 1_767_225_600_000);
+        p.last = (250, 5000, Some(1_767_225_600_000));
         let line = p.line(Instant::now());
         assert!(line.starts_with("5000 events, 500 ev/s, watermark 2026-01-01 00:00:00"));
         assert!(line.contains("25% of the input"), "{line}");

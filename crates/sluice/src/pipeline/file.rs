@@ -160,7 +160,7 @@ fn live_stream(
         flow.flush()?;
         flow.batch_done();
         position = file_position(at);
-        progress.update(at.0, flow.summary.events_read, flow.watermarks.current());
+        progress.update(at.0, flow.summary.events_read, flow.watermarks.known());
         publish_flow(metrics.as_ref(), &mut flow);
         flow.judge_dead_letters(false)?;
         flow.maybe_checkpoint(|| position.clone())?;
@@ -211,7 +211,7 @@ fn replay_file(
         progress.update(
             batch.position.0,
             flow.summary.events_read,
-            flow.watermarks.current(),
+            flow.watermarks.known(),
         );
         publish_flow(metrics.as_ref(), &mut flow);
         flow.judge_dead_letters(false)?;

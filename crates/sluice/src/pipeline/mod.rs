@@ -165,8 +165,7 @@ pub fn run(loaded: &LoadedConfig, options: &RunOptions) -> Result<RunSummary, Er
 /// plugin health.
 fn publish_counters(metrics: &Metrics, flow: &Flow) {
     metrics.record_summary(&flow.summary(), flow.operator.open_windows());
-    let watermark = flow.watermarks.current();
-    if watermark != sluice_core::watermark::MIN_WATERMARK {
+    if let Some(watermark) = flow.watermarks.known() {
         metrics.record_watermark(watermark);
     }
     for (name, health) in flow.agg_names.iter().zip(flow.operator.plugin_health()) {

@@ -62,7 +62,6 @@ impl Flow {
         };
         if feed.tap.due() {
             let health = self.operator.plugin_health();
-            let watermark = self.watermarks.current();
             let s = &self.summary;
             let reading = Reading {
                 totals: Totals {
@@ -75,9 +74,7 @@ impl Flow {
                     replayed_skipped: s.replayed_skipped,
                 },
                 windows_open: self.operator.open_windows() as u64,
-                watermark_ms: (watermark != sluice_core::watermark::MIN_WATERMARK
-                    && watermark != sluice_core::watermark::END_OF_INPUT)
-                    .then_some(watermark),
+                watermark_ms: self.watermarks.known(),
                 plugins: &health,
                 partitions: partitions(),
                 checkpoint: self.checkpoint_reading(),
