@@ -8,9 +8,9 @@ use clap::{Parser, Subcommand};
 use sluice::error::{ConfigError, Error, IoError};
 use sluice::pipeline::{self, RunOptions};
 use sluice::scaffold::{self, Language};
-use sluice_core::plugin::Aggregation;
 use sluice_core::plugin::laws::{self, LawOptions};
 use sluice_core::plugin::trigger_laws;
+use sluice_core::plugin::{Aggregation, OutputSpec, PluginInfo};
 use sluice_wasm::cache::CacheSetting;
 use sluice_wasm::registry::{self, BUILTIN_PREFIX};
 use sluice_wasm::{CompiledGrouped, CompiledPlugin, CompiledTrigger, PluginEngine, PluginLimits};
@@ -371,21 +371,39 @@ fn inspect_aggregator(
 ) -> Result<(Vec<String>, Vec<String>), Error> {
     let instance = engine.open_aggregation(plugin, config)?;
     let info = instance.info();
-    let yes = |b: bool| if b { "yes" } else { "no" };
     println!("plugin:        {reference} ({size} bytes), an aggregator");
+    print_info(
+        info,
+        &[
+            ("mergeable", info.mergeable),
+            ("commutative", info.commutative),
+        ],
+    );
+    println!("compile cache: {}", plugin.cache);
+    print_outputs(config, instance.outputs());
+    Ok(engine.world(plugin))
+}
+
+/// The self-description every kind of plugin gives `plugin inspect`, with
+/// the yes-or-no properties of its kind (`mergeable`) before its config.
+fn print_info(info: &PluginInfo, properties: &[(&str, bool)]) {
     println!("name:          {}", info.name);
     println!("version:       {}", info.version);
     println!("description:   {}", info.description);
     println!("state version: {}", info.state_version);
-    println!("mergeable:     {}", yes(info.mergeable));
-    println!("commutative:   {}", yes(info.commutative));
+    for (name, yes) in properties {
+        let label = format!("{name}:");
+        println!("{label:<15}{}", if *yes { "yes" } else { "no" });
+    }
     println!("config:        {}", info.config_help);
-    println!("compile cache: {}", plugin.cache);
+}
+
+/// An aggregator's outputs, as `plugin inspect` lists them.
+fn print_outputs(config: &str, outputs: &[OutputSpec]) {
     println!("outputs with config {config}:");
-    for o in instance.outputs() {
+    for o in outputs {
         println!("  {:<14} {:<8} {}", o.name, o.kind.name(), o.description);
     }
-    Ok(engine.world(plugin))
 }
 
 /// The part of `plugin inspect` a component of interface 0.2 has: its
@@ -401,17 +419,11 @@ fn inspect_grouped(
     use sluice_core::plugin::grouped::GroupedAggregation as _;
     let instance = engine.open_grouped(plugin, config)?;
     let info = instance.info();
-    let yes = |b: bool| if b { "yes" } else { "no" };
     println!(
         "plugin:        {reference} ({size} bytes), an aggregator of interface 0.2 \
          (pipelines load interface 0.1 only, so far)"
     );
-    println!("name:          {}", info.name);
-    println!("version:       {}", info.version);
-    println!("description:   {}", info.description);
-    println!("state version: {}", info.state_version);
-    println!("mergeable:     {}", yes(info.mergeable));
-    println!("config:        {}", info.config_help);
+    print_info(info, &[("mergeable", info.mergeable)]);
     println!("inputs with config {config}:");
     for i in instance.inputs() {
         let missing = if i.optional {
@@ -427,10 +439,7 @@ fn inspect_grouped(
             i.description
         );
     }
-    println!("outputs with config {config}:");
-    for o in instance.outputs() {
-        println!("  {:<14} {:<8} {}", o.name, o.kind.name(), o.description);
-    }
+    print_outputs(config, instance.outputs());
     Ok(engine.grouped_world(plugin))
 }
 
@@ -447,11 +456,7 @@ fn inspect_trigger(
     let instance = engine.open_trigger(plugin, config)?;
     println!("plugin:        {reference} ({size} bytes), a trigger (a pipeline's `trigger:`)");
     if let Some(info) = instance.info() {
-        println!("name:          {}", info.name);
-        println!("version:       {}", info.version);
-        println!("description:   {}", info.description);
-        println!("state version: {}", info.state_version);
-        println!("config:        {}", info.config_help);
+        print_info(info, &[]);
     }
     let watches = instance.watches();
     if watches.is_empty() {
