@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::common::{
-    free_port, generate, http_response, metric_value, next_step, sluice, xorshift,
+    free_port, generate, http_response, metric_value, next_step, run_fed, sluice, xorshift,
 };
 
 fn stderr(out: &Output) -> String {
@@ -1096,13 +1096,7 @@ fn sigterm_stops_a_stdin_run_waiting_for_input() {
          dead_letter: { file: dead.jsonl }\n",
     )
     .unwrap();
-    let mut child = sluice()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = run_fed(&config);
     let mut stdin = child.stdin.take().unwrap();
     stdin
         .write_all(
@@ -1156,13 +1150,7 @@ fn a_stdin_run_serves_its_metrics() {
         ),
     )
     .unwrap();
-    let mut child = sluice()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = run_fed(&config);
     let mut stdin = child.stdin.take().unwrap();
     stdin
         .write_all(

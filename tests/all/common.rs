@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 /// The `sluice` binary, with no `SLUICE_` override from the environment:
 /// only a test's own overrides apply.
@@ -227,4 +227,18 @@ pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// `sluice run --config CONFIG` started with its stdin a pipe the test
+/// writes events into (and holds open to keep a stdin or `feed: '-'` run
+/// going), stderr piped for its messages, stdout dropped.
+pub fn run_fed(config: &Path) -> Child {
+    sluice()
+        .args(["run", "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning sluice")
 }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_yaml::Value as Yaml;
 
-use crate::common::{free_port, generate, http_get, metric_value, sluice};
+use crate::common::{free_port, generate, http_get, metric_value, run_fed, sluice};
 
 /// How many events the running pipelines are fed.
 const EVENTS: usize = 3_000;
@@ -115,14 +115,7 @@ impl LiveSluice {
             ),
         )
         .unwrap();
-        let mut child = sluice()
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning sluice");
+        let mut child = run_fed(&config);
         let mut stderr = child.stderr.take().unwrap();
         let stderr = std::thread::spawn(move || {
             let mut text = String::new();
@@ -990,14 +983,7 @@ fn a_kafka_run_is_ready_only_once_partitions_are_assigned() {
         ),
     )
     .unwrap();
-    let mut child = sluice()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning sluice");
+    let mut child = run_fed(&config);
     let stdin = child.stdin.take().unwrap();
     let first = wait_for(Duration::from_secs(30), || http_get(port, "/readyz"));
     let ready = wait_for(Duration::from_secs(60), || {
