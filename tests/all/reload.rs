@@ -615,7 +615,7 @@ fn a_restart_finishes_the_windows_of_a_retiring_version_from_the_checkpoint() {
 mod side_by_side {
     use std::sync::Arc;
 
-    use sluice_core::plugin::Aggregation;
+    use sluice_core::plugin::grouped::{GroupedAggregation, PerWindow};
     use sluice_core::state::{
         LaneState, RetiringState, SlotKey, SlotState, WindowDelta, decode_record,
     };
@@ -626,9 +626,11 @@ mod side_by_side {
     /// Out-of-orderness the events have and the watermark allows.
     const DELAY: i64 = 300;
 
-    fn open(engine: &PluginEngine, bytes: &[u8]) -> Box<dyn Aggregation> {
+    fn open(engine: &PluginEngine, bytes: &[u8]) -> Box<dyn GroupedAggregation> {
         let plugin = engine.compile("zoo", bytes).expect("compiles");
-        Box::new(engine.open_aggregation(&plugin, "{}").expect("opens"))
+        PerWindow::boxed(Box::new(
+            engine.open_aggregation(&plugin, "{}").expect("opens"),
+        ))
     }
 
     /// Events of three keys, roughly in time order (within `DELAY`).
@@ -655,7 +657,7 @@ mod side_by_side {
     fn operator(
         engine: &PluginEngine,
         spec: WindowSpec,
-        agg: Box<dyn Aggregation>,
+        agg: Box<dyn GroupedAggregation>,
     ) -> WindowOperator {
         let triggers = sluice::pipeline::default_trigger(engine).expect("default trigger");
         WindowOperator::new(spec, 0, vec![agg], triggers, 4, 5)
@@ -775,7 +777,7 @@ mod side_by_side {
             let early = events[..swap_at].iter().any(inside);
             let generation = if early { 2.0 } else { 3.0 };
             assert_eq!(
-                r.outputs[0],
+                r.numbers()[0],
                 vec![Some(count), Some(generation)],
                 "{what}: key {} window {:?}",
                 r.key,

@@ -11,6 +11,7 @@ use crate::common::{run_bounded, sluice, zoo_name};
 use std::time::{Duration, Instant};
 
 use sluice_core::plugin::Aggregation;
+use sluice_core::plugin::grouped::PerWindow;
 use sluice_wasm::registry::builtin_bytes;
 use sluice_wasm::{AggregationInstance, PluginEngine, PluginLimits};
 
@@ -691,9 +692,11 @@ fn a_failed_pane_gives_the_same_sliding_results_with_or_without_partials() {
         let count = engine
             .compile("count", builtin_bytes("count").expect("count"))
             .expect("compiles");
-        let aggs: Vec<Box<dyn Aggregation>> = vec![
-            Box::new(open(&engine, sluice_test_plugins::PANIC, "{}")),
-            Box::new(engine.open_aggregation(&count, "{}").expect("opens")),
+        let aggs = vec![
+            PerWindow::boxed(Box::new(open(&engine, sluice_test_plugins::PANIC, "{}"))),
+            PerWindow::boxed(Box::new(
+                engine.open_aggregation(&count, "{}").expect("opens"),
+            )),
         ];
         let triggers = sluice::pipeline::default_trigger(&engine).expect("trigger");
         let spec = WindowSpec::Sliding {

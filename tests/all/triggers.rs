@@ -277,7 +277,7 @@ fn a_trigger_asking_for_the_instant_it_is_called_for_fails_instead_of_livelockin
 
 #[test]
 fn a_trigger_chaining_timers_through_every_millisecond_is_stopped_each_watermark_step() {
-    use sluice_core::plugin::Aggregation;
+    use sluice_core::plugin::grouped::PerWindow;
     use sluice_core::window::{TRIGGER_ERROR, Triggers, WindowOperator, WindowSpec};
     use sluice_wasm::registry::builtin_bytes;
     use sluice_wasm::{PluginEngine, PluginLimits};
@@ -298,9 +298,9 @@ fn a_trigger_chaining_timers_through_every_millisecond_is_stopped_each_watermark
         let count = engine
             .compile("count", builtin_bytes("count").expect("count"))
             .expect("compiles");
-        let aggs: Vec<Box<dyn Aggregation>> = vec![Box::new(
+        let aggs = vec![PerWindow::boxed(Box::new(
             engine.open_aggregation(&count, "{}").expect("opens"),
-        )];
+        ))];
         let spec = WindowSpec::Tumbling {
             size: 1_000_000_000,
             offset: 0,
@@ -321,7 +321,7 @@ fn a_trigger_chaining_timers_through_every_millisecond_is_stopped_each_watermark
         .expect("the watermark step ends");
     assert_eq!(failures, 1);
     assert_eq!(out.len(), 1, "{out:?}");
-    assert_eq!(out[0].outputs, vec![vec![Some(1.0)]]);
+    assert_eq!(out[0].numbers(), vec![vec![Some(1.0)]]);
     let (index, why) = &out[0].errors[0];
     assert_eq!(*index, TRIGGER_ERROR);
     assert!(

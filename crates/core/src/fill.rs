@@ -16,7 +16,8 @@
 //! At the end of a bounded input nothing is filled after a key's last real
 //! window: the input has ended, time has not passed.
 //!
-//! Every numeric output of every aggregation is filled the same way. Only
+//! Every numeric output of every aggregation is filled the same way; outputs
+//! of other kinds (text, boolean, ranked lists) are filled with `null`. Only
 //! on-time results shape the series; early and late re-emissions pass through
 //! unchanged. Everything is driven by the watermark and the window results,
 //! so the output does not depend on batch sizes or wall-clock time.
@@ -29,6 +30,7 @@ use sluice_config::{FillConfig, FillStrategy, WindowConfig, millis};
 
 use crate::decode::KeyId;
 use crate::plugin::OutputKind;
+use crate::plugin::grouped::OutputValue;
 use crate::watermark::END_OF_INPUT;
 use crate::window::{EmitKind, Window, WindowResult};
 
@@ -156,10 +158,11 @@ impl GapFiller {
     fn real(&mut self, result: WindowResult, out: &mut Vec<Emission>) {
         let key = result.key;
         let start = result.window.start;
+        let numbers = result.numbers();
         if self.series.contains_key(&key) {
             self.catch_up(key, start, out);
             if self.strategy == FillStrategy::Linear {
-                self.interpolate(key, start, &result.outputs, out);
+                self.interpolate(key, start, &numbers, out);
             }
         }
         let size = self.size;
@@ -174,7 +177,7 @@ impl GapFiller {
                 .collect(),
             due: None,
         });
-        for (sums, values) in s.sums.iter_mut().zip(&result.outputs) {
+        for (sums, values) in s.sums.iter_mut().zip(&numbers) {
             for (sum, value) in sums.iter_mut().zip(values) {
                 if let Some(v) = value {
                     sum.0 += v;
@@ -183,7 +186,7 @@ impl GapFiller {
             }
         }
         s.last_start = start;
-        s.last.clone_from(&result.outputs);
+        s.last = numbers;
         s.next = s.next.max(start + size);
         out.push((result, false));
         self.schedule(key);
@@ -308,7 +311,12 @@ impl GapFiller {
             FillStrategy::Zero => self
                 .kinds
                 .iter()
-                .map(|kinds| vec![Some(0.0); kinds.len()])
+                .map(|kinds| {
+                    kinds
+                        .iter()
+                        .map(|k| k.is_numeric().then_some(0.0))
+                        .collect()
+                })
                 .collect(),
             FillStrategy::Mean => s
                 .sums
@@ -340,6 +348,10 @@ fn shape(v: f64, kind: OutputKind) -> f64 {
 }
 
 fn filled(key: KeyId, start: i64, size: i64, outputs: Vec<Vec<Option<f64>>>) -> Emission {
+    let outputs = outputs
+        .into_iter()
+        .map(|agg| agg.into_iter().map(|v| v.map(OutputValue::Float)).collect())
+        .collect();
     (
         WindowResult {
             key,
@@ -380,7 +392,7 @@ mod tests {
                 end: start + 10_000,
             },
             emit,
-            outputs: vec![vec![Some(value)]],
+            outputs: vec![vec![Some(OutputValue::Float(value))]],
             errors: Vec::new(),
         }
     }
@@ -395,7 +407,7 @@ mod tests {
         let mut out = Vec::new();
         f.apply(Some(watermark), &mut results, &mut out);
         out.iter()
-            .map(|(r, filled)| (r.window.start, r.outputs[0][0], *filled))
+            .map(|(r, filled)| (r.window.start, r.numbers()[0][0], *filled))
             .collect()
     }
 

@@ -5,6 +5,7 @@
 
 use proptest::prelude::*;
 use sluice_config::PluginLimits;
+use sluice_core::plugin::grouped::PerWindow;
 use sluice_core::plugin::{AccumulatorHandle, Aggregation, native};
 use sluice_core::watermark::Watermarks;
 use sluice_core::window::{EmitKind, Triggers, WindowOperator, WindowResult, WindowSpec};
@@ -162,6 +163,7 @@ fn run_operator(
     events: &[Ev],
     aggs: Vec<Box<dyn Aggregation>>,
 ) -> Vec<WindowResult> {
+    let aggs = aggs.into_iter().map(PerWindow::boxed).collect();
     let mut op = WindowOperator::new(spec, 0, aggs, default_trigger(), 32, 5);
     let mut wm = Watermarks::new(delay, 1);
     let mut out = Vec::new();
@@ -221,7 +223,7 @@ proptest! {
         for (r, (key, start, want)) in results.iter().zip(&expected) {
             prop_assert_eq!(r.emit, EmitKind::OnTime);
             prop_assert_eq!((r.key, r.window.start, r.window.end), (*key, *start, *start + size));
-            assert_outputs_close(naive.as_ref(), &r.outputs[0], want);
+            assert_outputs_close(naive.as_ref(), &r.numbers()[0], want);
         }
     }
 }
@@ -254,13 +256,16 @@ fn run_partials(
             )
         }
     };
-    let aggs = vec![
+    let aggs = [
         open("count", "{}"),
         open("sum", "{}"),
         open("max", "{}"),
         open("percentiles", r#"{"quantiles":[0.5,0.9]}"#),
         open("stats", "{}"),
-    ];
+    ]
+    .into_iter()
+    .map(PerWindow::boxed)
+    .collect();
     // A small batch, so that panes are flushed at many points.
     let mut op = WindowOperator::new(spec, lateness, aggs, triggers, 3, 5);
     op.set_sliding_partials(partials);
@@ -311,7 +316,7 @@ proptest! {
             prop_assert_eq!((p.key, p.window, p.emit), (f.key, f.window, f.emit));
             prop_assert_eq!(&p.errors, &f.errors);
             prop_assert_eq!(&p.outputs[..4], &f.outputs[..4]);
-            assert_outputs_close(stats.as_ref(), &f.outputs[4], &p.outputs[4]);
+            assert_outputs_close(stats.as_ref(), &f.numbers()[4], &p.numbers()[4]);
         }
         // Memory: per key and aggregation, the blocks (of one window's
         // length) holding open panes, each with at most one partial per

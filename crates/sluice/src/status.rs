@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use sluice_config::{DEFAULT_TRIGGER, LoadedConfig, SourceConfig, StateBackendKind};
+use sluice_core::plugin::grouped::OutputValue;
 use sluice_core::window::{PluginHealth, WindowResult};
 
 /// The page, its script and its style sheet.
@@ -539,7 +540,10 @@ impl Tap {
         latest.values.clear();
         latest
             .values
-            .extend(result.outputs.iter().flatten().copied());
+            .extend(result.outputs.iter().flatten().map(|v| {
+                // The page charts numbers; other kinds show as empty.
+                v.as_ref().and_then(OutputValue::number)
+            }));
         latest.errors.clear();
         for (a, why) in &result.errors {
             let name = aggregations.get(*a).map_or("trigger", String::as_str);
@@ -698,7 +702,7 @@ mod tests {
                 end,
             },
             emit: EmitKind::OnTime,
-            outputs: vec![vec![Some(value)]],
+            outputs: vec![vec![Some(OutputValue::Float(value))]],
             errors: Vec::new(),
         }
     }

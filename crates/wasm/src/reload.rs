@@ -35,8 +35,9 @@ use std::time::Duration;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use sha2::{Digest, Sha256};
 use sluice_config::{ConfigError, ReloadConfig};
+use sluice_core::plugin::grouped::{GroupedAggregation, PerWindow};
 use sluice_core::plugin::laws::{self, LawOptions};
-use sluice_core::plugin::{Aggregation, OutputKind, OutputSpec, check_outputs};
+use sluice_core::plugin::{Aggregation as _, OutputKind, OutputSpec, check_outputs};
 
 use crate::engine::{CompiledPlugin, PluginEngine};
 
@@ -163,7 +164,7 @@ impl Reloader {
         config: &ReloadConfig,
         engine: Arc<PluginEngine>,
         watched: Vec<WatchedPlugin>,
-        running: &[&dyn Aggregation],
+        running: &[&dyn GroupedAggregation],
     ) -> Result<Self, ConfigError> {
         let mut live = Vec::with_capacity(watched.len());
         for (w, instance) in watched.iter().zip(running) {
@@ -228,18 +229,18 @@ impl Reloader {
     }
 
     /// Opens a staged version's instance, to be swapped in.
-    pub fn open(&self, staged: &Staged) -> Result<Box<dyn Aggregation>, String> {
+    pub fn open(&self, staged: &Staged) -> Result<Box<dyn GroupedAggregation>, String> {
         let mut instance = self
             .engine
             .open_aggregation(&staged.plugin, &staged.config)
             .map_err(|e| e.to_string())?;
         instance.set_aggregation_name(self.aggregation_name(staged.aggregation));
-        Ok(Box::new(instance))
+        Ok(PerWindow::boxed(Box::new(instance)))
     }
 
     /// The pipeline reports how a swap ended: on success `instance` is what
     /// runs now for the staged aggregation.
-    pub fn swapped(&self, staged: &Staged, instance: Option<&dyn Aggregation>) {
+    pub fn swapped(&self, staged: &Staged, instance: Option<&dyn GroupedAggregation>) {
         let Some(slot) = self
             .watched
             .iter()

@@ -447,6 +447,12 @@ pub trait GroupedAggregation: Send {
     fn outputs(&self) -> &[OutputSpec];
     /// Whether a call failed so that every group is lost.
     fn is_poisoned(&self) -> bool;
+    /// When the call that poisoned it failed because its memory limit
+    /// refused a growth: that limit in bytes (as
+    /// [`Aggregation::out_of_memory`]). `None` otherwise.
+    fn out_of_memory(&self) -> Option<u64> {
+        None
+    }
     /// Calls made and the time spent in them, over the whole life.
     fn call_stats(&self) -> (u64, Duration);
     /// Replaces the instance with a fresh one of the same plugin and
@@ -532,6 +538,12 @@ pub struct PerWindow {
 }
 
 impl PerWindow {
+    /// `inner` behind [`GroupedAggregation`], boxed as the window store
+    /// takes it.
+    pub fn boxed(inner: Box<dyn Aggregation>) -> Box<dyn GroupedAggregation> {
+        Box::new(Self::new(inner))
+    }
+
     /// Serves `inner` behind [`GroupedAggregation`].
     pub fn new(inner: Box<dyn Aggregation>) -> Self {
         Self {
@@ -587,6 +599,25 @@ impl PerWindow {
                 column.kind()
             )));
         };
+        if let Some(&group) = rows.groups.first()
+            && rows.groups.iter().all(|g| *g == group)
+        {
+            // One group (the store's call for one window): no cutting.
+            let acc = self.accumulator(group)?;
+            if column.validity.is_empty() {
+                return self.inner.add(acc, values, &rows.times);
+            }
+            self.values.clear();
+            self.times.clear();
+            for row in (0..rows.len()).filter(|&row| column.is_present(row)) {
+                self.values.push(values[row]);
+                self.times.push(rows.times[row]);
+            }
+            if self.values.is_empty() {
+                return Ok(());
+            }
+            return self.inner.add(acc, &self.values, &self.times);
+        }
         // Rows of a group keep their order: a stable sort by group, each
         // group in the order of its first row.
         let mut first = HashMap::new();
@@ -690,6 +721,10 @@ impl GroupedAggregation for PerWindow {
         self.inner.is_poisoned()
     }
 
+    fn out_of_memory(&self) -> Option<u64> {
+        self.inner.out_of_memory()
+    }
+
     fn call_stats(&self) -> (u64, Duration) {
         self.inner.call_stats()
     }
@@ -758,7 +793,11 @@ impl GroupedAggregation for PerWindow {
                 }
                 Err(e) => refused.push(GroupError {
                     group: *group,
-                    message: e.to_string(),
+                    // The plugin's words, as a grouped plugin gives them.
+                    message: match e {
+                        PluginError::Call { message, .. } => message,
+                        other => other.to_string(),
+                    },
                 }),
             }
         }

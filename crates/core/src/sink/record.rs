@@ -18,6 +18,7 @@
 use std::fmt::Write as _;
 
 use crate::decode::write_json_string;
+use crate::plugin::grouped::OutputValue;
 use crate::plugin::{OutputKind, OutputSpec};
 use crate::source::Origin;
 use crate::window::{Window, WindowResult};
@@ -68,6 +69,37 @@ fn write_window(out: &mut String, w: Window) {
     let _ = write!(out, r#"{{"start":{},"end":{}}}"#, w.start, w.end);
 }
 
+/// Renders one output value: integers and booleans as JSON has them, text
+/// as a JSON string, a ranked list as an array of `{"label", "value"}`; a
+/// missing value, or a number that is not finite, as `null`.
+fn write_value(out: &mut String, value: Option<&OutputValue>, kind: OutputKind) {
+    match value {
+        None => out.push_str("null"),
+        Some(OutputValue::Integer(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        Some(OutputValue::Float(v)) => write_number(out, Some(*v), kind),
+        Some(OutputValue::Text(text)) => write_json_string(out, text),
+        Some(OutputValue::Boolean(b)) => out.push_str(if *b { "true" } else { "false" }),
+        Some(OutputValue::Ranked(entries)) => {
+            out.push('[');
+            for (i, entry) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(r#"{"label":"#);
+                write_json_string(out, &entry.label);
+                out.push_str(r#","value":"#);
+                write_number(out, Some(entry.value), OutputKind::Float);
+                out.push('}');
+            }
+            out.push(']');
+        }
+    }
+}
+
+/// A float as a result record carries it: integral values of an integer
+/// output without a fraction (0.1 plugins give integers as floats).
 fn write_number(out: &mut String, value: Option<f64>, kind: OutputKind) {
     match value {
         Some(v) if v.is_finite() => {
@@ -116,7 +148,7 @@ pub fn write_result_marked(
             first = false;
             out.push_str(name);
             out.push(':');
-            write_number(out, *value, *kind);
+            write_value(out, value.as_ref(), *kind);
         }
     }
     out.push('}');
@@ -257,7 +289,7 @@ mod tests {
             key: 0,
             window: Window { start: 0, end: 10 },
             emit: EmitKind::OnTime,
-            outputs: vec![vec![Some(3.0)], vec![None, None]],
+            outputs: vec![vec![Some(OutputValue::Float(3.0))], vec![None, None]],
             errors: vec![(
                 1,
                 "plugin builtin/stats (stats 0.1.0) timed out after 1s".into(),
@@ -273,5 +305,47 @@ mod tests {
         result.errors.clear();
         write_result(&mut out, r#"{"service":"a"}"#, &result, &names);
         assert!(out.ends_with(r#""latency.p99":null}}"#), "{out}");
+    }
+
+    #[test]
+    fn structured_outputs_render_as_natural_json() {
+        let outputs = [
+            spec("n", OutputKind::Integer),
+            spec("big", OutputKind::Integer),
+            spec("model", OutputKind::Text),
+            spec("slow", OutputKind::Boolean),
+            spec("top", OutputKind::Ranked),
+            spec("rate", OutputKind::Float),
+        ];
+        let names = OutputNames::new([("a", &outputs[..])]);
+        let result = WindowResult {
+            key: 0,
+            window: Window { start: 0, end: 10 },
+            emit: EmitKind::OnTime,
+            outputs: vec![vec![
+                Some(OutputValue::Integer(-12)),
+                Some(OutputValue::Integer(i64::MAX)),
+                Some(OutputValue::Text("gpt-\"4\"\n".into())),
+                Some(OutputValue::Boolean(false)),
+                Some(OutputValue::Ranked(vec![
+                    crate::plugin::grouped::RankedEntry {
+                        label: "llama".into(),
+                        value: 3.0,
+                    },
+                    crate::plugin::grouped::RankedEntry {
+                        label: "x".into(),
+                        value: f64::NAN,
+                    },
+                ])),
+                Some(OutputValue::Float(f64::INFINITY)),
+            ]],
+            errors: Vec::new(),
+        };
+        let mut out = String::new();
+        write_result(&mut out, "{}", &result, &names);
+        assert_eq!(
+            out,
+            r#"{"key":{},"window":{"start":0,"end":10},"emit":"on_time","results":{"a.n":-12,"a.big":9223372036854775807,"a.model":"gpt-\"4\"\n","a.slow":false,"a.top":[{"label":"llama","value":3.0},{"label":"x","value":null}],"a.rate":null}}"#
+        );
     }
 }

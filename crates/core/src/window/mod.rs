@@ -26,6 +26,7 @@ use std::sync::Arc;
 use sluice_config::{WindowConfig, millis};
 
 use crate::decode::KeyId;
+use crate::plugin::grouped::OutputValue;
 
 pub use crate::plugin::Window;
 
@@ -62,13 +63,29 @@ pub struct WindowResult {
     pub emit: EmitKind,
     /// Per aggregation, its outputs in declared order (all `None` for an
     /// aggregation that failed).
-    pub outputs: Vec<Vec<Option<f64>>>,
+    pub outputs: Vec<Vec<Option<OutputValue>>>,
     /// `(aggregation index, why)` for each aggregation whose plugin failed
     /// for this window, in aggregation order; empty when all succeeded.
     ///
     /// Kept beside the outputs rather than instead of them, so a record has
     /// the same columns whatever failed.
     pub errors: Vec<(usize, Arc<str>)>,
+}
+
+impl WindowResult {
+    /// The outputs as numbers, per aggregation: integers and floats as
+    /// `f64`, every other kind (and a missing value) as `None`. What gap
+    /// filling, trigger previews and the status page's charts work with.
+    pub fn numbers(&self) -> Vec<Vec<Option<f64>>> {
+        self.outputs
+            .iter()
+            .map(|agg| {
+                agg.iter()
+                    .map(|v| v.as_ref().and_then(OutputValue::number))
+                    .collect()
+            })
+            .collect()
+    }
 }
 
 /// The start of the window of length `size` (shifted by `offset`) holding `t`.

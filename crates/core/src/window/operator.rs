@@ -15,7 +15,8 @@ use super::store::{PluginHealth, Swap, Timer, TimerKind, WindowStore};
 use super::trigger::{EventTimer, Firing, TRIGGER_ERROR, TriggerRecord, Triggers};
 use super::{EmitKind, Window, WindowResult, WindowSpec, session, tumbling};
 use crate::decode::KeyId;
-use crate::plugin::{Aggregation, OutputSpec, PluginError};
+use crate::plugin::grouped::{GroupedAggregation, OutputValue};
+use crate::plugin::{OutputSpec, PluginError};
 use crate::record::StateError;
 
 /// What became of one event.
@@ -45,7 +46,7 @@ impl WindowOperator {
     pub fn new(
         spec: WindowSpec,
         lateness_ms: i64,
-        aggs: Vec<Box<dyn Aggregation>>,
+        aggs: Vec<Box<dyn GroupedAggregation>>,
         triggers: Triggers,
         batch_size: usize,
         quarantine_after: u32,
@@ -111,7 +112,7 @@ impl WindowOperator {
     pub fn replace_plugin(
         &mut self,
         a: usize,
-        new: Box<dyn Aggregation>,
+        new: Box<dyn GroupedAggregation>,
         component: std::sync::Arc<[u8]>,
     ) -> Result<Swap, String> {
         let old = self.store.outputs(a);
@@ -139,14 +140,14 @@ impl WindowOperator {
     pub fn restore_retiring(
         &mut self,
         a: usize,
-        instance: Result<Box<dyn Aggregation>, String>,
+        instance: Result<Box<dyn GroupedAggregation>, String>,
         component: std::sync::Arc<[u8]>,
     ) {
         self.store.restore_retiring(a, instance, component);
     }
 
     /// Aggregation `a`'s running plugin instance, to describe it.
-    pub fn plugin_live(&self, a: usize) -> &dyn Aggregation {
+    pub fn plugin_live(&self, a: usize) -> &dyn GroupedAggregation {
         self.store.instance(a)
     }
 
@@ -535,8 +536,8 @@ fn preview(
                 .values
                 .get(a)
                 .and_then(|v| v.get(o))
-                .copied()
-                .flatten()
+                .and_then(|v| v.as_ref())
+                .and_then(OutputValue::number)
         })
         .collect()
 }

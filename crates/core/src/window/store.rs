@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 mod batching;
 mod finishing;
+mod instance;
 mod partials;
 mod persistence;
 mod replay;
@@ -35,7 +36,13 @@ use slab::Slab;
 use super::Window;
 use super::persist::{HealthState, LaneState, RetiringState, SlotKey, SlotState, WindowDelta};
 use crate::decode::KeyId;
-use crate::plugin::{AccumulatorHandle as Accumulator, Aggregation, OutputSpec, PluginError};
+use crate::plugin::grouped::{GroupedAggregation, OutputValue};
+use crate::plugin::{OutputSpec, PluginError};
+use instance::Instance;
+
+/// One window's (or pane's, session's, partial's) state in an [`Instance`]:
+/// a group of the grouped plugin.
+type Accumulator = crate::plugin::grouped::GroupId;
 use crate::record::{StateError, encode_record};
 
 /// How many values an accumulator takes in after its last snapshot before the
@@ -211,7 +218,7 @@ struct Slot {
 
 /// One configured aggregation's plugin and its failure record.
 struct Plugin {
-    instance: Box<dyn Aggregation>,
+    instance: Instance,
     /// Failed calls since the last `add`, `merge` or `finish` that
     /// succeeded. Only those count as the plugin working: a plugin whose
     /// every `create` succeeds and every `add` traps must still end up
@@ -228,7 +235,7 @@ struct Plugin {
 
 impl Plugin {
     /// The instance of `version` (the current one when none retires).
-    fn of(&mut self, version: Version) -> &mut Box<dyn Aggregation> {
+    fn of(&mut self, version: Version) -> &mut Instance {
         match (version, &mut self.retiring) {
             (Version::Retiring, Some(r)) => &mut r.instance,
             _ => &mut self.instance,
@@ -236,10 +243,10 @@ impl Plugin {
     }
 
     /// [`Self::of`], to look at.
-    fn of_ref(&self, version: Version) -> &dyn Aggregation {
+    fn of_ref(&self, version: Version) -> &Instance {
         match (version, &self.retiring) {
-            (Version::Retiring, Some(r)) => r.instance.as_ref(),
-            _ => self.instance.as_ref(),
+            (Version::Retiring, Some(r)) => &r.instance,
+            _ => &self.instance,
         }
     }
 }
@@ -247,7 +254,7 @@ impl Plugin {
 /// A version finishing the windows open when a reload to another state
 /// format swapped it out.
 struct Retiring {
-    instance: Box<dyn Aggregation>,
+    instance: Instance,
     /// The component's bytes: a checkpoint keeps them, so that a restart can
     /// finish these windows after the file has changed.
     component: Arc<[u8]>,
@@ -287,7 +294,7 @@ pub struct PluginHealth {
 /// aggregations that could not give any.
 pub(crate) struct Outputs {
     /// Per aggregation, its outputs in declared order (`None` where it failed).
-    pub values: Vec<Vec<Option<f64>>>,
+    pub values: Vec<Vec<Option<OutputValue>>>,
     /// `(aggregation, why)` for each aggregation that failed, in order.
     pub errors: Vec<(usize, Arc<str>)>,
 }
@@ -334,14 +341,18 @@ struct Persisted {
 }
 
 impl WindowStore {
-    pub fn new(aggs: Vec<Box<dyn Aggregation>>, batch_size: usize, quarantine_after: u32) -> Self {
+    pub fn new(
+        aggs: Vec<Box<dyn GroupedAggregation>>,
+        batch_size: usize,
+        quarantine_after: u32,
+    ) -> Self {
         let names = (0..aggs.len()).map(|a| format!("#{a}")).collect();
         let memory_recoveries = vec![0; aggs.len()];
         Self {
             plugins: aggs
                 .into_iter()
-                .map(|instance| Plugin {
-                    instance,
+                .map(|plugin| Plugin {
+                    instance: Instance::new(plugin),
                     consecutive_failures: 0,
                     failures: 0,
                     quarantined: None,
@@ -432,8 +443,8 @@ impl WindowStore {
     }
 
     /// Aggregation `a`'s running plugin instance.
-    pub fn instance(&self, a: usize) -> &dyn Aggregation {
-        self.plugins[a].instance.as_ref()
+    pub fn instance(&self, a: usize) -> &dyn GroupedAggregation {
+        self.plugins[a].instance.grouped()
     }
 
     /// The outputs aggregation `a`'s plugin declares.
@@ -485,15 +496,22 @@ impl WindowStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::grouped::PerWindow;
     use crate::plugin::native;
 
     fn count(store: &mut WindowStore, id: usize) -> Option<f64> {
-        store.finish(id).values[0][0]
+        store.finish(id).values[0][0].as_ref()?.number()
     }
 
     #[test]
     fn replace_plugin_moves_every_open_window_or_none() {
-        let mut store = WindowStore::new(vec![native::aggregation("count", "{}").unwrap()], 4, 5);
+        let mut store = WindowStore::new(
+            vec![PerWindow::boxed(
+                native::aggregation("count", "{}").unwrap(),
+            )],
+            4,
+            5,
+        );
         let a = store.open(1, Window { start: 0, end: 10 });
         let b = store.open(2, Window { start: 0, end: 10 });
         // Six values in `a` (four handed to the plugin, two still buffered), one in `b`.
@@ -507,7 +525,7 @@ mod tests {
         let refused = store
             .replace_plugin(
                 0,
-                native::aggregation("sum", "{}").unwrap(),
+                PerWindow::boxed(native::aggregation("sum", "{}").unwrap()),
                 Arc::from(&[][..]),
             )
             .expect_err("sum cannot restore count's state");
@@ -518,7 +536,7 @@ mod tests {
         assert_eq!(
             store.replace_plugin(
                 0,
-                native::aggregation("count", "{}").unwrap(),
+                PerWindow::boxed(native::aggregation("count", "{}").unwrap()),
                 Arc::from(&[][..])
             ),
             Ok(Swap::Moved(2))

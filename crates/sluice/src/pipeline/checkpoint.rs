@@ -24,7 +24,7 @@ fn open_retiring(
     engine: &PluginEngine,
     agg: &AggregationConfig,
     retiring: &RetiringState,
-) -> Result<Box<dyn Aggregation>, String> {
+) -> Result<Box<dyn GroupedAggregation>, String> {
     let source = format!("{} (retiring, from the checkpoint)", agg.plugin);
     let plugin = engine
         .compile(&source, &retiring.component)
@@ -41,7 +41,7 @@ fn open_retiring(
             info.name, info.state_version, retiring.plugin, retiring.state_version
         ));
     }
-    Ok(Box::new(instance))
+    Ok(PerWindow::boxed(Box::new(instance)))
 }
 
 impl Flow {

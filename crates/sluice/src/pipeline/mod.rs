@@ -20,6 +20,7 @@ use sluice_config::{
 use sluice_core::decode::{Event, EventDecoder, KeyTable};
 use sluice_core::dedup::{Deduplicator, Sighting};
 use sluice_core::fill::{Emission, GapFiller};
+use sluice_core::plugin::grouped::{GroupedAggregation, PerWindow};
 use sluice_core::plugin::{Aggregation, TriggerPolicy, check_outputs};
 use sluice_core::sink::{self, JsonlWriter, OutputNames};
 use sluice_core::source::read_ahead;

@@ -23,7 +23,7 @@ pub fn open_aggregations(
     engine: &PluginEngine,
     registry: &mut PluginRegistry<'_>,
     config: &PipelineConfig,
-) -> Result<Vec<Box<dyn Aggregation>>, ConfigError> {
+) -> Result<Vec<Box<dyn GroupedAggregation>>, ConfigError> {
     let spec = WindowSpec::from(&config.window);
     let mut aggs = Vec::with_capacity(config.aggregations.len());
     for (i, agg) in config.aggregations.iter().enumerate() {
@@ -47,7 +47,7 @@ pub fn open_aggregations(
             )));
         }
         check_outputs(instance.outputs()).map_err(|e| at(&format!("{}: {e}", instance.label())))?;
-        aggs.push(Box::new(instance) as Box<dyn Aggregation>);
+        aggs.push(PerWindow::boxed(Box::new(instance)));
     }
     Ok(aggs)
 }
@@ -76,7 +76,7 @@ pub fn open_trigger(
     engine: &PluginEngine,
     base_dir: &Path,
     config: &PipelineConfig,
-    aggs: &[Box<dyn Aggregation>],
+    aggs: &[Box<dyn GroupedAggregation>],
 ) -> Result<Triggers, ConfigError> {
     let (reference, trigger_config) = match &config.trigger {
         Some(t) => (
@@ -178,7 +178,7 @@ impl Flow {
         let reloader = match &config.reload {
             Some(reload) => {
                 let spec = WindowSpec::from(&config.window);
-                let (watched, running): (Vec<WatchedPlugin>, Vec<&dyn Aggregation>) = config
+                let (watched, running): (Vec<WatchedPlugin>, Vec<&dyn GroupedAggregation>) = config
                     .aggregations
                     .iter()
                     .zip(&aggs)

@@ -50,13 +50,13 @@ impl WindowStore {
         &self,
         a: usize,
         version: Version,
-        values: Vec<Option<f64>>,
-    ) -> Vec<Option<f64>> {
+        values: Vec<Option<OutputValue>>,
+    ) -> Vec<Option<OutputValue>> {
         match (version, &self.plugins[a].retiring) {
             (Version::Retiring, Some(r)) => r
                 .outputs
                 .iter()
-                .map(|at| at.and_then(|i| values.get(i).copied().flatten()))
+                .map(|at| at.and_then(|i| values.get(i).cloned().flatten()))
                 .collect(),
             _ => values,
         }
@@ -66,7 +66,7 @@ impl WindowStore {
         &self,
         out: &mut Outputs,
         a: usize,
-        values: Result<Vec<Option<f64>>, Arc<str>>,
+        values: Result<Vec<Option<OutputValue>>, Arc<str>>,
     ) {
         match values {
             Ok(values) => out.values.push(values),
@@ -103,7 +103,7 @@ impl WindowStore {
         &mut self,
         a: usize,
         ids: &[usize],
-    ) -> Result<Vec<Option<f64>>, Arc<str>> {
+    ) -> Result<Vec<Option<OutputValue>>, Arc<str>> {
         match self.merge_panes_once(a, ids) {
             Err((version, e)) if self.recover_memory(a, version, &e) => {
                 // The panes were rebuilt in a fresh instance: merge them there.
@@ -124,7 +124,7 @@ impl WindowStore {
         &mut self,
         a: usize,
         ids: &[usize],
-    ) -> Result<Result<Vec<Option<f64>>, Arc<str>>, (Version, PluginError)> {
+    ) -> Result<Result<Vec<Option<OutputValue>>, Arc<str>>, (Version, PluginError)> {
         let retiring = ids.iter().any(|&id| {
             self.slots
                 .get(id)
@@ -162,7 +162,7 @@ impl WindowStore {
         a: usize,
         version: Version,
         panes: &[Accumulator],
-    ) -> Result<Result<Vec<Option<f64>>, Arc<str>>, (Version, PluginError)> {
+    ) -> Result<Result<Vec<Option<OutputValue>>, Arc<str>>, (Version, PluginError)> {
         if let Some(why) = &self.plugins[a].quarantined {
             return Ok(Err(Arc::clone(why)));
         }

@@ -85,9 +85,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::{Outputs, Version, WindowStore};
+use super::{Accumulator, Outputs, Version, WindowStore};
 use crate::decode::KeyId;
-use crate::plugin::{AccumulatorHandle as Accumulator, PluginError};
+use crate::plugin::PluginError;
+use crate::plugin::grouped::OutputValue;
 use crate::window::{Window, align};
 
 /// Failed calls on partials after which an aggregation stops using them.
@@ -521,7 +522,7 @@ impl WindowStore {
         window: Window,
         geo: Geometry,
         consume: bool,
-    ) -> Result<Vec<Option<f64>>, Arc<str>> {
+    ) -> Result<Vec<Option<OutputValue>>, Arc<str>> {
         // A quarantined plugin is not called: the plain way reports the same
         // error as before. A window holding panes of a retiring version
         // finishes there, by the plain way.
@@ -585,7 +586,7 @@ impl WindowStore {
         a: usize,
         key: KeyId,
         window: Window,
-    ) -> Result<Vec<Option<f64>>, Arc<str>> {
+    ) -> Result<Vec<Option<OutputValue>>, Arc<str>> {
         let panes = self.range(key, window.start, window.end);
         for &id in &panes {
             self.flush(id);
@@ -645,7 +646,7 @@ impl WindowStore {
         geo: Geometry,
         consume: bool,
         cache: bool,
-    ) -> Result<Vec<Option<f64>>, Fallback> {
+    ) -> Result<Vec<Option<OutputValue>>, Fallback> {
         // Every pane flushed first: a flush that reopens the instance (for
         // memory) then happens before any partial of this window is held.
         self.ready_panes(a, key, window.start, window.end)?;
@@ -970,6 +971,7 @@ impl WindowStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::grouped::PerWindow;
     use crate::plugin::native;
 
     const KEY: KeyId = 7;
@@ -1000,12 +1002,20 @@ mod tests {
             .finish_window(KEY, window, fold)
             .expect("has panes")
             .values[0][0]
+            .as_ref()?
+            .number()
     }
 
     #[test]
     fn partials_follow_pane_changes_reloads_and_closes() {
         // Batches of one value: every push is handed to the plugin at once.
-        let mut store = WindowStore::new(vec![native::aggregation("count", "{}").unwrap()], 1, 5);
+        let mut store = WindowStore::new(
+            vec![PerWindow::boxed(
+                native::aggregation("count", "{}").unwrap(),
+            )],
+            1,
+            5,
+        );
         // 1 s windows every 100 ms: ten panes per window, blocks of 1 s.
         store.use_partials(1_000, 100, 0, 10_000);
         for t in (0..2_000).step_by(100) {
@@ -1036,7 +1046,13 @@ mod tests {
         assert_eq!(store.partials_held(), 23);
 
         // A new pane inside folded ranges drops what covers it.
-        let mut fresh = WindowStore::new(vec![native::aggregation("count", "{}").unwrap()], 1, 5);
+        let mut fresh = WindowStore::new(
+            vec![PerWindow::boxed(
+                native::aggregation("count", "{}").unwrap(),
+            )],
+            1,
+            5,
+        );
         fresh.use_partials(1_000, 100, 0, 10_000);
         add(&mut fresh, 100);
         add(&mut fresh, 900);
@@ -1050,7 +1066,7 @@ mod tests {
         assert_eq!(
             store.replace_plugin(
                 0,
-                native::aggregation("count", "{}").unwrap(),
+                PerWindow::boxed(native::aggregation("count", "{}").unwrap()),
                 std::sync::Arc::from(&[][..])
             ),
             Ok(super::super::Swap::Moved(20))

@@ -99,7 +99,7 @@ impl WindowStore {
     pub fn restore_retiring(
         &mut self,
         a: usize,
-        instance: Result<Box<dyn Aggregation>, String>,
+        instance: Result<Box<dyn GroupedAggregation>, String>,
         component: Arc<[u8]>,
     ) {
         let Some(plugin) = self.plugins.get_mut(a) else {
@@ -108,6 +108,7 @@ impl WindowStore {
         self.persisted.retiring.insert(a, hash(&component));
         match instance {
             Ok(instance) => {
+                let instance = Instance::new(instance);
                 let outputs = plugin
                     .instance
                     .outputs()

@@ -97,13 +97,14 @@ impl WindowStore {
     pub fn replace_plugin(
         &mut self,
         a: usize,
-        mut new: Box<dyn Aggregation>,
+        new: Box<dyn GroupedAggregation>,
         component: Arc<[u8]>,
     ) -> Result<Swap, String> {
         if a >= self.plugins.len() {
             return Err(format!("no aggregation {a}"));
         }
         self.flush_all();
+        let mut new = Instance::new(new);
         let state_version = new.info().state_version;
         if state_version != self.plugins[a].instance.info().state_version {
             return self.retire_plugin(a, new, component);
@@ -164,7 +165,7 @@ impl WindowStore {
     pub(super) fn retire_plugin(
         &mut self,
         a: usize,
-        new: Box<dyn Aggregation>,
+        new: Instance,
         component: Arc<[u8]>,
     ) -> Result<Swap, String> {
         if let Some(r) = &self.plugins[a].retiring {

@@ -1,0 +1,175 @@
+//! One aggregation's plugin as the store calls it: a [`GroupedAggregation`]
+//! and the group numbers handed out in it.
+//!
+//! The store keeps one group per lane (a window's, pane's or session's state
+//! for one aggregation), one per partial aggregate of a sliding window and
+//! one per scratch state of a merge. [`Instance`] gives those numbers out
+//! and takes them back, and offers the calls the store makes on one group at
+//! a time; each is one call of the grouped plugin with one group. A 0.1
+//! plugin serves behind [`crate::plugin::grouped::PerWindow`], so both
+//! interface versions take the same path through the store.
+
+use std::time::Duration;
+
+use crate::plugin::grouped::{ColumnValues, GroupId, GroupedAggregation, OutputValue, Rows};
+use crate::plugin::{OutputSpec, PluginError, PluginInfo};
+
+/// A [`GroupedAggregation`] with the group numbers the store holds in it.
+pub(crate) struct Instance {
+    plugin: Box<dyn GroupedAggregation>,
+    /// The lowest number never handed out since the plugin was opened.
+    next: u32,
+    /// Numbers given back, handed out again before new ones.
+    free: Vec<GroupId>,
+    /// The rows of one `add`, reused from call to call.
+    rows: Rows,
+}
+
+impl Instance {
+    /// Serves `plugin`, holding no group yet.
+    pub fn new(plugin: Box<dyn GroupedAggregation>) -> Self {
+        let rows = Rows::for_inputs(plugin.inputs());
+        Self {
+            plugin,
+            next: 0,
+            free: Vec::new(),
+            rows,
+        }
+    }
+
+    /// The grouped plugin itself.
+    pub fn grouped(&self) -> &dyn GroupedAggregation {
+        self.plugin.as_ref()
+    }
+
+    /// `source (name version)`, the name errors use.
+    pub fn label(&self) -> &str {
+        self.plugin.label()
+    }
+
+    /// The plugin's self-description.
+    pub fn info(&self) -> &PluginInfo {
+        self.plugin.info()
+    }
+
+    /// The outputs [`Self::finish`] returns, in order.
+    pub fn outputs(&self) -> &[OutputSpec] {
+        self.plugin.outputs()
+    }
+
+    /// Whether a call failed so that every group is lost.
+    pub fn is_poisoned(&self) -> bool {
+        self.plugin.is_poisoned()
+    }
+
+    /// The memory limit a growth hit, when that is what poisoned it.
+    pub fn out_of_memory(&self) -> Option<u64> {
+        self.plugin.out_of_memory()
+    }
+
+    /// Calls made and the time spent in them.
+    pub fn call_stats(&self) -> (u64, Duration) {
+        self.plugin.call_stats()
+    }
+
+    /// A fresh instance of the same plugin and config. Numbers handed out
+    /// before are not handed out again, so a group the store still names
+    /// by mistake cannot alias a new one.
+    pub fn reopen(&mut self) -> Result<(), PluginError> {
+        self.free.clear();
+        self.plugin.reopen()
+    }
+
+    /// A new, empty group: no call is made (a group the plugin has not
+    /// seen is empty).
+    pub fn create(&mut self) -> Result<GroupId, PluginError> {
+        if let Some(group) = self.free.pop() {
+            return Ok(group);
+        }
+        if self.next == u32::MAX {
+            return Err(self.misuse("holds more groups than the host can number"));
+        }
+        self.next += 1;
+        Ok(GroupId(self.next - 1))
+    }
+
+    /// Folds `values`, with their event times, into `group`.
+    pub fn add(
+        &mut self,
+        group: GroupId,
+        values: &[f64],
+        times: &[i64],
+    ) -> Result<(), PluginError> {
+        self.rows.clear();
+        let [column] = self.rows.columns.as_mut_slice() else {
+            return Err(self.misuse("takes other inputs than one number"));
+        };
+        let ColumnValues::Float(column) = &mut column.values else {
+            return Err(self.misuse("takes other inputs than one number"));
+        };
+        column.extend_from_slice(values);
+        self.rows.times.extend_from_slice(times);
+        self.rows.groups.resize(values.len(), group);
+        self.plugin.update(&self.rows)
+    }
+
+    /// Folds `from` into `into`; `from` is unchanged.
+    pub fn merge(&mut self, into: GroupId, from: GroupId) -> Result<(), PluginError> {
+        self.plugin.merge(&[into], &[from])
+    }
+
+    /// The group's outputs, one per declared output.
+    pub fn finish(&mut self, group: GroupId) -> Result<Vec<Option<OutputValue>>, PluginError> {
+        let mut outputs = self.plugin.evaluate(&[group])?;
+        match outputs.pop() {
+            Some(values) if outputs.is_empty() => Ok(values),
+            _ => Err(self.misuse("did not give one group's outputs")),
+        }
+    }
+
+    /// The group's state as bytes.
+    pub fn snapshot(&mut self, group: GroupId) -> Result<Vec<u8>, PluginError> {
+        let mut states = self.plugin.snapshot(&[group])?;
+        match states.pop() {
+            Some(state) if states.is_empty() => Ok(state),
+            _ => Err(self.misuse("did not give one group's state")),
+        }
+    }
+
+    /// A new group holding `state`, of format `state_version`. A state the
+    /// plugin refuses is an error that leaves the instance usable.
+    pub fn restore(&mut self, state: &[u8], state_version: u32) -> Result<GroupId, PluginError> {
+        let group = self.create()?;
+        match self.plugin.restore(&[group], &[state], state_version) {
+            Ok(refused) => match refused.into_iter().next() {
+                None => Ok(group),
+                Some(refusal) => {
+                    self.free.push(group);
+                    Err(self.misuse(&refusal.message))
+                }
+            },
+            Err(e) => {
+                if !self.plugin.is_poisoned() {
+                    self.free.push(group);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Frees the group's state; its number is handed out again.
+    pub fn release(&mut self, group: GroupId) -> Result<(), PluginError> {
+        let released = self.plugin.release(&[group]);
+        if !self.plugin.is_poisoned() {
+            self.free.push(group);
+        }
+        released
+    }
+
+    fn misuse(&self, message: &str) -> PluginError {
+        PluginError::Call {
+            plugin: self.plugin.label().to_string(),
+            message: message.to_string(),
+        }
+    }
+}
