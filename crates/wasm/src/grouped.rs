@@ -253,6 +253,10 @@ impl GroupedAggregation for GroupedInstance {
         self.sb.poisoned
     }
 
+    fn out_of_memory(&self) -> Option<u64> {
+        self.sb.out_of_memory()
+    }
+
     fn call_stats(&self) -> (u64, Duration) {
         (self.sb.calls, self.sb.call_time)
     }
