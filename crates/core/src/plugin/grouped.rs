@@ -518,8 +518,8 @@ pub fn single_value_input() -> InputSpec {
 
 /// A 0.1 [`Aggregation`] (one accumulator per window, one number in, numbers
 /// out) behind [`GroupedAggregation`]: each group is an accumulator, created
-/// when the group is first named, and a batch is cut into one `add` per
-/// group, in the order of the group's first row.
+/// when the group is first named, and a batch is cut into one `add` per run
+/// of consecutive rows of one group.
 ///
 /// Its one input is [`single_value_input`]. A row without a value is not
 /// handed to the plugin (0.1 cannot express one); the window store applies
@@ -531,8 +531,7 @@ pub struct PerWindow {
     inner: Box<dyn Aggregation>,
     inputs: [InputSpec; 1],
     accumulators: HashMap<GroupId, AccumulatorHandle>,
-    /// Row indices of the batch being cut, by group, reused across calls.
-    order: Vec<u32>,
+    /// A run's present values and their times, reused across calls.
     values: Vec<f64>,
     times: Vec<i64>,
 }
@@ -550,7 +549,6 @@ impl PerWindow {
             inner,
             inputs: [single_value_input()],
             accumulators: HashMap::new(),
-            order: Vec::new(),
             values: Vec::new(),
             times: Vec::new(),
         }
@@ -599,52 +597,30 @@ impl PerWindow {
                 column.kind()
             )));
         };
-        if let Some(&group) = rows.groups.first()
-            && rows.groups.iter().all(|g| *g == group)
-        {
-            // One group (the store's call for one window): no cutting.
+        // Each run of rows of one group is one `add`, in order: rows of a
+        // group keep their order, and groups are independent. The store
+        // sends each window's rows as one run.
+        let mut start = 0;
+        while start < rows.len() {
+            let group = rows.groups[start];
+            let end = rows.groups[start..]
+                .iter()
+                .position(|g| *g != group)
+                .map_or(rows.len(), |n| start + n);
             let acc = self.accumulator(group)?;
             if column.validity.is_empty() {
-                return self.inner.add(acc, values, &rows.times);
-            }
-            self.values.clear();
-            self.times.clear();
-            for row in (0..rows.len()).filter(|&row| column.is_present(row)) {
-                self.values.push(values[row]);
-                self.times.push(rows.times[row]);
-            }
-            if self.values.is_empty() {
-                return Ok(());
-            }
-            return self.inner.add(acc, &self.values, &self.times);
-        }
-        // Rows of a group keep their order: a stable sort by group, each
-        // group in the order of its first row.
-        let mut first = HashMap::new();
-        for (row, group) in rows.groups.iter().enumerate() {
-            first.entry(*group).or_insert(row);
-        }
-        self.order.clear();
-        self.order.extend(0..rows.len() as u32);
-        self.order
-            .sort_by_key(|&row| first.get(&rows.groups[row as usize]).copied());
-        let mut start = 0;
-        while start < self.order.len() {
-            let group = rows.groups[self.order[start] as usize];
-            let mut end = start;
-            self.values.clear();
-            self.times.clear();
-            while end < self.order.len() && rows.groups[self.order[end] as usize] == group {
-                let row = self.order[end] as usize;
-                if column.is_present(row) {
+                self.inner
+                    .add(acc, &values[start..end], &rows.times[start..end])?;
+            } else {
+                self.values.clear();
+                self.times.clear();
+                for row in (start..end).filter(|&row| column.is_present(row)) {
                     self.values.push(values[row]);
                     self.times.push(rows.times[row]);
                 }
-                end += 1;
-            }
-            let acc = self.accumulator(group)?;
-            if !self.values.is_empty() {
-                self.inner.add(acc, &self.values, &self.times)?;
+                if !self.values.is_empty() {
+                    self.inner.add(acc, &self.values, &self.times)?;
+                }
             }
             start = end;
         }

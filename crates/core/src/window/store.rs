@@ -545,4 +545,113 @@ mod tests {
         assert_eq!(count(&mut store, a), Some(7.0));
         assert_eq!(count(&mut store, b), Some(1.0));
     }
+
+    /// A grouped plugin that counts the `update` calls made on it.
+    struct Counting {
+        inner: PerWindow,
+        updates: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl GroupedAggregation for Counting {
+        fn label(&self) -> &str {
+            self.inner.label()
+        }
+        fn info(&self) -> &crate::plugin::PluginInfo {
+            self.inner.info()
+        }
+        fn inputs(&self) -> &[crate::plugin::grouped::InputSpec] {
+            self.inner.inputs()
+        }
+        fn outputs(&self) -> &[OutputSpec] {
+            self.inner.outputs()
+        }
+        fn is_poisoned(&self) -> bool {
+            self.inner.is_poisoned()
+        }
+        fn call_stats(&self) -> (u64, std::time::Duration) {
+            self.inner.call_stats()
+        }
+        fn reopen(&mut self) -> Result<(), PluginError> {
+            self.inner.reopen()
+        }
+        fn update(&mut self, rows: &crate::plugin::grouped::Rows) -> Result<(), PluginError> {
+            self.updates
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.update(rows)
+        }
+        fn merge(&mut self, into: &[Accumulator], from: &[Accumulator]) -> Result<(), PluginError> {
+            self.inner.merge(into, from)
+        }
+        fn evaluate(
+            &mut self,
+            groups: &[Accumulator],
+        ) -> Result<Vec<Vec<Option<OutputValue>>>, PluginError> {
+            self.inner.evaluate(groups)
+        }
+        fn snapshot(&mut self, groups: &[Accumulator]) -> Result<Vec<Vec<u8>>, PluginError> {
+            self.inner.snapshot(groups)
+        }
+        fn restore(
+            &mut self,
+            groups: &[Accumulator],
+            states: &[&[u8]],
+            state_version: u32,
+        ) -> Result<Vec<crate::plugin::grouped::GroupError>, PluginError> {
+            self.inner.restore(groups, states, state_version)
+        }
+        fn release(&mut self, groups: &[Accumulator]) -> Result<(), PluginError> {
+            self.inner.release(groups)
+        }
+    }
+
+    #[test]
+    fn a_batch_of_many_windows_is_one_update_per_aggregation() {
+        let updates = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counting = |name: &str| -> Box<dyn GroupedAggregation> {
+            Box::new(Counting {
+                inner: PerWindow::new(native::aggregation(name, "{}").unwrap()),
+                updates: std::sync::Arc::clone(&updates),
+            })
+        };
+        let mut store = WindowStore::new(vec![counting("count"), counting("sum")], 8, 5);
+        let ids: Vec<usize> = (0..4)
+            .map(|key| store.open(key, Window { start: 0, end: 10 }))
+            .collect();
+        // Eight values over four windows: the batch size, so one flush.
+        for t in 0..2 {
+            for (i, &id) in ids.iter().enumerate() {
+                store.push(id, &[Some(1.0), Some(i as f64)], t);
+            }
+        }
+        assert_eq!(
+            updates.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "one update per aggregation for the four windows"
+        );
+        for (i, &id) in ids.iter().enumerate() {
+            let out = store.finish(id);
+            assert_eq!(out.values[0][0], Some(OutputValue::Integer(2)));
+            assert_eq!(out.values[1][0], Some(OutputValue::Float(2.0 * i as f64)));
+        }
+
+        // A window read (so flushed on its own) and then filled again is
+        // listed twice for the next batch: its values still count once.
+        store.push(ids[0], &[Some(1.0), Some(0.0)], 3);
+        let _ = store.finish(ids[0]);
+        for t in 4..6 {
+            for &id in &ids {
+                store.push(id, &[Some(1.0), Some(0.0)], t);
+            }
+        }
+        store.flush_all();
+        let counts: Vec<_> = ids
+            .iter()
+            .map(|&id| store.finish(id).values[0][0].clone())
+            .collect();
+        assert_eq!(
+            counts,
+            [5, 4, 4, 4].map(|n| Some(OutputValue::Integer(n))),
+            "each value once"
+        );
+    }
 }

@@ -171,14 +171,86 @@ impl WindowStore {
         }
     }
 
-    /// Hands every buffered value to the plugins.
+    /// Hands every buffered value to the plugins: per aggregation, the
+    /// values of every window in one call, then what that call did not
+    /// take window by window.
     pub fn flush_all(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        if dirty.len() > 1 {
+            // A slot flushed on its own (read, merged) and filled again is
+            // listed twice, and a closed slot's id may be listed again for
+            // the slot that reuses it: its values must go in once.
+            let mut seen: foldhash::HashSet<usize> = foldhash::HashSet::default();
+            dirty.retain(|id| seen.insert(*id));
+            for a in 0..self.plugins.len() {
+                self.hand_over_all(a, &dirty);
+            }
+        }
         for &id in &dirty {
             self.flush(id);
         }
         // Keep the list's capacity for the next round.
         self.dirty = dirty;
         self.dirty.clear();
+    }
+
+    /// Hands the buffered values of aggregation `a` in the slots `dirty`
+    /// to its current instance in one call. Lanes that also feed a
+    /// retiring version (shadows) or live in it are left to [`Self::flush`].
+    ///
+    /// If the call fails, which window's values caused it is unknown: the
+    /// instance is rebuilt with what the windows held before the call (a
+    /// call may have changed some of them), the values stay buffered, and
+    /// [`Self::flush`] hands them over window by window, so that a window
+    /// whose values fail fails alone and only its call counts towards
+    /// quarantine, as without batching.
+    pub(super) fn hand_over_all(&mut self, a: usize, dirty: &[usize]) {
+        if self.plugins[a].quarantined.is_some() {
+            return;
+        }
+        let mut handed = Vec::new();
+        for &id in dirty {
+            let Some(lane) = self.slots.get(id).map(|s| &s.lanes[a]) else {
+                continue;
+            };
+            let (Ok(acc), Version::Current, None) = (&lane.acc, lane.version, &lane.shadow) else {
+                continue;
+            };
+            if lane.handed == lane.values.len() {
+                continue;
+            }
+            let queued = self.plugins[a].instance.queue(
+                *acc,
+                &lane.values[lane.handed..],
+                &lane.times[lane.handed..],
+            );
+            if queued.is_err() {
+                // Not a plugin that takes one number per row: the window by
+                // window path reports that.
+                self.plugins[a].instance.clear_queue();
+                return;
+            }
+            handed.push(id);
+        }
+        if self.plugins[a].instance.queued() == 0 {
+            return;
+        }
+        match self.plugins[a].instance.update_queued() {
+            Ok(()) => {
+                self.plugins[a].consecutive_failures = 0;
+                for id in handed {
+                    let lane = &mut self.slots[id].lanes[a];
+                    lane.handed = lane.values.len();
+                    if lane.handed >= REPLAY_LIMIT {
+                        self.checkpoint(a, id);
+                    }
+                }
+            }
+            Err(e) => {
+                if !self.recover_memory(a, Version::Current, &e) {
+                    self.rebuild(a, Version::Current, &e.to_string());
+                }
+            }
+        }
     }
 }

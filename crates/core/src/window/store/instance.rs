@@ -101,6 +101,18 @@ impl Instance {
         times: &[i64],
     ) -> Result<(), PluginError> {
         self.rows.clear();
+        self.queue(group, values, times)?;
+        self.update_queued()
+    }
+
+    /// Appends `values`, with their event times, for `group` to the rows
+    /// of the next [`Self::update_queued`].
+    pub fn queue(
+        &mut self,
+        group: GroupId,
+        values: &[f64],
+        times: &[i64],
+    ) -> Result<(), PluginError> {
         let [column] = self.rows.columns.as_mut_slice() else {
             return Err(self.misuse("takes other inputs than one number"));
         };
@@ -109,8 +121,27 @@ impl Instance {
         };
         column.extend_from_slice(values);
         self.rows.times.extend_from_slice(times);
-        self.rows.groups.resize(values.len(), group);
-        self.plugin.update(&self.rows)
+        let rows = self.rows.times.len();
+        self.rows.groups.resize(rows, group);
+        Ok(())
+    }
+
+    /// Drops the queued rows.
+    pub fn clear_queue(&mut self) {
+        self.rows.clear();
+    }
+
+    /// How many rows are queued.
+    pub fn queued(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Folds the queued rows into their groups in one call, and empties
+    /// the queue whatever the outcome.
+    pub fn update_queued(&mut self) -> Result<(), PluginError> {
+        let updated = self.plugin.update(&self.rows);
+        self.rows.clear();
+        updated
     }
 
     /// Folds `from` into `into`; `from` is unchanged.
