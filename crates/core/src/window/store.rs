@@ -546,10 +546,12 @@ mod tests {
         assert_eq!(count(&mut store, b), Some(1.0));
     }
 
-    /// A grouped plugin that counts the `update` calls made on it.
+    /// A grouped plugin that counts the `update` and `snapshot` calls
+    /// made on it.
     struct Counting {
         inner: PerWindow,
         updates: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        snapshots: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl GroupedAggregation for Counting {
@@ -589,6 +591,8 @@ mod tests {
             self.inner.evaluate(groups)
         }
         fn snapshot(&mut self, groups: &[Accumulator]) -> Result<Vec<Vec<u8>>, PluginError> {
+            self.snapshots
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.inner.snapshot(groups)
         }
         fn restore(
@@ -605,12 +609,14 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_of_many_windows_is_one_update_per_aggregation() {
+    fn a_batch_of_many_windows_is_one_call_per_aggregation() {
         let updates = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let snapshots = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counting = |name: &str| -> Box<dyn GroupedAggregation> {
             Box::new(Counting {
                 inner: PerWindow::new(native::aggregation(name, "{}").unwrap()),
                 updates: std::sync::Arc::clone(&updates),
+                snapshots: std::sync::Arc::clone(&snapshots),
             })
         };
         let mut store = WindowStore::new(vec![counting("count"), counting("sum")], 8, 5);
@@ -627,6 +633,15 @@ mod tests {
             updates.load(std::sync::atomic::Ordering::Relaxed),
             2,
             "one update per aggregation for the four windows"
+        );
+        // A checkpoint snapshots the four changed windows: one call each.
+        let mut delta = WindowDelta::default();
+        store.checkpoint_into(&mut delta).expect("checkpoint");
+        assert_eq!(delta.put.len(), 4);
+        assert_eq!(
+            snapshots.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "one snapshot per aggregation for the four windows"
         );
         for (i, &id) in ids.iter().enumerate() {
             let out = store.finish(id);

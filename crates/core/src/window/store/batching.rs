@@ -238,19 +238,67 @@ impl WindowStore {
         match self.plugins[a].instance.update_queued() {
             Ok(()) => {
                 self.plugins[a].consecutive_failures = 0;
-                for id in handed {
+                handed.retain(|&id| {
                     let lane = &mut self.slots[id].lanes[a];
                     lane.handed = lane.values.len();
-                    if lane.handed >= REPLAY_LIMIT {
-                        self.checkpoint(a, id);
-                    }
-                }
+                    lane.handed >= REPLAY_LIMIT
+                });
+                self.checkpoint_all(a, &handed);
             }
             Err(e) => {
                 if !self.recover_memory(a, Version::Current, &e) {
                     self.rebuild(a, Version::Current, &e.to_string());
                 }
             }
+        }
+    }
+
+    /// Snapshots aggregation `a`'s lanes in the slots `ids` as
+    /// [`Self::checkpoint`] does, those of the current version in one call.
+    /// Lanes with a shadow, of the retiring version, or all of them when
+    /// the call fails, go through [`Self::checkpoint`] one by one, which
+    /// handles a failure as for any single call (a snapshot changes no
+    /// state, so a failed batched one only needs the instance rebuilt if
+    /// it went down).
+    pub(super) fn checkpoint_all(&mut self, a: usize, ids: &[usize]) {
+        let mut groups = Vec::new();
+        let mut batched = Vec::new();
+        let mut alone = Vec::new();
+        for &id in ids {
+            let Some(lane) = self.slots.get(id).map(|s| &s.lanes[a]) else {
+                continue;
+            };
+            match (&lane.acc, lane.version, &lane.shadow) {
+                (Ok(acc), Version::Current, None) => {
+                    groups.push(*acc);
+                    batched.push(id);
+                }
+                (Ok(_), _, _) => alone.push(id),
+                (Err(_), _, _) => {}
+            }
+        }
+        if groups.len() > 1 && self.plugins[a].quarantined.is_none() {
+            match self.plugins[a].instance.snapshot_many(&groups) {
+                Ok(states) => {
+                    for (id, bytes) in batched.drain(..).zip(states) {
+                        let lane = &mut self.slots[id].lanes[a];
+                        lane.snapshot = Some(bytes);
+                        lane.values.drain(..lane.handed);
+                        lane.times.drain(..lane.handed);
+                        lane.handed = 0;
+                    }
+                }
+                Err(e) => {
+                    if self.plugins[a].instance.is_poisoned()
+                        && !self.recover_memory(a, Version::Current, &e)
+                    {
+                        self.rebuild(a, Version::Current, &e.to_string());
+                    }
+                }
+            }
+        }
+        for id in batched.into_iter().chain(alone) {
+            self.checkpoint(a, id);
         }
     }
 }

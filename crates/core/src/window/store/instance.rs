@@ -167,6 +167,15 @@ impl Instance {
         }
     }
 
+    /// The states of `groups` as bytes, in that order.
+    pub fn snapshot_many(&mut self, groups: &[GroupId]) -> Result<Vec<Vec<u8>>, PluginError> {
+        let states = self.plugin.snapshot(groups)?;
+        if states.len() != groups.len() {
+            return Err(self.misuse("did not give one state per group"));
+        }
+        Ok(states)
+    }
+
     /// A new group holding `state`, of format `state_version`. A state the
     /// plugin refuses is an error that leaves the instance usable.
     pub fn restore(&mut self, state: &[u8], state_version: u32) -> Result<GroupId, PluginError> {

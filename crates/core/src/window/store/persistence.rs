@@ -24,12 +24,18 @@ impl WindowStore {
             .filter(|(_, s)| s.changed)
             .map(|(id, _)| id)
             .collect();
+        let mut snapshot = Vec::new();
+        for a in 0..self.plugins.len() {
+            snapshot.clear();
+            snapshot.extend(
+                changed
+                    .iter()
+                    .copied()
+                    .filter(|&id| self.slots[id].lanes[a].handed > 0),
+            );
+            self.checkpoint_all(a, &snapshot);
+        }
         for id in changed {
-            for a in 0..self.plugins.len() {
-                if self.slots[id].lanes[a].handed > 0 {
-                    self.checkpoint(a, id);
-                }
-            }
             let slot = &mut self.slots[id];
             let state = SlotState {
                 key: slot.key,
