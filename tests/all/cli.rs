@@ -1281,8 +1281,8 @@ fn every_example_runs_on_its_own_events() {
 }
 
 /// `plugin inspect` describes a component of interface 0.2 with its typed
-/// inputs and its outputs' kinds; `plugin test` says the law checker does
-/// not cover it yet (exit 2) rather than calling it no aggregator.
+/// inputs and its outputs' kinds; `plugin test` checks the grouped laws on
+/// it, and catches a plugin that mixes up the groups of one call.
 #[test]
 fn plugin_inspect_describes_a_0_2_component() {
     let plugin = sluice_test_plugins::GROUPED_WEIGHTED_MEAN;
@@ -1319,11 +1319,38 @@ fn plugin_inspect_describes_a_0_2_component() {
         "{text}"
     );
 
-    let out = sluice().args(["plugin", "test", plugin]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = sluice()
+        .args(["plugin", "test", plugin, "--cases", "50"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    for law in [
+        "PASS one grouped call equals the rows sent group by group (50 cases)",
+        "PASS splitting batches differently changes nothing",
+        "PASS a released group is empty again",
+        "PASS merge is associative",
+        "PASS snapshot/restore round-trips exactly",
+        "PASS restore refuses an unknown state version",
+    ] {
+        assert!(text.contains(law), "{law}:\n{text}");
+    }
+
+    let out = sluice()
+        .args(["plugin", "test", plugin, "--config"])
+        .arg(r#"{"misbehave": "grouping"}"#)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("FAIL one grouped call equals the rows sent group by group"))
+        .unwrap_or_else(|| panic!("the grouped law fails:\n{text}"));
+    // Shrunk to two rows of two groups: one row alone cannot show it.
+    assert_eq!(line.matches("part ").count(), 2, "{line}");
     assert!(
-        stderr(&out).contains("is an aggregator of interface 0.2"),
-        "{}",
-        stderr(&out)
+        text.contains("PASS a released group is empty again"),
+        "{text}"
     );
 }

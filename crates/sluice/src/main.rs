@@ -1,13 +1,15 @@
 //! The `sluice` command line.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use sluice::error::{ConfigError, Error, IoError};
+use sluice::error::{Error, IoError};
 use sluice::pipeline::{self, RunOptions};
 use sluice::scaffold::{self, Language};
+use sluice_core::plugin::grouped_laws;
 use sluice_core::plugin::laws::{self, LawOptions};
 use sluice_core::plugin::trigger_laws;
 use sluice_core::plugin::{Aggregation, OutputSpec, PluginInfo};
@@ -256,12 +258,11 @@ fn test_laws(
             announce(instance.label(), config, &options);
             laws::check(&mut instance, &options)
         }
-        Loaded::Grouped(..) => {
-            return Err(Error::Config(ConfigError(format!(
-                "{reference} is an aggregator of interface 0.2: the law checker covers \
-                 interface 0.1 aggregators and triggers so far (`sluice plugin inspect` \
-                 describes it)"
-            ))));
+        Loaded::Grouped(plugin, _) => {
+            use sluice_core::plugin::grouped::GroupedAggregation as _;
+            let mut instance = engine.open_grouped(&plugin, config)?;
+            announce(instance.label(), config, &options);
+            grouped_laws::check(&mut instance, &options)
         }
         Loaded::Trigger(plugin, _) => {
             use sluice_core::plugin::TriggerPolicy as _;
@@ -270,8 +271,12 @@ fn test_laws(
             trigger_laws::check(&mut instance, &options)
         }
     };
+    // A closed stdout (`| head`) ends the listing, not the process.
+    let mut out = std::io::stdout().lock();
     for result in &report.results {
-        println!("{result}");
+        if writeln!(out, "{result}").is_err() {
+            break;
+        }
     }
     Ok(if report.passed() {
         ExitCode::SUCCESS
@@ -282,9 +287,11 @@ fn test_laws(
 
 /// The first line of `plugin test`: what is tested, how much, with which seed.
 fn announce(label: &str, config: &str, options: &LawOptions) {
-    println!(
+    let _ = writeln!(
+        std::io::stdout(),
         "testing {label} with config {config}, {} cases per law, seed {}",
-        options.cases, options.seed
+        options.cases,
+        options.seed
     );
 }
 

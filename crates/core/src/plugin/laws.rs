@@ -347,9 +347,9 @@ impl Session<'_> {
 
 /// Event times start here (2023-11-14), one millisecond apart in the order
 /// of the case's values.
-const BASE_TIME: i64 = 1_700_000_000_000;
+pub(super) const BASE_TIME: i64 = 1_700_000_000_000;
 
-fn same_value(got: f64, want: f64, tolerant: bool) -> bool {
+pub(super) fn same_value(got: f64, want: f64, tolerant: bool) -> bool {
     if got == want || (got.is_nan() && want.is_nan()) {
         return true;
     }
@@ -534,7 +534,7 @@ impl Rng {
 
     /// One value of a kind: small integers (ties and repeats), uniform
     /// floats, or wide-ranging magnitudes of either sign.
-    fn value(&mut self, kind: u64) -> f64 {
+    pub(super) fn value(&mut self, kind: u64) -> f64 {
         match kind {
             0 => self.below(10) as f64,
             1 => self.unit() * 1000.0,

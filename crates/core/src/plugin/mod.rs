@@ -20,6 +20,7 @@
 //! 0.1 [`Aggregation`] behind it.
 
 pub mod grouped;
+pub mod grouped_laws;
 pub mod laws;
 #[cfg(feature = "native")]
 pub mod native;

@@ -8,7 +8,8 @@
 //! `kind` (returns `mean` as text), `rows` (one value short per output),
 //! `outputs` (one output column short), `snapshot` (2 MiB per group),
 //! `trap` (panics in `update` on a negative value), `name` (declares an
-//! output named `no good`).
+//! output named `no good`), `grouping` (weighs the rows of every group but
+//! a call's first twice: a law the checker catches).
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -92,8 +93,9 @@ mod component {
                 state_version: 1,
                 mergeable: true,
                 commutative: true,
-                config_help: "{\"misbehave\": \"kind|rows|outputs|snapshot|trap|name\"} (optional)"
-                    .into(),
+                config_help:
+                    "{\"misbehave\": \"kind|rows|outputs|snapshot|trap|name|grouping\"} (optional)"
+                        .into(),
             }
         }
     }
@@ -162,8 +164,15 @@ mod component {
                     panic!("negative value {}", values[row]);
                 }
                 let mut state = self.state(*group);
-                state.sum += values[row] * weights[row];
-                state.weight += weights[row];
+                // `grouping`: weighs every group but the call's first twice,
+                // which only a call of several groups shows.
+                let weight = if self.misbehave == "grouping" && *group != batch.groups[0] {
+                    2.0 * weights[row]
+                } else {
+                    weights[row]
+                };
+                state.sum += values[row] * weight;
+                state.weight += weight;
                 state.rows += 1;
                 self.set(*group, state);
             }
