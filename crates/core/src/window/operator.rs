@@ -405,8 +405,27 @@ impl WindowOperator {
         // that asks for the next millisecond each time would otherwise be
         // called for every millisecond the watermark passed.
         let mut timer_calls: HashMap<(KeyId, i64), u32> = HashMap::new();
+        let sessions = matches!(self.spec, WindowSpec::Session { .. });
         while let Some(timer) = self.store.pop_due(watermark) {
             let key = timer.key;
+            if sessions
+                && timer.kind != TimerKind::Trigger
+                && let Some(bounds) = self
+                    .store
+                    .find(key, timer.start)
+                    .and_then(|id| self.store.bounds(id))
+            {
+                // A session's timer left behind as the session grew (see
+                // `session`): set again at the session's end.
+                let due = match timer.kind {
+                    TimerKind::Fire => bounds.end,
+                    _ => bounds.end.saturating_add(self.lateness),
+                };
+                if timer.time < due {
+                    self.store.add_timer(Timer { time: due, ..timer });
+                    continue;
+                }
+            }
             if timer.kind == TimerKind::Trigger {
                 self.triggers.timer_fired(key, timer.start, timer.time);
                 // A failed trigger no longer decides: its timers are void.

@@ -1,6 +1,13 @@
 //! Session windows: per key, a burst of events separated from the next by more
 //! than the gap. An event opens `[t, t + gap)`; sessions that touch or overlap
 //! it merge into one, which may bridge sessions that were apart until now.
+//!
+//! A session's firing and cleanup timers may lag behind its end: an event
+//! that only moves the end of a session that has not fired leaves them be,
+//! and a timer that falls due before the session's end (or end plus the
+//! allowed lateness) is set again there instead of running. Timers of one
+//! watermark step still run in (time, kind, key, start) order, so what is
+//! emitted, and when, is what timers moved on every event would give.
 
 use super::Window;
 use super::store::{Timer, TimerKind, WindowStore};
@@ -75,7 +82,13 @@ pub(super) fn on_event(
             start: was.start.min(own.start),
             end: was.end.max(own.end),
         };
-        if window != was {
+        if window.start == was.start && was.end > watermark {
+            // Only the end moved, and the session has not fired: its timers
+            // stay where they are and move on when they fall due (see
+            // `WindowOperator::on_watermark`), one move per watermark step
+            // rather than two removals and two insertions per event.
+            store.set_bounds(id, window);
+        } else if window != was {
             for timer in timers(key, was, lateness) {
                 store.remove_timer(&timer);
             }
