@@ -11,7 +11,7 @@
 //! window, one number in) behind the grouped trait, so that the store needs
 //! one calling convention for both versions.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::{AccumulatorHandle, Aggregation, OutputKind, OutputSpec, PluginError, PluginInfo};
@@ -518,8 +518,8 @@ pub fn single_value_input() -> InputSpec {
 
 /// A 0.1 [`Aggregation`] (one accumulator per window, one number in, numbers
 /// out) behind [`GroupedAggregation`]: each group is an accumulator, created
-/// when the group is first named, and a batch is cut into one `add` per run
-/// of consecutive rows of one group.
+/// when the group is first named, and a batch is cut into one `add` per
+/// group, in the order of the group's first row.
 ///
 /// Its one input is [`single_value_input`]. A row without a value is not
 /// handed to the plugin (0.1 cannot express one); the window store applies
@@ -597,17 +597,25 @@ impl PerWindow {
                 column.kind()
             )));
         };
-        // Each run of rows of one group is one `add`, in order: rows of a
-        // group keep their order, and groups are independent. The store
-        // sends each window's rows as one run.
+        // Rows of a group keep their order, and groups are independent, so
+        // each run of rows of one group can be one `add`. The store sends
+        // each window's rows as one run; a batch whose groups come back
+        // after other groups' rows is first put in order of each group's
+        // first row (a stable sort), so that each group still takes one.
+        if run_end(&rows.groups, 0) < rows.len() {
+            let mut seen = HashSet::new();
+            let mut start = 0;
+            while start < rows.len() {
+                if !seen.insert(rows.groups[start]) {
+                    return self.update_interleaved(rows, values, column);
+                }
+                start = run_end(&rows.groups, start);
+            }
+        }
         let mut start = 0;
         while start < rows.len() {
-            let group = rows.groups[start];
-            let end = rows.groups[start..]
-                .iter()
-                .position(|g| *g != group)
-                .map_or(rows.len(), |n| start + n);
-            let acc = self.accumulator(group)?;
+            let end = run_end(&rows.groups, start);
+            let acc = self.accumulator(rows.groups[start])?;
             if column.validity.is_empty() {
                 self.inner
                     .add(acc, &values[start..end], &rows.times[start..end])?;
@@ -621,6 +629,42 @@ impl PerWindow {
                 if !self.values.is_empty() {
                     self.inner.add(acc, &self.values, &self.times)?;
                 }
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// [`Self::update_groups`] for rows whose groups interleave.
+    fn update_interleaved(
+        &mut self,
+        rows: &Rows,
+        values: &[f64],
+        column: &Column,
+    ) -> Result<(), PluginError> {
+        let mut first = HashMap::new();
+        for (row, group) in rows.groups.iter().enumerate() {
+            first.entry(*group).or_insert(row);
+        }
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&row| first.get(&rows.groups[row]).copied());
+        let mut start = 0;
+        while start < order.len() {
+            let group = rows.groups[order[start]];
+            let mut end = start;
+            self.values.clear();
+            self.times.clear();
+            while end < order.len() && rows.groups[order[end]] == group {
+                let row = order[end];
+                if column.is_present(row) {
+                    self.values.push(values[row]);
+                    self.times.push(rows.times[row]);
+                }
+                end += 1;
+            }
+            let acc = self.accumulator(group)?;
+            if !self.values.is_empty() {
+                self.inner.add(acc, &self.values, &self.times)?;
             }
             start = end;
         }
@@ -664,6 +708,17 @@ impl PerWindow {
         }
         Ok(out)
     }
+}
+
+/// Where the run of rows of `groups[start]`'s group that starts at `start` ends.
+fn run_end(groups: &[GroupId], start: usize) -> usize {
+    let Some(&group) = groups.get(start) else {
+        return groups.len();
+    };
+    groups[start..]
+        .iter()
+        .position(|g| *g != group)
+        .map_or(groups.len(), |n| start + n)
 }
 
 /// A 0.1 output value as a structured one (see [`PerWindow`]).
