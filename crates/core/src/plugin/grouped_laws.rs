@@ -19,17 +19,13 @@
 use super::OutputKind;
 use super::PluginError;
 use super::grouped::{GroupId, GroupedAggregation, InputKind, InputSpec, OutputValue, Rows, Value};
-use super::laws::{BASE_TIME, LawOptions, LawReport, LawResult, Outcome, Rng, same_value};
+use super::laws::{
+    self, ASSOCIATIVE, BASE_TIME, BATCHES, COMMUTATIVE, DETERMINISTIC, LawOptions, LawReport,
+    LawResult, Outcome, PARTS, ROUND_TRIP, Rng, UNKNOWN_VERSION, failure, same_value,
+};
 
 const GROUPED: &str = "one grouped call equals the rows sent group by group";
-const BATCHES: &str = "splitting batches differently changes nothing";
 const RELEASE: &str = "a released group is empty again";
-const ASSOCIATIVE: &str = "merge is associative";
-const COMMUTATIVE: &str = "merge is commutative";
-const PARTS: &str = "merging parts equals aggregating the whole";
-const ROUND_TRIP: &str = "snapshot/restore round-trips exactly";
-const UNKNOWN_VERSION: &str = "restore refuses an unknown state version";
-const DETERMINISTIC: &str = "the same input gives the same output";
 
 /// An input value of a generated row.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,15 +118,11 @@ fn generate(rng: &mut Rng, inputs: &[InputSpec], parts: usize) -> Case {
     Case { parts, rows, cuts }
 }
 
-/// What one case of a law found.
-enum Finding {
-    Holds,
-    Broken { got: Outputs, want: Outputs },
-    BrokenBecause(String),
-}
-
 /// One group's outputs.
 type Outputs = Vec<Option<OutputValue>>;
+
+/// What one case of a law found.
+type Finding = laws::Finding<Outputs>;
 
 /// Checks every law against `instance`, an opened grouped aggregation.
 pub fn check(instance: &mut dyn GroupedAggregation, options: &LawOptions) -> LawReport {
@@ -236,20 +228,7 @@ impl Checker<'_> {
         }
         let inputs = self.instance.inputs().to_vec();
         let input = describe(&case, &inputs);
-        match self.attempt(law, &case) {
-            Ok(Finding::Broken { got, want }) => Outcome::Fail(format!(
-                "minimal failing input {input}: got {} want {}",
-                list(&got),
-                list(&want)
-            )),
-            Ok(Finding::BrokenBecause(why)) => {
-                Outcome::Fail(format!("minimal failing input {input}: {why}"))
-            }
-            Err(e) => Outcome::Fail(format!("{e} (input {input})")),
-            Ok(Finding::Holds) => Outcome::Fail(format!(
-                "failed on input {input}, then passed it when run again (nondeterministic)"
-            )),
-        }
+        failure(&input, self.attempt(law, &case), |o| list(o))
     }
 }
 

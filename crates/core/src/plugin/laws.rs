@@ -135,13 +135,14 @@ pub fn check(instance: &mut dyn Aggregation, options: &LawOptions) -> LawReport 
     LawReport { results }
 }
 
-const ASSOCIATIVE: &str = "merge is associative";
-const COMMUTATIVE: &str = "merge is commutative";
-const PARTS: &str = "merging parts equals aggregating the whole";
-const ROUND_TRIP: &str = "snapshot/restore round-trips exactly";
-const UNKNOWN_VERSION: &str = "restore refuses an unknown state version";
-const DETERMINISTIC: &str = "the same input gives the same output";
-const BATCHES: &str = "splitting batches differently changes nothing";
+// The laws' names, shared with the grouped laws of interface 0.2.
+pub(super) const ASSOCIATIVE: &str = "merge is associative";
+pub(super) const COMMUTATIVE: &str = "merge is commutative";
+pub(super) const PARTS: &str = "merging parts equals aggregating the whole";
+pub(super) const ROUND_TRIP: &str = "snapshot/restore round-trips exactly";
+pub(super) const UNKNOWN_VERSION: &str = "restore refuses an unknown state version";
+pub(super) const DETERMINISTIC: &str = "the same input gives the same output";
+pub(super) const BATCHES: &str = "splitting batches differently changes nothing";
 
 /// One case of a law: values in parts (merge operands, or batches).
 type Parts = Vec<Vec<f64>>;
@@ -149,15 +150,40 @@ type Parts = Vec<Vec<f64>>;
 /// Outputs of `finish`.
 type Outputs = Vec<Option<f64>>;
 
-/// What one case of a law found.
-enum Finding {
+/// What one case of a law found; `O` is what a plugin gives for one
+/// window (numbers in 0.1, typed values in 0.2).
+pub(super) enum Finding<O = Outputs> {
     /// The law held.
     Holds,
     /// The law was broken: what the plugin gave, and what the law wants.
-    Broken { got: Outputs, want: Outputs },
+    Broken { got: O, want: O },
     /// The law was broken without outputs to compare (say, a restore that
     /// should have failed succeeded).
     BrokenBecause(String),
+}
+
+/// The `FAIL` text of a law whose minimal failing case, described as
+/// `input`, gave `result` when run once more; `list` renders outputs.
+pub(super) fn failure<O>(
+    input: &str,
+    result: Result<Finding<O>, PluginError>,
+    list: impl Fn(&O) -> String,
+) -> Outcome {
+    match result {
+        Ok(Finding::Broken { got, want }) => Outcome::Fail(format!(
+            "minimal failing input {input}: got {} want {}",
+            list(&got),
+            list(&want)
+        )),
+        Ok(Finding::BrokenBecause(why)) => {
+            Outcome::Fail(format!("minimal failing input {input}: {why}"))
+        }
+        Err(e) => Outcome::Fail(format!("{e} (input {input})")),
+        // Only a flaky plugin passes the case it just failed.
+        Ok(Finding::Holds) => Outcome::Fail(format!(
+            "failed on input {input}, then passed it when run again (nondeterministic)"
+        )),
+    }
 }
 
 struct Checker<'i> {
@@ -241,21 +267,7 @@ impl Checker<'_> {
             break;
         }
         let input = describe_parts(&parts, names);
-        match self.attempt(law, &parts) {
-            Ok(Finding::Broken { got, want }) => Outcome::Fail(format!(
-                "minimal failing input {input}: got {} want {}",
-                list(&got),
-                list(&want)
-            )),
-            Ok(Finding::BrokenBecause(why)) => {
-                Outcome::Fail(format!("minimal failing input {input}: {why}"))
-            }
-            Err(e) => Outcome::Fail(format!("{e} (input {input})")),
-            // Only a flaky plugin passes the case it just failed.
-            Ok(Finding::Holds) => Outcome::Fail(format!(
-                "failed on input {input}, then passed it when run again (nondeterministic)"
-            )),
-        }
+        failure(&input, self.attempt(law, &parts), |o| list(o))
     }
 }
 
