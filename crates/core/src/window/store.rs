@@ -552,6 +552,7 @@ mod tests {
         inner: PerWindow,
         updates: std::sync::Arc<std::sync::atomic::AtomicUsize>,
         snapshots: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        releases: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl GroupedAggregation for Counting {
@@ -604,6 +605,8 @@ mod tests {
             self.inner.restore(groups, states, state_version)
         }
         fn release(&mut self, groups: &[Accumulator]) -> Result<(), PluginError> {
+            self.releases
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.inner.release(groups)
         }
     }
@@ -612,11 +615,13 @@ mod tests {
     fn a_batch_of_many_windows_is_one_call_per_aggregation() {
         let updates = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let snapshots = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let releases = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counting = |name: &str| -> Box<dyn GroupedAggregation> {
             Box::new(Counting {
                 inner: PerWindow::new(native::aggregation(name, "{}").unwrap()),
                 updates: std::sync::Arc::clone(&updates),
                 snapshots: std::sync::Arc::clone(&snapshots),
+                releases: std::sync::Arc::clone(&releases),
             })
         };
         let mut store = WindowStore::new(vec![counting("count"), counting("sum")], 8, 5);
@@ -667,6 +672,23 @@ mod tests {
             counts,
             [5, 4, 4, 4].map(|n| Some(OutputValue::Integer(n))),
             "each value once"
+        );
+
+        // Closed windows are freed at the next flush, one call per aggregation.
+        for &id in &ids {
+            store.close(id);
+        }
+        let load =
+            |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(load(&releases), 0);
+        let reused = store.open(9, Window { start: 0, end: 10 });
+        store.push(reused, &[Some(1.0), Some(1.0)], 7);
+        store.flush_all();
+        assert_eq!(load(&releases), 2, "one release per aggregation");
+        assert_eq!(
+            store.finish(reused).values[0][0],
+            Some(OutputValue::Integer(1)),
+            "a new window starts empty"
         );
     }
 }

@@ -175,6 +175,7 @@ impl WindowStore {
     /// values of every window in one call, then what that call did not
     /// take window by window.
     pub fn flush_all(&mut self) {
+        self.release_given_back();
         let mut dirty = std::mem::take(&mut self.dirty);
         if dirty.len() > 1 {
             // A slot flushed on its own (read, merged) and filled again is
@@ -299,6 +300,29 @@ impl WindowStore {
         }
         for id in batched.into_iter().chain(alone) {
             self.checkpoint(a, id);
+        }
+    }
+
+    /// Frees, in one call per instance, the groups the store gave back
+    /// since the last flush (closed windows, purged lanes, partials,
+    /// scratch groups of merges).
+    pub(super) fn release_given_back(&mut self) {
+        for a in 0..self.plugins.len() {
+            for version in [Version::Current, Version::Retiring] {
+                let plugin = &mut self.plugins[a];
+                if plugin.quarantined.is_some()
+                    || (version == Version::Retiring && plugin.retiring.is_none())
+                {
+                    continue;
+                }
+                let instance = plugin.of(version);
+                if instance.is_poisoned() {
+                    continue;
+                }
+                if let Err(e) = instance.release_given_back() {
+                    self.fail(a, version, None, e);
+                }
+            }
         }
     }
 }

@@ -19,8 +19,10 @@ pub(crate) struct Instance {
     plugin: Box<dyn GroupedAggregation>,
     /// The lowest number never handed out since the plugin was opened.
     next: u32,
-    /// Numbers given back, handed out again before new ones.
+    /// Numbers whose groups are freed, handed out again before new ones.
     free: Vec<GroupId>,
+    /// Groups given back whose state the plugin still holds.
+    given_back: Vec<GroupId>,
     /// The rows of one `add`, reused from call to call.
     rows: Rows,
 }
@@ -33,6 +35,7 @@ impl Instance {
             plugin,
             next: 0,
             free: Vec::new(),
+            given_back: Vec::new(),
             rows,
         }
     }
@@ -77,6 +80,7 @@ impl Instance {
     /// by mistake cannot alias a new one.
     pub fn reopen(&mut self) -> Result<(), PluginError> {
         self.free.clear();
+        self.given_back.clear();
         self.plugin.reopen()
     }
 
@@ -197,11 +201,26 @@ impl Instance {
         }
     }
 
-    /// Frees the group's state; its number is handed out again.
+    /// Gives the group back. Its state is freed by the next
+    /// [`Self::release_given_back`], one call for every group given back
+    /// meanwhile; until then its number is not handed out again.
     pub fn release(&mut self, group: GroupId) -> Result<(), PluginError> {
-        let released = self.plugin.release(&[group]);
-        if !self.plugin.is_poisoned() {
-            self.free.push(group);
+        self.given_back.push(group);
+        Ok(())
+    }
+
+    /// Frees the state of every group given back since the last call, in
+    /// one call; their numbers are handed out again after it.
+    pub fn release_given_back(&mut self) -> Result<(), PluginError> {
+        if self.given_back.is_empty() {
+            return Ok(());
+        }
+        let released = self.plugin.release(&self.given_back);
+        if self.plugin.is_poisoned() {
+            // The groups went with the instance; `reopen` starts afresh.
+            self.given_back.clear();
+        } else {
+            self.free.append(&mut self.given_back);
         }
         released
     }
