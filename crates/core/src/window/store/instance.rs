@@ -14,6 +14,11 @@ use std::time::Duration;
 use crate::plugin::grouped::{ColumnValues, GroupId, GroupedAggregation, OutputValue, Rows};
 use crate::plugin::{OutputSpec, PluginError, PluginInfo};
 
+/// How many groups given back wait for one `release` call at most: states
+/// a plugin still holds count against its memory limit, and a sliding
+/// window's firing gives back a few scratch and partial groups each.
+const RELEASE_BATCH: usize = 64;
+
 /// A [`GroupedAggregation`] with the group numbers the store holds in it.
 pub(crate) struct Instance {
     plugin: Box<dyn GroupedAggregation>,
@@ -203,9 +208,13 @@ impl Instance {
 
     /// Gives the group back. Its state is freed by the next
     /// [`Self::release_given_back`], one call for every group given back
-    /// meanwhile; until then its number is not handed out again.
+    /// meanwhile, made here once [`RELEASE_BATCH`] are waiting; until then
+    /// its number is not handed out again.
     pub fn release(&mut self, group: GroupId) -> Result<(), PluginError> {
         self.given_back.push(group);
+        if self.given_back.len() >= RELEASE_BATCH {
+            return self.release_given_back();
+        }
         Ok(())
     }
 
