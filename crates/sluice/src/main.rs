@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use sluice::error::{Error, IoError};
 use sluice::pipeline::{self, RunOptions};
 use sluice::scaffold::{self, Language};
+use sluice_core::plugin::grouped::GroupedAggregation as _;
 use sluice_core::plugin::grouped_laws;
 use sluice_core::plugin::laws::{self, LawOptions};
 use sluice_core::plugin::trigger_laws;
@@ -259,7 +260,6 @@ fn test_laws(
             laws::check(&mut instance, &options)
         }
         Loaded::Grouped(plugin, _) => {
-            use sluice_core::plugin::grouped::GroupedAggregation as _;
             let mut instance = engine.open_grouped(&plugin, config)?;
             announce(instance.label(), config, &options);
             grouped_laws::check(&mut instance, &options)
@@ -423,7 +423,6 @@ fn inspect_grouped(
     size: usize,
     config: &str,
 ) -> Result<(Vec<String>, Vec<String>), Error> {
-    use sluice_core::plugin::grouped::GroupedAggregation as _;
     let instance = engine.open_grouped(plugin, config)?;
     let info = instance.info();
     println!(

@@ -620,15 +620,7 @@ impl PerWindow {
                 self.inner
                     .add(acc, &values[start..end], &rows.times[start..end])?;
             } else {
-                self.values.clear();
-                self.times.clear();
-                for row in (start..end).filter(|&row| column.is_present(row)) {
-                    self.values.push(values[row]);
-                    self.times.push(rows.times[row]);
-                }
-                if !self.values.is_empty() {
-                    self.inner.add(acc, &self.values, &self.times)?;
-                }
+                self.add_present(acc, start..end, rows, values, column)?;
             }
             start = end;
         }
@@ -651,24 +643,37 @@ impl PerWindow {
         let mut start = 0;
         while start < order.len() {
             let group = rows.groups[order[start]];
-            let mut end = start;
-            self.values.clear();
-            self.times.clear();
-            while end < order.len() && rows.groups[order[end]] == group {
-                let row = order[end];
-                if column.is_present(row) {
-                    self.values.push(values[row]);
-                    self.times.push(rows.times[row]);
-                }
-                end += 1;
-            }
+            let end = order[start..]
+                .iter()
+                .position(|&row| rows.groups[row] != group)
+                .map_or(order.len(), |n| start + n);
             let acc = self.accumulator(group)?;
-            if !self.values.is_empty() {
-                self.inner.add(acc, &self.values, &self.times)?;
-            }
+            self.add_present(acc, order[start..end].iter().copied(), rows, values, column)?;
             start = end;
         }
         Ok(())
+    }
+
+    /// Adds the present values of rows `which` of `rows`, in that order, to
+    /// `acc` in one call (none when every one is missing).
+    fn add_present(
+        &mut self,
+        acc: AccumulatorHandle,
+        which: impl Iterator<Item = usize>,
+        rows: &Rows,
+        values: &[f64],
+        column: &Column,
+    ) -> Result<(), PluginError> {
+        self.values.clear();
+        self.times.clear();
+        for row in which.filter(|&row| column.is_present(row)) {
+            self.values.push(values[row]);
+            self.times.push(rows.times[row]);
+        }
+        if self.values.is_empty() {
+            return Ok(());
+        }
+        self.inner.add(acc, &self.values, &self.times)
     }
 
     fn merge_groups(&mut self, into: &[GroupId], from: &[GroupId]) -> Result<(), PluginError> {

@@ -249,16 +249,19 @@ impl Session<'_> {
         group
     }
 
-    /// One update call with `rows`, row `i` going to `groups[i]`.
+    /// One update call with `rows`, row `i` going to `groups[i]` (none
+    /// without rows).
     fn update(&mut self, rows: &[&Row], groups: &[GroupId]) -> Result<(), PluginError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let mut batch = Rows::for_inputs(self.instance.inputs());
         for (row, group) in rows.iter().zip(groups) {
             batch.groups.push(*group);
             batch.times.push(row.time);
             for (column, cell) in batch.columns.iter_mut().zip(&row.cells) {
-                if !column.push(cell.as_ref().map(Cell::value)) {
-                    unreachable_kind();
-                }
+                let pushed = column.push(cell.as_ref().map(Cell::value));
+                debug_assert!(pushed, "a generated cell of another kind than its input");
             }
         }
         self.instance.update(&batch)
@@ -267,9 +270,7 @@ impl Session<'_> {
     /// Updates a new group with `rows` in one call.
     fn build(&mut self, rows: &[&Row]) -> Result<GroupId, PluginError> {
         let group = self.group();
-        if !rows.is_empty() {
-            self.update(rows, &vec![group; rows.len()])?;
-        }
+        self.update(rows, &vec![group; rows.len()])?;
         Ok(group)
     }
 
@@ -295,16 +296,28 @@ impl Session<'_> {
         }
     }
 
+    /// Compares the outputs of `parts` groups, group by group, exactly.
+    fn compare_groups(&self, got: Vec<Outputs>, want: Vec<Outputs>, parts: usize) -> Finding {
+        if got.len() != parts || want.len() != parts {
+            return Finding::BrokenBecause(format!(
+                "evaluate gave {} and {} groups' outputs for {parts} groups",
+                got.len(),
+                want.len()
+            ));
+        }
+        for (got, want) in got.into_iter().zip(want) {
+            if let finding @ Finding::Broken { .. } = self.compare(got, want, false) {
+                return finding;
+            }
+        }
+        Finding::Holds
+    }
+
     fn release_all(self) {
         if !self.instance.is_poisoned() && !self.used.is_empty() {
             let _ = self.instance.release(&self.used);
         }
     }
-}
-
-/// Generated cells always have the kind of their input.
-fn unreachable_kind() {
-    debug_assert!(false, "a generated cell of another kind than its input");
 }
 
 fn same_output(got: &Option<OutputValue>, want: &Option<OutputValue>, tolerant: bool) -> bool {
@@ -331,29 +344,14 @@ fn grouped_equals_alone(s: &mut Session<'_>, c: &Case) -> Result<Finding, Plugin
     let together: Vec<GroupId> = (0..c.parts).map(|_| s.group()).collect();
     let rows: Vec<&Row> = c.rows.iter().collect();
     let groups: Vec<GroupId> = rows.iter().map(|r| together[r.part]).collect();
-    if !rows.is_empty() {
-        s.update(&rows, &groups)?;
-    }
+    s.update(&rows, &groups)?;
     let got = s.evaluate(&together)?;
     let mut alone = Vec::new();
     for p in 0..c.parts {
         alone.push(s.build(&c.part(p))?);
     }
     let want = s.evaluate(&alone)?;
-    if got.len() != c.parts || want.len() != c.parts {
-        return Ok(Finding::BrokenBecause(format!(
-            "evaluate gave {} and {} groups' outputs for {} groups",
-            got.len(),
-            want.len(),
-            c.parts
-        )));
-    }
-    for (got, want) in got.into_iter().zip(want) {
-        if let finding @ Finding::Broken { .. } = s.compare(got, want, false) {
-            return Ok(finding);
-        }
-    }
-    Ok(Finding::Holds)
+    Ok(s.compare_groups(got, want, c.parts))
 }
 
 /// The rows cut into several calls at the case's cut points equal them in
@@ -361,10 +359,8 @@ fn grouped_equals_alone(s: &mut Session<'_>, c: &Case) -> Result<Finding, Plugin
 fn batch_split_invariant(s: &mut Session<'_>, c: &Case) -> Result<Finding, PluginError> {
     let rows: Vec<&Row> = c.rows.iter().collect();
     let whole: Vec<GroupId> = (0..c.parts).map(|_| s.group()).collect();
-    if !rows.is_empty() {
-        let groups: Vec<GroupId> = rows.iter().map(|r| whole[r.part]).collect();
-        s.update(&rows, &groups)?;
-    }
+    let groups: Vec<GroupId> = rows.iter().map(|r| whole[r.part]).collect();
+    s.update(&rows, &groups)?;
     let split: Vec<GroupId> = (0..c.parts).map(|_| s.group()).collect();
     let mut cuts: Vec<usize> = c.cuts.iter().map(|&i| i.min(rows.len())).collect();
     cuts.push(rows.len());
@@ -379,12 +375,7 @@ fn batch_split_invariant(s: &mut Session<'_>, c: &Case) -> Result<Finding, Plugi
         }
     }
     let (want, got) = (s.evaluate(&whole)?, s.evaluate(&split)?);
-    for (got, want) in got.into_iter().zip(want) {
-        if let finding @ Finding::Broken { .. } = s.compare(got, want, false) {
-            return Ok(finding);
-        }
-    }
-    Ok(Finding::Holds)
+    Ok(s.compare_groups(got, want, c.parts))
 }
 
 /// A group given rows and released evaluates like a group never named:
@@ -462,10 +453,8 @@ fn round_trip(s: &mut Session<'_>, c: &Case, version: u32) -> Result<Finding, Pl
         return Ok(finding);
     }
     let after = c.part(1);
-    if !after.is_empty() {
-        s.update(&after, &vec![original; after.len()])?;
-        s.update(&after, &vec![restored; after.len()])?;
-    }
+    s.update(&after, &vec![original; after.len()])?;
+    s.update(&after, &vec![restored; after.len()])?;
     let (want, got) = (s.one(original)?, s.one(restored)?);
     Ok(s.compare(got, want, false))
 }

@@ -38,12 +38,12 @@ use super::persist::{HealthState, LaneState, RetiringState, SlotKey, SlotState, 
 use crate::decode::KeyId;
 use crate::plugin::grouped::{GroupedAggregation, OutputValue};
 use crate::plugin::{OutputSpec, PluginError};
+use crate::record::{StateError, encode_record};
 use instance::Instance;
 
 /// One window's (or pane's, session's, partial's) state in an [`Instance`]:
 /// a group of the grouped plugin.
 type Accumulator = crate::plugin::grouped::GroupId;
-use crate::record::{StateError, encode_record};
 
 /// How many values an accumulator takes in after its last snapshot before the
 /// store snapshots it again: bounds the replay buffer at 16 KiB per
@@ -182,6 +182,15 @@ impl Lane {
         }
     }
 
+    /// The accumulator's state is now `bytes`, which hold everything
+    /// handed to it: the replay log starts afresh from there.
+    fn snapshotted(&mut self, bytes: Vec<u8>) {
+        self.snapshot = Some(bytes);
+        self.values.drain(..self.handed);
+        self.times.drain(..self.handed);
+        self.handed = 0;
+    }
+
     /// Removes the shadow, returning its accumulator if it had one.
     fn take_shadow(&mut self) -> Option<Accumulator> {
         self.shadow.take().and_then(|s| s.acc.ok())
@@ -240,6 +249,12 @@ impl Plugin {
             (Version::Retiring, Some(r)) => &mut r.instance,
             _ => &mut self.instance,
         }
+    }
+
+    /// Whether the instance of `version` is called at all: the plugin is
+    /// not quarantined, and a retiring version is still there.
+    fn serves(&self, version: Version) -> bool {
+        self.quarantined.is_none() && (version == Version::Current || self.retiring.is_some())
     }
 
     /// [`Self::of`], to look at.
@@ -546,8 +561,8 @@ mod tests {
         assert_eq!(count(&mut store, b), Some(1.0));
     }
 
-    /// A grouped plugin that counts the `update` and `snapshot` calls
-    /// made on it.
+    /// A grouped plugin that counts the `update`, `snapshot` and `release`
+    /// calls made on it.
     struct Counting {
         inner: PerWindow,
         updates: std::sync::Arc<std::sync::atomic::AtomicUsize>,

@@ -142,10 +142,7 @@ impl WindowStore {
             return;
         };
         if lane.acc.is_ok() {
-            lane.snapshot = Some(bytes);
-            lane.values.drain(..lane.handed);
-            lane.times.drain(..lane.handed);
-            lane.handed = 0;
+            lane.snapshotted(bytes);
         }
     }
 
@@ -282,11 +279,7 @@ impl WindowStore {
             match self.plugins[a].instance.snapshot_many(&groups) {
                 Ok(states) => {
                     for (id, bytes) in batched.drain(..).zip(states) {
-                        let lane = &mut self.slots[id].lanes[a];
-                        lane.snapshot = Some(bytes);
-                        lane.values.drain(..lane.handed);
-                        lane.times.drain(..lane.handed);
-                        lane.handed = 0;
+                        self.slots[id].lanes[a].snapshotted(bytes);
                     }
                 }
                 Err(e) => {
@@ -310,16 +303,10 @@ impl WindowStore {
         for a in 0..self.plugins.len() {
             for version in [Version::Current, Version::Retiring] {
                 let plugin = &mut self.plugins[a];
-                if plugin.quarantined.is_some()
-                    || (version == Version::Retiring && plugin.retiring.is_none())
-                {
+                if !plugin.serves(version) || plugin.of(version).is_poisoned() {
                     continue;
                 }
-                let instance = plugin.of(version);
-                if instance.is_poisoned() {
-                    continue;
-                }
-                if let Err(e) = instance.release_given_back() {
+                if let Err(e) = plugin.of(version).release_given_back() {
                     self.fail(a, version, None, e);
                 }
             }

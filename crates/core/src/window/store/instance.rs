@@ -169,11 +169,9 @@ impl Instance {
 
     /// The group's state as bytes.
     pub fn snapshot(&mut self, group: GroupId) -> Result<Vec<u8>, PluginError> {
-        let mut states = self.plugin.snapshot(&[group])?;
-        match states.pop() {
-            Some(state) if states.is_empty() => Ok(state),
-            _ => Err(self.misuse("did not give one group's state")),
-        }
+        // One state for the one group: `snapshot_many` checks the count.
+        let states = self.snapshot_many(&[group])?;
+        Ok(states.into_iter().next().unwrap_or_default())
     }
 
     /// The states of `groups` as bytes, in that order.

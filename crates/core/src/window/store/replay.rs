@@ -52,9 +52,7 @@ impl WindowStore {
     /// call fails again in an instance holding nothing but the open windows.
     pub(super) fn recover_memory(&mut self, a: usize, version: Version, e: &PluginError) -> bool {
         let plugin = &mut self.plugins[a];
-        if plugin.quarantined.is_some()
-            || (version == Version::Retiring && plugin.retiring.is_none())
-        {
+        if !plugin.serves(version) {
             return false;
         }
         let Some(limit) = plugin.of(version).out_of_memory().map(bytes_text) else {

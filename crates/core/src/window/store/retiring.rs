@@ -144,12 +144,8 @@ impl WindowStore {
             slot.changed = true;
             let lane = &mut slot.lanes[a];
             lane.acc = Ok(restored);
-            lane.snapshot = Some(bytes);
-            // Everything handed so far is in the snapshot; nothing is pending
-            // after the flush above.
-            lane.values.drain(..lane.handed);
-            lane.times.drain(..lane.handed);
-            lane.handed = 0;
+            // Nothing is pending after the flush above.
+            lane.snapshotted(bytes);
         }
         // Partials belong to the old instance, dropped here with it.
         self.forget_partials(Some(a));

@@ -167,16 +167,10 @@ impl WindowStore {
     /// Gives one accumulator back to the instance of `version`.
     pub(super) fn release(&mut self, a: usize, version: Version, acc: Accumulator) {
         let plugin = &mut self.plugins[a];
-        if plugin.quarantined.is_some()
-            || (version == Version::Retiring && plugin.retiring.is_none())
-        {
+        if !plugin.serves(version) || plugin.of(version).is_poisoned() {
             return;
         }
-        let instance = plugin.of(version);
-        if instance.is_poisoned() {
-            return;
-        }
-        if let Err(e) = instance.release(acc) {
+        if let Err(e) = plugin.of(version).release(acc) {
             self.fail(a, version, None, e);
         }
     }
