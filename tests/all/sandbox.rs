@@ -237,9 +237,9 @@ fn a_plugin_of_another_wit_version_is_refused_at_load() {
     let err = refusal("zoo/wrong-world", &zoo(sluice_test_plugins::WRONG_WORLD));
     assert_eq!(
         err,
-        "plugin zoo/wrong-world: does not export sluice:plugin/aggregator@0.1.0 \
-         (it exports sluice:plugin/aggregator@9.0.0); this host runs plugins built \
-         against the WIT package sluice:plugin@0.1.0"
+        "plugin zoo/wrong-world: does not export sluice:plugin/aggregator@0.1.0 or \
+         sluice:plugin/aggregator@0.2.0 (it exports sluice:plugin/aggregator@9.0.0); this \
+         host runs aggregators built against the WIT package sluice:plugin@0.1.0 or @0.2.0"
     );
 }
 

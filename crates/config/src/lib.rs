@@ -454,10 +454,17 @@ pub struct AggregationConfig {
     /// event contributes the value 1.
     #[serde(default)]
     pub field: Option<String>,
+    /// For a plugin of interface 0.2: each declared input's name and the
+    /// event field it reads (`{ value: latency_ms, weight: completion_tokens }`).
+    /// `field` is the shorthand for a plugin of one input; a pipeline gives
+    /// one or the other.
+    #[serde(default)]
+    pub inputs: Option<std::collections::BTreeMap<String, String>>,
     /// The plugin's configuration, passed to it as JSON.
     #[serde(default)]
     pub config: Option<serde_json::Value>,
-    /// What to do when an event lacks `field`.
+    /// What to do when an event lacks `field` (or a required input), or
+    /// holds a value of another type than the input takes.
     #[serde(default)]
     pub on_missing: MissingPolicy,
 }
@@ -969,6 +976,22 @@ impl PipelineConfig {
             }
             if agg.plugin.is_empty() {
                 return err(format!("key `aggregations[{i}].plugin`: must not be empty"));
+            }
+            if agg.field.as_deref() == Some("") {
+                return err(format!("key `aggregations[{i}].field`: must not be empty"));
+            }
+            if let Some(inputs) = &agg.inputs {
+                if agg.field.is_some() {
+                    return err(format!(
+                        "key `aggregations[{i}].inputs`: give `field` or `inputs`, not both \
+                         (`field` binds a plugin's one input)"
+                    ));
+                }
+                if let Some((input, _)) = inputs.iter().find(|(_, field)| field.is_empty()) {
+                    return err(format!(
+                        "key `aggregations[{i}].inputs.{input}`: names no field"
+                    ));
+                }
             }
         }
         if self.state.backend == StateBackendKind::Rocksdb {

@@ -12,6 +12,8 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use sluice_config::{AggregationConfig, MissingPolicy, TimeConfig, TimeFormat};
 
+use crate::plugin::grouped::{InputKind, InputSpec, Value, takes_one_number};
+
 /// Event times are refused outside roughly ±100,000 years: far beyond any real
 /// data, and it keeps window arithmetic clear of overflow.
 pub const MAX_ABS_TIME_MS: i64 = 1 << 52;
@@ -74,8 +76,151 @@ pub struct Event {
     pub key: String,
     /// Event time, epoch milliseconds.
     pub time: i64,
-    /// One value per aggregation; `None` where the aggregation skips this event.
+    /// One value per aggregation; `None` where the aggregation skips this
+    /// event. For an aggregation that takes typed inputs (see
+    /// [`EventDecoder::bind`]) any `Some` means "this event is a row", and
+    /// the values are in `cells`.
     pub values: Vec<Option<f64>>,
+    /// The typed inputs of the aggregations that take them, in
+    /// aggregation order, one cell per declared input.
+    pub cells: Vec<Cell>,
+    /// The text the cells' `Text` ranges point into.
+    pub text: String,
+}
+
+impl Event {
+    /// The event's values, as the window store takes them.
+    pub fn row(&self) -> Row<'_> {
+        Row {
+            values: &self.values,
+            cells: &self.cells,
+            text: &self.text,
+        }
+    }
+}
+
+/// One typed input value of an event, for an aggregation of interface 0.2.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell {
+    /// The event has no value for the input (an optional one).
+    Missing,
+    /// A float.
+    Float(f64),
+    /// An integer.
+    Integer(i64),
+    /// A boolean.
+    Boolean(bool),
+    /// An instant in epoch milliseconds.
+    Timestamp(i64),
+    /// Text: bytes `start..end` of the event's text.
+    Text {
+        /// Where it starts in [`Event::text`].
+        start: u32,
+        /// Where it ends.
+        end: u32,
+    },
+}
+
+/// An event's values as the window store takes them: one per aggregation,
+/// and the typed cells of the aggregations that take typed inputs.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    /// As [`Event::values`].
+    pub values: &'a [Option<f64>],
+    /// As [`Event::cells`].
+    pub cells: &'a [Cell],
+    /// As [`Event::text`].
+    pub text: &'a str,
+}
+
+impl<'a> Row<'a> {
+    /// An event of numbers only (aggregations of one number each).
+    pub fn numbers(values: &'a [Option<f64>]) -> Self {
+        Self {
+            values,
+            cells: &[],
+            text: "",
+        }
+    }
+
+    /// Cell `i` as a value; `None` when missing (or out of range).
+    pub fn cell(&self, i: usize) -> Option<Value<'a>> {
+        Some(match *self.cells.get(i)? {
+            Cell::Missing => return None,
+            Cell::Float(x) => Value::Float(x),
+            Cell::Integer(x) => Value::Integer(x),
+            Cell::Boolean(b) => Value::Boolean(b),
+            Cell::Timestamp(t) => Value::Timestamp(t),
+            Cell::Text { start, end } => {
+                Value::Text(self.text.get(start as usize..end as usize)?)
+            }
+        })
+    }
+}
+
+impl<'a> From<&'a [Option<f64>]> for Row<'a> {
+    fn from(values: &'a [Option<f64>]) -> Self {
+        Self::numbers(values)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [Option<f64>; N]> for Row<'a> {
+    fn from(values: &'a [Option<f64>; N]) -> Self {
+        Self::numbers(values)
+    }
+}
+
+impl<'a> From<&'a Vec<Option<f64>>> for Row<'a> {
+    fn from(values: &'a Vec<Option<f64>>) -> Self {
+        Self::numbers(values)
+    }
+}
+
+/// Where a declared input of an aggregation reads its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputSource {
+    /// Nowhere: an optional input the pipeline leaves unbound is always
+    /// missing.
+    Unbound,
+    /// An event field.
+    Field(String),
+    /// The event time, as the pipeline reads it (a timestamp input bound to
+    /// the time field).
+    Time,
+}
+
+/// A declared input of an aggregation and where it reads its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundInput {
+    /// The input as the plugin declares it.
+    pub spec: InputSpec,
+    /// Where its value comes from.
+    pub source: InputSource,
+}
+
+/// How an aggregation reads an event.
+#[derive(Debug, Clone)]
+enum Reads {
+    /// One number from a field (`None`: the constant 1), as interface 0.1.
+    Number(Option<usize>),
+    /// Typed inputs (interface 0.2). `one_number`: a single required float,
+    /// put in [`Event::values`] rather than in cells, as the window store
+    /// logs such an aggregation's rows.
+    Typed {
+        inputs: Vec<TypedInput>,
+        one_number: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct TypedInput {
+    name: String,
+    kind: InputKind,
+    optional: bool,
+    /// `Some(i)`: `typed_fields[i]`; `None` with `time`: the event time;
+    /// `None` without: unbound.
+    field: Option<usize>,
+    time: bool,
 }
 
 /// Turns JSON lines into [`Event`]s according to the pipeline's field mapping.
@@ -88,8 +233,10 @@ pub struct EventDecoder {
     time: TimeConfig,
     /// Distinct value fields, in first-use order.
     value_fields: Vec<String>,
-    /// Per aggregation: index into `value_fields` (None = constant 1) and policy.
-    aggs: Vec<(Option<usize>, MissingPolicy)>,
+    /// Distinct (field, type) pairs typed inputs read, in first-use order.
+    typed_fields: Vec<(String, InputKind)>,
+    /// Per aggregation: its name, what it reads, and its policy.
+    aggs: Vec<(String, Reads, MissingPolicy)>,
     scratch: Scratch,
 }
 
@@ -103,6 +250,10 @@ struct Scratch {
     key_error: Option<String>,
     time: Option<Result<i64, String>>,
     values: Vec<Option<Result<f64, String>>>,
+    /// Per typed field: its value, or what it was instead (for the reason).
+    typed: Vec<Option<Result<Cell, String>>>,
+    /// The text of `typed`'s text cells.
+    text: String,
 }
 
 impl EventDecoder {
@@ -118,7 +269,7 @@ impl EventDecoder {
                         value_fields.len() - 1
                     })
                 });
-                (index, a.on_missing)
+                (a.name.clone(), Reads::Number(index), a.on_missing)
             })
             .collect();
         let key_prefixes = key_fields
@@ -136,8 +287,55 @@ impl EventDecoder {
             key_prefixes,
             time: time.clone(),
             value_fields,
+            typed_fields: Vec::new(),
             aggs,
             scratch: Scratch::default(),
+        }
+    }
+
+    /// Makes aggregation `a` read typed inputs (interface 0.2): one cell per
+    /// input of `inputs`, in order, from where each is bound. A single
+    /// required float input is read as a number, as `field` is.
+    ///
+    /// A row goes to the aggregation unless a required input is missing or
+    /// holds a value of another type; then the aggregation's `on_missing`
+    /// policy decides (skip the row for it, or dead-letter the event, the
+    /// reason naming the field, the type expected and the input). An
+    /// optional input without a usable value is a missing cell.
+    pub fn bind(&mut self, a: usize, inputs: &[BoundInput]) {
+        let typed = inputs
+            .iter()
+            .map(|b| {
+                let field = match &b.source {
+                    InputSource::Field(f) => {
+                        let pair = (f.clone(), b.spec.kind);
+                        Some(
+                            self.typed_fields
+                                .iter()
+                                .position(|p| *p == pair)
+                                .unwrap_or_else(|| {
+                                    self.typed_fields.push(pair);
+                                    self.typed_fields.len() - 1
+                                }),
+                        )
+                    }
+                    InputSource::Unbound | InputSource::Time => None,
+                };
+                TypedInput {
+                    name: b.spec.name.clone(),
+                    kind: b.spec.kind,
+                    optional: b.spec.optional,
+                    field,
+                    time: b.source == InputSource::Time,
+                }
+            })
+            .collect();
+        let specs: Vec<InputSpec> = inputs.iter().map(|b| b.spec.clone()).collect();
+        if let Some((_, reads, _)) = self.aggs.get_mut(a) {
+            *reads = Reads::Typed {
+                inputs: typed,
+                one_number: takes_one_number(&specs),
+            };
         }
     }
 
@@ -168,11 +366,15 @@ impl EventDecoder {
         s.time = None;
         s.values.clear();
         s.values.resize(self.value_fields.len(), None);
+        s.typed.clear();
+        s.typed.resize(self.typed_fields.len(), None);
+        s.text.clear();
 
         let seed = LineSeed {
             key_fields: &self.key_fields,
             time: &self.time,
             value_fields: &self.value_fields,
+            typed_fields: &self.typed_fields,
             scratch: s,
         };
         // A line checked as UTF-8 once, in one pass, is parsed without
@@ -211,10 +413,13 @@ impl EventDecoder {
         event.key.push('}');
 
         event.values.clear();
-        for (index, policy) in &self.aggs {
-            let value = match index {
-                None => Some(1.0),
-                Some(i) => match &s.values[*i] {
+        event.cells.clear();
+        event.text.clear();
+        std::mem::swap(&mut event.text, &mut s.text);
+        for (name, reads, policy) in &self.aggs {
+            let value = match reads {
+                Reads::Number(None) => Some(1.0),
+                Reads::Number(Some(i)) => match &s.values[*i] {
                     Some(Ok(v)) => Some(*v),
                     Some(Err(reason)) => return Err(reason.clone()),
                     None if *policy == MissingPolicy::Skip => None,
@@ -222,10 +427,90 @@ impl EventDecoder {
                         return Err(format!("missing value field `{}`", self.value_fields[*i]));
                     }
                 },
+                Reads::Typed { inputs, one_number } => {
+                    let before = event.cells.len();
+                    let mut row = true;
+                    for input in inputs {
+                        let got = if input.time {
+                            Some(Ok(Cell::Timestamp(event.time)))
+                        } else {
+                            input.field.and_then(|f| s.typed[f].clone())
+                        };
+                        let cell = match got {
+                            Some(Ok(cell)) => cell,
+                            _ if input.optional => Cell::Missing,
+                            _ if *policy == MissingPolicy::Skip => {
+                                row = false;
+                                Cell::Missing
+                            }
+                            None => {
+                                let field =
+                                    input.field.map_or("", |f| self.typed_fields[f].0.as_str());
+                                return Err(format!(
+                                    "missing value field `{field}` (input `{}` of aggregation \
+                                     `{name}`)",
+                                    input.name
+                                ));
+                            }
+                            Some(Err(what)) => {
+                                let field =
+                                    input.field.map_or("", |f| self.typed_fields[f].0.as_str());
+                                return Err(format!(
+                                    "value field `{field}` is {what}, not {} (input `{}` of \
+                                     aggregation `{name}`)",
+                                    kind_name(input.kind),
+                                    input.name
+                                ));
+                            }
+                        };
+                        event.cells.push(cell);
+                    }
+                    if *one_number {
+                        let number = match event.cells.get(before) {
+                            Some(Cell::Float(x)) => Some(*x),
+                            _ => None,
+                        };
+                        event.cells.truncate(before);
+                        number.filter(|_| row)
+                    } else if row {
+                        Some(1.0)
+                    } else {
+                        event.cells.truncate(before);
+                        event
+                            .cells
+                            .extend(std::iter::repeat_n(Cell::Missing, inputs.len()));
+                        None
+                    }
+                }
             };
             event.values.push(value);
         }
         Ok(())
+    }
+
+    /// How many typed cells an event carries (see [`EventDecoder::bind`]).
+    pub fn cells_per_event(&self) -> usize {
+        self.aggs
+            .iter()
+            .map(|(_, reads, _)| match reads {
+                Reads::Typed {
+                    inputs,
+                    one_number: false,
+                } => inputs.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+/// A type's name with its article, for reasons: `a float`, `an integer`.
+fn kind_name(kind: InputKind) -> &'static str {
+    match kind {
+        InputKind::Float => "a float",
+        InputKind::Integer => "an integer",
+        InputKind::Text => "text",
+        InputKind::Boolean => "a boolean",
+        InputKind::Timestamp => "a timestamp (epoch milliseconds or RFC 3339)",
     }
 }
 
@@ -270,6 +555,7 @@ struct LineSeed<'a> {
     key_fields: &'a [String],
     time: &'a TimeConfig,
     value_fields: &'a [String],
+    typed_fields: &'a [(String, InputKind)],
     scratch: &'a mut Scratch,
 }
 
@@ -294,7 +580,8 @@ impl<'de> Visitor<'de> for LineSeed<'_> {
             let key_slot = self.key_fields.iter().position(|f| f == name);
             let is_time = self.time.field == name;
             let value_slot = self.value_fields.iter().position(|f| f == name);
-            if key_slot.is_none() && !is_time && value_slot.is_none() {
+            let typed = self.typed_fields.iter().any(|(f, _)| f == name);
+            if key_slot.is_none() && !is_time && value_slot.is_none() && !typed {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
@@ -318,6 +605,13 @@ impl<'de> Visitor<'de> for LineSeed<'_> {
             }
             if let Some(i) = value_slot {
                 self.scratch.values[i] = Some(scalar.value(name));
+            }
+            if typed {
+                for (i, (field, kind)) in self.typed_fields.iter().enumerate() {
+                    if field == name {
+                        self.scratch.typed[i] = scalar.cell(*kind, &mut self.scratch.text);
+                    }
+                }
             }
         }
         Ok(())
@@ -451,6 +745,49 @@ impl Scalar<'_> {
         }
     }
 
+    /// The value as a cell of `kind` (text appended to `text`): `None` for
+    /// null, which is no value; `Err` with what it is when it is of
+    /// another type. Numbers and booleans are text as JSON writes them.
+    fn cell(&self, kind: InputKind, text: &mut String) -> Option<Result<Cell, String>> {
+        let wrong = || Some(Err(self.describe()));
+        Some(Ok(match (kind, self) {
+            (_, Scalar::Null) => return None,
+            (InputKind::Float, Scalar::Int(i)) => Cell::Float(*i as f64),
+            (InputKind::Float, Scalar::Float(f)) if f.is_finite() => Cell::Float(*f),
+            (InputKind::Integer, Scalar::Int(i)) => Cell::Integer(*i),
+            (InputKind::Integer, Scalar::Float(f))
+                if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 =>
+            {
+                Cell::Integer(*f as i64)
+            }
+            (InputKind::Boolean, Scalar::Bool(b)) => Cell::Boolean(*b),
+            (InputKind::Timestamp, Scalar::Int(ms)) if ms.abs() < MAX_ABS_TIME_MS => {
+                Cell::Timestamp(*ms)
+            }
+            (InputKind::Timestamp, Scalar::Str(s)) => {
+                match chrono::DateTime::parse_from_rfc3339(s) {
+                    Ok(t) if t.timestamp_millis().abs() < MAX_ABS_TIME_MS => {
+                        Cell::Timestamp(t.timestamp_millis())
+                    }
+                    _ => return wrong(),
+                }
+            }
+            (InputKind::Text, Scalar::Other(_)) => return wrong(),
+            (InputKind::Text, scalar) => {
+                let start = text.len();
+                match scalar {
+                    Scalar::Str(s) => text.push_str(s),
+                    other => other.write_key_json(text),
+                }
+                match (u32::try_from(start), u32::try_from(text.len())) {
+                    (Ok(start), Ok(end)) => Cell::Text { start, end },
+                    _ => return wrong(),
+                }
+            }
+            _ => return wrong(),
+        }))
+    }
+
     fn time(&self, field: &str, format: TimeFormat) -> Result<i64, String> {
         let bad = || {
             format!(
@@ -513,6 +850,7 @@ mod tests {
             name: name.into(),
             plugin: "builtin/stats".into(),
             field: field.map(Into::into),
+            inputs: None,
             config: None,
             on_missing,
         };

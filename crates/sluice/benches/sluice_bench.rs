@@ -621,7 +621,9 @@ fn instrumented(
     let cfg = &loaded.pipeline;
     let engine = PluginEngine::new(cfg.plugins.clone())?;
     let mut registry = PluginRegistry::new(&engine, &loaded.base_dir);
-    let aggs = pipeline::open_aggregations(&engine, &mut registry, cfg)?;
+    let opened = pipeline::open_aggregations(&engine, &mut registry, cfg)?;
+    let mut decoder = opened.decoder(cfg);
+    let aggs = opened.aggs;
     let names = OutputNames::new(
         cfg.aggregations
             .iter()
@@ -641,7 +643,6 @@ fn instrumented(
     operator.set_sliding_partials(partials);
     let mut partials_peak = 0;
     let mut watermarks = Watermarks::new(millis(cfg.watermark.max_out_of_orderness), 1);
-    let mut decoder = EventDecoder::new(&cfg.event.key, &cfg.event.time, &cfg.aggregations);
     let mut keys = KeyTable::default();
     let mut event = Event::default();
     let mut emitted = Vec::new();
@@ -875,7 +876,9 @@ fn child_keys(keys: usize, per_key: usize) -> Result<()> {
     let cfg = &loaded.pipeline;
     let engine = PluginEngine::new(cfg.plugins.clone())?;
     let mut registry = PluginRegistry::new(&engine, &loaded.base_dir);
-    let aggs = pipeline::open_aggregations(&engine, &mut registry, cfg)?;
+    let opened = pipeline::open_aggregations(&engine, &mut registry, cfg)?;
+    let mut decoder = opened.decoder(cfg);
+    let aggs = opened.aggs;
     let triggers = pipeline::open_trigger(&engine, &loaded.base_dir, cfg, &aggs)?;
     let mut operator = WindowOperator::new(
         WindowSpec::from(&cfg.window),
@@ -886,7 +889,6 @@ fn child_keys(keys: usize, per_key: usize) -> Result<()> {
         cfg.plugins.quarantine_after,
     );
     let mut watermarks = Watermarks::new(millis(cfg.watermark.max_out_of_orderness), 1);
-    let mut decoder = EventDecoder::new(&cfg.event.key, &cfg.event.time, &cfg.aggregations);
     let mut key_table = KeyTable::default();
     let mut event = Event::default();
     let mut emitted = Vec::new();

@@ -16,6 +16,7 @@ use wasmtime_wasi::{I32Exit, WasiCtx};
 use slab::Slab;
 use sluice_config::PluginLimits;
 use sluice_config::limits::bytes_text;
+use sluice_core::plugin::grouped::{GroupedAggregation, PerWindow};
 use sluice_core::plugin::untrusted::{bounded, checked_name};
 use sluice_core::plugin::{
     AccumulatorHandle, Aggregation, OutputKind, OutputSpec, PluginError, PluginInfo,
@@ -23,12 +24,32 @@ use sluice_core::plugin::{
 
 use crate::bindings::{AggregatorPlugin, AggregatorPluginPre};
 use crate::cache::{CacheOutcome, CacheSetting, ComponentCache};
+use crate::grouped::{CompiledGrouped, GROUPED_AGGREGATOR_EXPORT};
 use crate::limits::{self, EpochTicker, MAX_HANDLES};
 use crate::output::PluginOutput;
 use crate::pace::CallTimes;
 use crate::sandboxed::Sandboxed;
 pub use crate::wasi::GRANTED_IMPORTS;
 use crate::wasi::{PluginState, StoppedClock, link_granted};
+
+/// A compiled aggregator component of interface 0.1 or 0.2.
+#[derive(Clone)]
+pub enum AnyAggregator {
+    /// Interface 0.1: one accumulator per window, one number in.
+    PerWindow(CompiledPlugin),
+    /// Interface 0.2: typed inputs, grouped calls.
+    Grouped(CompiledGrouped),
+}
+
+impl AnyAggregator {
+    /// Whether the compiled code came from the on-disk cache.
+    pub fn cache(&self) -> &CacheOutcome {
+        match self {
+            Self::PerWindow(p) => &p.cache,
+            Self::Grouped(p) => &p.cache,
+        }
+    }
+}
 
 /// The WIT interface the host implements, as a component names its export.
 pub const AGGREGATOR_EXPORT: &str = "sluice:plugin/aggregator@0.1.0";
@@ -160,11 +181,21 @@ impl PluginEngine {
     /// something not in [`GRANTED_IMPORTS`] (naming the imports) or that does
     /// not export [`AGGREGATOR_EXPORT`] with the types this host expects.
     pub fn compile(&self, source: &str, bytes: &[u8]) -> Result<CompiledPlugin, PluginError> {
+        let (component, cache) = self.checked_component(source, bytes)?;
+        self.aggregator_from(source, component, cache)
+    }
+
+    /// [`Self::compile`] of a component already compiled and checked.
+    fn aggregator_from(
+        &self,
+        source: &str,
+        component: Component,
+        cache: CacheOutcome,
+    ) -> Result<CompiledPlugin, PluginError> {
         let refuse = |message: String| PluginError::Load {
             plugin: source.to_string(),
             message,
         };
-        let (component, cache) = self.checked_component(source, bytes)?;
         let exports = self.exports(&component);
         if !exports.iter().any(|e| e == AGGREGATOR_EXPORT) {
             let found = if exports.is_empty() {
@@ -173,8 +204,9 @@ impl PluginEngine {
                 exports.join(", ")
             };
             return Err(refuse(format!(
-                "does not export {AGGREGATOR_EXPORT} (it exports {found}); \
-                 this host runs plugins built against the WIT package sluice:plugin@0.1.0"
+                "does not export {AGGREGATOR_EXPORT} or {GROUPED_AGGREGATOR_EXPORT} (it exports \
+                 {found}); this host runs aggregators built against the WIT package \
+                 sluice:plugin@0.1.0 or @0.2.0"
             )));
         }
         let pre = self
@@ -191,6 +223,46 @@ impl PluginEngine {
             cache,
             component,
             pre,
+        })
+    }
+
+    /// Compiles an aggregator component of either interface version: one
+    /// exporting [`GROUPED_AGGREGATOR_EXPORT`] is checked as 0.2, any other
+    /// as 0.1 (whose refusal names what it exports).
+    pub fn compile_any(&self, source: &str, bytes: &[u8]) -> Result<AnyAggregator, PluginError> {
+        let (component, cache) = self.checked_component(source, bytes)?;
+        let exports = self.exports(&component);
+        if exports.iter().any(|e| e == GROUPED_AGGREGATOR_EXPORT)
+            && !exports.iter().any(|e| e == AGGREGATOR_EXPORT)
+        {
+            return self
+                .grouped_from(source, component, cache)
+                .map(AnyAggregator::Grouped);
+        }
+        self.aggregator_from(source, component, cache)
+            .map(AnyAggregator::PerWindow)
+    }
+
+    /// Opens one aggregation of `plugin`, of either version, with `config`
+    /// (JSON), named `name` in the log: behind [`GroupedAggregation`], a 0.1
+    /// component through [`PerWindow`].
+    pub fn open_any(
+        &self,
+        plugin: &AnyAggregator,
+        config: &str,
+        name: &str,
+    ) -> Result<Box<dyn GroupedAggregation>, PluginError> {
+        Ok(match plugin {
+            AnyAggregator::PerWindow(plugin) => {
+                let mut instance = self.open_aggregation(plugin, config)?;
+                instance.set_aggregation_name(name);
+                PerWindow::boxed(Box::new(instance))
+            }
+            AnyAggregator::Grouped(plugin) => {
+                let mut instance = self.open_grouped(plugin, config)?;
+                instance.set_aggregation_name(name);
+                Box::new(instance)
+            }
         })
     }
 

@@ -25,6 +25,7 @@ use sluice_core::plugin::untrusted::bounded;
 use sluice_core::plugin::{OutputSpec, PluginError, PluginInfo, check_outputs};
 
 use crate::bindings::{GroupedAggregatorPlugin, GroupedAggregatorPluginPre};
+use crate::cache::CacheOutcome;
 use crate::convert;
 use crate::engine::{PluginEngine, check_snapshot, checked_info, start};
 use crate::output::PluginOutput;
@@ -39,6 +40,8 @@ pub const GROUPED_AGGREGATOR_EXPORT: &str = "sluice:plugin/aggregator@0.2.0";
 pub struct CompiledGrouped {
     /// Where it came from (`builtin/stats` or a path), for messages.
     pub source: String,
+    /// Whether the compiled code came from the on-disk cache.
+    pub cache: CacheOutcome,
     pre: GroupedAggregatorPluginPre<PluginState>,
 }
 
@@ -51,11 +54,21 @@ impl PluginEngine {
         source: &str,
         bytes: &[u8],
     ) -> Result<CompiledGrouped, PluginError> {
+        let (component, cache) = self.checked_component(source, bytes)?;
+        self.grouped_from(source, component, cache)
+    }
+
+    /// [`Self::compile_grouped`] of a component already compiled and checked.
+    pub(crate) fn grouped_from(
+        &self,
+        source: &str,
+        component: wasmtime::component::Component,
+        cache: CacheOutcome,
+    ) -> Result<CompiledGrouped, PluginError> {
         let refuse = |message: String| PluginError::Load {
             plugin: source.to_string(),
             message,
         };
-        let (component, _) = self.checked_component(source, bytes)?;
         let exports = self.exports(&component);
         if !exports.iter().any(|e| e == GROUPED_AGGREGATOR_EXPORT) {
             return Err(refuse(format!(
@@ -78,6 +91,7 @@ impl PluginEngine {
             })?;
         Ok(CompiledGrouped {
             source: source.to_string(),
+            cache,
             pre,
         })
     }

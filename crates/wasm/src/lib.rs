@@ -28,7 +28,7 @@ mod sandboxed;
 pub mod trigger;
 mod wasi;
 
-pub use engine::{AggregationInstance, CompiledPlugin, PluginEngine};
+pub use engine::{AggregationInstance, AnyAggregator, CompiledPlugin, PluginEngine};
 pub use grouped::{CompiledGrouped, GroupedInstance};
 pub use registry::PluginRegistry;
 pub use sluice_config::PluginLimits;

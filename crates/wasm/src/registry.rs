@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use sluice_core::plugin::PluginError;
 
-use crate::engine::{CompiledPlugin, PluginEngine};
+use crate::engine::{AnyAggregator, PluginEngine};
 
 /// The prefix that names a default plugin.
 pub const BUILTIN_PREFIX: &str = "builtin/";
@@ -87,7 +87,7 @@ fn resolve_path(reference: &str, base_dir: &Path) -> PathBuf {
 pub struct PluginRegistry<'e> {
     engine: &'e PluginEngine,
     base_dir: PathBuf,
-    compiled: HashMap<String, CompiledPlugin>,
+    compiled: HashMap<String, AnyAggregator>,
 }
 
 impl<'e> PluginRegistry<'e> {
@@ -100,13 +100,13 @@ impl<'e> PluginRegistry<'e> {
         }
     }
 
-    /// The compiled plugin for `reference`.
-    pub fn get(&mut self, reference: &str) -> Result<CompiledPlugin, PluginError> {
+    /// The compiled plugin for `reference`, of interface 0.1 or 0.2.
+    pub fn get(&mut self, reference: &str) -> Result<AnyAggregator, PluginError> {
         if let Some(plugin) = self.compiled.get(reference) {
             return Ok(plugin.clone());
         }
         let bytes = plugin_bytes(reference, &self.base_dir)?;
-        let plugin = self.engine.compile(reference, &bytes)?;
+        let plugin = self.engine.compile_any(reference, &bytes)?;
         self.compiled.insert(reference.to_string(), plugin.clone());
         Ok(plugin)
     }

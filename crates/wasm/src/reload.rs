@@ -35,11 +35,35 @@ use std::time::Duration;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use sha2::{Digest, Sha256};
 use sluice_config::{ConfigError, ReloadConfig};
-use sluice_core::plugin::grouped::{GroupedAggregation, PerWindow};
+use sluice_core::plugin::grouped::{GroupedAggregation, InputSpec, takes_one_number};
 use sluice_core::plugin::laws::{self, LawOptions};
-use sluice_core::plugin::{Aggregation as _, OutputKind, OutputSpec, check_outputs};
+use sluice_core::plugin::{OutputKind, OutputSpec, check_outputs, grouped_laws};
 
-use crate::engine::{CompiledPlugin, PluginEngine};
+use crate::engine::{AnyAggregator, PluginEngine};
+
+/// Whether a version declaring `new` inputs can take the place of one
+/// declaring `old`, with the pipeline's binding unchanged: one number each
+/// (whatever the input's name, which `field` binds), or the same inputs.
+fn same_inputs(old: &[InputSpec], new: &[InputSpec]) -> bool {
+    let key = |i: &InputSpec| (i.name.clone(), i.kind, i.optional);
+    (takes_one_number(old) && takes_one_number(new))
+        || old.iter().map(key).eq(new.iter().map(key))
+}
+
+/// `value (float), weight (float, optional)`, for messages.
+fn describe_inputs(inputs: &[InputSpec]) -> String {
+    if inputs.is_empty() {
+        return "no input".into();
+    }
+    let each: Vec<String> = inputs
+        .iter()
+        .map(|i| {
+            let optional = if i.optional { ", optional" } else { "" };
+            format!("{} ({}{optional})", i.name, i.kind.name())
+        })
+        .collect();
+    each.join(", ")
+}
 
 /// How long the directory must be quiet after a change before the files are
 /// read: a copy in progress shows up as many writes.
@@ -73,6 +97,8 @@ struct Live {
     version: String,
     state_version: u32,
     outputs: Vec<(String, OutputKind)>,
+    /// The inputs it declares, which the pipeline's decoder is bound to.
+    inputs: Vec<InputSpec>,
     /// The running version's component, kept by checkpoints if it retires.
     component: Arc<[u8]>,
     /// The label of an older version that still finishes windows.
@@ -89,7 +115,7 @@ pub struct Staged {
     /// Index of the aggregation in the pipeline.
     pub aggregation: usize,
     /// The compiled, checked plugin.
-    pub plugin: CompiledPlugin,
+    pub plugin: AnyAggregator,
     /// The aggregation's plugin config (JSON).
     pub config: String,
     hash: [u8; 32],
@@ -180,6 +206,7 @@ impl Reloader {
                 version: info.version.clone(),
                 state_version: info.state_version,
                 outputs: output_names(instance.outputs()),
+                inputs: instance.inputs().to_vec(),
                 pending: None,
                 refused: None,
             });
@@ -230,12 +257,13 @@ impl Reloader {
 
     /// Opens a staged version's instance, to be swapped in.
     pub fn open(&self, staged: &Staged) -> Result<Box<dyn GroupedAggregation>, String> {
-        let mut instance = self
-            .engine
-            .open_aggregation(&staged.plugin, &staged.config)
-            .map_err(|e| e.to_string())?;
-        instance.set_aggregation_name(self.aggregation_name(staged.aggregation));
-        Ok(PerWindow::boxed(Box::new(instance)))
+        self.engine
+            .open_any(
+                &staged.plugin,
+                &staged.config,
+                self.aggregation_name(staged.aggregation),
+            )
+            .map_err(|e| e.to_string())
     }
 
     /// The pipeline reports how a swap ended: on success `instance` is what
@@ -263,6 +291,7 @@ impl Reloader {
             live.version = info.version.clone();
             live.state_version = info.state_version;
             live.outputs = output_names(instance.outputs());
+            live.inputs = instance.inputs().to_vec();
         }
     }
 
@@ -497,7 +526,7 @@ impl Worker {
         }
         match self.validate(w, &live, &bytes) {
             Ok((plugin, label, side_by_side)) => {
-                let cache = plugin.cache.clone();
+                let cache = plugin.cache().clone();
                 let staged = Staged {
                     aggregation: w.aggregation,
                     plugin,
@@ -552,14 +581,14 @@ impl Worker {
         w: &WatchedPlugin,
         live: &Live,
         bytes: &[u8],
-    ) -> Result<(CompiledPlugin, String, bool), String> {
+    ) -> Result<(AnyAggregator, String, bool), String> {
         let plugin = self
             .engine
-            .compile(&w.reference, bytes)
+            .compile_any(&w.reference, bytes)
             .map_err(|e| e.to_string())?;
         let mut instance = self
             .engine
-            .open_aggregation(&plugin, &w.config)
+            .open_any(&plugin, &w.config, &w.name)
             .map_err(|e| e.to_string())?;
         let info = instance.info().clone();
         let label = format!("{} {}", info.name, info.version);
@@ -591,13 +620,29 @@ impl Worker {
                  does not allow"
             ));
         }
-        let report = laws::check(
-            &mut instance,
-            &LawOptions {
-                cases: self.law_cases.max(1),
-                seed: 0,
-            },
-        );
+        if !same_inputs(&live.inputs, instance.inputs()) {
+            return Err(format!(
+                "{label} takes other inputs than the running version ({} instead of {}); \
+                 restart the pipeline to bind them",
+                describe_inputs(instance.inputs()),
+                describe_inputs(&live.inputs)
+            ));
+        }
+        let options = LawOptions {
+            cases: self.law_cases.max(1),
+            seed: 0,
+        };
+        let report = match &plugin {
+            // The 0.1 laws are stated on its own calls, one window each.
+            AnyAggregator::PerWindow(compiled) => {
+                let mut own = self
+                    .engine
+                    .open_aggregation(compiled, &w.config)
+                    .map_err(|e| e.to_string())?;
+                laws::check(&mut own, &options)
+            }
+            AnyAggregator::Grouped(_) => grouped_laws::check(instance.as_mut(), &options),
+        };
         if !report.passed() {
             let failed: Vec<String> = report
                 .results

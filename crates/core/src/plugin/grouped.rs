@@ -270,6 +270,43 @@ impl Column {
         }
     }
 
+    /// Appends rows `range` of `other`, a column of the same kind; returns
+    /// false, appending nothing more, at the first row of another kind.
+    pub fn extend_from(&mut self, other: &Column, range: std::ops::Range<usize>) -> bool {
+        if let (ColumnValues::Float(to), ColumnValues::Float(from)) =
+            (&mut self.values, &other.values)
+            && other.validity.is_empty()
+            && self.validity.is_empty()
+            && let Some(from) = from.get(range.clone())
+        {
+            // The common case, every value present: one copy.
+            to.extend_from_slice(from);
+            return true;
+        }
+        range.into_iter().all(|row| self.push(other.get(row)))
+    }
+
+    /// Keeps the first `n` rows only.
+    pub fn truncate(&mut self, n: usize) {
+        if n < self.len() {
+            let mut kept = Column::new(self.kind());
+            kept.extend_from(self, 0..n);
+            *self = kept;
+        }
+    }
+
+    /// Removes the first `n` rows (all of them when it holds fewer).
+    pub fn drain_front(&mut self, n: usize) {
+        let len = self.len();
+        if n >= len {
+            self.clear();
+            return;
+        }
+        let mut rest = Column::new(self.kind());
+        rest.extend_from(self, n..len);
+        *self = rest;
+    }
+
     /// Removes every row, keeping the buffers for the next batch.
     pub fn clear(&mut self) {
         match &mut self.values {
@@ -353,6 +390,15 @@ impl Rows {
             }
         }
         Ok(())
+    }
+
+    /// Keeps the first `n` rows only.
+    pub fn truncate(&mut self, n: usize) {
+        self.groups.truncate(n);
+        self.times.truncate(n);
+        for column in &mut self.columns {
+            column.truncate(n);
+        }
     }
 
     /// Removes every row, keeping the buffers for the next batch.
@@ -503,6 +549,13 @@ pub fn check_inputs(inputs: &[InputSpec]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether `inputs` are one required float: what a 0.1 aggregation takes.
+/// The decoder and the window store carry such an aggregation's values as
+/// plain numbers, one per event, whatever its interface version.
+pub fn takes_one_number(inputs: &[InputSpec]) -> bool {
+    matches!(inputs, [one] if one.kind == InputKind::Float && !one.optional)
 }
 
 /// The one input a 0.1 aggregation takes: the number a pipeline's `field:`
@@ -877,6 +930,30 @@ mod tests {
             assert!(batch.columns[0].push(value.map(Value::Float)));
         }
         batch
+    }
+
+    #[test]
+    fn columns_copy_ranges_and_drop_their_front_rows() {
+        let texts = [Some("a"), None, Some("ccc"), Some(""), None, Some("f")];
+        let mut text = Column::new(InputKind::Text);
+        for t in texts {
+            assert!(text.push(t.map(Value::Text)));
+        }
+        let mut copy = Column::new(InputKind::Text);
+        assert!(copy.extend_from(&text, 1..5));
+        let got: Vec<_> = (0..copy.len()).map(|row| copy.get(row)).collect();
+        let want: Vec<_> = texts[1..5].iter().map(|t| t.map(Value::Text)).collect();
+        assert_eq!(got, want);
+        text.drain_front(2);
+        let got: Vec<_> = (0..text.len()).map(|row| text.get(row)).collect();
+        let want: Vec<_> = texts[2..].iter().map(|t| t.map(Value::Text)).collect();
+        assert_eq!(got, want);
+        let mut floats = Column::floats(vec![1.0, 2.0, 3.0]);
+        assert!(floats.extend_from(&Column::floats(vec![4.0, 5.0]), 1..2));
+        assert_eq!(floats.values, ColumnValues::Float(vec![1.0, 2.0, 3.0, 5.0]));
+        assert!(!floats.extend_from(&copy, 1..2), "text into floats");
+        floats.drain_front(9);
+        assert!(floats.is_empty());
     }
 
     #[test]

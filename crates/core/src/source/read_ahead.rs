@@ -14,7 +14,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use super::{LineBatch, LineSource};
-use crate::decode::{Event, EventDecoder};
+use crate::decode::{Cell, Event, EventDecoder};
 use crate::error::IoError;
 
 /// Batches each decoder may hold decoded, waiting for the pipeline: enough to
@@ -33,6 +33,12 @@ pub struct DecodedBatch {
     /// `values_per_line` values per line.
     values: Vec<Option<f64>>,
     values_per_line: usize,
+    /// `cells_per_line` typed cells per line, their text back to back;
+    /// `text_ends[i]` ends line `i`'s (cells point into their line's text).
+    cells: Vec<Cell>,
+    cells_per_line: usize,
+    text: String,
+    text_ends: Vec<usize>,
     errors: Vec<Option<String>>,
     /// Per line, the time its source stamped it with (Kafka messages);
     /// empty for a file's lines.
@@ -71,6 +77,9 @@ impl DecodedBatch {
         self.key_ends.clear();
         self.times.clear();
         self.values.clear();
+        self.cells.clear();
+        self.text.clear();
+        self.text_ends.clear();
         self.errors.clear();
         self.message_times.clear();
         self.position = (0, 0);
@@ -90,6 +99,16 @@ impl DecodedBatch {
         event
             .values
             .extend_from_slice(&self.values[i * n..(i + 1) * n]);
+        let c = self.cells_per_line;
+        event.cells.clear();
+        event.text.clear();
+        if c > 0 {
+            event
+                .cells
+                .extend_from_slice(&self.cells[i * c..(i + 1) * c]);
+            let start = if i == 0 { 0 } else { self.text_ends[i - 1] };
+            event.text.push_str(&self.text[start..self.text_ends[i]]);
+        }
         Ok(())
     }
 
@@ -97,6 +116,8 @@ impl DecodedBatch {
     pub fn decode(&mut self, decoder: &mut EventDecoder, event: &mut Event) {
         let n = decoder.values_per_event();
         self.values_per_line = n;
+        let c = decoder.cells_per_event();
+        self.cells_per_line = c;
         for (i, (_, line)) in self.lines.iter().enumerate() {
             let stamp = self.message_times.get(i).copied().flatten();
             match decoder.decode_at(line, stamp, event) {
@@ -104,16 +125,24 @@ impl DecodedBatch {
                     self.keys.push_str(&event.key);
                     self.times.push(event.time);
                     self.values.extend_from_slice(&event.values);
+                    if c > 0 {
+                        self.cells.extend_from_slice(&event.cells);
+                        self.text.push_str(&event.text);
+                    }
                     self.errors.push(None);
                 }
                 Err(why) => {
                     // No event: placeholders keep the other lines' indexes.
                     self.times.push(0);
                     self.values.extend(std::iter::repeat_n(None, n));
+                    self.cells.extend(std::iter::repeat_n(Cell::Missing, c));
                     self.errors.push(Some(why));
                 }
             }
             self.key_ends.push(self.keys.len());
+            if c > 0 {
+                self.text_ends.push(self.text.len());
+            }
         }
     }
 }
@@ -234,6 +263,7 @@ mod tests {
             name: "a".into(),
             plugin: "builtin/stats".into(),
             field: field.map(Into::into),
+            inputs: None,
             config: None,
             on_missing: MissingPolicy::DeadLetter,
         };

@@ -169,14 +169,17 @@ impl WindowOperator {
 
     /// Adds one event, given the watermark as it was when the event arrived.
     /// Emissions its window's trigger asks for are appended to `out`.
-    pub fn on_event(
+    /// `values` is the event's [`crate::decode::Row`] (or, for aggregations
+    /// of one number each, a slice of those numbers).
+    pub fn on_event<'a>(
         &mut self,
         key: KeyId,
         time: i64,
-        values: &[Option<f64>],
+        values: impl Into<crate::decode::Row<'a>>,
         watermark: i64,
         out: &mut Vec<WindowResult>,
     ) -> Result<EventOutcome, PluginError> {
+        let values = values.into();
         let lateness = self.lateness;
         let routed = match self.spec {
             WindowSpec::Tumbling { size, offset } => tumbling::on_event(

@@ -11,7 +11,7 @@
 
 use super::Window;
 use super::store::{Timer, TimerKind, WindowStore};
-use crate::decode::KeyId;
+use crate::decode::{KeyId, Row};
 
 fn timers(key: KeyId, window: Window, lateness: i64) -> [Timer; 2] {
     [
@@ -59,7 +59,7 @@ pub(super) fn on_event(
     (gap, lateness): (i64, i64),
     key: KeyId,
     time: i64,
-    values: &[Option<f64>],
+    values: Row<'_>,
     watermark: i64,
 ) -> Result<Routed, Window> {
     let own = Window {

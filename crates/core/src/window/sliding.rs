@@ -9,7 +9,7 @@
 
 use super::store::{Fold, Timer, TimerKind, WindowStore};
 use super::{EmitKind, Window, WindowResult, align, gcd};
-use crate::decode::KeyId;
+use crate::decode::{KeyId, Row};
 
 /// Sliding-window geometry in milliseconds.
 #[derive(Debug, Clone, Copy)]
@@ -80,7 +80,7 @@ pub(super) fn on_event(
     geo: Sliding,
     key: KeyId,
     time: i64,
-    values: &[Option<f64>],
+    values: Row<'_>,
     watermark: i64,
 ) -> Result<Routed, Window> {
     let pane_size = geo.pane_size();

@@ -36,7 +36,8 @@ use slab::Slab;
 use super::Window;
 use super::persist::{HealthState, LaneState, RetiringState, SlotKey, SlotState, WindowDelta};
 use crate::decode::KeyId;
-use crate::plugin::grouped::{GroupedAggregation, OutputValue};
+use crate::decode::Row;
+use crate::plugin::grouped::{Column, GroupedAggregation, OutputValue, takes_one_number};
 use crate::plugin::{OutputSpec, PluginError};
 use crate::record::{StateError, encode_record};
 use instance::Instance;
@@ -93,14 +94,27 @@ struct Lane {
     version: Version,
     /// The accumulator's state when `values` began; `None`: a new accumulator.
     snapshot: Option<Vec<u8>>,
-    /// `values[..handed]` are in the accumulator (the replay log since the
-    /// snapshot); `values[handed..]` wait for the next batch.
+    /// The rows since the snapshot, one per entry of `times`: rows
+    /// `..handed` are in the accumulator (the replay log), rows `handed..`
+    /// wait for the next batch. An aggregation of one number logs them in
+    /// `values`; one of typed inputs in `columns`, one per input.
     values: Vec<f64>,
+    columns: Vec<Column>,
     times: Vec<i64>,
     handed: usize,
     /// The same values in the retiring version, for a current lane that may
     /// still be merged into a retiring window; its replay log is `values`.
     shadow: Option<Shadow>,
+}
+
+/// Rows of a lane's log, as [`Instance::queue`] takes them: `values` (an
+/// aggregation of one number) are those rows already; of `columns` (typed
+/// inputs), the rows `range`.
+pub(crate) struct Log<'a> {
+    values: &'a [f64],
+    columns: &'a [Column],
+    times: &'a [i64],
+    range: std::ops::Range<usize>,
 }
 
 /// A current lane's state in the retiring version.
@@ -161,10 +175,36 @@ impl Lane {
             version: Version::Current,
             snapshot: None,
             values: Vec::new(),
+            columns: Vec::new(),
             times: Vec::new(),
             handed: 0,
             shadow: None,
         }
+    }
+
+    /// How many rows the log holds (handed over or not).
+    fn logged(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Whether every logged row is in the accumulator.
+    fn all_handed(&self) -> bool {
+        self.handed == self.times.len()
+    }
+
+    /// Rows `range` of the log.
+    fn log(&self, range: std::ops::Range<usize>) -> Log<'_> {
+        Log {
+            values: self.values.get(range.clone()).unwrap_or_default(),
+            columns: &self.columns,
+            times: &self.times[range.clone()],
+            range,
+        }
+    }
+
+    /// The rows not handed over yet.
+    fn unhanded(&self) -> Log<'_> {
+        self.log(self.handed..self.logged())
     }
 
     /// Gives up on this window for the aggregation, keeping why.
@@ -174,6 +214,7 @@ impl Lane {
             .map(|acc| (self.version, acc));
         self.snapshot = None;
         self.values = Vec::new();
+        self.columns = Vec::new();
         self.times = Vec::new();
         self.handed = 0;
         Released {
@@ -186,7 +227,10 @@ impl Lane {
     /// handed to it: the replay log starts afresh from there.
     fn snapshotted(&mut self, bytes: Vec<u8>) {
         self.snapshot = Some(bytes);
-        self.values.drain(..self.handed);
+        self.values.drain(..self.handed.min(self.values.len()));
+        for column in &mut self.columns {
+            column.drain_front(self.handed);
+        }
         self.times.drain(..self.handed);
         self.handed = 0;
     }
@@ -240,6 +284,9 @@ struct Plugin {
     /// The version before a reload to another state format, while windows
     /// it holds are open.
     retiring: Option<Retiring>,
+    /// For typed inputs, where the aggregation's cells start in an event's
+    /// [`Row::cells`] and how many it has; `None` for one number per event.
+    cells: Option<(usize, usize)>,
 }
 
 impl Plugin {
@@ -363,15 +410,24 @@ impl WindowStore {
     ) -> Self {
         let names = (0..aggs.len()).map(|a| format!("#{a}")).collect();
         let memory_recoveries = vec![0; aggs.len()];
+        let mut cells = 0;
         Self {
             plugins: aggs
                 .into_iter()
-                .map(|plugin| Plugin {
-                    instance: Instance::new(plugin),
-                    consecutive_failures: 0,
-                    failures: 0,
-                    quarantined: None,
-                    retiring: None,
+                .map(|plugin| {
+                    let inputs = plugin.inputs();
+                    let own = (!takes_one_number(inputs)).then(|| {
+                        cells += inputs.len();
+                        (cells - inputs.len(), inputs.len())
+                    });
+                    Plugin {
+                        instance: Instance::new(plugin),
+                        consecutive_failures: 0,
+                        failures: 0,
+                        quarantined: None,
+                        retiring: None,
+                        cells: own,
+                    }
                 })
                 .collect(),
             quarantine_after,

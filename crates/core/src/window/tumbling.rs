@@ -2,7 +2,7 @@
 
 use super::store::{Timer, TimerKind, WindowStore};
 use super::{Window, align};
-use crate::decode::KeyId;
+use crate::decode::{KeyId, Row};
 
 /// Routes one event into its tumbling window. Returns the window and whether
 /// it was just opened; `Err(window)` when the event is late for it.
@@ -11,7 +11,7 @@ pub(super) fn on_event(
     (size, offset, lateness): (i64, i64, i64),
     key: KeyId,
     time: i64,
-    values: &[Option<f64>],
+    values: Row<'_>,
     watermark: i64,
 ) -> Result<(Window, bool), Window> {
     let start = align(time, size, offset);

@@ -27,13 +27,11 @@ fn open_retiring(
 ) -> Result<Box<dyn GroupedAggregation>, String> {
     let source = format!("{} (retiring, from the checkpoint)", agg.plugin);
     let plugin = engine
-        .compile(&source, &retiring.component)
+        .compile_any(&source, &retiring.component)
         .map_err(|e| e.to_string())?;
-    let config = agg.plugin_config();
-    let mut instance = engine
-        .open_aggregation(&plugin, &config)
+    let instance = engine
+        .open_any(&plugin, &agg.plugin_config(), &agg.name)
         .map_err(|e| e.to_string())?;
-    instance.set_aggregation_name(&agg.name);
     let info = instance.info();
     if info.name != retiring.plugin || info.state_version != retiring.state_version {
         return Err(format!(
@@ -41,7 +39,7 @@ fn open_retiring(
             info.name, info.state_version, retiring.plugin, retiring.state_version
         ));
     }
-    Ok(PerWindow::boxed(Box::new(instance)))
+    Ok(instance)
 }
 
 impl Flow {

@@ -157,7 +157,7 @@ impl Flow {
         let time = self.event.time;
         let outcome =
             self.operator
-                .on_event(key, time, &self.event.values, watermark, &mut self.emitted)?;
+                .on_event(key, time, self.event.row(), watermark, &mut self.emitted)?;
         if let EventOutcome::Late(window) = outcome {
             if replayed {
                 self.summary.replayed_skipped += 1;

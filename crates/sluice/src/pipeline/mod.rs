@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use sluice_config::{
     AggregationConfig, DEFAULT_TRIGGER, LoadedConfig, OutputConfig, PipelineConfig, SourceConfig,
-    StateBackendKind, millis,
+    StateBackendKind, TimeConfig, millis,
 };
-use sluice_core::decode::{Event, EventDecoder, KeyTable};
+use sluice_core::decode::{BoundInput, Event, EventDecoder, InputSource, KeyTable};
 use sluice_core::dedup::{Deduplicator, Sighting};
 use sluice_core::fill::{Emission, GapFiller};
-use sluice_core::plugin::grouped::{GroupedAggregation, PerWindow};
-use sluice_core::plugin::{Aggregation, TriggerPolicy, check_outputs};
+use sluice_core::plugin::grouped::{GroupedAggregation, InputKind, InputSpec};
+use sluice_core::plugin::{TriggerPolicy, check_outputs};
 use sluice_core::sink::{self, JsonlWriter, OutputNames};
 use sluice_core::source::read_ahead;
 use sluice_core::source::{InputFile, LineBatch, LineSource, Origin};
@@ -38,7 +38,7 @@ use sluice_rocks::{LockError, RocksBackend, StateLock};
 use sluice_wasm::cache::CacheSetting;
 use sluice_wasm::registry::{self, BUILTIN_PREFIX};
 use sluice_wasm::reload::{Reloader, WatchedPlugin};
-use sluice_wasm::{PluginEngine, PluginRegistry};
+use sluice_wasm::{AnyAggregator, PluginEngine, PluginRegistry};
 
 use crate::admin::AdminServer;
 use crate::error::{ConfigError, Error};
@@ -56,7 +56,10 @@ mod status_feed;
 mod stop;
 
 use file::run_file_source;
-pub use open::{default_trigger, open_aggregations, open_trigger, validate, validate_file};
+pub use open::{
+    OpenedAggregations, bind_inputs, default_trigger, open_aggregations, open_trigger, validate,
+    validate_file,
+};
 pub use output::Output;
 
 /// Run-time choices that are not part of the pipeline's meaning.

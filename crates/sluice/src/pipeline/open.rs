@@ -17,25 +17,50 @@ fn jump_warning(spec: &WindowSpec) -> i64 {
     DAY.max(span.saturating_mul(10))
 }
 
+/// The opened aggregations of a pipeline, and where each reads its inputs.
+pub struct OpenedAggregations {
+    /// One per configured aggregation, in order.
+    pub aggs: Vec<Box<dyn GroupedAggregation>>,
+    /// Per aggregation, its declared inputs bound to event fields; `None`
+    /// for a plugin of interface 0.1, which reads `field` (or counts).
+    pub bindings: Vec<Option<Vec<BoundInput>>>,
+}
+
+impl OpenedAggregations {
+    /// The decoder of `config`'s events for these aggregations.
+    pub fn decoder(&self, config: &PipelineConfig) -> EventDecoder {
+        let mut decoder =
+            EventDecoder::new(&config.event.key, &config.event.time, &config.aggregations);
+        for (a, binding) in self.bindings.iter().enumerate() {
+            if let Some(inputs) = binding {
+                decoder.bind(a, inputs);
+            }
+        }
+        decoder
+    }
+}
+
 /// Loads, configures and checks every aggregation's plugin, so that a bad
-/// plugin or plugin config stops the run before any event is read.
+/// plugin or plugin config stops the run before any event is read: a
+/// plugin of interface 0.1 serves behind [`PerWindow`], one of 0.2 has its
+/// declared inputs bound to event fields (see [`bind_inputs`]).
 pub fn open_aggregations(
     engine: &PluginEngine,
     registry: &mut PluginRegistry<'_>,
     config: &PipelineConfig,
-) -> Result<Vec<Box<dyn GroupedAggregation>>, ConfigError> {
+) -> Result<OpenedAggregations, ConfigError> {
     let spec = WindowSpec::from(&config.window);
     let mut aggs = Vec::with_capacity(config.aggregations.len());
+    let mut bindings = Vec::with_capacity(config.aggregations.len());
     for (i, agg) in config.aggregations.iter().enumerate() {
         let at = |e: &dyn std::fmt::Display| {
             ConfigError(format!("key `aggregations[{i}]` ({}): {e}", agg.name))
         };
         let plugin = registry.get(&agg.plugin).map_err(|e| at(&e))?;
         let plugin_config = agg.plugin_config();
-        let mut instance = engine
-            .open_aggregation(&plugin, &plugin_config)
+        let instance = engine
+            .open_any(&plugin, &plugin_config, &agg.name)
             .map_err(|e| at(&e))?;
-        instance.set_aggregation_name(&agg.name);
         if spec.needs_merge() && !instance.info().mergeable {
             return Err(at(&format!(
                 "plugin {} cannot merge states, which {} windows need",
@@ -47,9 +72,113 @@ pub fn open_aggregations(
             )));
         }
         check_outputs(instance.outputs()).map_err(|e| at(&format!("{}: {e}", instance.label())))?;
-        aggs.push(PerWindow::boxed(Box::new(instance)));
+        bindings.push(match plugin {
+            AnyAggregator::PerWindow(_) => {
+                if agg.inputs.is_some() {
+                    return Err(at(&format!(
+                        "plugin {} is of interface 0.1 and takes one number: bind it with \
+                         `field`, not `inputs`",
+                        instance.label()
+                    )));
+                }
+                None
+            }
+            AnyAggregator::Grouped(_) => Some(
+                bind_inputs(agg, &config.event.time, instance.inputs())
+                    .map_err(|e| at(&format!("plugin {}: {e}", instance.label())))?,
+            ),
+        });
+        aggs.push(instance);
     }
-    Ok(aggs)
+    Ok(OpenedAggregations { aggs, bindings })
+}
+
+/// Binds the declared `inputs` of an aggregation of interface 0.2 to event
+/// fields as `agg` says: `inputs: { NAME: FIELD }`, or `field` for a plugin
+/// of one input. Refuses an input bound that the plugin does not declare, a
+/// required input left unbound, and a binding to the time field of an
+/// input that is not a timestamp, each naming the input.
+pub fn bind_inputs(
+    agg: &AggregationConfig,
+    time: &TimeConfig,
+    inputs: &[InputSpec],
+) -> Result<Vec<BoundInput>, String> {
+    let declared = || {
+        if inputs.is_empty() {
+            "it takes no input".to_string()
+        } else {
+            let list: Vec<String> = inputs
+                .iter()
+                .map(|i| {
+                    let required = if i.optional { ", optional" } else { "" };
+                    format!("`{}` ({}{required})", i.name, i.kind.name())
+                })
+                .collect();
+            format!("it takes {}", list.join(", "))
+        }
+    };
+    let mut fields: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    match (&agg.field, &agg.inputs) {
+        (Some(field), _) => match inputs {
+            [one] => {
+                fields.insert(one.name.as_str(), field.as_str());
+            }
+            _ => {
+                return Err(format!(
+                    "`field` binds a plugin's one input, but {}: bind them with `inputs`",
+                    declared()
+                ));
+            }
+        },
+        (None, Some(bound)) => {
+            for (name, field) in bound {
+                if !inputs.iter().any(|i| &i.name == name) {
+                    return Err(format!(
+                        "`inputs` binds `{name}`, which the plugin does not declare ({})",
+                        declared()
+                    ));
+                }
+                fields.insert(name.as_str(), field.as_str());
+            }
+        }
+        (None, None) => {}
+    }
+    let time_field =
+        (time.format != sluice_config::TimeFormat::KafkaTimestamp).then_some(time.field.as_str());
+    inputs
+        .iter()
+        .map(|input| {
+            let source = match fields.get(input.name.as_str()) {
+                None if input.optional => InputSource::Unbound,
+                None => {
+                    return Err(format!(
+                        "input `{}` ({}) is not bound to a field: add `inputs: {{ {}: FIELD }}` \
+                         ({})",
+                        input.name,
+                        input.kind.name(),
+                        input.name,
+                        declared()
+                    ));
+                }
+                Some(field) if Some(*field) == time_field => {
+                    if input.kind != InputKind::Timestamp {
+                        return Err(format!(
+                            "input `{}` ({}) is bound to the time field `{field}`; only a \
+                             timestamp input can read the event time",
+                            input.name,
+                            input.kind.name()
+                        ));
+                    }
+                    InputSource::Time
+                }
+                Some(field) => InputSource::Field((*field).to_string()),
+            };
+            Ok(BoundInput {
+                spec: input.clone(),
+                source,
+            })
+        })
+        .collect()
 }
 
 /// The default trigger, `builtin/event-time`, opened on its own: for
@@ -173,7 +302,9 @@ impl Flow {
     ) -> Result<Self, Error> {
         let config = &loaded.pipeline;
         let mut registry = PluginRegistry::new(engine, &loaded.base_dir);
-        let aggs = open_aggregations(engine, &mut registry, config)?;
+        let opened = open_aggregations(engine, &mut registry, config)?;
+        let decoder = opened.decoder(config);
+        let aggs = opened.aggs;
         let triggers = open_trigger(engine, &loaded.base_dir, config, &aggs)?;
         let reloader = match &config.reload {
             Some(reload) => {
@@ -345,7 +476,7 @@ impl Flow {
                 config.plugins.quarantine_after,
             ),
             watermarks: Watermarks::new(millis(config.watermark.max_out_of_orderness), partitions),
-            decoder: EventDecoder::new(&config.event.key, &config.event.time, &config.aggregations),
+            decoder,
             keys: KeyTable::default(),
             event: Event::default(),
             emitted: Vec::new(),
@@ -404,7 +535,7 @@ pub fn validate(loaded: &LoadedConfig) -> Result<String, Error> {
     };
     let engine = PluginEngine::with_cache(config.plugins.clone(), &cache)?;
     let mut registry = PluginRegistry::new(&engine, &loaded.base_dir);
-    let aggs = open_aggregations(&engine, &mut registry, config)?;
+    let aggs = open_aggregations(&engine, &mut registry, config)?.aggs;
     let triggers = open_trigger(&engine, &loaded.base_dir, config, &aggs)?;
     let source = match &config.source {
         SourceConfig::File(path) if path == Path::new("-") => "stdin".to_string(),

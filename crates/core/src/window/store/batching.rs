@@ -5,7 +5,8 @@ use super::*;
 
 impl WindowStore {
     /// Buffers one event's values (`None` skips that aggregation).
-    pub fn push(&mut self, id: usize, values: &[Option<f64>], time: i64) {
+    pub fn push<'a>(&mut self, id: usize, row: impl Into<Row<'a>>, time: i64) {
+        let row = row.into();
         let Some(slot) = self.slots.get_mut(id) else {
             return;
         };
@@ -21,13 +22,26 @@ impl WindowStore {
             return;
         };
         slot.changed = true;
-        for (lane, value) in slot.lanes.iter_mut().zip(values) {
+        for ((lane, value), plugin) in slot.lanes.iter_mut().zip(row.values).zip(&self.plugins) {
             // A window that failed for this aggregation reports that instead
             // of a result, so it needs no more values.
-            if let (Some(v), Ok(_)) = (value, &lane.acc) {
-                lane.values.push(*v);
-                lane.times.push(time);
+            let (Some(v), Ok(_)) = (value, &lane.acc) else {
+                continue;
+            };
+            match plugin.cells {
+                None => lane.values.push(*v),
+                Some((first, n)) => {
+                    if lane.columns.len() != n {
+                        let inputs = plugin.instance.grouped().inputs();
+                        lane.columns = inputs.iter().map(|i| Column::new(i.kind)).collect();
+                    }
+                    for (i, column) in lane.columns.iter_mut().enumerate() {
+                        // The decoder gives each cell its input's kind.
+                        column.push(row.cell(first + i));
+                    }
+                }
             }
+            lane.times.push(time);
         }
         slot.pending_len += 1;
         self.pending_total += 1;
@@ -48,7 +62,7 @@ impl WindowStore {
         slot.pending_len = 0;
         for a in 0..self.plugins.len() {
             let lane = &self.slots[id].lanes[a];
-            if lane.acc.is_err() || lane.handed == lane.values.len() {
+            if lane.acc.is_err() || lane.all_handed() {
                 continue;
             }
             let shadow = lane
@@ -56,11 +70,9 @@ impl WindowStore {
                 .as_ref()
                 .and_then(|s| s.acc.as_ref().ok().copied());
             if let Some(shadow) = shadow {
-                let added = self.plugins[a].of(Version::Retiring).add(
-                    shadow,
-                    &lane.values[lane.handed..],
-                    &lane.times[lane.handed..],
-                );
+                let added = self.plugins[a]
+                    .of(Version::Retiring)
+                    .add(shadow, lane.unhanded());
                 if let Err(e) = added {
                     self.shadow_failed(a, id, e);
                 }
@@ -88,20 +100,16 @@ impl WindowStore {
         let (Ok(acc), version) = (&lane.acc, lane.version) else {
             return Ok(());
         };
-        if lane.handed == lane.values.len() {
+        if lane.all_handed() {
             return Ok(());
         }
         self.plugins[a]
             .of(version)
-            .add(
-                *acc,
-                &lane.values[lane.handed..],
-                &lane.times[lane.handed..],
-            )
+            .add(*acc, lane.unhanded())
             .map_err(|e| (version, e))?;
         self.plugins[a].consecutive_failures = 0;
         let lane = &mut self.slots[id].lanes[a];
-        lane.handed = lane.values.len();
+        lane.handed = lane.logged();
         if lane.handed >= REPLAY_LIMIT {
             self.checkpoint(a, id);
         }
@@ -214,14 +222,10 @@ impl WindowStore {
             let (Ok(acc), Version::Current, None) = (&lane.acc, lane.version, &lane.shadow) else {
                 continue;
             };
-            if lane.handed == lane.values.len() {
+            if lane.all_handed() {
                 continue;
             }
-            let queued = self.plugins[a].instance.queue(
-                *acc,
-                &lane.values[lane.handed..],
-                &lane.times[lane.handed..],
-            );
+            let queued = self.plugins[a].instance.queue(*acc, lane.unhanded());
             if queued.is_err() {
                 // Not a plugin that takes one number per row: the window by
                 // window path reports that.
@@ -238,7 +242,7 @@ impl WindowStore {
                 self.plugins[a].consecutive_failures = 0;
                 handed.retain(|&id| {
                     let lane = &mut self.slots[id].lanes[a];
-                    lane.handed = lane.values.len();
+                    lane.handed = lane.logged();
                     lane.handed >= REPLAY_LIMIT
                 });
                 self.checkpoint_all(a, &handed);

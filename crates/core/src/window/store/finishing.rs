@@ -299,7 +299,7 @@ impl WindowStore {
                 // A merge is not a replay of values: start the replay log
                 // afresh from a snapshot of the result.
                 let lane = &mut self.slots[into].lanes[a];
-                lane.handed = lane.values.len();
+                lane.handed = lane.logged();
                 self.checkpoint(a, into);
             }
             Err((version, e)) => {

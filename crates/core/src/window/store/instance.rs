@@ -11,7 +11,10 @@
 
 use std::time::Duration;
 
-use crate::plugin::grouped::{ColumnValues, GroupId, GroupedAggregation, OutputValue, Rows};
+use super::Log;
+use crate::plugin::grouped::{
+    Column, ColumnValues, GroupId, GroupedAggregation, OutputValue, Rows, takes_one_number,
+};
 use crate::plugin::{OutputSpec, PluginError, PluginInfo};
 
 /// How many groups given back wait for one `release` call at most: states
@@ -102,34 +105,43 @@ impl Instance {
         Ok(GroupId(self.next - 1))
     }
 
-    /// Folds `values`, with their event times, into `group`.
-    pub fn add(
-        &mut self,
-        group: GroupId,
-        values: &[f64],
-        times: &[i64],
-    ) -> Result<(), PluginError> {
+    /// Folds the rows of `log` into `group`.
+    pub fn add(&mut self, group: GroupId, log: Log<'_>) -> Result<(), PluginError> {
         self.rows.clear();
-        self.queue(group, values, times)?;
+        self.queue(group, log)?;
         self.update_queued()
     }
 
-    /// Appends `values`, with their event times, for `group` to the rows
-    /// of the next [`Self::update_queued`].
-    pub fn queue(
-        &mut self,
-        group: GroupId,
-        values: &[f64],
-        times: &[i64],
-    ) -> Result<(), PluginError> {
-        let [column] = self.rows.columns.as_mut_slice() else {
-            return Err(self.misuse("takes other inputs than one number"));
+    /// Appends the rows of `log` for `group` to the rows of the next
+    /// [`Self::update_queued`]. Fails, queueing nothing, when the log's
+    /// columns are not the plugin's inputs.
+    pub fn queue(&mut self, group: GroupId, log: Log<'_>) -> Result<(), PluginError> {
+        let rows = self.rows.len();
+        let fits = if log.columns.is_empty() && takes_one_number(self.plugin.inputs()) {
+            match self.rows.columns.as_mut_slice() {
+                [Column {
+                    values: ColumnValues::Float(column),
+                    ..
+                }] if log.values.len() == log.times.len() => {
+                    column.extend_from_slice(log.values);
+                    true
+                }
+                _ => false,
+            }
+        } else {
+            log.columns.len() == self.rows.columns.len()
+                && self
+                    .rows
+                    .columns
+                    .iter_mut()
+                    .zip(log.columns)
+                    .all(|(to, from)| to.extend_from(from, log.range.clone()))
         };
-        let ColumnValues::Float(column) = &mut column.values else {
-            return Err(self.misuse("takes other inputs than one number"));
-        };
-        column.extend_from_slice(values);
-        self.rows.times.extend_from_slice(times);
+        if !fits {
+            self.rows.truncate(rows);
+            return Err(self.misuse("was given rows of other inputs than it takes"));
+        }
+        self.rows.times.extend_from_slice(log.times);
         let rows = self.rows.times.len();
         self.rows.groups.resize(rows, group);
         Ok(())

@@ -260,11 +260,7 @@ impl WindowStore {
                 }
                 .and_then(|acc| {
                     if lane.handed > 0 {
-                        instance.add(
-                            acc,
-                            &lane.values[..lane.handed],
-                            &lane.times[..lane.handed],
-                        )?;
+                        instance.add(acc, lane.log(0..lane.handed))?;
                     }
                     Ok(acc)
                 });
