@@ -11,6 +11,7 @@ mod common;
 
 mod cli;
 mod golden;
+mod inputs;
 mod kafka;
 mod languages;
 mod laws;

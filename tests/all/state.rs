@@ -43,6 +43,20 @@ fn setup_with(
     interval: &str,
     extra: &str,
 ) -> PathBuf {
+    setup_full(dir, input, window, lateness, interval, "", extra)
+}
+
+/// [`setup_with`] with more aggregations (lines of the list, each ending
+/// in a newline).
+fn setup_full(
+    dir: &Path,
+    input: &str,
+    window: &str,
+    lateness: &str,
+    interval: &str,
+    aggregations: &str,
+    extra: &str,
+) -> PathBuf {
     std::fs::write(dir.join("input.jsonl"), input).unwrap();
     let config = dir.join("pipeline.yaml");
     std::fs::write(
@@ -57,6 +71,7 @@ fn setup_with(
              \x20 - {{ name: latency, plugin: builtin/stats, field: latency_ms }}\n\
              \x20 - {{ name: p, plugin: builtin/percentiles, field: latency_ms, config: {{ quantiles: [0.5, 0.99] }} }}\n\
              \x20 - {{ name: errors, plugin: builtin/count, field: error }}\n\
+             {aggregations}\
              sink: {{ file: results.jsonl }}\n\
              late_output: {{ file: late.jsonl }}\n\
              dead_letter: {{ file: dead.jsonl }}\n\
@@ -218,6 +233,7 @@ fn crash_test_with(input: &str, window: &str, lateness: &str, extra: &str) -> Ou
         lateness,
         reference: extra,
         interrupted: extra,
+        aggregations: "",
         how: Interrupt::Kill,
         stops: kills(),
     })
@@ -234,6 +250,8 @@ struct RestartCase<'a> {
     reference: &'a str,
     /// More config lines for the interrupted runs (another memory limit, say).
     interrupted: &'a str,
+    /// More aggregations, for both.
+    aggregations: &'a str,
     how: Interrupt,
     stops: usize,
 }
@@ -242,12 +260,13 @@ struct RestartCase<'a> {
 /// stderr of every interrupted run and of the last one.
 fn restart_test(case: &RestartCase<'_>) -> (Outputs, String) {
     let clean = tempfile::tempdir().unwrap();
-    let config = setup_with(
+    let config = setup_full(
         clean.path(),
         case.input,
         case.window,
         case.lateness,
         "1h",
+        case.aggregations,
         case.reference,
     );
     let started = Instant::now();
@@ -261,12 +280,13 @@ fn restart_test(case: &RestartCase<'_>) -> (Outputs, String) {
     );
 
     let crashed = tempfile::tempdir().unwrap();
-    let config = setup_with(
+    let config = setup_full(
         crashed.path(),
         case.input,
         case.window,
         case.lateness,
         "10ms",
+        case.aggregations,
         case.interrupted,
     );
     let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
@@ -598,9 +618,43 @@ fn every_window_kind_resumes_byte_identically_after_sigterm() {
             lateness,
             reference: "",
             interrupted: "",
+            aggregations: "",
             how: Interrupt::Term,
             stops: 8,
         });
+    }
+}
+
+/// A plugin of interface 0.2 with two bound inputs keeps its windows
+/// through SIGKILLs in every window kind: its typed rows are replayed and
+/// its groups restored from checkpoints, byte-identically.
+#[test]
+fn a_0_2_plugin_survives_repeated_kill_nine_in_every_window_kind() {
+    let input = generate(20_000);
+    let aggregations = format!(
+        "\x20 - {{ name: wm, plugin: {}, inputs: {{ value: latency_ms, weight: error }}, \
+         on_missing: skip }}\n",
+        sluice_test_plugins::GROUPED_WEIGHTED_MEAN
+    );
+    for (window, lateness) in [
+        ("{ tumbling: { size: 10s } }", "3s"),
+        ("{ sliding: { size: 10s, slide: 2s } }", "3s"),
+        ("{ session: { gap: 1s } }", "3s"),
+    ] {
+        let (got, _) = restart_test(&RestartCase {
+            input: &input,
+            window,
+            lateness,
+            reference: "",
+            interrupted: "",
+            aggregations: &aggregations,
+            how: Interrupt::Kill,
+            stops: 6,
+        });
+        assert!(
+            got.results.contains("\"wm.rows\":"),
+            "{window}: no wm results"
+        );
     }
 }
 
@@ -650,6 +704,7 @@ fn restarts_are_byte_identical_at_a_tight_memory_limit() {
             lateness,
             reference: "",
             interrupted: TIGHT_MEMORY,
+            aggregations: "",
             how,
             stops: 6,
         });

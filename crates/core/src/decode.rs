@@ -151,9 +151,7 @@ impl<'a> Row<'a> {
             Cell::Integer(x) => Value::Integer(x),
             Cell::Boolean(b) => Value::Boolean(b),
             Cell::Timestamp(t) => Value::Timestamp(t),
-            Cell::Text { start, end } => {
-                Value::Text(self.text.get(start as usize..end as usize)?)
-            }
+            Cell::Text { start, end } => Value::Text(self.text.get(start as usize..end as usize)?),
         })
     }
 }
@@ -754,6 +752,8 @@ impl Scalar<'_> {
             (_, Scalar::Null) => return None,
             (InputKind::Float, Scalar::Int(i)) => Cell::Float(*i as f64),
             (InputKind::Float, Scalar::Float(f)) if f.is_finite() => Cell::Float(*f),
+            // As `field` reads it: `true` counts 1.
+            (InputKind::Float, Scalar::Bool(b)) => Cell::Float(f64::from(u8::from(*b))),
             (InputKind::Integer, Scalar::Int(i)) => Cell::Integer(*i),
             (InputKind::Integer, Scalar::Float(f))
                 if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 =>

@@ -46,8 +46,7 @@ use crate::engine::{AnyAggregator, PluginEngine};
 /// (whatever the input's name, which `field` binds), or the same inputs.
 fn same_inputs(old: &[InputSpec], new: &[InputSpec]) -> bool {
     let key = |i: &InputSpec| (i.name.clone(), i.kind, i.optional);
-    (takes_one_number(old) && takes_one_number(new))
-        || old.iter().map(key).eq(new.iter().map(key))
+    (takes_one_number(old) && takes_one_number(new)) || old.iter().map(key).eq(new.iter().map(key))
 }
 
 /// `value (float), weight (float, optional)`, for messages.

@@ -119,10 +119,12 @@ impl Instance {
         let rows = self.rows.len();
         let fits = if log.columns.is_empty() && takes_one_number(self.plugin.inputs()) {
             match self.rows.columns.as_mut_slice() {
-                [Column {
-                    values: ColumnValues::Float(column),
-                    ..
-                }] if log.values.len() == log.times.len() => {
+                [
+                    Column {
+                        values: ColumnValues::Float(column),
+                        ..
+                    },
+                ] if log.values.len() == log.times.len() => {
                     column.extend_from_slice(log.values);
                     true
                 }
