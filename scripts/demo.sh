@@ -46,3 +46,9 @@ echo "   (over its own examples/data/llm-events-dup.jsonl, where 3% of the reque
 echo "== a filled record (out/extras-results.jsonl), a dropped duplicate (out/extras-duplicates.jsonl)"
 grep -m 1 '"filled":true' "$OUT/extras-results.jsonl"
 head -n 1 "$OUT/extras-duplicates.jsonl"
+
+echo "== typed inputs: a token-weighted latency, distinct requests, top models, dollar cost"
+echo "   (examples/llm-cost.yaml: builtin/weighted_mean, distinct, top_k and examples/plugins/llm-cost)"
+"$SLUICE" run --config examples/llm-cost.yaml
+echo "== first results (out/cost-results.jsonl)"
+head -n 2 "$OUT/cost-results.jsonl"

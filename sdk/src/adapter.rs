@@ -76,7 +76,11 @@ impl<A: Aggregator> GuestAggregation for AggregationOf<A> {
                 name: o.name,
                 kind: match o.kind {
                     OutputKind::Integer => WitKind::Integer,
-                    OutputKind::Float => WitKind::Float,
+                    // 0.1 carries numbers only.
+                    OutputKind::Float
+                    | OutputKind::Text
+                    | OutputKind::Boolean
+                    | OutputKind::Ranked => WitKind::Float,
                 },
                 description: o.description,
             })

@@ -327,7 +327,9 @@ fn plugin_inspect_describes_builtins_and_custom_plugins() {
         "count",
         "stddev_samp",
         "p99",
-        "export sluice:plugin/aggregator@0.1.0",
+        "an aggregator of interface 0.2",
+        "value          float     required",
+        "export sluice:plugin/aggregator@0.2.0",
     ] {
         assert!(text.contains(want), "{want:?} missing from:\n{text}");
     }
@@ -553,7 +555,7 @@ fn plugin_new_scaffolds_a_crate_that_builds_and_passes_the_laws() {
         .unwrap();
     let report = String::from_utf8_lossy(&laws.stdout);
     assert!(laws.status.success(), "{report}{}", stderr(&laws));
-    assert_eq!(report.matches("PASS").count(), 7, "{report}");
+    assert_eq!(report.matches("PASS").count(), 9, "{report}");
 }
 
 /// Writes `lines` and a pipeline with `dedup` (YAML) over them into `dir`;
@@ -1243,6 +1245,7 @@ fn every_example_runs_on_its_own_events() {
         plugins.join("p99_alert.wasm"),
     )
     .unwrap();
+    std::fs::copy(sluice_test_plugins::LLM_COST, plugins.join("llm_cost.wasm")).unwrap();
     let events = std::fs::read(examples.join("data/llm-events.jsonl")).unwrap();
     // The languages example needs the other languages' toolchains: the
     // languages tests run it.
@@ -1250,6 +1253,7 @@ fn every_example_runs_on_its_own_events() {
         ("llm-latency.yaml", "results.jsonl", None),
         ("llm-alert.yaml", "alert-results.jsonl", None),
         ("llm-extras.yaml", "extras-results.jsonl", None),
+        ("llm-cost.yaml", "cost-results.jsonl", None),
         ("llm-kafka.yaml", "kafka-results.jsonl", Some(&events)),
     ];
     for (config, results, stdin) in runs {
@@ -1273,7 +1277,9 @@ fn every_example_runs_on_its_own_events() {
         let written = std::fs::read_to_string(dir.path().join("out").join(results)).unwrap();
         assert!(written.lines().count() >= 10, "{config}: {written}");
         assert!(
-            stderr(&out).contains("1200 events read") || config == "llm-extras.yaml",
+            stderr(&out).contains("1200 events read")
+                || config == "llm-extras.yaml"
+                || config == "llm-cost.yaml",
             "{config}: {}",
             stderr(&out)
         );

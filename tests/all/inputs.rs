@@ -71,6 +71,16 @@ fn expected(events: &str) -> BTreeMap<(String, i64), (f64, f64, i64)> {
 /// A pipeline over `events.jsonl` in `dir` with the weighted mean bound as
 /// `binding` (the aggregation's keys after `plugin`), and `extra` lines.
 fn pipeline(dir: &Path, binding: &str, extra: &str) -> PathBuf {
+    pipeline_of(
+        dir,
+        sluice_test_plugins::GROUPED_WEIGHTED_MEAN,
+        binding,
+        extra,
+    )
+}
+
+/// [`pipeline`] with another plugin as `wm`.
+fn pipeline_of(dir: &Path, plugin: &str, binding: &str, extra: &str) -> PathBuf {
     let config = dir.join("pipeline.yaml");
     std::fs::write(
         &config,
@@ -79,12 +89,11 @@ fn pipeline(dir: &Path, binding: &str, extra: &str) -> PathBuf {
              event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
              window: {{ tumbling: {{ size: 60s }} }}\n\
              aggregations:\n\
-             \x20 - {{ name: wm, plugin: {}, {binding} }}\n\
+             \x20 - {{ name: wm, plugin: {plugin}, {binding} }}\n\
              \x20 - {{ name: n, plugin: builtin/count }}\n\
              sink: {{ file: results.jsonl }}\n\
              dead_letter: {{ file: dead.jsonl }}\n\
-             {extra}",
-            sluice_test_plugins::GROUPED_WEIGHTED_MEAN
+             {extra}"
         ),
     )
     .unwrap();
@@ -117,22 +126,33 @@ fn close(a: f64, b: f64) -> bool {
 /// not depend on the batch size.
 #[test]
 fn a_0_2_plugin_reads_its_bound_inputs_and_matches_an_independent_computation() {
+    // The test plugin (no SDK) and the built-in (SDK) give the same outputs.
+    for plugin in [
+        sluice_test_plugins::GROUPED_WEIGHTED_MEAN,
+        "builtin/weighted_mean",
+    ] {
+        weighted_means_match(plugin);
+    }
+}
+
+fn weighted_means_match(plugin: &str) {
     let events = events();
     let want = expected(&events);
     let mut first: Option<String> = None;
     for batch in [1, 7, 4096] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("events.jsonl"), &events).unwrap();
-        let config = pipeline(
+        let config = pipeline_of(
             dir.path(),
+            plugin,
             "inputs: { value: latency_ms, weight: tokens }, on_missing: skip",
             &format!("batch_size: {batch}\n"),
         );
         let out = run(&config);
-        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(out.status.success(), "{plugin}: {}", stderr(&out));
         let results = dir.path().join("results.jsonl");
         let got = records(&results);
-        assert_eq!(got.len(), want.len(), "windows");
+        assert_eq!(got.len(), want.len(), "{plugin}: windows");
         let mut counted = 0;
         for r in &got {
             let key = (
@@ -291,11 +311,14 @@ fn bindings_that_do_not_fit_the_declared_inputs_are_refused_at_load() {
     let config = dir.path().join("p.yaml");
     std::fs::write(
         &config,
-        "source: { file: events.jsonl }\n\
-         event: { key: [service], time: { field: ts, format: epoch_millis } }\n\
-         window: { tumbling: { size: 60s } }\n\
-         aggregations: [ { name: lat, plugin: builtin/stats, inputs: { value: latency_ms } } ]\n\
-         sink: { file: results.jsonl }\n",
+        format!(
+            "source: {{ file: events.jsonl }}\n\
+             event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
+             window: {{ tumbling: {{ size: 60s }} }}\n\
+             aggregations: [ {{ name: n, plugin: {}, inputs: {{ value: latency_ms }} }} ]\n\
+             sink: {{ file: results.jsonl }}\n",
+            sluice_test_plugins::COUNT_V2
+        ),
     )
     .unwrap();
     let out = run(&config);
@@ -316,4 +339,201 @@ fn bindings_that_do_not_fit_the_declared_inputs_are_refused_at_load() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("input `weight` (float) is not bound"));
+}
+
+/// Events of 2 services with a user id (text, or a number for some), a
+/// model and a token count that is sometimes missing or text.
+fn llm_events() -> String {
+    let models = [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "claude",
+        "llama-70b",
+        "llama-8b",
+        "mistral",
+    ];
+    let mut next = xorshift(0x7a11_5eed_0b0e_c0de);
+    let mut out = String::new();
+    let mut t = T0;
+    for _ in 0..8_000 {
+        t += (next() % 60) as i64;
+        let service = next() % 2;
+        // Users: a few heavy ones and a long tail.
+        let user = if next().is_multiple_of(3) {
+            next() % 20
+        } else {
+            next() % 3_000
+        };
+        let user = if user.is_multiple_of(7) {
+            user.to_string()
+        } else {
+            format!("\"u{user}\"")
+        };
+        // Skewed models: the first ones far more often.
+        let model = models[(next() % 64).trailing_zeros().min(5) as usize];
+        let tokens = match next() % 50 {
+            0 => String::new(),
+            1 => r#","tokens":"lots""#.to_string(),
+            _ => format!(r#","tokens":{}"#, 1 + next() % 500),
+        };
+        let _ = writeln!(
+            out,
+            r#"{{"ts":{t},"service":"svc-{service}","user":{user},"model":"{model}"{tokens}}}"#
+        );
+    }
+    out
+}
+
+/// `builtin/distinct` over a text field whose values are sometimes numbers
+/// (read as their JSON text) is within four standard errors of the exact
+/// distinct count of every window; `builtin/top_k` weighted by an optional
+/// input (a missing or non-numeric weight counts 1) lists exactly the
+/// heaviest models, as a ranked list, while a window has fewer distinct
+/// models than its capacity.
+#[test]
+fn distinct_and_top_k_match_exact_computations() {
+    let events = llm_events();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("events.jsonl"), &events).unwrap();
+    let config = dir.path().join("p.yaml");
+    std::fs::write(
+        &config,
+        "source: { file: events.jsonl }\n\
+         event: { key: [service], time: { field: ts, format: epoch_millis } }\n\
+         window: { tumbling: { size: 60s } }\n\
+         aggregations:\n\
+         \x20 - { name: users, plugin: builtin/distinct, field: user }\n\
+         \x20 - { name: top, plugin: builtin/top_k, inputs: { value: model, weight: tokens }, \
+         config: { k: 3 } }\n\
+         sink: { file: results.jsonl }\n\
+         dead_letter: { file: dead.jsonl }\n",
+    )
+    .unwrap();
+    let out = run(&config);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !dir.path().join("dead.jsonl").exists()
+            || records(&dir.path().join("dead.jsonl")).is_empty()
+    );
+    type Window = (String, i64);
+    let mut users: BTreeMap<Window, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut weights: BTreeMap<Window, BTreeMap<String, f64>> = BTreeMap::new();
+    for line in events.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ts = v["ts"].as_i64().unwrap();
+        let key = (
+            v["service"].as_str().unwrap().to_string(),
+            ts - ts.rem_euclid(60_000),
+        );
+        users
+            .entry(key.clone())
+            .or_default()
+            .insert(v["user"].to_string());
+        let weight = v["tokens"].as_f64().unwrap_or(1.0);
+        *weights
+            .entry(key)
+            .or_default()
+            .entry(v["model"].as_str().unwrap().to_string())
+            .or_default() += weight;
+    }
+    let got = records(&dir.path().join("results.jsonl"));
+    assert_eq!(got.len(), users.len());
+    let mut worst: f64 = 0.0;
+    for r in &got {
+        let key = (
+            r["key"]["service"].as_str().unwrap().to_string(),
+            r["window"]["start"].as_i64().unwrap(),
+        );
+        let exact = users[&key].len() as f64;
+        let estimate = r["results"]["users.distinct"].as_f64().unwrap();
+        let error = (estimate - exact).abs() / exact;
+        worst = worst.max(error);
+        assert!(error < 4.0 * 1.04 / 64.0, "{key:?}: {estimate} for {exact}");
+        let mut ranked: Vec<(&String, &f64)> = weights[&key].iter().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        let want: Vec<serde_json::Value> = ranked
+            .iter()
+            .take(3)
+            .map(|(label, value)| serde_json::json!({ "label": label, "value": value }))
+            .collect();
+        assert_eq!(
+            r["results"]["top.top"],
+            serde_json::Value::Array(want),
+            "{r}"
+        );
+        assert_eq!(r["results"]["top.error"], 0.0, "{r}");
+    }
+    assert!(worst > 0.0, "an estimate, not a count");
+}
+
+/// The example plugin `llm-cost` (three typed inputs, one optional, and a
+/// price table) gives each window the cost computed here.
+#[test]
+fn the_llm_cost_example_prices_each_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut next = xorshift(0xc057_c057_c057_c057);
+    let models = ["gpt-4o", "llama-8b", "unknown-model"];
+    let mut events = String::new();
+    let mut want: BTreeMap<i64, (f64, i64)> = BTreeMap::new();
+    for i in 0..3_000i64 {
+        let t = T0 + i * 50;
+        let model = models[(next() % 3) as usize];
+        let prompt = next() % 2_000;
+        let completion = (!next().is_multiple_of(4)).then(|| next() % 800);
+        let completion_field =
+            completion.map_or(String::new(), |c| format!(r#","completion_tokens":{c}"#));
+        let _ = writeln!(
+            events,
+            r#"{{"ts":{t},"service":"chat","model":"{model}","prompt_tokens":{prompt}{completion_field}}}"#
+        );
+        let entry = want.entry(t - t.rem_euclid(60_000)).or_default();
+        let price = match model {
+            "gpt-4o" => (0.0025, 0.01),
+            "llama-8b" => (0.00018, 0.00018),
+            _ => {
+                entry.1 += 1;
+                continue;
+            }
+        };
+        entry.0 +=
+            prompt as f64 / 1000.0 * price.0 + completion.unwrap_or(0) as f64 / 1000.0 * price.1;
+    }
+    std::fs::write(dir.path().join("events.jsonl"), events).unwrap();
+    let config = dir.path().join("p.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "source: {{ file: events.jsonl }}\n\
+             event: {{ key: [service], time: {{ field: ts, format: epoch_millis }} }}\n\
+             window: {{ tumbling: {{ size: 60s }} }}\n\
+             aggregations:\n\
+             \x20 - name: cost\n\
+             \x20   plugin: {}\n\
+             \x20   inputs: {{ model: model, prompt_tokens: prompt_tokens, \
+             completion_tokens: completion_tokens }}\n\
+             \x20   config: {{ prices: {{ gpt-4o: {{ prompt: 0.0025, completion: 0.01 }}, \
+             llama-8b: {{ prompt: 0.00018, completion: 0.00018 }} }} }}\n\
+             sink: {{ file: results.jsonl }}\n",
+            sluice_test_plugins::LLM_COST
+        ),
+    )
+    .unwrap();
+    let out = run(&config);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = records(&dir.path().join("results.jsonl"));
+    assert_eq!(got.len(), want.len());
+    for r in &got {
+        let (usd, unpriced) = want[&r["window"]["start"].as_i64().unwrap()];
+        let res = &r["results"];
+        assert!(close(res["cost.usd"].as_f64().unwrap(), usd), "{r}");
+        assert_eq!(res["cost.unpriced"], unpriced, "{r}");
+        let by_model = res["cost.by_model"].as_array().unwrap();
+        assert_eq!(by_model.len(), 2, "{r}");
+        let sum: f64 = by_model.iter().map(|e| e["value"].as_f64().unwrap()).sum();
+        assert!(close(sum, usd), "{r}");
+        assert!(
+            by_model[0]["value"].as_f64() >= by_model[1]["value"].as_f64(),
+            "{r}"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use crate::common::{run_bounded, sluice, zoo_name};
 use std::time::{Duration, Instant};
 
 use sluice_core::plugin::Aggregation;
-use sluice_core::plugin::grouped::PerWindow;
+use sluice_core::plugin::grouped::{GroupedAggregation, PerWindow};
 use sluice_wasm::registry::builtin_bytes;
 use sluice_wasm::{AggregationInstance, PluginEngine, PluginLimits};
 
@@ -50,16 +50,28 @@ fn open(engine: &PluginEngine, plugin: &str, config: &str) -> AggregationInstanc
 
 /// `builtin/count` still gives the right answer on this engine.
 fn assert_engine_serves_a_healthy_plugin(engine: &PluginEngine) {
+    use sluice_core::plugin::grouped::{Column, GroupId, OutputValue, Rows};
+    let mut count = open_builtin(engine, "count");
+    let rows = Rows {
+        groups: vec![GroupId(0); 3],
+        times: vec![0; 3],
+        columns: vec![Column::floats(vec![1.0, 2.0, 3.0])],
+    };
+    count.update(&rows).expect("update");
+    assert_eq!(
+        count.evaluate(&[GroupId(0)]).expect("evaluate"),
+        vec![vec![Some(OutputValue::Integer(3))]]
+    );
+}
+
+/// A built-in, opened as a pipeline opens it.
+fn open_builtin(engine: &PluginEngine, name: &str) -> Box<dyn GroupedAggregation> {
     let plugin = engine
-        .compile(
-            "builtin/count",
-            builtin_bytes("count").expect("built-in count"),
-        )
-        .expect("count compiles");
-    let mut count = engine.open_aggregation(&plugin, "{}").expect("count opens");
-    let acc = count.create().expect("create");
-    count.add(acc, &[1.0, 2.0, 3.0], &[0, 0, 0]).expect("add");
-    assert_eq!(count.finish(acc).expect("finish"), vec![Some(3.0)]);
+        .compile_any(name, builtin_bytes(name).expect("a built-in"))
+        .unwrap_or_else(|e| panic!("{name} compiles: {e}"));
+    engine
+        .open_any(&plugin, "{}", name)
+        .unwrap_or_else(|e| panic!("{name} opens: {e}"))
 }
 
 /// Adds a good batch, then a batch with a negative value; returns the second
@@ -237,9 +249,9 @@ fn a_plugin_of_another_wit_version_is_refused_at_load() {
     let err = refusal("zoo/wrong-world", &zoo(sluice_test_plugins::WRONG_WORLD));
     assert_eq!(
         err,
-        "plugin zoo/wrong-world: does not export sluice:plugin/aggregator@0.1.0 or \
-         sluice:plugin/aggregator@0.2.0 (it exports sluice:plugin/aggregator@9.0.0); this \
-         host runs aggregators built against the WIT package sluice:plugin@0.1.0 or @0.2.0"
+        "plugin zoo/wrong-world: does not export sluice:plugin/aggregator@0.1.0 \
+         (it exports sluice:plugin/aggregator@9.0.0); this host runs plugins built \
+         against the WIT package sluice:plugin@0.1.0"
     );
 }
 
@@ -266,10 +278,10 @@ fn the_builtins_import_only_what_is_granted() {
     for name in sluice_wasm::registry::builtin_names() {
         let bytes = builtin_bytes(name).expect("built-in");
         let plugin = engine
-            .compile(name, bytes)
+            .compile_any(name, bytes)
             .unwrap_or_else(|e| panic!("built-in {name} must load: {e}"));
-        let (imports, exports) = engine.world(&plugin);
-        assert_eq!(exports, vec!["sluice:plugin/aggregator@0.1.0".to_string()]);
+        let (imports, exports) = engine.any_world(&plugin);
+        assert_eq!(exports, vec!["sluice:plugin/aggregator@0.2.0".to_string()]);
         assert!(
             imports
                 .iter()
@@ -689,14 +701,9 @@ fn a_failed_pane_gives_the_same_sliding_results_with_or_without_partials() {
     use sluice_core::window::{WindowOperator, WindowSpec};
     let run = |partials: bool| {
         let engine = PluginEngine::new(limits()).expect("engine");
-        let count = engine
-            .compile("count", builtin_bytes("count").expect("count"))
-            .expect("compiles");
         let aggs = vec![
             PerWindow::boxed(Box::new(open(&engine, sluice_test_plugins::PANIC, "{}"))),
-            PerWindow::boxed(Box::new(
-                engine.open_aggregation(&count, "{}").expect("opens"),
-            )),
+            open_builtin(&engine, "count"),
         ];
         let triggers = sluice::pipeline::default_trigger(&engine).expect("trigger");
         let spec = WindowSpec::Sliding {

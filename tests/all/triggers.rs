@@ -277,7 +277,6 @@ fn a_trigger_asking_for_the_instant_it_is_called_for_fails_instead_of_livelockin
 
 #[test]
 fn a_trigger_chaining_timers_through_every_millisecond_is_stopped_each_watermark_step() {
-    use sluice_core::plugin::grouped::PerWindow;
     use sluice_core::window::{TRIGGER_ERROR, Triggers, WindowOperator, WindowSpec};
     use sluice_wasm::registry::builtin_bytes;
     use sluice_wasm::{PluginEngine, PluginLimits};
@@ -296,11 +295,9 @@ fn a_trigger_chaining_timers_through_every_millisecond_is_stopped_each_watermark
             .open_trigger(&compiled, r#"{"step": 1}"#)
             .expect("opens");
         let count = engine
-            .compile("count", builtin_bytes("count").expect("count"))
+            .compile_any("count", builtin_bytes("count").expect("count"))
             .expect("compiles");
-        let aggs = vec![PerWindow::boxed(Box::new(
-            engine.open_aggregation(&count, "{}").expect("opens"),
-        ))];
+        let aggs = vec![engine.open_any(&count, "{}", "count").expect("opens")];
         let spec = WindowSpec::Tumbling {
             size: 1_000_000_000,
             offset: 0,

@@ -16,7 +16,9 @@ use sluice_core::plugin::trigger_laws;
 use sluice_core::plugin::{Aggregation, OutputSpec, PluginInfo};
 use sluice_wasm::cache::CacheSetting;
 use sluice_wasm::registry::{self, BUILTIN_PREFIX};
-use sluice_wasm::{CompiledGrouped, CompiledPlugin, CompiledTrigger, PluginEngine, PluginLimits};
+use sluice_wasm::{
+    AnyAggregator, CompiledGrouped, CompiledPlugin, CompiledTrigger, PluginEngine, PluginLimits,
+};
 
 /// jemalloc for the whole process. Its unprefixed `malloc` and `free`
 /// serve the C libraries as well as Rust: librdkafka allocates each fetched
@@ -308,8 +310,8 @@ enum Loaded {
 /// A `builtin/NAME` is a trigger when `--trigger` says so or when only the
 /// triggers have that name; a file is a trigger when it is not an
 /// aggregator of interface 0.1 or 0.2 but compiles against the trigger
-/// world (otherwise the 0.1 aggregator world's refusal is the error: it
-/// names what the file exports).
+/// world (otherwise the aggregator's refusal is the error: it names what
+/// the file exports).
 fn load(engine: &PluginEngine, reference: &str, trigger: bool) -> Result<Loaded, Error> {
     let here = std::path::Path::new(".");
     let only_a_trigger = reference.strip_prefix(BUILTIN_PREFIX).is_some_and(|name| {
@@ -322,17 +324,13 @@ fn load(engine: &PluginEngine, reference: &str, trigger: bool) -> Result<Loaded,
         return Ok(Loaded::Trigger(plugin, bytes.len()));
     }
     let bytes = registry::plugin_bytes(reference, here)?;
-    match engine.compile(reference, &bytes) {
-        Ok(plugin) => Ok(Loaded::Aggregator(plugin, bytes.len())),
-        Err(not_an_aggregator) => {
-            if let Ok(plugin) = engine.compile_grouped(reference, &bytes) {
-                return Ok(Loaded::Grouped(plugin, bytes.len()));
-            }
-            match engine.compile_trigger(reference, &bytes) {
-                Ok(plugin) => Ok(Loaded::Trigger(plugin, bytes.len())),
-                Err(_) => Err(not_an_aggregator.into()),
-            }
-        }
+    match engine.compile_any(reference, &bytes) {
+        Ok(AnyAggregator::PerWindow(plugin)) => Ok(Loaded::Aggregator(plugin, bytes.len())),
+        Ok(AnyAggregator::Grouped(plugin)) => Ok(Loaded::Grouped(plugin, bytes.len())),
+        Err(not_an_aggregator) => match engine.compile_trigger(reference, &bytes) {
+            Ok(plugin) => Ok(Loaded::Trigger(plugin, bytes.len())),
+            Err(_) => Err(not_an_aggregator.into()),
+        },
     }
 }
 
@@ -378,7 +376,7 @@ fn inspect_aggregator(
 ) -> Result<(Vec<String>, Vec<String>), Error> {
     let instance = engine.open_aggregation(plugin, config)?;
     let info = instance.info();
-    println!("plugin:        {reference} ({size} bytes), an aggregator");
+    println!("plugin:        {reference} ({size} bytes), an aggregator of interface 0.1");
     print_info(
         info,
         &[
@@ -425,11 +423,15 @@ fn inspect_grouped(
 ) -> Result<(Vec<String>, Vec<String>), Error> {
     let instance = engine.open_grouped(plugin, config)?;
     let info = instance.info();
-    println!(
-        "plugin:        {reference} ({size} bytes), an aggregator of interface 0.2 \
-         (pipelines load interface 0.1 only, so far)"
+    println!("plugin:        {reference} ({size} bytes), an aggregator of interface 0.2");
+    print_info(
+        info,
+        &[
+            ("mergeable", info.mergeable),
+            ("commutative", info.commutative),
+        ],
     );
-    print_info(info, &[("mergeable", info.mergeable)]);
+    println!("compile cache: {}", plugin.cache);
     println!("inputs with config {config}:");
     for i in instance.inputs() {
         let missing = if i.optional {

@@ -204,9 +204,8 @@ impl PluginEngine {
                 exports.join(", ")
             };
             return Err(refuse(format!(
-                "does not export {AGGREGATOR_EXPORT} or {GROUPED_AGGREGATOR_EXPORT} (it exports \
-                 {found}); this host runs aggregators built against the WIT package \
-                 sluice:plugin@0.1.0 or @0.2.0"
+                "does not export {AGGREGATOR_EXPORT} (it exports {found}); \
+                 this host runs plugins built against the WIT package sluice:plugin@0.1.0"
             )));
         }
         let pre = self
@@ -226,21 +225,36 @@ impl PluginEngine {
         })
     }
 
-    /// Compiles an aggregator component of either interface version: one
-    /// exporting [`GROUPED_AGGREGATOR_EXPORT`] is checked as 0.2, any other
-    /// as 0.1 (whose refusal names what it exports).
+    /// Compiles an aggregator component of either interface version, told
+    /// apart by the interface it exports ([`AGGREGATOR_EXPORT`] or
+    /// [`GROUPED_AGGREGATOR_EXPORT`]); the refusal of one that exports
+    /// neither names what it exports.
     pub fn compile_any(&self, source: &str, bytes: &[u8]) -> Result<AnyAggregator, PluginError> {
         let (component, cache) = self.checked_component(source, bytes)?;
         let exports = self.exports(&component);
-        if exports.iter().any(|e| e == GROUPED_AGGREGATOR_EXPORT)
-            && !exports.iter().any(|e| e == AGGREGATOR_EXPORT)
-        {
+        if exports.iter().any(|e| e == AGGREGATOR_EXPORT) {
+            return self
+                .aggregator_from(source, component, cache)
+                .map(AnyAggregator::PerWindow);
+        }
+        if exports.iter().any(|e| e == GROUPED_AGGREGATOR_EXPORT) {
             return self
                 .grouped_from(source, component, cache)
                 .map(AnyAggregator::Grouped);
         }
-        self.aggregator_from(source, component, cache)
-            .map(AnyAggregator::PerWindow)
+        let found = if exports.is_empty() {
+            "nothing".to_string()
+        } else {
+            exports.join(", ")
+        };
+        Err(PluginError::Load {
+            plugin: source.to_string(),
+            message: format!(
+                "exports neither {AGGREGATOR_EXPORT} nor {GROUPED_AGGREGATOR_EXPORT} (it exports \
+                 {found}); this host runs aggregators built against the WIT package \
+                 sluice:plugin@0.1.0 or @0.2.0"
+            ),
+        })
     }
 
     /// Opens one aggregation of `plugin`, of either version, with `config`
@@ -264,6 +278,15 @@ impl PluginEngine {
                 Box::new(instance)
             }
         })
+    }
+
+    /// The WIT world of an aggregator of either version: what it imports
+    /// and exports.
+    pub fn any_world(&self, plugin: &AnyAggregator) -> (Vec<String>, Vec<String>) {
+        match plugin {
+            AnyAggregator::PerWindow(p) => self.world(p),
+            AnyAggregator::Grouped(p) => self.grouped_world(p),
+        }
     }
 
     /// The interface names a compiled plugin imports and exports: its WIT world.

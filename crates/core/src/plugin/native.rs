@@ -129,6 +129,9 @@ impl<A: Aggregator> NativeAggregation<A> {
                 kind: match o.kind {
                     sluice_sdk::OutputKind::Integer => OutputKind::Integer,
                     sluice_sdk::OutputKind::Float => OutputKind::Float,
+                    sluice_sdk::OutputKind::Text => OutputKind::Text,
+                    sluice_sdk::OutputKind::Boolean => OutputKind::Boolean,
+                    sluice_sdk::OutputKind::Ranked => OutputKind::Ranked,
                 },
                 description: o.description,
             })

@@ -22,7 +22,8 @@ pub struct OpenedAggregations {
     /// One per configured aggregation, in order.
     pub aggs: Vec<Box<dyn GroupedAggregation>>,
     /// Per aggregation, its declared inputs bound to event fields; `None`
-    /// for a plugin of interface 0.1, which reads `field` (or counts).
+    /// for a plugin of one number bound with `field` (or none, counting
+    /// events), read as interface 0.1 always read it.
     pub bindings: Vec<Option<Vec<BoundInput>>>,
 }
 
@@ -81,6 +82,13 @@ pub fn open_aggregations(
                         instance.label()
                     )));
                 }
+                None
+            }
+            // One number, bound with `field` (or counting events without
+            // it): read as a 0.1 plugin's, whatever the interface.
+            AnyAggregator::Grouped(_)
+                if agg.inputs.is_none() && takes_one_number(instance.inputs()) =>
+            {
                 None
             }
             AnyAggregator::Grouped(_) => Some(

@@ -8,7 +8,7 @@
 //! for `sluice plugin test` (the law checker) to catch.
 
 use serde::{Deserialize, Serialize};
-use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator};
+use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator_v1};
 
 /// The plugin.
 pub struct BadMean;
@@ -71,4 +71,4 @@ impl Aggregator for BadMean {
     }
 }
 
-export_aggregator!(BadMean);
+export_aggregator_v1!(BadMean);

@@ -7,7 +7,7 @@
 //! line without a newline, then a last line. The count is exact either way.
 
 use serde::{Deserialize, Serialize};
-use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator};
+use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator_v1};
 
 /// The plugin.
 pub struct Zoo;
@@ -71,4 +71,4 @@ impl Aggregator for Zoo {
     }
 }
 
-export_aggregator!(Zoo);
+export_aggregator_v1!(Zoo);

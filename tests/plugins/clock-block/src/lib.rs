@@ -10,7 +10,7 @@
 //! in real time hangs on the first wait.
 
 use serde::{Deserialize, Serialize};
-use sluice_sdk::{Aggregator, Info, Output, export_aggregator};
+use sluice_sdk::{Aggregator, Info, Output, export_aggregator_v1};
 
 /// `{"then": "wait"}` (the default): after the waits, loop until the clock
 /// moves; `{"then": "count"}`: count the value like any other.
@@ -105,4 +105,4 @@ impl Aggregator for Zoo {
     }
 }
 
-export_aggregator!(Zoo);
+export_aggregator_v1!(Zoo);

@@ -2,7 +2,7 @@
 //! adding): same name and state format, so only the law checker stands
 //! between it and a running pipeline in the hot-reload test.
 
-use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator};
+use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator_v1};
 
 /// Counts events, but merges wrongly.
 pub struct CountBadMerge;
@@ -38,4 +38,4 @@ impl Aggregator for CountBadMerge {
     }
 }
 
-export_aggregator!(CountBadMerge);
+export_aggregator_v1!(CountBadMerge);

@@ -5,7 +5,7 @@
 //! version finished its window (`count-v2` says 2, `builtin/count` has none).
 
 use serde::{Deserialize, Serialize};
-use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator};
+use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator_v1};
 
 /// Counts events, in state format 2.
 pub struct CountFormat2;
@@ -60,4 +60,4 @@ impl Aggregator for CountFormat2 {
     }
 }
 
-export_aggregator!(CountFormat2);
+export_aggregator_v1!(CountFormat2);

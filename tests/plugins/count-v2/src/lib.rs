@@ -3,7 +3,7 @@
 //! it, plus an output `generation` that is always 2, so a result shows which
 //! version finished its window.
 
-use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator};
+use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator_v1};
 
 /// Counts events, and says it is the second version.
 pub struct CountV2;
@@ -46,4 +46,4 @@ impl Aggregator for CountV2 {
     }
 }
 
-export_aggregator!(CountV2);
+export_aggregator_v1!(CountV2);

@@ -4,7 +4,7 @@
 //! test can make one window misbehave and watch the others stay correct.
 
 use serde::{Deserialize, Serialize};
-use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator};
+use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator_v1};
 
 /// The plugin.
 pub struct Zoo;
@@ -56,4 +56,4 @@ impl Aggregator for Zoo {
     }
 }
 
-export_aggregator!(Zoo);
+export_aggregator_v1!(Zoo);

@@ -4,7 +4,7 @@
 //! test can make one window misbehave and watch the others stay correct.
 
 use serde::{Deserialize, Serialize};
-use sluice_sdk::{Aggregator, Info, Output, export_aggregator};
+use sluice_sdk::{Aggregator, Info, Output, export_aggregator_v1};
 
 /// `{"entries": N}`: how many values a poisoned `finish` returns.
 #[derive(Debug, Deserialize)]
@@ -75,4 +75,4 @@ impl Aggregator for Zoo {
     }
 }
 
-export_aggregator!(Zoo);
+export_aggregator_v1!(Zoo);

@@ -9,7 +9,7 @@
 //! (`{"fail": "panic"}`) the `add` panics with one.
 
 use serde::{Deserialize, Serialize};
-use sluice_sdk::{Aggregator, Info, Output, export_aggregator};
+use sluice_sdk::{Aggregator, Info, Output, export_aggregator_v1};
 
 /// The line it hopes to see in the host's log as the host's own.
 pub const FORGED: &str = "2030-01-01T00:00:00.000000Z  WARN forged: the host is compromised";
@@ -109,4 +109,4 @@ impl Aggregator for Zoo {
     }
 }
 
-export_aggregator!(Zoo);
+export_aggregator_v1!(Zoo);

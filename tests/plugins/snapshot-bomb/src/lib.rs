@@ -6,7 +6,7 @@
 //! 40 MiB: within a 64 MiB memory limit, so the plugin can build it).
 
 use serde::{Deserialize, Serialize};
-use sluice_sdk::{Aggregator, Info, Output, export_aggregator};
+use sluice_sdk::{Aggregator, Info, Output, export_aggregator_v1};
 
 /// `{"bytes": N}`: the size of a poisoned accumulator's snapshot.
 #[derive(Debug, Deserialize)]
@@ -86,4 +86,4 @@ impl Aggregator for Zoo {
     }
 }
 
-export_aggregator!(Zoo);
+export_aggregator_v1!(Zoo);

@@ -4,7 +4,7 @@
 //! test can make one window misbehave and watch the others stay correct.
 
 use serde::{Deserialize, Serialize};
-use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator};
+use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator_v1};
 
 /// Recursion the optimiser cannot turn into a loop: each level needs the
 /// result of the next.
@@ -68,4 +68,4 @@ impl Aggregator for Zoo {
     }
 }
 
-export_aggregator!(Zoo);
+export_aggregator_v1!(Zoo);

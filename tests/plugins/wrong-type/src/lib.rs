@@ -6,7 +6,7 @@
 //! test can make one window misbehave and watch the others stay correct.
 
 use serde::{Deserialize, Serialize};
-use sluice_sdk::{Aggregator, Info, Output, export_aggregator};
+use sluice_sdk::{Aggregator, Info, Output, export_aggregator_v1};
 
 /// `{"value": "half"}` (the default): the count plus 0.5; `"nan"`: NaN.
 #[derive(Debug, Deserialize)]
@@ -83,4 +83,4 @@ impl Aggregator for Zoo {
     }
 }
 
-export_aggregator!(Zoo);
+export_aggregator_v1!(Zoo);
