@@ -116,10 +116,16 @@ impl Broker {
 /// bound, none late; service `svc-i` goes to partition `i % 3`, so partition
 /// 3 of the topic stays empty (an idle partition).
 fn events() -> Vec<(usize, String)> {
+    events_of(3_000)
+}
+
+/// [`events`] with `count` well-formed events (~40 ms of event time apart
+/// on average), then the same two undecodable ones.
+fn events_of(count: usize) -> Vec<(usize, String)> {
     let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let mut out = Vec::new();
     let mut t: i64 = 1_700_000_000_000;
-    for _ in 0..3_000 {
+    for _ in 0..count {
         t += (next() % 80) as i64;
         let svc = (next() % 6) as usize;
         let ts = if next().is_multiple_of(10) {
@@ -268,13 +274,18 @@ fn sluice(config: &Path) -> std::process::Output {
 /// Writes `events` to `dir/events.jsonl` and runs [`PIPELINE`] over it as a
 /// file: the reference a Kafka run is compared with. Returns the results.
 fn file_run(dir: &Path, events: &[(usize, String)]) -> String {
+    file_run_of(dir, PIPELINE, events)
+}
+
+/// [`file_run`] with `pipeline` in place of [`PIPELINE`].
+fn file_run_of(dir: &Path, pipeline: &str, events: &[(usize, String)]) -> String {
     let input: String = events.iter().map(|(_, l)| format!("{l}\n")).collect();
     std::fs::write(dir.join("events.jsonl"), input).unwrap();
     let config = dir.join("file.yaml");
     std::fs::write(
         &config,
         format!(
-            "source: {{ file: events.jsonl }}\n{PIPELINE}sink: {{ file: file-results.jsonl }}\n\
+            "source: {{ file: events.jsonl }}\n{pipeline}sink: {{ file: file-results.jsonl }}\n\
              late_output: {{ file: file-late.jsonl }}\ndead_letter: {{ file: file-dead.jsonl }}\n"
         ),
     )
@@ -1036,23 +1047,41 @@ fn kill_nine_with_checkpoints_writes_every_result_once() {
 /// A sink whose producer queue holds only a few records: consumption is
 /// paused while it is backlogged and resumed once drained, and the result
 /// topic still ends with exactly the file run's results.
+///
+/// The run checks for a backlog between polls, not once every message is
+/// through (it then flushes), so results must come while much of the input
+/// is still to be read. Two things make that certain rather than likely:
+/// - a count trigger: results come from the first events on, whichever
+///   partition the consumer serves first (with the default trigger, no
+///   window fires before every partition has been read past it, so the
+///   results could all come from the last partition read);
+/// - about twice as many events as the poll loop holds polled but not yet
+///   applied (16 batches of 256, see `decode_ahead.rs`): a drain (the
+///   idleness check every 50 ms, for one) applies all it holds, and when
+///   that is the rest of the input the run goes to its end without
+///   checking again.
+///
+/// Each service's events sit in one partition, in the file's order, so the
+/// count trigger's firings are those of the file run.
 #[test]
 fn a_backlogged_sink_pauses_consumption_and_loses_nothing() {
     let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
     cluster.create_topic("events", 3, 1).expect("topic");
     cluster.create_topic("results", 1, 1).expect("topic");
     let brokers = cluster.bootstrap_servers();
-    let events = events();
+    let events = events_of(9_000);
     produce(&brokers, "events", &events);
     let dir = tempfile::tempdir().unwrap();
-    let file_results = file_run(dir.path(), &events);
+    let pipeline =
+        format!("{PIPELINE}trigger: {{ plugin: builtin/count, config: {{ every_events: 20 }} }}\n");
+    let file_results = file_run_of(dir.path(), &pipeline, &events);
     let config = dir.path().join("slow.yaml");
     std::fs::write(
         &config,
         format!(
             "source: {{ kafka: {{ brokers: \"{brokers}\", topics: [events], group: slow, \
              stop_at_end: true, idle_timeout: 1m }} }}\n\
-             {PIPELINE}sink: {{ kafka: {{ topic: results, properties: \
+             {pipeline}sink: {{ kafka: {{ topic: results, properties: \
              {{ queue.buffering.max.messages: \"2\", linger.ms: \"20\" }} }} }}\n\
              late_output: {{ file: late.jsonl }}\ndead_letter: {{ file: dead.jsonl }}\n\
              log: {{ level: info }}\n"
