@@ -476,6 +476,77 @@ fn reload_under_a_stream(source: &str, keys: &[&str]) {
     assert_eq!(counted, events, "every event counted once");
 }
 
+/// A reload moves the open windows from a version of a plugin built against
+/// interface 0.1 (`count-v2`, with an extra `generation` output) to one
+/// built against 0.2 (the built-in `count`): same name, same state format,
+/// so the half-full window carries on in the 0.2 instance and every count
+/// is whole. (The stream test above reloads the other way, 0.2 to 0.1.)
+#[test]
+fn a_reload_moves_open_windows_from_a_0_1_version_to_a_0_2_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).expect("plugins dir");
+    let plugin = plugins.join("count.wasm");
+    let v01 = std::fs::read(sluice_test_plugins::COUNT_V2).expect("count-v2");
+    std::fs::write(&plugin, &v01).expect("0.1 version");
+    let results_path = dir.path().join("results.jsonl");
+    std::fs::write(
+        dir.path().join("pipeline.yaml"),
+        "source: { file: \"-\" }\n\
+         event: { key: [service], time: { field: ts, format: epoch_millis } }\n\
+         watermark: { max_out_of_orderness: 0s }\n\
+         window: { tumbling: { size: 1s } }\n\
+         aggregations:\n\
+         \x20 - { name: n, plugin: plugins/count.wasm }\n\
+         sink: { file: results.jsonl }\n\
+         batch_size: 1\n\
+         plugin_cache: cache\n\
+         reload: { watch: true, law_cases: 20 }\n",
+    )
+    .expect("config");
+    let mut child = sluice()
+        .current_dir(dir.path())
+        .args(["run", "--config", "pipeline.yaml"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sluice");
+    let mut log = Log::new(&mut child);
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    let mut tally = BTreeMap::new();
+    log.wait_for(&["watching"]);
+    for second in 0..3 {
+        send(&mut stdin, &["a"], &mut tally, second, 0, 10);
+    }
+    send(&mut stdin, &["a"], &mut tally, 3, 0, 5);
+    wait_for_window(&results_path, "a", 2000);
+    replace_file(&plugin, builtin_bytes("count").expect("builtin count"));
+    log.wait_for(&["staged count 0.1.0"]);
+    send(&mut stdin, &["a"], &mut tally, 3, 500, 5);
+    log.wait_for(&[
+        "reloaded `n`",
+        "(count 0.1.0) is live",
+        "open windows moved",
+    ]);
+    for second in 4..6 {
+        send(&mut stdin, &["a"], &mut tally, second, 0, 10);
+    }
+    drop(stdin);
+    let status = child.wait().expect("sluice exits");
+    let log = log.rest();
+    assert!(status.success(), "{log}");
+    let results = results(&results_path);
+    assert_eq!(results.len(), tally.len(), "one result per window");
+    for ((key, start), expected) in &tally {
+        let r = &results[&(key.clone(), *start)];
+        assert_eq!(r["results"]["n.count"].as_u64(), Some(*expected), "{r}");
+        // Windows 0-2 finished on the 0.1 version, the rest on 0.2.
+        let generation = r["results"].get("n.generation").and_then(|g| g.as_u64());
+        assert_eq!(generation, (*start < 3000).then_some(2), "{r}");
+    }
+}
+
 /// A checkpoint taken while an older version retires keeps that version's
 /// code: a later run, whose plugin file holds only the new version, still
 /// finishes the retiring windows on the old one.

@@ -198,9 +198,10 @@ fn declared_names_and_interface_versions_are_checked_at_load() {
         err.contains("does not export sluice:plugin/aggregator@0.1.0"),
         "{err}"
     );
-    let count = sluice_builtins::aggregator("count").expect("the built-in count");
+    // A 0.1 component (the built-ins are 0.2 components).
+    let count = std::fs::read(sluice_test_plugins::COUNT_V2).expect("count-v2");
     let err = engine
-        .compile_grouped("v0.1", count)
+        .compile_grouped("v0.1", &count)
         .err()
         .expect("not 0.2")
         .to_string();
@@ -220,8 +221,9 @@ fn a_0_1_component_serves_grouped_calls_through_the_adapter() {
     use sluice_core::plugin::grouped::{PerWindow, single_value_input};
 
     let engine = engine();
-    let stats = sluice_builtins::aggregator("stats").expect("the built-in stats");
-    let compiled = engine.compile("builtin/stats", stats).expect("compiles");
+    // A 0.1 component: `count` and a constant `generation`.
+    let count = std::fs::read(sluice_test_plugins::COUNT_V2).expect("count-v2");
+    let compiled = engine.compile("count-v2", &count).expect("compiles");
     let mut grouped = PerWindow::new(Box::new(
         engine.open_aggregation(&compiled, "{}").expect("opens"),
     ));
