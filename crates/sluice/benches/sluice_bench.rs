@@ -27,7 +27,7 @@ use serde::Deserialize;
 use sluice::pipeline::{self, RunOptions};
 use sluice_config::{self as config, LoadedConfig, millis};
 use sluice_core::decode::{Event, EventDecoder, KeyTable};
-use sluice_core::plugin::Aggregation;
+use sluice_core::plugin::grouped::{ColumnValues, GroupId, Rows};
 use sluice_core::sink::{JsonlWriter, OutputNames, write_result};
 use sluice_core::source::{LineBatch, LineSource};
 use sluice_core::watermark::Watermarks;
@@ -35,9 +35,9 @@ use sluice_core::window::{EventOutcome, WindowOperator, WindowSpec};
 use sluice_plugin_percentiles::Percentiles;
 use sluice_plugin_stats::Stats;
 use sluice_sdk::Aggregator;
-use sluice_wasm::bindings::AggregatorPlugin;
+use sluice_wasm::bindings::{GroupedAggregatorPlugin, v0_2};
 use sluice_wasm::registry::builtin_bytes;
-use sluice_wasm::{CompiledPlugin, PluginEngine, PluginLimits, PluginRegistry};
+use sluice_wasm::{AnyAggregator, PluginEngine, PluginLimits, PluginRegistry};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -287,21 +287,27 @@ fn native_ns<A: Aggregator>(
 /// ns/value through the host's engine (its sandbox limits, call accounting).
 fn host_ns(
     engine: &PluginEngine,
-    plugin: &CompiledPlugin,
+    plugin: &AnyAggregator,
     config: &str,
     values: &[f64],
     times: &[i64],
     batch: usize,
 ) -> Result<f64> {
-    let mut instance = engine.open_aggregation(plugin, config)?;
-    let acc = instance.create()?;
+    let mut instance = engine.open_any(plugin, config, "bench")?;
+    let mut rows = Rows::for_inputs(instance.inputs());
     let start = Instant::now();
     for (v, t) in values.chunks(batch).zip(times.chunks(batch)) {
-        instance.add(acc, v, t)?;
+        rows.clear();
+        rows.groups.resize(v.len(), GroupId(0));
+        rows.times.extend_from_slice(t);
+        if let ColumnValues::Float(column) = &mut rows.columns[0].values {
+            column.extend_from_slice(v);
+        }
+        instance.update(&rows)?;
     }
     let elapsed = start.elapsed();
-    black_box(instance.finish(acc)?);
-    instance.release(acc)?;
+    black_box(instance.evaluate(&[GroupId(0)])?);
+    instance.release(&[GroupId(0)])?;
     Ok(elapsed.as_nanos() as f64 / values.len() as f64)
 }
 
@@ -355,20 +361,28 @@ impl BareEngine {
             table: ResourceTable::new(),
         };
         let mut store = Store::new(&self.engine, state);
-        let plugin = w(AggregatorPlugin::instantiate(
+        let plugin = w(GroupedAggregatorPlugin::instantiate(
             &mut store,
             component,
             &self.linker,
         ))?;
         let iface = plugin.sluice_plugin_aggregator();
         let agg = w(iface.aggregation().call_open(&mut store, config))?.map_err(|e| anyhow!(e))?;
-        let acc = w(iface.aggregation().call_create(&mut store, agg))?;
         let start = Instant::now();
         for (v, t) in values.chunks(batch).zip(times.chunks(batch)) {
-            w(iface.accumulator().call_add(&mut store, acc, v, t))?;
+            // As the host sends a batch: the columns copied into the call.
+            let rows = v0_2::Rows {
+                groups: vec![0; v.len()],
+                times: t.to_vec(),
+                columns: vec![v0_2::Column {
+                    values: v0_2::ColumnValues::Float(v.to_vec()),
+                    validity: Vec::new(),
+                }],
+            };
+            w(iface.aggregation().call_update(&mut store, agg, &rows))?;
         }
         let elapsed = start.elapsed();
-        black_box(w(iface.accumulator().call_finish(&mut store, acc))?);
+        black_box(w(iface.aggregation().call_evaluate(&mut store, agg, &[0]))?);
         Ok(elapsed.as_nanos() as f64 / values.len() as f64)
     }
 }
@@ -390,8 +404,8 @@ fn call_path(scale: &Scale, table: &mut Table) -> Result<()> {
     for (name, config, native) in cases {
         let bytes = builtin_bytes(name).with_context(|| format!("no builtin/{name}"))?;
         let source = format!("builtin/{name}");
-        let in_limited = limited.compile(&source, bytes)?;
-        let in_fueled = fueled.compile(&source, bytes)?;
+        let in_limited = limited.compile_any(&source, bytes)?;
+        let in_fueled = fueled.compile_any(&source, bytes)?;
         let component = w(Component::new(&bare.engine, bytes))?;
         // Warm caches and the allocator before the first timed case.
         native(
