@@ -19,6 +19,10 @@ use crate::plugin::grouped::{GroupedAggregation, OutputValue};
 use crate::plugin::{OutputSpec, PluginError};
 use crate::record::StateError;
 
+/// The most windows firing at one watermark step whose outputs are asked
+/// for in one call per aggregation: bounds the outputs held at once.
+const PREFETCH_LIMIT: usize = 4096;
+
 /// What became of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventOutcome {
@@ -404,6 +408,12 @@ impl WindowOperator {
             return Ok(());
         }
         self.store.flush_all();
+        // The windows firing now are evaluated in one call per aggregation
+        // (a sliding window's outputs come from its panes, merged).
+        if self.sliding().is_none() {
+            let firing = self.store.due_to_fire(watermark, PREFETCH_LIMIT);
+            self.store.prefetch(&firing);
+        }
         // Calls for trigger timers per window in this advance: a trigger
         // that asks for the next millisecond each time would otherwise be
         // called for every millisecond the watermark passed.
@@ -503,6 +513,7 @@ impl WindowOperator {
                 self.arm_asked();
             }
         }
+        self.store.drop_prefetched();
         Ok(())
     }
 

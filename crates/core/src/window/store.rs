@@ -386,6 +386,11 @@ pub(crate) struct WindowStore {
     names: Vec<String>,
     /// Per aggregation, how often its instance was reopened for memory.
     memory_recoveries: Vec<u64>,
+    /// Outputs evaluated ahead for slots about to fire, one `evaluate` call
+    /// per aggregation for all of them (see [`WindowStore::prefetch`]), by
+    /// slot and aggregation; taken by the slot's next `finish`, dropped
+    /// when the slot changes.
+    prefetched: foldhash::HashMap<(usize, usize), Vec<Option<OutputValue>>>,
 }
 
 /// The window records of the last checkpoint, as far as the store knows.
@@ -441,6 +446,7 @@ impl WindowStore {
             partials: partials::Partials::default(),
             merges_slots: false,
             unrunnable_retiring: HashMap::new(),
+            prefetched: foldhash::HashMap::default(),
             names,
             memory_recoveries,
         }
@@ -552,6 +558,18 @@ impl WindowStore {
     /// Whether any timer is due at watermark `w`.
     pub fn has_due(&self, w: i64) -> bool {
         self.timers.first().is_some_and(|t| t.time <= w)
+    }
+
+    /// The slots of the fire timers due at watermark `w`, up to `limit`, in
+    /// timer order: those [`WindowStore::prefetch`] is worth calling for.
+    pub fn due_to_fire(&self, w: i64, limit: usize) -> Vec<usize> {
+        self.timers
+            .iter()
+            .take_while(|t| t.time <= w)
+            .filter(|t| t.kind == TimerKind::Fire)
+            .filter_map(|t| self.find(t.key, t.start))
+            .take(limit)
+            .collect()
     }
 
     /// The earliest timer due at watermark `w`, removed from the queue.

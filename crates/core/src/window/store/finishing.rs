@@ -4,6 +4,72 @@
 use super::*;
 
 impl WindowStore {
+    /// Evaluates the slots `ids`, about to fire, in one `evaluate` call per
+    /// aggregation, for their `finish` to take: a watermark step that fires
+    /// many windows makes one call per aggregation rather than one per
+    /// window. Lanes of a retiring version or with a shadow are left to
+    /// `finish`; so is every lane of an aggregation whose call fails (the
+    /// instance rebuilt if the call took it down), so that a window whose
+    /// outputs fail fails alone, as without batching. The outputs hold until
+    /// the slot is purged or closed, or [`Self::drop_prefetched`]; nothing
+    /// else changes a slot while timers fire.
+    pub fn prefetch(&mut self, ids: &[usize]) {
+        self.prefetched.clear();
+        if ids.len() < 2 {
+            return;
+        }
+        for &id in ids {
+            self.flush(id);
+        }
+        for a in 0..self.plugins.len() {
+            if self.plugins[a].quarantined.is_some() {
+                continue;
+            }
+            let mut groups = Vec::with_capacity(ids.len());
+            let mut slots = Vec::with_capacity(ids.len());
+            for &id in ids {
+                let Some(lane) = self.slots.get(id).map(|s| &s.lanes[a]) else {
+                    continue;
+                };
+                if let (Ok(acc), Version::Current, None) = (&lane.acc, lane.version, &lane.shadow)
+                {
+                    groups.push(*acc);
+                    slots.push(id);
+                }
+            }
+            if groups.len() < 2 {
+                continue;
+            }
+            match self.plugins[a].instance.finish_many(&groups) {
+                Ok(values) => {
+                    self.plugins[a].consecutive_failures = 0;
+                    for (id, v) in slots.into_iter().zip(values) {
+                        self.prefetched.insert((id, a), v);
+                    }
+                }
+                Err(e) => {
+                    if self.plugins[a].instance.is_poisoned()
+                        && !self.recover_memory(a, Version::Current, &e)
+                    {
+                        self.rebuild(a, Version::Current, &e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets the outputs evaluated ahead (at the end of a watermark step).
+    pub fn drop_prefetched(&mut self) {
+        self.prefetched.clear();
+    }
+
+    /// Forgets the outputs evaluated ahead for slot `id`, which changed.
+    pub(super) fn forget_prefetched(&mut self, id: usize) {
+        if !self.prefetched.is_empty() {
+            self.prefetched.retain(|&(slot, _), _| slot != id);
+        }
+    }
+
     /// The current outputs of one slot, per aggregation.
     pub fn finish(&mut self, id: usize) -> Outputs {
         self.flush(id);
@@ -22,6 +88,13 @@ impl WindowStore {
                     Ok(acc) => acc,
                     Err(why) => break Err(why),
                 };
+                // Kept for a second finish of the same state (a trigger's
+                // preview, then the emission).
+                if version == Version::Current
+                    && let Some(values) = self.prefetched.get(&(id, a))
+                {
+                    break Ok(values.clone());
+                }
                 match self.plugins[a].of(version).finish(acc) {
                     Ok(values) => {
                         self.plugins[a].consecutive_failures = 0;

@@ -181,6 +181,18 @@ impl Instance {
         }
     }
 
+    /// The outputs of each group of `groups`, in one call.
+    pub fn finish_many(
+        &mut self,
+        groups: &[GroupId],
+    ) -> Result<Vec<Vec<Option<OutputValue>>>, PluginError> {
+        let outputs = self.plugin.evaluate(groups)?;
+        if outputs.len() != groups.len() {
+            return Err(self.misuse("did not give one set of outputs per group"));
+        }
+        Ok(outputs)
+    }
+
     /// The group's state as bytes.
     pub fn snapshot(&mut self, group: GroupId) -> Result<Vec<u8>, PluginError> {
         // One state for the one group: `snapshot_many` checks the count.

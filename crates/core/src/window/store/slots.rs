@@ -23,6 +23,7 @@ impl WindowStore {
     /// Empties a slot (a trigger's purge): its accumulators are given back
     /// and new ones created, so the next emission covers only what comes next.
     pub fn purge(&mut self, id: usize) {
+        self.forget_prefetched(id);
         let Some(slot) = self.slots.get_mut(id) else {
             return;
         };
@@ -112,6 +113,7 @@ impl WindowStore {
 
     /// Drops a slot and gives its accumulators back to the plugins.
     pub fn close(&mut self, id: usize) {
+        self.forget_prefetched(id);
         let Some(slot) = self.slots.try_remove(id) else {
             return;
         };
