@@ -635,11 +635,12 @@ mod tests {
         assert_eq!(count(&mut store, b), Some(1.0));
     }
 
-    /// A grouped plugin that counts the `update`, `snapshot` and `release`
-    /// calls made on it.
+    /// A grouped plugin that counts the `update`, `evaluate`, `snapshot`
+    /// and `release` calls made on it.
     struct Counting {
         inner: PerWindow,
         updates: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        evaluations: std::sync::Arc<std::sync::atomic::AtomicUsize>,
         snapshots: std::sync::Arc<std::sync::atomic::AtomicUsize>,
         releases: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     }
@@ -678,6 +679,8 @@ mod tests {
             &mut self,
             groups: &[Accumulator],
         ) -> Result<Vec<Vec<Option<OutputValue>>>, PluginError> {
+            self.evaluations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.inner.evaluate(groups)
         }
         fn snapshot(&mut self, groups: &[Accumulator]) -> Result<Vec<Vec<u8>>, PluginError> {
@@ -703,12 +706,14 @@ mod tests {
     #[test]
     fn a_batch_of_many_windows_is_one_call_per_aggregation() {
         let updates = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let evaluations = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let snapshots = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let releases = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counting = |name: &str| -> Box<dyn GroupedAggregation> {
             Box::new(Counting {
                 inner: PerWindow::new(native::aggregation(name, "{}").unwrap()),
                 updates: std::sync::Arc::clone(&updates),
+                evaluations: std::sync::Arc::clone(&evaluations),
                 snapshots: std::sync::Arc::clone(&snapshots),
                 releases: std::sync::Arc::clone(&releases),
             })
@@ -737,11 +742,27 @@ mod tests {
             2,
             "one snapshot per aggregation for the four windows"
         );
+        // Windows about to fire are evaluated in one call per aggregation.
+        store.prefetch(&ids);
+        assert_eq!(
+            evaluations.load(std::sync::atomic::Ordering::Relaxed),
+            2,
+            "one evaluate per aggregation for the four windows"
+        );
         for (i, &id) in ids.iter().enumerate() {
             let out = store.finish(id);
             assert_eq!(out.values[0][0], Some(OutputValue::Integer(2)));
             assert_eq!(out.values[1][0], Some(OutputValue::Float(2.0 * i as f64)));
         }
+        assert_eq!(evaluations.load(std::sync::atomic::Ordering::Relaxed), 2);
+        // A purged window's outputs are asked for again, not taken from
+        // before the purge.
+        store.purge(ids[3]);
+        assert_eq!(
+            store.finish(ids[3]).values[0][0],
+            Some(OutputValue::Integer(0))
+        );
+        store.drop_prefetched();
 
         // A window read (so flushed on its own) and then filled again is
         // listed twice for the next batch: its values still count once.
@@ -759,7 +780,8 @@ mod tests {
             .collect();
         assert_eq!(
             counts,
-            [5, 4, 4, 4].map(|n| Some(OutputValue::Integer(n))),
+            // Window 3 was purged after its first two values.
+            [5, 4, 4, 2].map(|n| Some(OutputValue::Integer(n))),
             "each value once"
         );
 
@@ -769,11 +791,13 @@ mod tests {
         }
         let load =
             |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(load(&releases), 0);
+        // (The purge's groups were released at an earlier flush.)
+        let before = load(&releases);
         let reused = store.open(9, Window { start: 0, end: 10 });
+        assert_eq!(load(&releases), before);
         store.push(reused, &[Some(1.0), Some(1.0)], 7);
         store.flush_all();
-        assert_eq!(load(&releases), 2, "one release per aggregation");
+        assert_eq!(load(&releases) - before, 2, "one release per aggregation");
         assert_eq!(
             store.finish(reused).values[0][0],
             Some(OutputValue::Integer(1)),

@@ -31,8 +31,7 @@ impl WindowStore {
                 let Some(lane) = self.slots.get(id).map(|s| &s.lanes[a]) else {
                     continue;
                 };
-                if let (Ok(acc), Version::Current, None) = (&lane.acc, lane.version, &lane.shadow)
-                {
+                if let (Ok(acc), Version::Current, None) = (&lane.acc, lane.version, &lane.shadow) {
                     groups.push(*acc);
                     slots.push(id);
                 }
