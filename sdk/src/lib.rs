@@ -241,15 +241,24 @@ pub trait Aggregator: Sized + 'static {
 
     /// A state rebuilt from [`Aggregator::snapshot`] bytes written in format `version`.
     fn restore(&self, bytes: &[u8], version: u32) -> Result<Self::State, String> {
-        if version != Self::INFO.state_version {
-            return Err(format!(
-                "plugin {} reads state format {}, not {version}",
-                Self::INFO.name,
-                Self::INFO.state_version
-            ));
-        }
-        postcard::from_bytes(bytes).map_err(|e| format!("corrupt {} state: {e}", Self::INFO.name))
+        restore_postcard(Self::INFO, bytes, version)
     }
+}
+
+/// The default restore of both aggregator traits: postcard bytes of the
+/// plugin's own state format, anything else refused with a reason.
+pub(crate) fn restore_postcard<S: DeserializeOwned>(
+    info: Info,
+    bytes: &[u8],
+    version: u32,
+) -> Result<S, String> {
+    if version != info.state_version {
+        return Err(format!(
+            "plugin {} reads state format {}, not {version}",
+            info.name, info.state_version
+        ));
+    }
+    postcard::from_bytes(bytes).map_err(|e| format!("corrupt {} state: {e}", info.name))
 }
 
 /// Exports a type that implements [`Aggregator`] as the plugin's component,

@@ -278,13 +278,6 @@ pub trait TypedAggregator: Sized + 'static {
 
     /// A state rebuilt from [`TypedAggregator::snapshot`] bytes of format `version`.
     fn restore(&self, bytes: &[u8], version: u32) -> Result<Self::State, String> {
-        if version != Self::INFO.state_version {
-            return Err(format!(
-                "plugin {} reads state format {}, not {version}",
-                Self::INFO.name,
-                Self::INFO.state_version
-            ));
-        }
-        postcard::from_bytes(bytes).map_err(|e| format!("corrupt {} state: {e}", Self::INFO.name))
+        crate::restore_postcard(Self::INFO, bytes, version)
     }
 }
