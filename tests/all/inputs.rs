@@ -19,17 +19,17 @@ fn stderr(out: &Output) -> String {
 
 const T0: i64 = 1_700_000_000_000;
 
-/// Events of 3 services over about 4 minutes, each with a latency and a
+/// Events of 3 services over about a minute, each with a latency and a
 /// token count; some tokens are missing, null or text, some latencies are
-/// text. One window of `svc-0` holds over 1,024 rows, so its replay log is
+/// text. One window of `svc-0` holds over 4,096 rows, so its replay log is
 /// cut at a snapshot.
 fn events() -> String {
     let mut next = xorshift(0x51ce_0a2b_77d1_4e09);
     let mut out = String::new();
     let mut t = T0;
-    for i in 0..6_000u64 {
-        t += (next() % 80) as i64;
-        let service = if i < 2_000 { 0 } else { next() % 3 };
+    for i in 0..10_000u64 {
+        t += (next() % 12) as i64;
+        let service = if i < 6_000 { 0 } else { next() % 3 };
         let latency = match next() % 100 {
             0 => "\"slow\"".to_string(),
             _ => format!("{}", 20 + next() % 900),
@@ -168,7 +168,7 @@ fn weighted_means_match(plugin: &str) {
             counted += res["n.count"].as_i64().unwrap();
         }
         assert_eq!(
-            counted, 6_000,
+            counted, 10_000,
             "every event counted by the other aggregation"
         );
         assert!(

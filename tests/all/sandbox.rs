@@ -792,7 +792,7 @@ fn end_to_end_a_plugin_waiting_for_its_clock_to_move_fails_one_window() {
 }
 
 /// Each of `SNAPSHOT_KEYS` services gets 1100 values in [0 s, 10 s), so
-/// that each accumulator is snapshotted (after 1024 values); all but the
+/// that each accumulator is snapshotted (after 4096 values); all but the
 /// last two see a negative value, which makes zoo/snapshot-bomb's
 /// snapshot 40 MiB.
 const SNAPSHOT_KEYS: [&str; 16] = [
@@ -800,13 +800,16 @@ const SNAPSHOT_KEYS: [&str; 16] = [
     "s13", "ok1", "ok2",
 ];
 
+/// Values per key: past the store's replay limit, within one 10 s window.
+const SNAPSHOT_VALUES: i64 = 4200;
+
 fn snapshot_events() -> Vec<Ev> {
     let mut events = Vec::new();
-    for i in 0..1100i64 {
+    for i in 0..SNAPSHOT_VALUES {
         for (k, &service) in SNAPSHOT_KEYS.iter().enumerate() {
             let poisoned = i == 7 && service.starts_with('s');
             events.push((
-                i * 8 + k as i64 % 8,
+                i * 2 + k as i64 % 2,
                 service,
                 if poisoned { -1.0 } else { 1.0 },
             ));
@@ -858,8 +861,8 @@ fn end_to_end_an_oversized_snapshot_fails_its_window_and_memory_stays_bounded() 
                 (
                     s.to_string(),
                     0,
-                    1100,
-                    (!failed).then_some(1100),
+                    SNAPSHOT_VALUES,
+                    (!failed).then_some(SNAPSHOT_VALUES),
                     failed.then(|| label.clone()),
                 )
             })

@@ -47,9 +47,13 @@ use instance::Instance;
 type Accumulator = crate::plugin::grouped::GroupId;
 
 /// How many values an accumulator takes in after its last snapshot before the
-/// store snapshots it again: bounds the replay buffer at 16 KiB per
-/// accumulator while keeping the snapshot calls to one per that many values.
-pub(crate) const REPLAY_LIMIT: usize = 1024;
+/// store snapshots it again: bounds the replay log at 64 KiB per accumulator
+/// (16 bytes a number and its time). The snapshots of every lane past it in
+/// a batch are one call per aggregation; at 4,096 a window that takes 800
+/// values a batch (10 keys sharing the default 8,192) is snapshotted every
+/// fifth batch rather than nearly every batch, which at 1,024 made the
+/// snapshot calls as many as the updates.
+pub(crate) const REPLAY_LIMIT: usize = 4096;
 
 /// What a timer does when the watermark reaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
