@@ -2,6 +2,8 @@
 //! traits of interface 0.2: the host names windows by group number and
 //! batches rows of many groups into one call; the SDK keeps one state per
 //! group in a vector and hands the author's type one window at a time.
+//! Both kinds of type are served by one implementation, [`Hosting`], over
+//! what they have in common ([`Hosted`]).
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
@@ -238,210 +240,230 @@ fn run_end(groups: &[u32], start: usize) -> usize {
         .map_or(groups.len(), |n| start + n)
 }
 
-/// The component that exports an [`Aggregator`] (one number per event) as
-/// interface 0.2; named by [`crate::export_aggregator!`].
-pub struct NumbersComponent<A>(PhantomData<A>);
-
-/// One configured aggregation of an [`Aggregator`], with its groups.
-pub struct NumbersOf<A: Aggregator> {
-    aggregator: A,
-    kinds: Vec<OutputKind>,
-    groups: Groups<A::State>,
+/// What the two kinds of author's type have in common, as [`Hosting`]
+/// serves them: an [`Aggregator`] through [`Numbers`], a
+/// [`TypedAggregator`] through [`Typed`].
+pub trait Hosted: Sized + 'static {
+    /// One window's state.
+    type State;
+    /// The plugin's self-description.
+    const INFO: Info;
+    /// The aggregation configured by `config` (JSON).
+    fn open(config: &str) -> Result<Self, String>;
+    /// The declared inputs.
+    fn inputs() -> Vec<crate::typed::Input>;
+    /// The declared outputs.
+    fn outputs(&self) -> Vec<Output>;
+    /// An empty state.
+    fn create(&self) -> Self::State;
+    /// Folds rows `rows` of `batch`, all of one group, into `state`.
+    fn update(&self, state: &mut Self::State, batch: &Rows, rows: std::ops::Range<usize>);
+    /// Folds `other` into `state`.
+    fn merge(&self, state: &mut Self::State, other: &Self::State) -> Result<(), String>;
+    /// The outputs of `state`.
+    fn evaluate(&self, state: &Self::State) -> Vec<Option<Value>>;
+    /// `state` as bytes.
+    fn snapshot(&self, state: &Self::State) -> Vec<u8>;
+    /// A state from bytes of format `version`.
+    fn restore(&self, bytes: &[u8], version: u32) -> Result<Self::State, String>;
 }
 
-impl<A: Aggregator> Guest for NumbersComponent<A> {
-    type Aggregation = NumbersOf<A>;
+/// An [`Aggregator`] (one number per event) as [`Hosted`].
+pub struct Numbers<A>(A);
 
-    fn info() -> PluginInfo {
-        plugin_info(A::INFO)
-    }
-}
+impl<A: Aggregator> Hosted for Numbers<A> {
+    type State = A::State;
+    const INFO: Info = A::INFO;
 
-impl<A: Aggregator> GuestAggregation for NumbersOf<A> {
-    fn open(config: String) -> Result<Aggregation, String> {
-        let aggregator = A::new(parse_config(A::INFO.name, &config)?)?;
-        let kinds = aggregator.outputs().iter().map(|o| o.kind).collect();
-        Ok(Aggregation::new(NumbersOf::<A> {
-            aggregator,
-            kinds,
-            groups: Groups::new(),
-        }))
+    fn open(config: &str) -> Result<Self, String> {
+        A::new(parse_config(A::INFO.name, config)?).map(Numbers)
     }
 
-    fn inputs(&self) -> Vec<InputSpec> {
-        input_specs(<f64 as Inputs<'_>>::declare())
+    fn inputs() -> Vec<crate::typed::Input> {
+        <f64 as Inputs<'_>>::declare()
     }
 
-    fn outputs(&self) -> Vec<OutputSpec> {
-        output_specs(self.aggregator.outputs())
+    fn outputs(&self) -> Vec<Output> {
+        self.0.outputs()
     }
 
-    fn update(&self, batch: Rows) {
+    fn create(&self) -> A::State {
+        self.0.create()
+    }
+
+    fn update(&self, state: &mut A::State, batch: &Rows, rows: std::ops::Range<usize>) {
         let Some(column) = batch.columns.first() else {
             return;
         };
         let ColumnValues::Float(values) = &column.values else {
             return;
         };
-        let a = &self.aggregator;
-        let mut start = 0;
-        let mut present = (Vec::new(), Vec::new());
-        while start < batch.groups.len() {
-            let end = run_end(&batch.groups, start);
-            let group = batch.groups[start];
-            if column.validity.is_empty() {
-                // One `add` per run of rows of a group, as 0.1 hosts did.
-                self.groups.with(
-                    group,
-                    || a.create(),
-                    |s| a.add(s, &values[start..end], &batch.times[start..end]),
-                );
-            } else {
-                present.0.clear();
-                present.1.clear();
-                for row in start..end {
-                    let row_of = Row {
-                        columns: &batch.columns,
-                        row,
-                    };
-                    if let Some(v) = row_of.float(0) {
-                        present.0.push(v);
-                        present.1.push(batch.times[row]);
-                    }
-                }
-                if !present.0.is_empty() {
-                    self.groups
-                        .with(group, || a.create(), |s| a.add(s, &present.0, &present.1));
-                }
-            }
-            start = end;
+        if column.validity.is_empty() {
+            // One `add` per run of rows of a group, as 0.1 hosts did.
+            self.0.add(state, &values[rows.clone()], &batch.times[rows]);
+            return;
+        }
+        let (present, times): (Vec<f64>, Vec<i64>) = rows
+            .filter_map(|row| {
+                let view = Row {
+                    columns: &batch.columns,
+                    row,
+                };
+                Some((view.float(0)?, batch.times[row]))
+            })
+            .unzip();
+        if !present.is_empty() {
+            self.0.add(state, &present, &times);
         }
     }
 
-    fn merge(&self, into: Vec<u32>, from: Vec<u32>) -> Result<(), String> {
-        let a = &self.aggregator;
-        self.groups
-            .merge(&into, &from, || a.create(), |s, o| a.merge(s, o))
+    fn merge(&self, state: &mut A::State, other: &A::State) -> Result<(), String> {
+        self.0.merge(state, other)
     }
 
-    fn evaluate(&self, groups: Vec<u32>) -> Vec<OutputValues> {
-        let a = &self.aggregator;
-        let per_group = groups
-            .iter()
-            .map(|g| {
-                let numbers = self.groups.read(*g, || a.create(), |s| a.finish(s));
-                numbers.into_iter().map(|n| n.map(Value::Float)).collect()
-            })
-            .collect();
-        columns(&self.kinds, per_group)
+    fn evaluate(&self, state: &A::State) -> Vec<Option<Value>> {
+        let numbers = self.0.finish(state);
+        numbers.into_iter().map(|n| n.map(Value::Float)).collect()
     }
 
-    fn snapshot(&self, groups: Vec<u32>) -> Vec<Vec<u8>> {
-        let a = &self.aggregator;
-        groups
-            .iter()
-            .map(|g| self.groups.read(*g, || a.create(), |s| a.snapshot(s)))
-            .collect()
+    fn snapshot(&self, state: &A::State) -> Vec<u8> {
+        self.0.snapshot(state)
     }
 
-    fn restore(
-        &self,
-        groups: Vec<u32>,
-        states: Vec<Vec<u8>>,
-        state_version: u32,
-    ) -> Result<(), Vec<GroupError>> {
-        let a = &self.aggregator;
-        self.groups
-            .restore(groups, states, |bytes| a.restore(bytes, state_version))
-    }
-
-    fn release(&self, groups: Vec<u32>) {
-        self.groups.release(groups);
+    fn restore(&self, bytes: &[u8], version: u32) -> Result<A::State, String> {
+        self.0.restore(bytes, version)
     }
 }
 
-/// The component that exports a [`TypedAggregator`]; named by
-/// [`crate::export_typed!`].
-pub struct TypedComponent<T>(PhantomData<T>);
+/// A [`TypedAggregator`] as [`Hosted`].
+pub struct Typed<T>(T);
 
-/// One configured aggregation of a [`TypedAggregator`], with its groups.
-pub struct TypedOf<T: TypedAggregator> {
-    aggregator: T,
+impl<T: TypedAggregator> Hosted for Typed<T> {
+    type State = T::State;
+    const INFO: Info = T::INFO;
+
+    fn open(config: &str) -> Result<Self, String> {
+        T::new(parse_config(T::INFO.name, config)?).map(Typed)
+    }
+
+    fn inputs() -> Vec<crate::typed::Input> {
+        <T::Input<'_> as Inputs<'_>>::declare()
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        self.0.outputs()
+    }
+
+    fn create(&self) -> T::State {
+        self.0.create()
+    }
+
+    fn update(&self, state: &mut T::State, batch: &Rows, rows: std::ops::Range<usize>) {
+        for row in rows {
+            let view = Row {
+                columns: &batch.columns,
+                row,
+            };
+            if let Some(input) = <T::Input<'_> as Inputs<'_>>::read(&view) {
+                self.0.update(state, input, batch.times[row]);
+            }
+        }
+    }
+
+    fn merge(&self, state: &mut T::State, other: &T::State) -> Result<(), String> {
+        self.0.merge(state, other)
+    }
+
+    fn evaluate(&self, state: &T::State) -> Vec<Option<Value>> {
+        self.0.evaluate(state)
+    }
+
+    fn snapshot(&self, state: &T::State) -> Vec<u8> {
+        self.0.snapshot(state)
+    }
+
+    fn restore(&self, bytes: &[u8], version: u32) -> Result<T::State, String> {
+        self.0.restore(bytes, version)
+    }
+}
+
+/// The component that exports a [`Hosted`] type as interface 0.2.
+pub struct HostedComponent<H>(PhantomData<H>);
+
+/// The component of an [`Aggregator`]; named by [`crate::export_aggregator!`].
+pub type NumbersComponent<A> = HostedComponent<Numbers<A>>;
+
+/// The component of a [`TypedAggregator`]; named by [`crate::export_typed!`].
+pub type TypedComponent<T> = HostedComponent<Typed<T>>;
+
+/// One configured aggregation, with the states of its groups.
+pub struct Hosting<H: Hosted> {
+    hosted: H,
     kinds: Vec<OutputKind>,
-    groups: Groups<T::State>,
+    groups: Groups<H::State>,
 }
 
-impl<T: TypedAggregator> Guest for TypedComponent<T> {
-    type Aggregation = TypedOf<T>;
+impl<H: Hosted> Guest for HostedComponent<H> {
+    type Aggregation = Hosting<H>;
 
     fn info() -> PluginInfo {
-        plugin_info(T::INFO)
+        plugin_info(H::INFO)
     }
 }
 
-impl<T: TypedAggregator> GuestAggregation for TypedOf<T> {
+impl<H: Hosted> GuestAggregation for Hosting<H> {
     fn open(config: String) -> Result<Aggregation, String> {
-        let aggregator = T::new(parse_config(T::INFO.name, &config)?)?;
-        let kinds = aggregator.outputs().iter().map(|o| o.kind).collect();
-        Ok(Aggregation::new(TypedOf::<T> {
-            aggregator,
+        let hosted = H::open(&config)?;
+        let kinds = hosted.outputs().iter().map(|o| o.kind).collect();
+        Ok(Aggregation::new(Hosting {
+            hosted,
             kinds,
             groups: Groups::new(),
         }))
     }
 
     fn inputs(&self) -> Vec<InputSpec> {
-        input_specs(<T::Input<'_> as Inputs<'_>>::declare())
+        input_specs(H::inputs())
     }
 
     fn outputs(&self) -> Vec<OutputSpec> {
-        output_specs(self.aggregator.outputs())
+        output_specs(self.hosted.outputs())
     }
 
     fn update(&self, batch: Rows) {
-        let a = &self.aggregator;
+        let h = &self.hosted;
         let mut start = 0;
         while start < batch.groups.len() {
             let end = run_end(&batch.groups, start);
             self.groups.with(
                 batch.groups[start],
-                || a.create(),
-                |state| {
-                    for row in start..end {
-                        let view = Row {
-                            columns: &batch.columns,
-                            row,
-                        };
-                        if let Some(input) = <T::Input<'_> as Inputs<'_>>::read(&view) {
-                            a.update(state, input, batch.times[row]);
-                        }
-                    }
-                },
+                || h.create(),
+                |state| h.update(state, &batch, start..end),
             );
             start = end;
         }
     }
 
     fn merge(&self, into: Vec<u32>, from: Vec<u32>) -> Result<(), String> {
-        let a = &self.aggregator;
+        let h = &self.hosted;
         self.groups
-            .merge(&into, &from, || a.create(), |s, o| a.merge(s, o))
+            .merge(&into, &from, || h.create(), |s, o| h.merge(s, o))
     }
 
     fn evaluate(&self, groups: Vec<u32>) -> Vec<OutputValues> {
-        let a = &self.aggregator;
+        let h = &self.hosted;
         let per_group = groups
             .iter()
-            .map(|g| self.groups.read(*g, || a.create(), |s| a.evaluate(s)))
+            .map(|g| self.groups.read(*g, || h.create(), |s| h.evaluate(s)))
             .collect();
         columns(&self.kinds, per_group)
     }
 
     fn snapshot(&self, groups: Vec<u32>) -> Vec<Vec<u8>> {
-        let a = &self.aggregator;
+        let h = &self.hosted;
         groups
             .iter()
-            .map(|g| self.groups.read(*g, || a.create(), |s| a.snapshot(s)))
+            .map(|g| self.groups.read(*g, || h.create(), |s| h.snapshot(s)))
             .collect()
     }
 
@@ -451,9 +473,9 @@ impl<T: TypedAggregator> GuestAggregation for TypedOf<T> {
         states: Vec<Vec<u8>>,
         state_version: u32,
     ) -> Result<(), Vec<GroupError>> {
-        let a = &self.aggregator;
+        let h = &self.hosted;
         self.groups
-            .restore(groups, states, |bytes| a.restore(bytes, state_version))
+            .restore(groups, states, |bytes| h.restore(bytes, state_version))
     }
 
     fn release(&self, groups: Vec<u32>) {

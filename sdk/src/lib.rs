@@ -335,7 +335,9 @@ macro_rules! export_trigger {
 pub mod __private {
     pub use crate::adapter::{AccumulatorOf, AggregationOf, Component};
     pub use crate::bindings;
-    pub use crate::grouped::{NumbersComponent, NumbersOf, TypedComponent, TypedOf};
+    pub use crate::grouped::{
+        Hosted, HostedComponent, Hosting, Numbers, NumbersComponent, Typed, TypedComponent,
+    };
     pub use crate::grouped_bindings;
     pub use crate::trigger_bindings;
 }
