@@ -35,7 +35,9 @@ use std::time::Duration;
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use sha2::{Digest, Sha256};
 use sluice_config::{ConfigError, ReloadConfig};
-use sluice_core::plugin::grouped::{GroupedAggregation, InputSpec, takes_one_number};
+use sluice_core::plugin::grouped::{
+    GroupedAggregation, InputSpec, describe_inputs, takes_one_number,
+};
 use sluice_core::plugin::laws::{self, LawOptions};
 use sluice_core::plugin::{OutputKind, OutputSpec, check_outputs, grouped_laws};
 
@@ -47,21 +49,6 @@ use crate::engine::{AnyAggregator, PluginEngine};
 fn same_inputs(old: &[InputSpec], new: &[InputSpec]) -> bool {
     let key = |i: &InputSpec| (i.name.clone(), i.kind, i.optional);
     (takes_one_number(old) && takes_one_number(new)) || old.iter().map(key).eq(new.iter().map(key))
-}
-
-/// `value (float), weight (float, optional)`, for messages.
-fn describe_inputs(inputs: &[InputSpec]) -> String {
-    if inputs.is_empty() {
-        return "no input".into();
-    }
-    let each: Vec<String> = inputs
-        .iter()
-        .map(|i| {
-            let optional = if i.optional { ", optional" } else { "" };
-            format!("{} ({}{optional})", i.name, i.kind.name())
-        })
-        .collect();
-    each.join(", ")
 }
 
 /// How long the directory must be quiet after a change before the files are

@@ -551,6 +551,22 @@ pub fn check_inputs(inputs: &[InputSpec]) -> Result<(), String> {
     Ok(())
 }
 
+/// `` `value` (float), `weight` (float, optional) ``, or `no input`: the
+/// declared inputs as messages name them.
+pub fn describe_inputs(inputs: &[InputSpec]) -> String {
+    if inputs.is_empty() {
+        return "no input".into();
+    }
+    let each: Vec<String> = inputs
+        .iter()
+        .map(|i| {
+            let optional = if i.optional { ", optional" } else { "" };
+            format!("`{}` ({}{optional})", i.name, i.kind.name())
+        })
+        .collect();
+    each.join(", ")
+}
+
 /// Whether `inputs` are one required float: what a 0.1 aggregation takes.
 /// The decoder and the window store carry such an aggregation's values as
 /// plain numbers, one per event, whatever its interface version.

@@ -20,7 +20,9 @@ use sluice_config::{
 use sluice_core::decode::{BoundInput, Event, EventDecoder, InputSource, KeyTable};
 use sluice_core::dedup::{Deduplicator, Sighting};
 use sluice_core::fill::{Emission, GapFiller};
-use sluice_core::plugin::grouped::{GroupedAggregation, InputKind, InputSpec, takes_one_number};
+use sluice_core::plugin::grouped::{
+    GroupedAggregation, InputKind, InputSpec, describe_inputs, takes_one_number,
+};
 use sluice_core::plugin::{TriggerPolicy, check_outputs};
 use sluice_core::sink::{self, JsonlWriter, OutputNames};
 use sluice_core::source::read_ahead;

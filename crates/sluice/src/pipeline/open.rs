@@ -111,20 +111,7 @@ pub fn bind_inputs(
     time: &TimeConfig,
     inputs: &[InputSpec],
 ) -> Result<Vec<BoundInput>, String> {
-    let declared = || {
-        if inputs.is_empty() {
-            "it takes no input".to_string()
-        } else {
-            let list: Vec<String> = inputs
-                .iter()
-                .map(|i| {
-                    let required = if i.optional { ", optional" } else { "" };
-                    format!("`{}` ({}{required})", i.name, i.kind.name())
-                })
-                .collect();
-            format!("it takes {}", list.join(", "))
-        }
-    };
+    let declared = || format!("it takes {}", describe_inputs(inputs));
     let mut fields: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
     match (&agg.field, &agg.inputs) {
         (Some(field), _) => match inputs {
