@@ -6,12 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::common::{
-    free_port, generate, http_response, metric_value, next_step, run_fed, sluice, xorshift,
+    free_port, generate, http_response, metric_value, next_step, run_fed, sluice, stderr, xorshift,
 };
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// The example plugin `examples/plugins/slo-breach`, as a component.
 fn example_plugin() -> PathBuf {

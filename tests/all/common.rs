@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// The `sluice` binary, with no `SLUICE_` override from the environment:
 /// only a test's own overrides apply.
@@ -15,6 +15,20 @@ pub fn sluice() -> Command {
         }
     }
     cmd
+}
+
+/// `sluice run --config CONFIG`, to the end.
+pub fn run_config(config: &Path) -> Output {
+    sluice()
+        .args(["run", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// A finished command's stderr, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Deterministic pseudo-random events: 5 services, ~10 events/s, 10% out of

@@ -9,13 +9,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use crate::common::{sluice, xorshift};
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use crate::common::{run_config as run, sluice, stderr, xorshift};
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -98,14 +93,6 @@ fn pipeline_of(dir: &Path, plugin: &str, binding: &str, extra: &str) -> PathBuf 
     )
     .unwrap();
     config
-}
-
-fn run(config: &Path) -> Output {
-    sluice()
-        .args(["run", "--config"])
-        .arg(config)
-        .output()
-        .unwrap()
 }
 
 fn records(path: &Path) -> Vec<serde_json::Value> {

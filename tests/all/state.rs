@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{generate, generate_keys, generate_with, sluice, xorshift};
+use crate::common::{
+    generate, generate_keys, generate_with, run_config as run, sluice, stderr, xorshift,
+};
 
 /// The outputs a run writes, read back.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,18 +84,6 @@ fn setup_full(
     )
     .unwrap();
     config
-}
-
-fn run(config: &Path) -> Output {
-    sluice()
-        .args(["run", "--config"])
-        .arg(config)
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn checkpoints(dir: &Path) -> usize {
