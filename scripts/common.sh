@@ -64,30 +64,44 @@ language_toolchain_missing() {
     esac
 }
 
+# The WIT package a language plugin is built against: $ROOT/wit/v0.2
+# (sluice:plugin@0.2.0, grouped calls) for "0.2", $ROOT/wit
+# (sluice:plugin@0.1.0, one accumulator per window) for "0.1". Both name
+# their world aggregator-plugin. Any other version is an error.
+language_plugin_wit() {
+    case "$1" in
+    0.1) echo "$ROOT/wit" ;;
+    0.2) echo "$ROOT/wit/v0.2" ;;
+    *) echo "unknown plugin interface version $1 (0.1 or 0.2)" >&2; return 1 ;;
+    esac
+}
+
 # Builds the plugin in directory $2, written in language $1 (python, js,
-# c), to the component $3. The plugin's own files decide the entry point:
-# app.py for Python, the one .js file for JavaScript, every .c file for C.
+# c), to the component $3, against interface $4 ("0.2", the default, or
+# "0.1"). The plugin's own files decide the entry point: app.py for
+# Python, the one .js file for JavaScript, every .c file for C.
 build_language_plugin() {
-    local lang="$1" src="$2" out="$3" work
+    local lang="$1" src="$2" out="$3" wit work
+    wit="$(language_plugin_wit "${4:-0.2}")" || return 1
     work="$(mktemp -d)"
     case "$lang" in
     python)
         # --stub-wasi: every WASI import becomes a trap inside the component,
         # so it imports nothing and the host's refusal of file and socket
         # imports holds for Python too (print() would trap; see docs/plugins/writing.md).
-        (cd "$work" && "$COMPONENTIZE_PY" -d "$ROOT/wit" -w aggregator-plugin \
+        (cd "$work" && "$COMPONENTIZE_PY" -d "$wit" -w aggregator-plugin \
             componentize --stub-wasi -p "$src" app -o "$out") >"$work/log" 2>&1 ||
             { cat "$work/log" >&2; rm -rf "$work"; return 1; }
         ;;
     js)
         local js=("$src"/*.js)
-        node "$COMPONENTIZE_JS" "${js[0]}" -w "$ROOT/wit" -n aggregator-plugin \
+        node "$COMPONENTIZE_JS" "${js[0]}" -w "$wit" -n aggregator-plugin \
             -d stdio random clocks http fetch-event -o "$out" >"$work/log" 2>&1 ||
             { cat "$work/log" >&2; rm -rf "$work"; return 1; }
         ;;
     c)
         {
-            wit-bindgen c --out-dir "$work" --world aggregator-plugin "$ROOT/wit" &&
+            wit-bindgen c --out-dir "$work" --world aggregator-plugin "$wit" &&
                 clang --target=wasm32-wasi --sysroot=/usr -mexec-model=reactor -O2 -Wall -Werror \
                     -Wno-unused-function -I "$work" "$src"/*.c "$work"/aggregator_plugin.c \
                     "$work"/aggregator_plugin_component_type.o -o "$work/core.wasm" &&
@@ -98,18 +112,19 @@ build_language_plugin() {
     rm -rf "$work"
 }
 
-# The example plugins in Python, JavaScript and C (examples/plugins/NAME-LANG/)
-# to out/plugins/NAME_LANG.wasm. A language whose toolchain is missing is
-# skipped with a message, and out/plugins/NAME_LANG.skipped says why, so
-# that the tests report a skip instead of passing silently.
-build_language_plugins() {
-    local dir name lang why
+# Builds every plugin directory $1/NAME-LANG/ (LANG python, js or c) against
+# interface $2 to out/plugins/NAME_LANG$3.wasm. A language whose toolchain
+# is missing is skipped with a message, and out/plugins/NAME_LANG$3.skipped
+# says why, so that the tests report a skip instead of passing silently.
+# Returns non-zero when any build failed (after trying the others).
+build_language_dirs() {
+    local src="$1" version="$2" suffix="$3" dir name lang why failed=0
     mkdir -p "$OUT/plugins"
-    for dir in "$ROOT"/examples/plugins/*-python/ "$ROOT"/examples/plugins/*-js/ "$ROOT"/examples/plugins/*-c/; do
+    for dir in "$src"/*-python/ "$src"/*-js/ "$src"/*-c/; do
         [ -d "$dir" ] || continue
         name="$(basename "$dir")"
         lang="${name##*-}"
-        name="${name//-/_}"
+        name="${name//-/_}$suffix"
         rm -f "$OUT/plugins/$name.wasm" "$OUT/plugins/$name.skipped"
         why="$(language_toolchain_missing "$lang")"
         if [ -n "$why" ]; then
@@ -117,6 +132,19 @@ build_language_plugins() {
             echo "SKIP building $name: $why (run scripts/setup-tests.sh)" >&2
             continue
         fi
-        build_language_plugin "$lang" "${dir%/}" "$OUT/plugins/$name.wasm"
+        build_language_plugin "$lang" "${dir%/}" "$OUT/plugins/$name.wasm" "$version" ||
+            { echo "building $name failed" >&2; failed=1; }
     done
+    return "$failed"
+}
+
+# The example plugins in Python, JavaScript and C (examples/plugins/NAME-LANG/,
+# interface 0.2) to out/plugins/NAME_LANG.wasm, and their 0.1 versions kept
+# as test fixtures (tests/plugins-0.1/NAME-LANG/) to out/plugins/NAME_LANG_v01.wasm,
+# so that plugins of either interface in these languages stay tested.
+build_language_plugins() {
+    local failed=0
+    build_language_dirs "$ROOT/examples/plugins" 0.2 "" || failed=1
+    build_language_dirs "$ROOT/tests/plugins-0.1" 0.1 _v01 || failed=1
+    return "$failed"
 }

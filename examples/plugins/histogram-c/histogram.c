@@ -2,7 +2,12 @@
 //
 // Outputs one cumulative count per configured upper bound (`le_500`: values
 // at or below 500, as Prometheus histograms count) and the total. Buckets
-// are fixed by the config, so accumulators merge by adding counts, exactly.
+// are fixed by the config, so windows merge by adding counts, exactly.
+//
+// Interface 0.2 (wit/v0.2/aggregator.wit): one aggregation keeps the states
+// of every window the host has open, in a vector indexed by the group
+// number the host gives each window (small numbers, reused once released),
+// and each call names the groups it is for.
 //
 // Bindings come from `wit-bindgen c` (aggregator_plugin.h); the generated
 // code hands every argument over to us (we free it) and frees what we
@@ -15,34 +20,48 @@
 
 #include "aggregator_plugin.h"
 
+// The snapshot format is the one the 0.1 version of this plugin wrote, so a
+// checkpoint taken with it restores here: same layout, same version.
 #define STATE_VERSION 1
 #define MAX_BOUNDS 64
 
 typedef exports_sluice_plugin_aggregator_aggregation_t aggregation_t;
-typedef exports_sluice_plugin_aggregator_accumulator_t accumulator_t;
+typedef aggregator_plugin_list_u32_t group_list_t;
+
+// One window's counts: values in each bucket (not cumulative), and all
+// values (those above the last bound are in no bucket). Laid out as the
+// snapshot is: `total`, then one count per bound, each a little-endian u64
+// (wasm32 is little-endian, so a snapshot is a copy of the struct).
+typedef struct {
+    uint64_t total;
+    uint64_t buckets[];  // one per configured bound
+} counts_t;
 
 // The configured bucket bounds, strictly increasing, and each bound as the
 // config wrote it (output names use it: no printf, whose stdio would make
-// the module import WASI).
+// the module import WASI); then the windows' states.
 struct exports_sluice_plugin_aggregator_aggregation_t {
     size_t bounds_len;
     double bounds[MAX_BOUNDS];
     char text[MAX_BOUNDS][32];
-};
-
-// Per window: values in each bucket (not cumulative) and in none (above
-// the last bound).
-struct exports_sluice_plugin_aggregator_accumulator_t {
-    const aggregation_t *config;
-    uint64_t total;
-    uint64_t buckets[MAX_BOUNDS];
+    // groups[g] is group g's counts, NULL while the group is empty.
+    counts_t **groups;
+    size_t groups_len;
 };
 
 static const char DEFAULT_CONFIG[] = "{\"bounds\": [100, 250, 500, 1000, 2500, 5000, 10000]}";
 
+// malloc that never returns NULL: running out of memory traps, and the host
+// reopens the plugin and rebuilds its windows.
+static void *xmalloc(size_t size) {
+    void *p = malloc(size > 0 ? size : 1);
+    if (!p) abort();
+    return p;
+}
+
 void exports_sluice_plugin_aggregator_info(exports_sluice_plugin_aggregator_plugin_info_t *ret) {
     aggregator_plugin_string_dup(&ret->name, "histogram");
-    aggregator_plugin_string_dup(&ret->version, "0.1.0");
+    aggregator_plugin_string_dup(&ret->version, "0.2.0");
     aggregator_plugin_string_dup(&ret->description,
                                  "Cumulative counts of the values at or below each of a fixed list of "
                                  "bucket bounds (Prometheus-style `le` buckets), and the total.");
@@ -136,7 +155,11 @@ bool exports_sluice_plugin_aggregator_static_aggregation_open(
     return true;
 }
 
-void exports_sluice_plugin_aggregator_aggregation_destructor(aggregation_t *rep) { free(rep); }
+void exports_sluice_plugin_aggregator_aggregation_destructor(aggregation_t *rep) {
+    for (size_t g = 0; g < rep->groups_len; g++) free(rep->groups[g]);
+    free(rep->groups);
+    free(rep);
+}
 
 // `prefix` then `number`, into `out` (size 64). For names (`le_500`,
 // `le_0.25`, `le_m10` for -10, `le_1e6`), which allow only [a-z0-9_.],
@@ -153,11 +176,25 @@ static void join(char *out, const char *prefix, const char *number, bool as_name
     out[n] = '\0';
 }
 
+// One input: the number a pipeline's `field:` binds.
+void exports_sluice_plugin_aggregator_method_aggregation_inputs(
+    exports_sluice_plugin_aggregator_borrow_aggregation_t self,
+    exports_sluice_plugin_aggregator_list_input_spec_t *ret) {
+    (void)self;
+    exports_sluice_plugin_aggregator_input_spec_t *spec = xmalloc(sizeof *spec);
+    aggregator_plugin_string_dup(&spec->name, "value");
+    spec->kind = SLUICE_PLUGIN_TYPES_INPUT_KIND_FLOAT;
+    spec->optional = false;
+    aggregator_plugin_string_dup(&spec->description, "the values to count into buckets");
+    ret->ptr = spec;
+    ret->len = 1;
+}
+
 void exports_sluice_plugin_aggregator_method_aggregation_outputs(
     exports_sluice_plugin_aggregator_borrow_aggregation_t self,
     exports_sluice_plugin_aggregator_list_output_spec_t *ret) {
     size_t len = self->bounds_len + 1;
-    exports_sluice_plugin_aggregator_output_spec_t *specs = calloc(len, sizeof *specs);
+    exports_sluice_plugin_aggregator_output_spec_t *specs = xmalloc(len * sizeof *specs);
     for (size_t i = 0; i < self->bounds_len; i++) {
         char name[64], description[64];
         join(name, "le_", self->text[i], true);
@@ -173,92 +210,183 @@ void exports_sluice_plugin_aggregator_method_aggregation_outputs(
     ret->len = len;
 }
 
-static accumulator_t *new_accumulator(const aggregation_t *config) {
-    accumulator_t *acc = calloc(1, sizeof *acc);
-    if (acc) acc->config = config;
-    return acc;
+// ---------------------------------------------------------------------------
+// The windows' states.
+
+// Bytes of one window's counts (and of its snapshot).
+static size_t counts_size(const aggregation_t *agg) { return (agg->bounds_len + 1) * sizeof(uint64_t); }
+
+// Group `group`'s counts, or NULL when the group is empty.
+static counts_t *find(const aggregation_t *agg, uint32_t group) {
+    return group < agg->groups_len ? agg->groups[group] : NULL;
 }
 
-exports_sluice_plugin_aggregator_own_accumulator_t exports_sluice_plugin_aggregator_method_aggregation_create(
-    exports_sluice_plugin_aggregator_borrow_aggregation_t self) {
-    accumulator_t *acc = new_accumulator(self);
-    if (!acc) abort();
-    return exports_sluice_plugin_aggregator_accumulator_new(acc);
+// Group `group`'s counts, created (zero) the first time the group is named.
+static counts_t *state(aggregation_t *agg, uint32_t group) {
+    if (group >= agg->groups_len) {
+        // Grow the vector to hold the group, at least doubling it.
+        size_t len = agg->groups_len * 2 > (size_t)group + 1 ? agg->groups_len * 2 : (size_t)group + 1;
+        counts_t **groups = realloc(agg->groups, len * sizeof *groups);
+        if (!groups) abort();
+        memset(groups + agg->groups_len, 0, (len - agg->groups_len) * sizeof *groups);
+        agg->groups = groups;
+        agg->groups_len = len;
+    }
+    if (!agg->groups[group]) {
+        agg->groups[group] = calloc(1, counts_size(agg));
+        if (!agg->groups[group]) abort();
+    }
+    return agg->groups[group];
 }
 
-// State bytes: total, then one count per bound, each a little-endian u64
-// (wasm32 is little-endian, so the counts are copied as they lie).
-bool exports_sluice_plugin_aggregator_method_aggregation_restore(
-    exports_sluice_plugin_aggregator_borrow_aggregation_t self, aggregator_plugin_list_u8_t *state,
-    uint32_t state_version, exports_sluice_plugin_aggregator_own_accumulator_t *ret,
-    aggregator_plugin_string_t *err) {
-    size_t want = (self->bounds_len + 1) * sizeof(uint64_t);
+// Empties group `group`, freeing its counts.
+static void drop(aggregation_t *agg, uint32_t group) {
+    if (group < agg->groups_len) {
+        free(agg->groups[group]);
+        agg->groups[group] = NULL;
+    }
+}
+
+// Whether row `row` has a value: bit `row % 8` of byte `row / 8` of the
+// validity bitmap. An empty bitmap means every row has one (always so for
+// a required input).
+static bool present(const aggregator_plugin_list_u8_t *validity, size_t row) {
+    return validity->len == 0 || (row / 8 < validity->len && (validity->ptr[row / 8] >> (row % 8)) & 1);
+}
+
+// Row i of `batch` goes to group `batch->groups.ptr[i]`; column 0 holds the
+// declared input, `value`. Rows of different groups may interleave.
+void exports_sluice_plugin_aggregator_method_aggregation_update(
+    exports_sluice_plugin_aggregator_borrow_aggregation_t self, exports_sluice_plugin_aggregator_rows_t *batch) {
+    const sluice_plugin_types_column_t *column = batch->columns.len > 0 ? &batch->columns.ptr[0] : NULL;
+    // The host sends the declared kind; anything else is not ours to count.
+    if (column && column->values.tag == SLUICE_PLUGIN_TYPES_COLUMN_VALUES_FLOAT) {
+        const double *values = column->values.val.float_.ptr;
+        size_t rows = batch->groups.len < column->values.val.float_.len ? batch->groups.len
+                                                                          : column->values.val.float_.len;
+        const double *bounds = self->bounds;
+        size_t len = self->bounds_len;
+        for (size_t i = 0; i < rows; i++) {
+            if (!present(&column->validity, i)) continue;  // a missing value is not counted
+            counts_t *counts = state(self, batch->groups.ptr[i]);
+            // Bounds are few: a linear scan beats a binary search here.
+            size_t b = 0;
+            while (b < len && values[i] > bounds[b]) b++;
+            if (b < len) counts->buckets[b]++;
+            counts->total++;
+        }
+    }
+    exports_sluice_plugin_aggregator_rows_free(batch);
+}
+
+// Folds group from[i] into group into[i]; the `from` groups stay as they are.
+bool exports_sluice_plugin_aggregator_method_aggregation_merge(exports_sluice_plugin_aggregator_borrow_aggregation_t self,
+                                                               group_list_t *into, group_list_t *from,
+                                                               aggregator_plugin_string_t *err) {
     const char *problem = NULL;
-    if (state_version != STATE_VERSION) problem = "unknown state version (this plugin writes version 1)";
-    else if (state->len != want) problem = "state does not match the configured number of buckets";
-    accumulator_t *acc = problem ? NULL : new_accumulator(self);
-    if (!problem && !acc) problem = "out of memory";
+    for (size_t i = 0; i < into->len && i < from->len; i++) {
+        if (into->ptr[i] == from->ptr[i]) {
+            problem = "cannot merge a group into itself";
+            break;
+        }
+        const counts_t *other = find(self, from->ptr[i]);
+        if (!other) continue;  // an empty group adds nothing
+        counts_t *counts = state(self, into->ptr[i]);
+        for (size_t b = 0; b < self->bounds_len; b++) counts->buckets[b] += other->buckets[b];
+        counts->total += other->total;
+    }
+    aggregator_plugin_list_u32_free(into);
+    aggregator_plugin_list_u32_free(from);
     if (problem) {
-        aggregator_plugin_list_u8_free(state);
         aggregator_plugin_string_dup(err, problem);
         return false;
     }
-    memcpy(&acc->total, state->ptr, sizeof(uint64_t));
-    memcpy(acc->buckets, state->ptr + sizeof(uint64_t), self->bounds_len * sizeof(uint64_t));
-    aggregator_plugin_list_u8_free(state);
-    *ret = exports_sluice_plugin_aggregator_accumulator_new(acc);
     return true;
 }
 
-void exports_sluice_plugin_aggregator_accumulator_destructor(accumulator_t *rep) { free(rep); }
-
-void exports_sluice_plugin_aggregator_method_accumulator_add(
-    exports_sluice_plugin_aggregator_borrow_accumulator_t self, aggregator_plugin_list_f64_t *values,
-    exports_sluice_plugin_aggregator_list_timestamp_t *times) {
-    const double *bounds = self->config->bounds;
-    size_t len = self->config->bounds_len;
-    for (size_t i = 0; i < values->len; i++) {
-        double v = values->ptr[i];
-        // Bounds are few: a linear scan beats a binary search here.
-        size_t b = 0;
-        while (b < len && v > bounds[b]) b++;
-        if (b < len) self->buckets[b]++;
+// One integer column per output (`le_N` for each bound, then `count`), with
+// one value per group asked for.
+void exports_sluice_plugin_aggregator_method_aggregation_evaluate(
+    exports_sluice_plugin_aggregator_borrow_aggregation_t self, group_list_t *groups,
+    exports_sluice_plugin_aggregator_list_output_values_t *ret) {
+    size_t outputs = self->bounds_len + 1, n = groups->len;
+    exports_sluice_plugin_aggregator_output_values_t *columns = xmalloc(outputs * sizeof *columns);
+    for (size_t o = 0; o < outputs; o++) {
+        columns[o].tag = SLUICE_PLUGIN_TYPES_OUTPUT_VALUES_INTEGER;
+        columns[o].val.integer.ptr = xmalloc(n * sizeof(aggregator_plugin_option_s64_t));
+        columns[o].val.integer.len = n;
     }
-    self->total += values->len;
-    aggregator_plugin_list_f64_free(values);
-    exports_sluice_plugin_aggregator_list_timestamp_free(times);
+    for (size_t g = 0; g < n; g++) {
+        const counts_t *counts = find(self, groups->ptr[g]);
+        uint64_t running = 0;
+        for (size_t b = 0; b < self->bounds_len; b++) {
+            running += counts ? counts->buckets[b] : 0;
+            columns[b].val.integer.ptr[g] = (aggregator_plugin_option_s64_t){.is_some = true, .val = (int64_t)running};
+        }
+        columns[outputs - 1].val.integer.ptr[g] =
+            (aggregator_plugin_option_s64_t){.is_some = true, .val = counts ? (int64_t)counts->total : 0};
+    }
+    aggregator_plugin_list_u32_free(groups);
+    ret->ptr = columns;
+    ret->len = outputs;
 }
 
-bool exports_sluice_plugin_aggregator_method_accumulator_merge(
-    exports_sluice_plugin_aggregator_borrow_accumulator_t self,
-    exports_sluice_plugin_aggregator_borrow_accumulator_t other, aggregator_plugin_string_t *err) {
-    (void)err;
-    for (size_t b = 0; b < self->config->bounds_len; b++) self->buckets[b] += other->buckets[b];
-    self->total += other->total;
+// Each group's counts as bytes; an empty group's are zeros, which restore
+// to an empty group.
+void exports_sluice_plugin_aggregator_method_aggregation_snapshot(
+    exports_sluice_plugin_aggregator_borrow_aggregation_t self, group_list_t *groups,
+    aggregator_plugin_list_list_u8_t *ret) {
+    size_t size = counts_size(self), n = groups->len;
+    aggregator_plugin_list_u8_t *states = xmalloc(n * sizeof *states);
+    for (size_t g = 0; g < n; g++) {
+        const counts_t *counts = find(self, groups->ptr[g]);
+        states[g].ptr = xmalloc(size);
+        states[g].len = size;
+        if (counts) memcpy(states[g].ptr, counts, size);
+        else memset(states[g].ptr, 0, size);
+    }
+    aggregator_plugin_list_u32_free(groups);
+    ret->ptr = states;
+    ret->len = n;
+}
+
+// Sets each group to its snapshot. A group whose snapshot cannot be read is
+// left empty and named in the error list; the others are restored.
+bool exports_sluice_plugin_aggregator_method_aggregation_restore(
+    exports_sluice_plugin_aggregator_borrow_aggregation_t self, group_list_t *groups,
+    aggregator_plugin_list_list_u8_t *states, uint32_t state_version,
+    exports_sluice_plugin_aggregator_list_group_error_t *err) {
+    size_t n = groups->len < states->len ? groups->len : states->len, refused = 0;
+    exports_sluice_plugin_aggregator_group_error_t *errors = NULL;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t group = groups->ptr[i];
+        const char *problem = NULL;
+        if (state_version != STATE_VERSION) problem = "unknown state version (this plugin writes version 1)";
+        else if (states->ptr[i].len != counts_size(self))
+            problem = "state does not match the configured number of buckets";
+        if (problem) {
+            drop(self, group);
+            if (!errors) errors = xmalloc(n * sizeof *errors);
+            errors[refused].group = group;
+            aggregator_plugin_string_dup(&errors[refused].message, problem);
+            refused++;
+            continue;
+        }
+        memcpy(state(self, group), states->ptr[i].ptr, counts_size(self));
+    }
+    aggregator_plugin_list_u32_free(groups);
+    aggregator_plugin_list_list_u8_free(states);
+    if (refused > 0) {
+        err->ptr = errors;
+        err->len = refused;
+        return false;
+    }
     return true;
 }
 
-void exports_sluice_plugin_aggregator_method_accumulator_snapshot(
-    exports_sluice_plugin_aggregator_borrow_accumulator_t self, aggregator_plugin_list_u8_t *ret) {
-    size_t len = (self->config->bounds_len + 1) * sizeof(uint64_t);
-    ret->ptr = malloc(len);
-    if (!ret->ptr) abort();
-    ret->len = len;
-    memcpy(ret->ptr, &self->total, sizeof(uint64_t));
-    memcpy(ret->ptr + sizeof(uint64_t), self->buckets, self->config->bounds_len * sizeof(uint64_t));
-}
-
-void exports_sluice_plugin_aggregator_method_accumulator_finish(
-    exports_sluice_plugin_aggregator_borrow_accumulator_t self, aggregator_plugin_list_option_f64_t *ret) {
-    size_t len = self->config->bounds_len + 1;
-    aggregator_plugin_option_f64_t *out = malloc(len * sizeof *out);
-    if (!out) abort();
-    uint64_t running = 0;
-    for (size_t b = 0; b < len - 1; b++) {
-        running += self->buckets[b];
-        out[b] = (aggregator_plugin_option_f64_t){.is_some = true, .val = (double)running};
-    }
-    out[len - 1] = (aggregator_plugin_option_f64_t){.is_some = true, .val = (double)self->total};
-    ret->ptr = out;
-    ret->len = len;
+// The host is done with these windows; it may name new ones by the same numbers.
+void exports_sluice_plugin_aggregator_method_aggregation_release(
+    exports_sluice_plugin_aggregator_borrow_aggregation_t self, group_list_t *groups) {
+    for (size_t g = 0; g < groups->len; g++) drop(self, groups->ptr[g]);
+    aggregator_plugin_list_u32_free(groups);
 }

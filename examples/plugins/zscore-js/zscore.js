@@ -3,22 +3,51 @@
 // A value is an anomaly when its z-score against the configured baseline,
 // (value - mean) / stddev, exceeds the threshold in either direction. The
 // baseline comes from the config (last week's mean and standard deviation,
-// say), so every window is judged by the same yardstick and accumulators
-// merge by adding counts.
+// say), so every window is judged by the same yardstick and windows merge
+// by adding counts.
 //
-// Built with componentize-js (see scripts/common.sh, build_language_plugins):
-// the exported `aggregator` object is the WIT interface of the same name, its
-// classes are the WIT resources.
+// Interface 0.2 (wit/v0.2/aggregator.wit): one `Aggregation` object keeps
+// the states of every window the host has open, keyed by the group number
+// the host gives each window, and each call names the groups it is for.
+//
+// Built with componentize-js (see scripts/common.sh, build_language_plugin):
+// the exported `aggregator` object is the WIT interface of the same name,
+// its class `Aggregation` the WIT resource. How WIT types look here:
+// list<f64> is a Float64Array, list<u32> a Uint32Array, list<u8> a
+// Uint8Array, s64 a BigInt, `none` is undefined, a variant is
+// `{ tag, val }`, an enum a string, and a thrown value is a `result` error.
 
+// The snapshot format is the one the 0.1 version of this plugin wrote, so a
+// checkpoint taken with it restores here: same layout, same version.
 const STATE_VERSION = 1;
 // count, high, low (as f64: exact below 2^53) and the largest |z|, little-endian.
 const STATE_BYTES = 32;
+
+// One window's counts.
+class Counts {
+  constructor() {
+    this.count = 0;
+    this.high = 0;
+    this.low = 0;
+    this.maxAbsZ = 0;
+  }
+}
+
+// Whether row `row` has a value: bit `row % 8` of byte `row / 8` of the
+// validity bitmap. An empty bitmap means every row has one (always so for a
+// required input).
+function present(validity, row) {
+  return validity.length === 0 || ((validity[row >> 3] >> (row & 7)) & 1) === 1;
+}
 
 class Aggregation {
   constructor(mean, stddev, threshold) {
     this.mean = mean;
     this.stddev = stddev;
     this.threshold = threshold;
+    // Group number -> Counts. A group with no entry is empty: the host names
+    // a new window by a number it has not used or has released.
+    this.groups = new Map();
   }
 
   // `result<aggregation, string>`: a thrown string is the error.
@@ -52,6 +81,11 @@ class Aggregation {
     return new Aggregation(mean, stddev, threshold);
   }
 
+  // One number per event; a pipeline's `field:` binds it.
+  inputs() {
+    return [{ name: 'value', kind: 'float', optional: false, description: 'the values to judge' }];
+  }
+
   outputs() {
     return [
       { name: 'count', kind: 'integer', description: 'values seen' },
@@ -63,84 +97,126 @@ class Aggregation {
     ];
   }
 
-  create() {
-    return new Accumulator(this);
-  }
-
-  restore(state, stateVersion) {
-    if (stateVersion !== STATE_VERSION) {
-      throw `state version ${stateVersion} is not ${STATE_VERSION}`;
+  // The group's state, created empty the first time the group is named.
+  state(group) {
+    let counts = this.groups.get(group);
+    if (counts === undefined) {
+      counts = new Counts();
+      this.groups.set(group, counts);
     }
-    if (state.length !== STATE_BYTES) {
-      throw `state is ${state.length} bytes, not ${STATE_BYTES}`;
-    }
-    const view = new DataView(state.buffer, state.byteOffset, STATE_BYTES);
-    const acc = new Accumulator(this);
-    acc.count = view.getFloat64(0, true);
-    acc.high = view.getFloat64(8, true);
-    acc.low = view.getFloat64(16, true);
-    acc.maxAbsZ = view.getFloat64(24, true);
-    return acc;
-  }
-}
-
-class Accumulator {
-  constructor(aggregation) {
-    this.config = aggregation;
-    this.count = 0;
-    this.high = 0;
-    this.low = 0;
-    this.maxAbsZ = 0;
+    return counts;
   }
 
-  // `values` is a Float64Array; event times (BigInt64Array) are not needed.
-  add(values, _times) {
-    const { mean, stddev, threshold } = this.config;
-    let { high, low, maxAbsZ } = this;
+  // `batch.groups[i]` is row i's window; `batch.columns[0]` holds the
+  // declared input `value` for every row. Event times are not needed.
+  update(batch) {
+    const { mean, stddev, threshold } = this;
+    const column = batch.columns[0];
+    if (column.values.tag !== 'float') throw new TypeError('input `value` is declared float');
+    const values = column.values.val;
+    const validity = column.validity;
     for (let i = 0; i < values.length; i++) {
+      if (!present(validity, i)) continue; // a missing value is not counted
+      const counts = this.state(batch.groups[i]);
       const z = (values[i] - mean) / stddev;
       const abs = Math.abs(z);
-      if (abs > maxAbsZ) maxAbsZ = abs;
+      if (abs > counts.maxAbsZ) counts.maxAbsZ = abs;
       if (abs > threshold) {
-        if (z > 0) high++;
-        else low++;
+        if (z > 0) counts.high++;
+        else counts.low++;
       }
+      counts.count++;
     }
-    this.count += values.length;
-    this.high = high;
-    this.low = low;
-    this.maxAbsZ = maxAbsZ;
   }
 
-  merge(other) {
-    this.count += other.count;
-    this.high += other.high;
-    this.low += other.low;
-    this.maxAbsZ = Math.max(this.maxAbsZ, other.maxAbsZ);
+  // Folds group from[i] into group into[i]; the `from` groups stay as they are.
+  merge(into, from) {
+    for (let i = 0; i < into.length; i++) {
+      if (into[i] === from[i]) throw `cannot merge group ${into[i]} into itself`;
+      const other = this.groups.get(from[i]);
+      if (other === undefined) continue;
+      const counts = this.state(into[i]);
+      counts.count += other.count;
+      counts.high += other.high;
+      counts.low += other.low;
+      counts.maxAbsZ = Math.max(counts.maxAbsZ, other.maxAbsZ);
+    }
   }
 
-  snapshot() {
-    const bytes = new Uint8Array(STATE_BYTES);
-    const view = new DataView(bytes.buffer);
-    view.setFloat64(0, this.count, true);
-    view.setFloat64(8, this.high, true);
-    view.setFloat64(16, this.low, true);
-    view.setFloat64(24, this.maxAbsZ, true);
-    return bytes;
+  // One column per declared output, one entry per group asked for:
+  // integers as BigInt, `undefined` for none (written as null).
+  evaluate(groups) {
+    const empty = new Counts();
+    const columns = [[], [], [], [], [], []];
+    for (const group of groups) {
+      const c = this.groups.get(group) ?? empty;
+      const anomalies = c.high + c.low;
+      const some = c.count > 0;
+      columns[0].push(BigInt(c.count));
+      columns[1].push(BigInt(anomalies));
+      columns[2].push(BigInt(c.high));
+      columns[3].push(BigInt(c.low));
+      columns[4].push(some ? anomalies / c.count : undefined);
+      columns[5].push(some ? c.maxAbsZ : undefined);
+    }
+    const kinds = ['integer', 'integer', 'integer', 'integer', 'float', 'float'];
+    return columns.map((val, o) => ({ tag: kinds[o], val }));
   }
 
-  // `option<f64>`: undefined is none.
-  finish() {
-    const anomalies = this.high + this.low;
-    const some = this.count > 0;
-    return [
-      this.count,
-      anomalies,
-      this.high,
-      this.low,
-      some ? anomalies / this.count : undefined,
-      some ? this.maxAbsZ : undefined,
-    ];
+  // Each group's state as bytes; an empty group's restores to an empty one.
+  snapshot(groups) {
+    const empty = new Counts();
+    return Array.from(groups, (group) => {
+      const c = this.groups.get(group) ?? empty;
+      const bytes = new Uint8Array(STATE_BYTES);
+      const view = new DataView(bytes.buffer);
+      view.setFloat64(0, c.count, true);
+      view.setFloat64(8, c.high, true);
+      view.setFloat64(16, c.low, true);
+      view.setFloat64(24, c.maxAbsZ, true);
+      return bytes;
+    });
+  }
+
+  // `result<_, list<group-error>>`: the thrown list names each group that
+  // could not be restored (and is left empty); the others are restored.
+  restore(groups, states, stateVersion) {
+    const refused = [];
+    for (let i = 0; i < groups.length; i++) {
+      const group = groups[i];
+      const state = states[i];
+      let message;
+      if (stateVersion !== STATE_VERSION) {
+        message = `state version ${stateVersion} is not ${STATE_VERSION}`;
+      } else if (state.length !== STATE_BYTES) {
+        message = `state is ${state.length} bytes, not ${STATE_BYTES}`;
+      }
+      if (message !== undefined) {
+        this.groups.delete(group);
+        refused.push({ group, message });
+        continue;
+      }
+      const view = new DataView(state.buffer, state.byteOffset, STATE_BYTES);
+      const counts = new Counts();
+      counts.count = view.getFloat64(0, true);
+      counts.high = view.getFloat64(8, true);
+      counts.low = view.getFloat64(16, true);
+      counts.maxAbsZ = view.getFloat64(24, true);
+      // Counts must be whole numbers (evaluate turns them into BigInts).
+      const whole = (n) => Number.isSafeInteger(n) && n >= 0;
+      if (!whole(counts.count) || !whole(counts.high) || !whole(counts.low) || !(counts.maxAbsZ >= 0)) {
+        this.groups.delete(group);
+        refused.push({ group, message: 'state holds counts that are not whole numbers' });
+        continue;
+      }
+      this.groups.set(group, counts);
+    }
+    if (refused.length > 0) throw refused;
+  }
+
+  // The host is done with these windows; it may name new ones by the same numbers.
+  release(groups) {
+    for (const group of groups) this.groups.delete(group);
   }
 }
 
@@ -148,7 +224,7 @@ export const aggregator = {
   info() {
     return {
       name: 'zscore',
-      version: '0.1.0',
+      version: '0.2.0',
       description:
         'Counts values whose z-score against a configured baseline (mean, stddev) exceeds a threshold, ' +
         'split into high and low, with the largest |z| seen.',
@@ -159,5 +235,4 @@ export const aggregator = {
     };
   },
   Aggregation,
-  Accumulator,
 };
