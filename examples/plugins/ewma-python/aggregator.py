@@ -17,6 +17,7 @@ host gives each window, and every call names the groups it is for.
 
 import json
 import struct
+from itertools import groupby
 
 from componentize_py_types import Err
 from wit_world.exports import aggregator
@@ -126,24 +127,22 @@ class Aggregation(aggregator.Aggregation):
         column = batch.columns[0]
         if not isinstance(column.values, ColumnValues_Float):
             raise TypeError("input `value` is declared float")
-        values, validity, groups = column.values.value, column.validity, batch.groups
+        values, validity = column.values.value, column.validity
         # Rows of one window come in arrival order, but windows may
         # interleave. Fold each run of rows of one group in one go (the
-        # host usually sends a window's rows together), skipping rows whose
-        # value is missing.
-        start, rows = 0, len(groups)
-        while start < rows:
-            group, end = groups[start], start + 1
-            while end < rows and groups[end] == group:
-                end += 1
-            run = values[start:end]
+        # host usually sends a window's rows together; `groupby` yields
+        # each run of equal group numbers), skipping missing values.
+        start = 0
+        for group, run in groupby(batch.groups):
+            end = start + len(list(run))
+            present = values[start:end]
             if validity:
-                run = [x for i, x in enumerate(run, start) if _present(validity, i)]
-            if run:
+                present = [x for i, x in enumerate(present, start) if _present(validity, i)]
+            if present:
                 state = self.groups.get(group)
                 if state is None:
                     state = self.groups[group] = Ewma()
-                state.add(run, self.decay)
+                state.add(present, self.decay)
             start = end
 
     def merge(self, into: list[int], from_: list[int]) -> None:

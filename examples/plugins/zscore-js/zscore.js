@@ -110,23 +110,39 @@ class Aggregation {
   // `batch.groups[i]` is row i's window; `batch.columns[0]` holds the
   // declared input `value` for every row. Event times are not needed.
   update(batch) {
-    const { mean, stddev, threshold } = this;
     const column = batch.columns[0];
     if (column.values.tag !== 'float') throw new TypeError('input `value` is declared float');
-    const values = column.values.val;
-    const validity = column.validity;
-    for (let i = 0; i < values.length; i++) {
-      if (!present(validity, i)) continue; // a missing value is not counted
-      const counts = this.state(batch.groups[i]);
+    const groups = batch.groups;
+    // Rows of one window come in arrival order, but windows may interleave.
+    // Fold each run of rows of one group in one go: the host usually sends
+    // a window's rows together.
+    let start = 0;
+    while (start < groups.length) {
+      let end = start + 1;
+      while (end < groups.length && groups[end] === groups[start]) end++;
+      this.fold(this.state(groups[start]), column.values.val, column.validity, start, end);
+      start = end;
+    }
+  }
+
+  // Folds rows start..end of `values` into one window's counts, skipping
+  // missing values (they are not counted).
+  fold(counts, values, validity, start, end) {
+    const { mean, stddev, threshold } = this;
+    const all = validity.length === 0;
+    let { count, high, low, maxAbsZ } = counts;
+    for (let i = start; i < end; i++) {
+      if (!all && !present(validity, i)) continue;
       const z = (values[i] - mean) / stddev;
       const abs = Math.abs(z);
-      if (abs > counts.maxAbsZ) counts.maxAbsZ = abs;
+      if (abs > maxAbsZ) maxAbsZ = abs;
       if (abs > threshold) {
-        if (z > 0) counts.high++;
-        else counts.low++;
+        if (z > 0) high++;
+        else low++;
       }
-      counts.count++;
+      count++;
     }
+    Object.assign(counts, { count, high, low, maxAbsZ });
   }
 
   // Folds group from[i] into group into[i]; the `from` groups stay as they are.
