@@ -266,7 +266,6 @@ void exports_sluice_plugin_aggregator_method_aggregation_update(
                                                                           : column->values.val.float_.len;
         const double *bounds = self->bounds;
         size_t len = self->bounds_len;
-        bool all = column->validity.len == 0;  // an empty bitmap: every row has a value
         // Rows of one window come in arrival order, but windows may
         // interleave: fold each run of one group's rows (the host usually
         // sends a window's rows together) with one lookup of its counts.
@@ -275,16 +274,14 @@ void exports_sluice_plugin_aggregator_method_aggregation_update(
             for (end = start + 1; end < rows && batch->groups.ptr[end] == group; end++) {
             }
             counts_t *counts = state(self, group);
-            uint64_t seen = 0;
             for (size_t i = start; i < end; i++) {
-                if (!all && !present(&column->validity, i)) continue;  // a missing value is not counted
+                if (!present(&column->validity, i)) continue;  // a missing value is not counted
                 // Bounds are few: a linear scan beats a binary search here.
                 size_t b = 0;
                 while (b < len && values[i] > bounds[b]) b++;
                 if (b < len) counts->buckets[b]++;
-                seen++;
+                counts->total++;
             }
-            counts->total += seen;
         }
     }
     exports_sluice_plugin_aggregator_rows_free(batch);
