@@ -45,9 +45,10 @@ if ! command -v chromium >/dev/null; then
 fi
 
 # Toolchains for plugins in other languages (examples/plugins/*-python, -js,
-# -c). Each is optional: a machine where one cannot be installed still builds
-# and tests everything else, and the language tests say which toolchain they
-# skipped. Versions are pinned; the tools land outside the work tree.
+# -c, and their 0.1 versions in tests/plugins-0.1/). Each is optional: a
+# machine where one cannot be installed still builds and tests everything
+# else, and the language tests say which toolchain they skipped. Versions
+# are pinned; the tools land outside the work tree.
 TOOLS="${SLUICE_TOOLS:-$HOME/.cache/sluice-tools}"
 mkdir -p "$TOOLS"
 try() { "$@" || log "WARNING: '$*' failed; plugins needing it will be skipped"; }
