@@ -519,7 +519,7 @@ fn latency_rows(inputs: &[InputSpec], base: u32, missing: bool) -> Rows {
     let mut bits = xorshift(0x5eed_1e55);
     for (ts, _, latency) in events().into_iter().take(600) {
         let draw = bits();
-        let absent = draw % 5 == 0;
+        let absent = draw.is_multiple_of(5);
         if absent && !missing {
             continue;
         }
