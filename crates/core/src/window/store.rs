@@ -17,7 +17,7 @@
 //! - [`persistence`]: checkpoints and restoring from them;
 //! - [`partials`]: sliding windows' partial aggregates.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 mod batching;
@@ -28,6 +28,7 @@ mod persistence;
 mod replay;
 mod retiring;
 mod slots;
+mod starts;
 
 pub(crate) use partials::Fold;
 
@@ -41,6 +42,7 @@ use crate::plugin::grouped::{Column, GroupedAggregation, OutputValue, takes_one_
 use crate::plugin::{OutputSpec, PluginError};
 use crate::record::{StateError, encode_record};
 use instance::Instance;
+use starts::Starts;
 
 /// One window's (or pane's, session's, partial's) state in an [`Instance`]:
 /// a group of the grouped plugin.
@@ -97,18 +99,21 @@ struct Lane {
     /// The instance `acc` lives in.
     version: Version,
     /// The accumulator's state when `values` began; `None`: a new accumulator.
-    snapshot: Option<Vec<u8>>,
+    snapshot: Option<Box<[u8]>>,
     /// The rows since the snapshot, one per entry of `times`: rows
     /// `..handed` are in the accumulator (the replay log), rows `handed..`
     /// wait for the next batch. An aggregation of one number logs them in
     /// `values`; one of typed inputs in `columns`, one per input.
     values: Vec<f64>,
-    columns: Vec<Column>,
+    columns: Box<[Column]>,
     times: Vec<i64>,
     handed: usize,
     /// The same values in the retiring version, for a current lane that may
     /// still be merged into a retiring window; its replay log is `values`.
-    shadow: Option<Shadow>,
+    /// Boxed, like the snapshot and the columns, because a store holds a
+    /// lane per window and aggregation: at 128 bytes two lanes fill one
+    /// 256-byte allocation.
+    shadow: Option<Box<Shadow>>,
 }
 
 /// Rows of a lane's log, as [`Instance::queue`] takes them: `values` (an
@@ -126,7 +131,7 @@ pub(crate) struct Log<'a> {
 struct Shadow {
     acc: Result<Accumulator, Arc<str>>,
     /// Its state when the lane's `values` began.
-    snapshot: Option<Vec<u8>>,
+    snapshot: Option<Box<[u8]>>,
 }
 
 /// Accumulators a lane gave up, to be released by their instances.
@@ -139,7 +144,7 @@ struct Released {
 /// How restoring one accumulator from a checkpoint went.
 enum Restoring {
     /// Restored, with the snapshot it was restored from.
-    Done(Accumulator, Option<Vec<u8>>),
+    Done(Accumulator, Option<Box<[u8]>>),
     /// No call made: the window has no result for the aggregation, and why.
     Failed(Arc<str>),
     /// The plugin's call failed.
@@ -155,19 +160,19 @@ fn hash(bytes: &[u8]) -> [u8; 32] {
 impl Lane {
     /// This lane as a checkpoint stores it.
     fn state(&self) -> LaneState {
-        fn plain(acc: &Result<Accumulator, Arc<str>>, snapshot: Option<&Vec<u8>>) -> LaneState {
+        fn plain(acc: &Result<Accumulator, Arc<str>>, snapshot: Option<&[u8]>) -> LaneState {
             match (acc, snapshot) {
                 (Err(why), _) => LaneState::Failed(why.to_string()),
-                (Ok(_), Some(bytes)) => LaneState::Snapshot(bytes.clone()),
+                (Ok(_), Some(bytes)) => LaneState::Snapshot(bytes.to_vec()),
                 (Ok(_), None) => LaneState::Fresh,
             }
         }
-        let own = plain(&self.acc, self.snapshot.as_ref());
+        let own = plain(&self.acc, self.snapshot.as_deref());
         match (self.version, &self.shadow) {
             (Version::Retiring, _) => LaneState::Retiring(Box::new(own)),
             (Version::Current, Some(shadow)) if self.acc.is_ok() => LaneState::Shadowed(
                 Box::new(own),
-                Box::new(plain(&shadow.acc, shadow.snapshot.as_ref())),
+                Box::new(plain(&shadow.acc, shadow.snapshot.as_deref())),
             ),
             (Version::Current, _) => own,
         }
@@ -179,7 +184,7 @@ impl Lane {
             version: Version::Current,
             snapshot: None,
             values: Vec::new(),
-            columns: Vec::new(),
+            columns: Box::default(),
             times: Vec::new(),
             handed: 0,
             shadow: None,
@@ -218,7 +223,7 @@ impl Lane {
             .map(|acc| (self.version, acc));
         self.snapshot = None;
         self.values = Vec::new();
-        self.columns = Vec::new();
+        self.columns = Box::default();
         self.times = Vec::new();
         self.handed = 0;
         Released {
@@ -230,7 +235,7 @@ impl Lane {
     /// The accumulator's state is now `bytes`, which hold everything
     /// handed to it: the replay log starts afresh from there.
     fn snapshotted(&mut self, bytes: Vec<u8>) {
-        self.snapshot = Some(bytes);
+        self.snapshot = Some(bytes.into_boxed_slice());
         self.values.drain(..self.handed.min(self.values.len()));
         for column in &mut self.columns {
             column.drain_front(self.handed);
@@ -370,7 +375,7 @@ pub(crate) struct WindowStore {
     plugins: Vec<Plugin>,
     quarantine_after: u32,
     slots: Slab<Slot>,
-    by_key: foldhash::HashMap<KeyId, BTreeMap<i64, usize>>,
+    by_key: foldhash::HashMap<KeyId, Starts>,
     timers: BTreeSet<Timer>,
     dirty: Vec<usize>,
     pending_total: usize,

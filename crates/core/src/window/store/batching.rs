@@ -169,7 +169,7 @@ impl WindowStore {
         match self.plugins[a].of(Version::Retiring).snapshot(shadow) {
             Ok(bytes) => {
                 if let Some(s) = &mut self.slots[id].lanes[a].shadow {
-                    s.snapshot = Some(bytes);
+                    s.snapshot = Some(bytes.into_boxed_slice());
                 }
             }
             Err(e) => self.shadow_failed(a, id, e),

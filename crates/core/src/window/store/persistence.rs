@@ -202,16 +202,16 @@ impl WindowStore {
             }
             match self.restore_acc(a, Version::Retiring, shadow) {
                 Restoring::Done(acc, snapshot) => {
-                    self.slots[id].lanes[a].shadow = Some(Shadow {
+                    self.slots[id].lanes[a].shadow = Some(Box::new(Shadow {
                         acc: Ok(acc),
                         snapshot,
-                    });
+                    }));
                 }
                 Restoring::Failed(why) => {
-                    self.slots[id].lanes[a].shadow = Some(Shadow {
+                    self.slots[id].lanes[a].shadow = Some(Box::new(Shadow {
                         acc: Err(why),
                         snapshot: None,
-                    });
+                    }));
                 }
                 Restoring::CallFailed(e) => self.shadow_failed(a, id, e),
             }
@@ -244,7 +244,7 @@ impl WindowStore {
             LaneState::Fresh => instance.create().map(|acc| (acc, None)),
             LaneState::Snapshot(bytes) => instance
                 .restore(bytes, state_version)
-                .map(|acc| (acc, Some(bytes.clone()))),
+                .map(|acc| (acc, Some(Box::from(bytes.as_slice())))),
             LaneState::Failed(_) | LaneState::Retiring(_) | LaneState::Shadowed(..) => {
                 return Restoring::Failed(Arc::from(
                     "the checkpoint record nests one retiring state in another",

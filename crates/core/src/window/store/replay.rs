@@ -149,10 +149,10 @@ impl WindowStore {
             .get_mut(id)
             .and_then(|slot| {
                 slot.changed = true;
-                slot.lanes[a].shadow.replace(Shadow {
+                slot.lanes[a].shadow.replace(Box::new(Shadow {
                     acc: Err(Arc::clone(&why)),
                     snapshot: None,
-                })
+                }))
             })
             .and_then(|s| s.acc.ok());
         if let Some(acc) = old {
@@ -249,9 +249,9 @@ impl WindowStore {
                     continue;
                 }
                 let snapshot = if shadow {
-                    lane.shadow.as_ref().and_then(|s| s.snapshot.as_ref())
+                    lane.shadow.as_ref().and_then(|s| s.snapshot.as_deref())
                 } else {
-                    lane.snapshot.as_ref()
+                    lane.snapshot.as_deref()
                 };
                 let instance = self.plugins[a].of(version);
                 let rebuilt = match snapshot {

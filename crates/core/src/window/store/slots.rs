@@ -86,10 +86,10 @@ impl WindowStore {
         {
             match self.plugins[a].of(Version::Retiring).create() {
                 Ok(acc) => {
-                    self.slots[id].lanes[a].shadow = Some(Shadow {
+                    self.slots[id].lanes[a].shadow = Some(Box::new(Shadow {
                         acc: Ok(acc),
                         snapshot: None,
-                    });
+                    }));
                 }
                 Err(e) => self.shadow_failed(a, id, e),
             }
