@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::common::{
-    free_port, generate, http_response, metric_value, next_step, run_fed, sluice, stderr, xorshift,
+    free_port, generate, http_response, metric_value, next_step, run_config, run_fed, sluice,
+    stderr, xorshift,
 };
 
 /// The example plugin `examples/plugins/slo-breach`, as a component.
@@ -37,6 +38,39 @@ fn pipeline(dir: &Path, window: &str, extra: &str) -> PathBuf {
 fn outputs(dir: &Path) -> [String; 3] {
     ["results.jsonl", "late.jsonl", "dead.jsonl"]
         .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+}
+
+/// Plugins compiled with inlining (`plugins.inline`) give the same bytes,
+/// and are compiled differently (their cache entries carry another engine
+/// tag).
+#[test]
+fn output_is_identical_with_plugins_inlined() {
+    let input = generate(3_000);
+    let mut got = Vec::new();
+    let mut tags = Vec::new();
+    for inline in ["false", "true"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("input.jsonl"), &input).unwrap();
+        let extra = format!("plugins: {{ inline: {inline} }}\nplugin_cache: cache\n");
+        let config = pipeline(dir.path(), "{ sliding: { size: 10s, slide: 2s } }", &extra);
+        let out = run_config(&config);
+        assert!(out.status.success(), "inline {inline}: {}", stderr(&out));
+        got.push(outputs(dir.path()));
+        let mut tag: Vec<String> = std::fs::read_dir(dir.path().join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter_map(|name| Some(name.strip_suffix(".cwasm")?.rsplit_once('-')?.1.to_string()))
+            .collect();
+        tag.dedup();
+        assert_eq!(tag.len(), 1, "one engine compiled the built-ins: {tag:?}");
+        tags.push(tag);
+    }
+    assert!(got[0][0].lines().count() > 50, "too few results");
+    assert_eq!(got[0], got[1], "inlining changed the output");
+    assert_ne!(
+        tags[0], tags[1],
+        "`plugins.inline` made no difference to the compile"
+    );
 }
 
 #[test]

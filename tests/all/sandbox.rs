@@ -114,6 +114,27 @@ fn an_infinite_loop_times_out() {
     );
 }
 
+/// `plugins.inline` compiles the plugin with its functions inlined: the
+/// deadline checks left in its loops still stop it at the timeout.
+#[test]
+fn an_inlined_infinite_loop_times_out_too() {
+    let engine = PluginEngine::new(PluginLimits {
+        inline: true,
+        ..limits()
+    })
+    .expect("engine");
+    let mut agg = open(&engine, sluice_test_plugins::INFINITE_LOOP, "{}");
+    let acc = agg.create().expect("create");
+    agg.add(acc, &[1.0], &[0]).expect("a good batch is fine");
+    let started = Instant::now();
+    let err = agg.add(acc, &[-1.0], &[0]).expect_err("loops").to_string();
+    let took = started.elapsed();
+    assert!(err.ends_with("timed out after 200ms"), "{err}");
+    assert!(took < BOUND, "stopped after {took:?}");
+    agg.reopen().expect("a fresh instance");
+    assert_engine_serves_a_healthy_plugin(&engine);
+}
+
 #[test]
 fn fuel_stops_an_infinite_loop_whatever_the_clock() {
     let engine = PluginEngine::new(PluginLimits {

@@ -105,7 +105,7 @@ type FloatBuffer = TypedFunc<(Vec<u32>, Vec<f64>, Vec<u8>), (f64,)>;
 
 fn main() -> wasmtime::Result<()> {
     let limits = PluginLimits::default();
-    let mut config = engine_config(&limits);
+    let mut config = engine_config(&limits, true);
     // The bench calls without deadlines; sluice's epoch checks stay compiled in.
     config.epoch_interruption(true);
     let engine = Engine::new(&config)?;

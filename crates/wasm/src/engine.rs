@@ -56,11 +56,48 @@ pub const AGGREGATOR_EXPORT: &str = "sluice:plugin/aggregator@0.1.0";
 
 /// Compiles plugin components and instantiates them under the configured limits.
 pub struct PluginEngine {
+    /// Compiles components without inlining.
+    plain: Compiler,
+    /// With `plugins.inline`, compiles components up to [`INLINE_UP_TO`]
+    /// bytes, inlining small functions into their callers.
+    inlining: Option<Compiler>,
+    limits: PluginLimits,
+    /// Ticks every compiler's engine.
+    ticker: Arc<EpochTicker>,
+}
+
+/// The largest component `plugins.inline` compiles with inlining. Inlining
+/// made the Rust built-ins run 1.2-1.6x faster per value, and costs compile
+/// time and memory that grow with the module: a run compiling the
+/// `percentiles` built-in took 1.1 s and peaked at 313 MiB instead of
+/// 0.3 s and 40 MiB, and an 18 MB Python plugin (an interpreter, which
+/// inlining hardly speeds up) took over 8 GiB and two minutes instead of
+/// 20 s of CPU (docs/performance.md).
+pub const INLINE_UP_TO: usize = 4 << 20;
+
+/// One wasmtime engine with the linker and the compile cache for it.
+struct Compiler {
     engine: Engine,
     linker: Linker<PluginState>,
-    limits: PluginLimits,
-    ticker: Arc<EpochTicker>,
     cache: Option<ComponentCache>,
+}
+
+impl Compiler {
+    fn new(limits: &PluginLimits, inline: bool, cache: &CacheSetting) -> Result<Self, PluginError> {
+        let engine = Engine::new(&limits::engine_config(limits, inline))
+            .map_err(|e| PluginError::setup("creating the wasm engine", e))?;
+        let mut linker = Linker::new(&engine);
+        link_granted(&mut linker).map_err(|e| PluginError::setup("linking WASI", e))?;
+        let cache = match cache {
+            CacheSetting::Off => None,
+            CacheSetting::Dir(dir) => Some(ComponentCache::new(dir.clone(), &engine)),
+        };
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+        })
+    }
 }
 
 /// A compiled plugin component whose imports and exports have been checked,
@@ -90,28 +127,36 @@ impl PluginEngine {
     /// An engine enforcing `limits` that keeps compiled plugins in the
     /// on-disk cache `cache` names (see [`super::cache`]).
     pub fn with_cache(limits: PluginLimits, cache: &CacheSetting) -> Result<Self, PluginError> {
-        let engine = Engine::new(&limits::engine_config(&limits))
-            .map_err(|e| PluginError::setup("creating the wasm engine", e))?;
-        let mut linker = Linker::new(&engine);
-        link_granted(&mut linker).map_err(|e| PluginError::setup("linking WASI", e))?;
-        let ticker = EpochTicker::start(&engine)
-            .map_err(|e| PluginError::setup("starting the epoch ticker", e))?;
-        let cache = match cache {
-            CacheSetting::Off => None,
-            CacheSetting::Dir(dir) => Some(ComponentCache::new(dir.clone(), &engine)),
+        let plain = Compiler::new(&limits, false, cache)?;
+        let inlining = match limits.inline {
+            true => Some(Compiler::new(&limits, true, cache)?),
+            false => None,
         };
+        let engines = std::iter::once(&plain)
+            .chain(&inlining)
+            .map(|c| c.engine.clone())
+            .collect();
+        let ticker = EpochTicker::start(engines)
+            .map_err(|e| PluginError::setup("starting the epoch ticker", e))?;
         Ok(Self {
-            engine,
-            linker,
+            plain,
+            inlining,
             limits,
             ticker: Arc::new(ticker),
-            cache,
         })
     }
 
-    /// The compiled-plugin cache, when there is one.
-    pub fn cache(&self) -> Option<&ComponentCache> {
-        self.cache.as_ref()
+    /// The compiled-plugin cache of components of `bytes` bytes, when there is one.
+    pub fn cache(&self, bytes: usize) -> Option<&ComponentCache> {
+        self.compiler(bytes).cache.as_ref()
+    }
+
+    /// The compiler for a component of `bytes` bytes.
+    fn compiler(&self, bytes: usize) -> &Compiler {
+        match &self.inlining {
+            Some(inlining) if bytes <= INLINE_UP_TO => inlining,
+            _ => &self.plain,
+        }
     }
 
     /// The limits every instance of this engine runs under.
@@ -119,9 +164,12 @@ impl PluginEngine {
         &self.limits
     }
 
-    /// The linker every plugin world is instantiated through.
-    pub(crate) fn linker(&self) -> &Linker<PluginState> {
-        &self.linker
+    /// The linker `component` is instantiated through: its engine's.
+    pub(crate) fn linker(&self, component: &Component) -> &Linker<PluginState> {
+        match &self.inlining {
+            Some(c) if Engine::same(component.engine(), &c.engine) => &c.linker,
+            _ => &self.plain.linker,
+        }
     }
 
     /// The epoch ticker, which instances keep alive while they can be called.
@@ -141,9 +189,10 @@ impl PluginEngine {
             plugin: source.to_string(),
             message,
         };
-        let (component, cache) = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, bytes),
-            None => Component::new(&self.engine, bytes).map(|c| (c, CacheOutcome::Off)),
+        let compiler = self.compiler(bytes.len());
+        let (component, cache) = match &compiler.cache {
+            Some(cache) => cache.load_or_compile(&compiler.engine, bytes),
+            None => Component::new(&compiler.engine, bytes).map(|c| (c, CacheOutcome::Off)),
         }
         .map_err(|e| refuse(format!("not a valid WebAssembly component: {e:#}")))?;
         if cache != CacheOutcome::Off {
@@ -151,7 +200,7 @@ impl PluginEngine {
         }
         let ty = component.component_type();
         let refused: Vec<String> = ty
-            .imports(&self.engine)
+            .imports(component.engine())
             .map(|(name, _)| name)
             .filter(|name| !GRANTED_IMPORTS.contains(&unversioned(name)))
             .map(str::to_string)
@@ -169,7 +218,7 @@ impl PluginEngine {
     pub(crate) fn exports(&self, component: &Component) -> Vec<String> {
         component
             .component_type()
-            .exports(&self.engine)
+            .exports(component.engine())
             .map(|(name, _)| name.to_string())
             .collect()
     }
@@ -209,7 +258,7 @@ impl PluginEngine {
             )));
         }
         let pre = self
-            .linker
+            .linker(&component)
             .instantiate_pre(&component)
             .and_then(AggregatorPluginPre::new)
             .map_err(|e| {
@@ -298,11 +347,11 @@ impl PluginEngine {
     pub(crate) fn component_world(&self, component: &Component) -> (Vec<String>, Vec<String>) {
         let ty = component.component_type();
         let imports = ty
-            .imports(&self.engine)
+            .imports(component.engine())
             .map(|(n, _)| n.to_string())
             .collect();
         let exports = ty
-            .exports(&self.engine)
+            .exports(component.engine())
             .map(|(n, _)| n.to_string())
             .collect();
         (imports, exports)

@@ -81,7 +81,7 @@ impl PluginEngine {
             )));
         }
         let pre = self
-            .linker()
+            .linker(&component)
             .instantiate_pre(&component)
             .and_then(GroupedAggregatorPluginPre::new)
             .map_err(|e| {

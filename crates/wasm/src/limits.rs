@@ -30,12 +30,20 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// state for them counts against `memory_limit`).
 pub const MAX_HANDLES: usize = 10_000_000;
 
-/// The wasmtime configuration `limits` need.
-pub fn engine_config(limits: &PluginLimits) -> Config {
+/// The wasmtime configuration `limits` need, compiling with intra-module
+/// inlining when `inline` is set.
+pub fn engine_config(limits: &PluginLimits, inline: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     config.consume_fuel(limits.fuel.is_some());
+    // Inlining small wasm functions into their callers takes the sandbox's
+    // deadline checks at function entries (and the register spills around
+    // the calls) out of hot loops; which components get it, and why not
+    // all: `engine::INLINE_UP_TO`.
+    if inline {
+        config.compiler_inlining(wasmtime::Inlining::Yes);
+    }
     config
 }
 
@@ -127,17 +135,16 @@ pub struct EpochTicker {
 }
 
 impl EpochTicker {
-    /// Starts ticking `engine`'s epoch.
-    pub fn start(engine: &Engine) -> std::io::Result<Self> {
+    /// Starts ticking the epochs of `engines`.
+    pub fn start(engines: Vec<Engine>) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
-        let engine = engine.clone();
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
             .name("sluice-epoch".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    engines.iter().for_each(Engine::increment_epoch);
                 }
             })?;
         Ok(Self {

@@ -65,7 +65,7 @@ impl PluginEngine {
             )));
         }
         let pre = self
-            .linker()
+            .linker(&component)
             .instantiate_pre(&component)
             .and_then(TriggerPluginPre::new)
             .map_err(|e| refuse(format!("does not match the trigger-plugin world: {e:#}")))?;
