@@ -18,48 +18,71 @@ use crate::grouped_bindings::sluice::plugin::types::{
 use crate::typed::{InputKind, Inputs, Row, TypedAggregator, Value};
 use crate::{Aggregator, Info, Output, OutputKind};
 
-/// The states of the groups a host has named, by group number.
+/// Groups per chunk of [`Groups`]. A vector of all states, grown by
+/// doubling, left the instance's memory holding its earlier buffers too
+/// (a linear memory never shrinks): about twice the states' size. Chunks
+/// never move, so the memory is the states' own and a quarter-full chunk
+/// at most.
+const CHUNK: usize = 256;
+
+/// The states of the groups a host has named, by group number, in chunks
+/// of [`CHUNK`] groups.
 struct Groups<S> {
-    states: RefCell<Vec<Option<S>>>,
+    chunks: RefCell<Vec<Box<[Option<S>]>>>,
 }
 
 impl<S> Groups<S> {
     fn new() -> Self {
         Self {
-            states: RefCell::new(Vec::new()),
+            chunks: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Group `g`'s place, making its chunk if there is none yet.
+    fn place(chunks: &mut Vec<Box<[Option<S>]>>, g: u32) -> &mut Option<S> {
+        let (chunk, i) = (g as usize / CHUNK, g as usize % CHUNK);
+        while chunks.len() <= chunk {
+            chunks.push((0..CHUNK).map(|_| None).collect());
+        }
+        &mut chunks[chunk][i]
+    }
+
+    /// Group `g`'s place if its chunk exists.
+    fn existing(chunks: &mut [Box<[Option<S>]>], g: u32) -> Option<&mut Option<S>> {
+        chunks
+            .get_mut(g as usize / CHUNK)
+            .map(|chunk| &mut chunk[g as usize % CHUNK])
     }
 
     /// Runs `f` on group `g`'s state, created by `create` if the group is new.
     fn with<R>(&self, g: u32, create: impl FnOnce() -> S, f: impl FnOnce(&mut S) -> R) -> R {
-        let mut states = self.states.borrow_mut();
-        let g = g as usize;
-        if states.len() <= g {
-            states.resize_with(g + 1, || None);
-        }
-        f(states[g].get_or_insert_with(create))
+        let mut chunks = self.chunks.borrow_mut();
+        f(Self::place(&mut chunks, g).get_or_insert_with(create))
     }
 
     /// Runs `f` on group `g`'s state, or on a new one (not kept) if the
     /// group holds none.
     fn read<R>(&self, g: u32, create: impl FnOnce() -> S, f: impl FnOnce(&S) -> R) -> R {
-        let states = self.states.borrow();
-        match states.get(g as usize).and_then(Option::as_ref) {
+        let chunks = self.chunks.borrow();
+        let state = chunks
+            .get(g as usize / CHUNK)
+            .and_then(|chunk| chunk[g as usize % CHUNK].as_ref());
+        match state {
             Some(state) => f(state),
             None => f(&create()),
         }
     }
 
     fn set(&self, g: u32, state: Option<S>) {
-        let mut states = self.states.borrow_mut();
-        let g = g as usize;
-        if states.len() <= g {
-            if state.is_none() {
-                return;
+        let mut chunks = self.chunks.borrow_mut();
+        match state {
+            Some(state) => *Self::place(&mut chunks, g) = Some(state),
+            None => {
+                if let Some(place) = Self::existing(&mut chunks, g) {
+                    *place = None;
+                }
             }
-            states.resize_with(g + 1, || None);
         }
-        states[g] = state;
     }
 
     /// Folds group `from` into group `into`, pair by pair, in order.
@@ -74,11 +97,7 @@ impl<S> Groups<S> {
             if into == from {
                 return Err(format!("cannot merge group {into} into itself"));
             }
-            let other = self
-                .states
-                .borrow_mut()
-                .get_mut(from as usize)
-                .and_then(Option::take);
+            let other = Self::existing(&mut self.chunks.borrow_mut(), from).and_then(Option::take);
             let other = other.unwrap_or_else(&create);
             let merged = self.with(into, &create, |state| merge(state, &other));
             self.set(from, Some(other));

@@ -113,7 +113,15 @@ impl QuantileSketch {
     pub fn add(&mut self, x: f64) {
         match &mut self.sketch {
             Some(sketch) => sketch.add(x),
-            None if self.small.len() < SMALL => self.small.push(x),
+            None if self.small.len() < SMALL => {
+                if self.small.len() == self.small.capacity() {
+                    // Grow by half, not double: most windows hold a few
+                    // values, and spare room is memory each of them keeps.
+                    let more = (self.small.len() / 2).clamp(4, SMALL - self.small.len());
+                    self.small.reserve_exact(more);
+                }
+                self.small.push(x)
+            }
             None => self.buckets().add(x),
         }
     }

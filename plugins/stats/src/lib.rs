@@ -32,11 +32,13 @@ fn default_accuracy() -> f64 {
     0.01
 }
 
-/// Moments, and a sketch when quantiles are asked for.
+/// Moments, and a sketch when quantiles are asked for: boxed, so that a
+/// window without one costs its moments alone (a `Box` serializes as what
+/// it holds, so the snapshot bytes are those of an unboxed sketch).
 #[derive(Serialize, Deserialize)]
 pub struct StatsState {
     moments: Moments,
-    sketch: Option<QuantileSketch>,
+    sketch: Option<Box<QuantileSketch>>,
 }
 
 const MOMENT_OUTPUTS: [(&str, &str); 9] = [
@@ -92,7 +94,9 @@ impl Aggregator for Stats {
     fn create(&self) -> StatsState {
         let sketch = (!self.quantiles.is_empty()).then(|| {
             // `new` checked the accuracy, so this cannot fail.
-            QuantileSketch::new(self.relative_accuracy).unwrap_or_else(|e| unreachable!("{e}"))
+            Box::new(
+                QuantileSketch::new(self.relative_accuracy).unwrap_or_else(|e| unreachable!("{e}")),
+            )
         });
         StatsState {
             moments: Moments::default(),
