@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
+use std::hash::BuildHasher as _;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
@@ -22,31 +23,34 @@ pub const MAX_ABS_TIME_MS: i64 = 1 << 52;
 pub type KeyId = u32;
 
 /// Interns keys: each distinct key is stored once, rendered as the JSON object
-/// that result records carry (`{"service":"svc-1"}`).
+/// that result records carry (`{"service":"svc-1"}`), and found again by a
+/// table of ids hashed by that text (4 bytes a key, not a second copy).
 #[derive(Debug, Default)]
 pub struct KeyTable {
-    ids: foldhash::HashMap<String, KeyId>,
-    rendered: Vec<String>,
+    ids: hashbrown::HashTable<KeyId>,
+    rendered: Vec<Box<str>>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl KeyTable {
     /// The id of a rendered key, adding it if new.
     pub fn intern(&mut self, rendered: &str) -> KeyId {
-        if let Some(&id) = self.ids.get(rendered) {
+        let hash = self.hasher.hash_one(rendered);
+        let keys = &self.rendered;
+        if let Some(&id) = self.ids.find(hash, |&id| &*keys[id as usize] == rendered) {
             return id;
         }
         let id = KeyId::try_from(self.rendered.len()).unwrap_or(KeyId::MAX);
-        self.ids.insert(rendered.to_string(), id);
-        self.rendered.push(rendered.to_string());
+        self.rendered.push(rendered.into());
+        let (keys, hasher) = (&self.rendered, &self.hasher);
+        self.ids
+            .insert_unique(hash, id, |&id| hasher.hash_one(&*keys[id as usize]));
         id
     }
 
     /// The key's JSON object.
     pub fn render(&self, id: KeyId) -> &str {
-        self.rendered
-            .get(id as usize)
-            .map(String::as_str)
-            .unwrap_or("{}")
+        self.rendered.get(id as usize).map_or("{}", |k| k)
     }
 
     /// Keys from id `from` on, in id order: those a checkpoint has not stored yet.
@@ -55,7 +59,7 @@ impl KeyTable {
             .iter()
             .enumerate()
             .skip(from)
-            .map(|(i, k)| (i as KeyId, k.as_str()))
+            .map(|(i, k)| (i as KeyId, &**k))
     }
 
     /// How many distinct keys have been seen.

@@ -107,7 +107,10 @@ struct Lane {
     values: Vec<f64>,
     columns: Box<[Column]>,
     times: Vec<i64>,
-    handed: usize,
+    /// How many rows of the log are in the accumulator: a `u32` (the log is
+    /// cut at [`REPLAY_LIMIT`] rows by snapshots, and a lane whose snapshot
+    /// fails fails), which keeps a lane at 112 bytes, two in 224.
+    handed: u32,
     /// The same values in the retiring version, for a current lane that may
     /// still be merged into a retiring window; its replay log is `values`.
     /// Boxed, like the snapshot and the columns, because a store holds a
@@ -191,6 +194,16 @@ impl Lane {
         }
     }
 
+    /// How many rows of the log are in the accumulator.
+    fn handed(&self) -> usize {
+        self.handed as usize
+    }
+
+    /// Notes that every logged row is now in the accumulator.
+    fn hand_all(&mut self) {
+        self.handed = u32::try_from(self.times.len()).unwrap_or(u32::MAX);
+    }
+
     /// How many rows the log holds (handed over or not).
     fn logged(&self) -> usize {
         self.times.len()
@@ -198,7 +211,7 @@ impl Lane {
 
     /// Whether every logged row is in the accumulator.
     fn all_handed(&self) -> bool {
-        self.handed == self.times.len()
+        self.handed() == self.times.len()
     }
 
     /// Rows `range` of the log.
@@ -213,7 +226,7 @@ impl Lane {
 
     /// The rows not handed over yet.
     fn unhanded(&self) -> Log<'_> {
-        self.log(self.handed..self.logged())
+        self.log(self.handed()..self.logged())
     }
 
     /// Gives up on this window for the aggregation, keeping why.
@@ -236,11 +249,12 @@ impl Lane {
     /// handed to it: the replay log starts afresh from there.
     fn snapshotted(&mut self, bytes: Vec<u8>) {
         self.snapshot = Some(bytes.into_boxed_slice());
-        self.values.drain(..self.handed.min(self.values.len()));
+        let handed = self.handed();
+        self.values.drain(..handed.min(self.values.len()));
         for column in &mut self.columns {
-            column.drain_front(self.handed);
+            column.drain_front(handed);
         }
-        self.times.drain(..self.handed);
+        self.times.drain(..handed);
         self.handed = 0;
     }
 

@@ -109,8 +109,8 @@ impl WindowStore {
             .map_err(|e| (version, e))?;
         self.plugins[a].consecutive_failures = 0;
         let lane = &mut self.slots[id].lanes[a];
-        lane.handed = lane.logged();
-        if lane.handed >= REPLAY_LIMIT {
+        lane.hand_all();
+        if lane.handed() >= REPLAY_LIMIT {
             self.checkpoint(a, id);
         }
         Ok(())
@@ -243,8 +243,8 @@ impl WindowStore {
                 let mut due = false;
                 for &id in &handed {
                     let lane = &mut self.slots[id].lanes[a];
-                    lane.handed = lane.logged();
-                    due |= lane.handed >= REPLAY_LIMIT;
+                    lane.hand_all();
+                    due |= lane.handed() >= REPLAY_LIMIT;
                 }
                 if due {
                     // The call made for the lanes past the limit also takes
@@ -252,7 +252,7 @@ impl WindowStore {
                     // the same pace then reach it together, and the
                     // snapshots are one call every few batches rather than
                     // one in nearly every batch.
-                    handed.retain(|&id| self.slots[id].lanes[a].handed >= REPLAY_LIMIT / 4);
+                    handed.retain(|&id| self.slots[id].lanes[a].handed() >= REPLAY_LIMIT / 4);
                     self.checkpoint_all(a, &handed);
                 }
             }

@@ -371,7 +371,7 @@ impl WindowStore {
                 // A merge is not a replay of values: start the replay log
                 // afresh from a snapshot of the result.
                 let lane = &mut self.slots[into].lanes[a];
-                lane.handed = lane.logged();
+                lane.hand_all();
                 self.checkpoint(a, into);
             }
             Err((version, e)) => {

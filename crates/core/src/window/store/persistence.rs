@@ -31,7 +31,7 @@ impl WindowStore {
                 changed
                     .iter()
                     .copied()
-                    .filter(|&id| self.slots[id].lanes[a].handed > 0),
+                    .filter(|&id| self.slots[id].lanes[a].handed() > 0),
             );
             self.checkpoint_all(a, &snapshot);
         }

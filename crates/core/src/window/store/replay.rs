@@ -259,8 +259,8 @@ impl WindowStore {
                     None => instance.create(),
                 }
                 .and_then(|acc| {
-                    if lane.handed > 0 {
-                        instance.add(acc, lane.log(0..lane.handed))?;
+                    if lane.handed() > 0 {
+                        instance.add(acc, lane.log(0..lane.handed()))?;
                     }
                     Ok(acc)
                 });
