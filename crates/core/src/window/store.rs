@@ -42,7 +42,7 @@ use crate::plugin::grouped::{Column, GroupedAggregation, OutputValue, takes_one_
 use crate::plugin::{OutputSpec, PluginError};
 use crate::record::{StateError, encode_record};
 use instance::Instance;
-use starts::Starts;
+use starts::ByKey;
 
 /// One window's (or pane's, session's, partial's) state in an [`Instance`]:
 /// a group of the grouped plugin.
@@ -389,7 +389,7 @@ pub(crate) struct WindowStore {
     plugins: Vec<Plugin>,
     quarantine_after: u32,
     slots: Slab<Slot>,
-    by_key: foldhash::HashMap<KeyId, Starts>,
+    by_key: ByKey,
     timers: BTreeSet<Timer>,
     dirty: Vec<usize>,
     pending_total: usize,
@@ -460,7 +460,7 @@ impl WindowStore {
                 .collect(),
             quarantine_after,
             slots: Slab::new(),
-            by_key: foldhash::HashMap::default(),
+            by_key: ByKey::default(),
             timers: BTreeSet::new(),
             dirty: Vec::new(),
             pending_total: 0,

@@ -159,10 +159,7 @@ impl WindowStore {
             changed: false,
             stored: Some((state.start, crc)),
         });
-        self.by_key
-            .entry(state.key)
-            .or_default()
-            .insert(bounds.start, id);
+        self.by_key.entry(state.key).insert(bounds.start, id);
         self.persisted.count += 1;
         self.persisted.crc_sum = self.persisted.crc_sum.wrapping_add(crc);
         for a in 0..self.plugins.len() {

@@ -14,7 +14,7 @@ impl WindowStore {
             changed: true,
             stored: None,
         });
-        self.by_key.entry(key).or_default().insert(bounds.start, id);
+        self.by_key.entry(key).insert(bounds.start, id);
         self.fill_lanes(id);
         self.pane_changed(None, key, bounds.start);
         id

@@ -1,4 +1,8 @@
-//! A key's open slots by start, for the store's index of slots by key.
+//! The store's index of open slots: by key, then by start.
+//!
+//! Keys are numbered densely from 0 by the key table, so the index is a
+//! vector by key number: finding a key's slots is one read where a hash
+//! map of 100k keys cost a probe and a cache miss per event.
 //!
 //! Most keys have one open slot (a tumbling window, a session) or a few
 //! (sliding panes), so the index is a sorted vector that holds one entry
@@ -9,6 +13,43 @@
 use std::ops::{Bound, RangeBounds};
 
 use smallvec::SmallVec;
+
+use crate::decode::KeyId;
+
+/// Each key's open slots, by key number.
+#[derive(Debug, Default)]
+pub(super) struct ByKey(Vec<Starts>);
+
+impl ByKey {
+    /// `key`'s slots, if it has any open.
+    pub(super) fn get(&self, key: &KeyId) -> Option<&Starts> {
+        self.0.get(*key as usize).filter(|s| !s.is_empty())
+    }
+
+    pub(super) fn get_mut(&mut self, key: &KeyId) -> Option<&mut Starts> {
+        self.0.get_mut(*key as usize)
+    }
+
+    pub(super) fn contains_key(&self, key: &KeyId) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// `key`'s slots, made empty if the key has none yet.
+    pub(super) fn entry(&mut self, key: KeyId) -> &mut Starts {
+        let i = key as usize;
+        if self.0.len() <= i {
+            self.0.resize_with(i + 1, Starts::default);
+        }
+        &mut self.0[i]
+    }
+
+    /// Forgets `key`'s slots (and the memory a key with many held).
+    pub(super) fn remove(&mut self, key: &KeyId) {
+        if let Some(starts) = self.0.get_mut(*key as usize) {
+            *starts = Starts::default();
+        }
+    }
+}
 
 /// Slot ids of one key by their start, ascending, each start once.
 #[derive(Debug, Default)]
