@@ -168,6 +168,11 @@ pub struct Triggers {
     /// State format 0: the trigger keeps nothing per window, so a window's
     /// state that only waits for late elements is dropped between calls.
     stateless: bool,
+    /// A stateless trigger's one state, which every window's calls use (a
+    /// merge excepted, which takes two): made once, never given back while
+    /// the instance lives. A state per window cost a create and a release
+    /// call around each of its calls, four of a window's six.
+    shared: Option<WindowTrigger>,
     purge_warned: bool,
     /// Timers pending per window (absent: none), and the most a window may
     /// have (`plugins.timers_per_window`).
@@ -220,6 +225,7 @@ impl Triggers {
             failures: 0,
             state_version,
             stateless: state_version == 0,
+            shared: None,
             purge_warned: false,
             pending: HashMap::new(),
             timers_per_window,
@@ -355,14 +361,28 @@ impl Triggers {
                 self.untracked(key, window.start);
             }
         }
-        match self.instance.create(window) {
+        let made = match self.shared {
+            Some(h) => Ok(h),
+            None => self.instance.create(window),
+        };
+        match made {
             Ok(h) => {
+                if self.stateless {
+                    self.shared = Some(h);
+                }
                 if let Some(w) = self.windows.get_mut(&(key, window.start)) {
                     w.handle = Handle::Live(h);
                 }
                 Ok(h)
             }
             Err(e) => Err(self.fail(key, window.start, e)),
+        }
+    }
+
+    /// Gives a window's trigger state back, unless it is the shared one.
+    fn give_back(&mut self, h: WindowTrigger) {
+        if self.shared != Some(h) && !self.instance.is_poisoned() {
+            let _ = self.instance.release(h);
         }
     }
 
@@ -389,6 +409,7 @@ impl Triggers {
             tracing::warn!("{q}");
             self.quarantined = Some(q);
         } else if self.instance.is_poisoned() {
+            self.shared = None;
             match self.instance.reopen() {
                 Ok(()) => {
                     for w in self.windows.values_mut() {
@@ -719,9 +740,11 @@ impl Triggers {
             // A fresh state (never called, or restored as new) merges as
             // the trigger's new state would: skipping it would leave the
             // merged window's interest as it was before a restart.
+            // The shared state of a stateless trigger is `into`'s too: the
+            // absorbed window's is made for the merge.
             let from_handle = match state.handle {
-                Handle::Live(h) => h,
-                Handle::Fresh => match self.instance.create(window) {
+                Handle::Live(h) if self.shared != Some(h) => h,
+                Handle::Live(_) | Handle::Fresh => match self.instance.create(window) {
                     Ok(h) => h,
                     Err(e) => {
                         self.fail(key, into, e);
@@ -740,9 +763,7 @@ impl Triggers {
                 firing.fire |= v.fire;
                 firing.purge |= v.purge;
             }
-            if !self.instance.is_poisoned() {
-                let _ = self.instance.release(from_handle);
-            }
+            self.give_back(from_handle);
         }
         if into != window.start {
             // Timers are queued under a window's start: `into`'s no longer
@@ -769,10 +790,9 @@ impl Triggers {
                 self.counting -= 1;
             }
             if let Handle::Live(h) = state.handle
-                && !self.instance.is_poisoned()
                 && self.quarantined.is_none()
             {
-                let _ = self.instance.release(h);
+                self.give_back(h);
             }
         }
     }
@@ -1019,5 +1039,135 @@ mod tests {
             got.extend(run(&mut second, &steps[split..]));
             assert_eq!(got, expected, "checkpoint after step {split}");
         }
+    }
+
+    /// The event-time trigger, counting the states it makes and is given back.
+    struct Counting {
+        inner: Box<dyn TriggerPolicy>,
+        made: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        given_back: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl TriggerPolicy for Counting {
+        fn label(&self) -> &str {
+            self.inner.label()
+        }
+        fn info(&self) -> Option<&crate::plugin::PluginInfo> {
+            self.inner.info()
+        }
+        fn watches(&self) -> &[String] {
+            self.inner.watches()
+        }
+        fn is_poisoned(&self) -> bool {
+            self.inner.is_poisoned()
+        }
+        fn reopen(&mut self) -> Result<(), PluginError> {
+            self.inner.reopen()
+        }
+        fn create(&mut self, window: Window) -> Result<WindowTrigger, PluginError> {
+            self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.create(window)
+        }
+        fn restore(&mut self, state: &[u8], version: u32) -> Result<WindowTrigger, PluginError> {
+            self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.restore(state, version)
+        }
+        fn on_elements(
+            &mut self,
+            t: WindowTrigger,
+            window: Window,
+            batch: &Elements,
+            watermark: i64,
+        ) -> Result<Decision, PluginError> {
+            self.inner.on_elements(t, window, batch, watermark)
+        }
+        fn on_event_time(
+            &mut self,
+            t: WindowTrigger,
+            window: Window,
+            time: i64,
+            watermark: i64,
+        ) -> Result<Decision, PluginError> {
+            self.inner.on_event_time(t, window, time, watermark)
+        }
+        fn on_processing_time(
+            &mut self,
+            t: WindowTrigger,
+            window: Window,
+            time: i64,
+            watermark: i64,
+        ) -> Result<Decision, PluginError> {
+            self.inner.on_processing_time(t, window, time, watermark)
+        }
+        fn merge(
+            &mut self,
+            into: WindowTrigger,
+            from: WindowTrigger,
+            window: Window,
+        ) -> Result<Decision, PluginError> {
+            assert_ne!(into, from, "a merge of a state into itself");
+            self.inner.merge(into, from, window)
+        }
+        fn snapshot(&mut self, t: WindowTrigger) -> Result<Vec<u8>, PluginError> {
+            self.inner.snapshot(t)
+        }
+        fn release(&mut self, t: WindowTrigger) -> Result<(), PluginError> {
+            self.given_back
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.release(t)
+        }
+    }
+
+    /// A stateless trigger's windows share one state: windows opened,
+    /// asked, fired and merged make no state of their own, but for the
+    /// absorbed side of each merge (two states, never one twice), and
+    /// fire as they always did.
+    #[test]
+    fn a_stateless_trigger_makes_one_state_for_all_windows() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let made = std::sync::Arc::default();
+        let given_back = std::sync::Arc::default();
+        let instance = Box::new(Counting {
+            inner: crate::plugin::native::trigger("event-time", "{}").unwrap(),
+            made: std::sync::Arc::clone(&made),
+            given_back: std::sync::Arc::clone(&given_back),
+        });
+        let mut triggers = Triggers::new(instance, Vec::new(), &PluginLimits::default());
+        let mut steps = Vec::new();
+        for i in 0..100 {
+            let w = Window {
+                start: i * 100,
+                end: i * 100 + 10,
+            };
+            steps.push(Step::Element(w, w.start, w.start, true));
+            steps.push(Step::Element(w, w.start + 1, w.start, false));
+            steps.push(Step::End(w, w.end));
+        }
+        let a = Window {
+            start: 20_000,
+            end: 20_010,
+        };
+        let b = Window {
+            start: 20_012,
+            end: 20_020,
+        };
+        let ab = Window {
+            start: 20_000,
+            end: 20_020,
+        };
+        steps.extend([
+            Step::Element(a, 20_000, 19_000, true),
+            Step::Element(b, 20_012, 19_000, true),
+            Step::Merge(20_000, 20_012, ab),
+            Step::End(ab, 20_020),
+        ]);
+        let fired = run(&mut triggers, &steps);
+        assert_eq!(fired.iter().filter(|f| f.fire).count(), 101, "{fired:?}");
+        assert_eq!(
+            made.load(Relaxed),
+            2,
+            "one shared state and one for the merge"
+        );
+        assert_eq!(given_back.load(Relaxed), 1, "the merge's own state only");
     }
 }
