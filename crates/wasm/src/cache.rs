@@ -163,7 +163,14 @@ impl ComponentCache {
                 // directory only sluice writes), and its checksum matches what
                 // was written, so it is that code, unchanged.
                 Ok(payload) => match unsafe { Component::deserialize(engine, payload) } {
-                    Ok(component) => return Ok((component, CacheOutcome::Hit(path))),
+                    Ok(component) => {
+                        // Marks the entry used, for pruning (best effort).
+                        let _ = std::fs::File::options()
+                            .write(true)
+                            .open(&path)
+                            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                        return Ok((component, CacheOutcome::Hit(path)));
+                    }
                     Err(e) => Some(format!("wasmtime refused it: {e}")),
                 },
                 Err(why) => Some(why),
@@ -182,10 +189,13 @@ impl ComponentCache {
         // SAFETY: `code` was just produced by this engine from `bytes`.
         let component = unsafe { Component::deserialize(engine, &code)? };
         let outcome = match self.store(&path, &code) {
-            Ok(()) => match damaged {
-                Some(why) => CacheOutcome::Replaced(path, why),
-                None => CacheOutcome::Stored(path),
-            },
+            Ok(()) => {
+                prune(&self.dir, CACHE_BUDGET, &path);
+                match damaged {
+                    Some(why) => CacheOutcome::Replaced(path, why),
+                    None => CacheOutcome::Stored(path),
+                }
+            }
             Err(e) => {
                 tracing::warn!("cannot write plugin cache entry {}: {e}", path.display());
                 CacheOutcome::NotStored(e.to_string())
@@ -210,6 +220,41 @@ impl ComponentCache {
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
+    }
+}
+
+/// The most bytes of entries a cache directory keeps. An entry is 0.3-1.5
+/// MB for a Rust plugin and about 35 MB for a Python or JavaScript one, and
+/// every new build of sluice or version of a plugin adds entries; past the
+/// budget the least recently used go.
+pub const CACHE_BUDGET: u64 = 2 << 30;
+
+/// Deletes the least recently used entries of `dir` (by modification time,
+/// which a load refreshes) until they take at most `budget` bytes, never
+/// `keep` (the entry just written). Best effort: an entry another process
+/// is loading stays readable to it, and one it then misses it compiles.
+pub fn prune(dir: &Path, budget: u64, keep: &Path) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = read
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = entries.iter().map(|e| e.1).sum();
+    entries.sort();
+    for (_, len, path) in entries {
+        if total <= budget {
+            break;
+        }
+        if path != keep && std::fs::remove_file(&path).is_ok() {
+            tracing::debug!("plugin cache: removed {} (over budget)", path.display());
+            total -= len;
+        }
     }
 }
 
@@ -262,6 +307,32 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// Past the budget the least recently used entries go, oldest first,
+    /// never the one just written; other files stay.
+    #[test]
+    fn prune_keeps_the_newest_entries_within_the_budget() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = SystemTime::now() - Duration::from_secs(3600);
+        let mut paths = Vec::new();
+        for i in 0..5u64 {
+            let path = dir.path().join(format!("{i}-tag.cwasm"));
+            std::fs::write(&path, vec![0u8; 100]).unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(t0 + Duration::from_secs(i * 60)).unwrap();
+            paths.push(path);
+        }
+        std::fs::write(dir.path().join("other.txt"), vec![0u8; 1000]).unwrap();
+        // The oldest is the one just written: it stays; the next two go.
+        prune(dir.path(), 300, &paths[0]);
+        let left: Vec<bool> = paths.iter().map(|p| p.exists()).collect();
+        assert_eq!(left, [true, false, false, true, true]);
+        assert!(dir.path().join("other.txt").exists());
+        prune(dir.path(), 1000, &paths[0]);
+        assert_eq!(paths.iter().filter(|p| p.exists()).count(), 3);
+    }
+
     use super::*;
 
     #[test]
