@@ -1,7 +1,8 @@
 //! Connects an [`Aggregator`] or a [`TypedAggregator`] to the generated
 //! traits of interface 0.2: the host names windows by group number and
 //! batches rows of many groups into one call; the SDK keeps one state per
-//! group in a vector and hands the author's type one window at a time.
+//! group (in chunks by group number) and hands the author's type one window
+//! at a time.
 //! Both kinds of type are served by one implementation, [`Hosting`], over
 //! what they have in common ([`Hosted`]).
 
@@ -21,8 +22,8 @@ use crate::{Aggregator, Info, Output, OutputKind};
 /// Groups per chunk of [`Groups`]. A vector of all states, grown by
 /// doubling, left the instance's memory holding its earlier buffers too
 /// (a linear memory never shrinks): about twice the states' size. Chunks
-/// never move, so the memory is the states' own and a quarter-full chunk
-/// at most.
+/// never move, so the memory is the states' own plus, at most, the unused
+/// part of the last chunk.
 const CHUNK: usize = 256;
 
 /// The states of the groups a host has named, by group number, in chunks

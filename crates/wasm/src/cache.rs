@@ -307,6 +307,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// Past the budget the least recently used entries go, oldest first,
     /// never the one just written; other files stay.
@@ -332,8 +333,6 @@ mod tests {
         prune(dir.path(), 1000, &paths[0]);
         assert_eq!(paths.iter().filter(|p| p.exists()).count(), 3);
     }
-
-    use super::*;
 
     #[test]
     fn payload_checks_catch_damage() {

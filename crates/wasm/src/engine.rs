@@ -146,11 +146,6 @@ impl PluginEngine {
         })
     }
 
-    /// The compiled-plugin cache of components of `bytes` bytes, when there is one.
-    pub fn cache(&self, bytes: usize) -> Option<&ComponentCache> {
-        self.compiler(bytes).cache.as_ref()
-    }
-
     /// The compiler for a component of `bytes` bytes.
     fn compiler(&self, bytes: usize) -> &Compiler {
         match &self.inlining {

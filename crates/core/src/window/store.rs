@@ -113,9 +113,9 @@ struct Lane {
     handed: u32,
     /// The same values in the retiring version, for a current lane that may
     /// still be merged into a retiring window; its replay log is `values`.
-    /// Boxed, like the snapshot and the columns, because a store holds a
-    /// lane per window and aggregation: at 128 bytes two lanes fill one
-    /// 256-byte allocation.
+    /// Boxed, like the snapshot and the columns: a store holds a lane per
+    /// window and aggregation, and what only a reload or typed inputs need
+    /// should not make every lane larger.
     shadow: Option<Box<Shadow>>,
 }
 
