@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::common::{
-    free_port, generate, http_response, metric_value, next_step, run_config, run_fed, sluice,
-    stderr, xorshift,
+    free_port, generate, generate_keys, http_response, metric_value, next_step, run_config,
+    run_fed, sluice, stderr, xorshift,
 };
 
 /// The example plugin `examples/plugins/slo-breach`, as a component.
@@ -106,6 +106,82 @@ fn output_is_identical_whatever_the_batch_size() {
                     reference = Some(got);
                 }
                 Some(r) => assert!(r == &got, "{window}: batch size {batch} changed the output"),
+            }
+        }
+    }
+}
+
+/// The output is the same bytes whatever the number of window workers
+/// (`--parallelism`): every window kind with late events, re-emissions and
+/// dead letters, and with early-firing and purging triggers, dedup and gap
+/// filling; at a small batch size too, so that rounds cut through steps.
+#[test]
+fn output_is_identical_whatever_the_parallelism() {
+    // 23 keys over the shards, and some lines sent twice for dedup.
+    let mut input = String::new();
+    for (i, line) in generate_keys(8_000, 23).lines().enumerate() {
+        input.push_str(line);
+        input.push('\n');
+        if i % 97 == 0 {
+            input.push_str(line);
+            input.push('\n');
+        }
+    }
+    for (window, extra) in [
+        (
+            "{ tumbling: { size: 10s } }",
+            "fill: { strategy: linear, max_gap: 1m }\n",
+        ),
+        (
+            "{ sliding: { size: 10s, slide: 2s } }",
+            "trigger: { plugin: builtin/early, config: { every_events: 7 } }\n",
+        ),
+        (
+            "{ session: { gap: 300ms } }",
+            "dedup: { key: [ts, latency_ms], ttl: 1m }\ndedup_output: { file: dups.jsonl }\n",
+        ),
+        (
+            "{ tumbling: { size: 5s } }",
+            "trigger: { plugin: builtin/count, config: { every_events: 5 } }\n",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("input.jsonl"), &input).unwrap();
+        let config = pipeline(dir.path(), window, extra);
+        let mut reference: Option<[String; 4]> = None;
+        for (parallelism, batch) in [(1, 8192), (2, 8192), (3, 100), (4, 8192), (2, 1)] {
+            let out = sluice()
+                .args(["run", "--parallelism", &parallelism.to_string()])
+                .args(["--batch-size", &batch.to_string(), "--config"])
+                .arg(&config)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{window}: {}", stderr(&out));
+            let [results, late, dead] = outputs(dir.path());
+            let dups = std::fs::read_to_string(dir.path().join("dups.jsonl")).unwrap_or_default();
+            let got = [results, late, dead, dups];
+            match &reference {
+                None => {
+                    assert!(got[0].lines().count() > 100, "{window}: too few results");
+                    assert!(got[1].lines().count() > 5, "{window}: no late events");
+                    assert!(got[2].lines().count() > 5, "{window}: no dead letters");
+                    if extra.contains("dedup") {
+                        assert!(got[3].lines().count() > 50, "{window}: no duplicates");
+                    }
+                    reference = Some(got);
+                }
+                Some(r) => {
+                    for (i, name) in ["results", "late", "dead letters", "duplicates"]
+                        .iter()
+                        .enumerate()
+                    {
+                        assert!(
+                            r[i] == got[i],
+                            "{window} {extra}: parallelism {parallelism} (batch {batch}) \
+                             changed the {name}"
+                        );
+                    }
+                }
             }
         }
     }

@@ -82,6 +82,11 @@ pub struct PipelineConfig {
     /// lines are read at a time. Changes speed, never results.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// How many window workers share the keys (each with its own plugin
+    /// instances and trigger); 1 keeps every window on the pipeline's
+    /// thread. Changes speed, never results.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: usize,
     /// Operations endpoints (`/metrics`, `/healthz`, `/readyz`) of a Kafka run.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
@@ -227,6 +232,16 @@ pub struct MetricsConfig {
 fn default_batch_size() -> usize {
     8192
 }
+
+/// One window worker: on a small machine the other cores decode, and a
+/// second worker pays only for windowing-heavy pipelines
+/// (docs/performance.md, "Parallelism").
+fn default_parallelism() -> usize {
+    1
+}
+
+/// The most window workers `parallelism` may ask for.
+pub const MAX_PARALLELISM: usize = 256;
 
 /// Where events come from: exactly one of `file` or `kafka`.
 #[derive(Debug, Clone, Deserialize)]
@@ -575,6 +590,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "plugin_cache",
     "reload",
     "batch_size",
+    "parallelism",
     "metrics",
     "state",
     "log",
@@ -1051,6 +1067,12 @@ impl PipelineConfig {
         }
         if self.batch_size == 0 {
             return err("key `batch_size`: must be at least 1".into());
+        }
+        if !(1..=MAX_PARALLELISM).contains(&self.parallelism) {
+            return err(format!(
+                "key `parallelism`: must be 1 to {MAX_PARALLELISM}, not {}",
+                self.parallelism
+            ));
         }
         if let Some(max_future) = self.watermark.max_future {
             positive_ms("watermark.max_future", max_future)?;

@@ -42,6 +42,10 @@ pub enum Error {
     /// See [`InputError`].
     #[error(transparent)]
     Input(#[from] InputError),
+    /// A thread running window shards (`parallelism`) could not start or
+    /// stopped.
+    #[error("{0}")]
+    Worker(String),
 }
 
 impl Error {
@@ -51,7 +55,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Plugin(_) => 2,
-            Error::Io(_) | Error::Kafka(_) | Error::State(_) => 1,
+            Error::Io(_) | Error::Kafka(_) | Error::State(_) | Error::Worker(_) => 1,
             Error::Input(_) => 3,
         }
     }

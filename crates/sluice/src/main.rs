@@ -46,6 +46,9 @@ enum Command {
         /// Values buffered per plugin call; changes speed, never results.
         #[arg(long, value_parser = batch_size)]
         batch_size: Option<usize>,
+        /// Window workers sharing the keys; changes speed, never results.
+        #[arg(long, value_parser = parallelism)]
+        parallelism: Option<usize>,
     },
     /// Check a pipeline without running it: load the config, compile and
     /// open its plugins and trigger, check the source file exists; open no
@@ -152,11 +155,31 @@ fn batch_size(text: &str) -> Result<usize, String> {
     }
 }
 
+/// `--parallelism`: 1 to [`sluice_config::MAX_PARALLELISM`] window workers.
+fn parallelism(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=sluice_config::MAX_PARALLELISM).contains(&n) => Ok(n),
+        Ok(n) => Err(format!(
+            "must be 1 to {}, not {n}",
+            sluice_config::MAX_PARALLELISM
+        )),
+        Err(e) => Err(format!("{text:?} is not a whole number ({e})")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Run { config, batch_size } => {
-            pipeline::run_file(&config, &RunOptions { batch_size }).map(|summary| {
+        Command::Run {
+            config,
+            batch_size,
+            parallelism,
+        } => {
+            let options = RunOptions {
+                batch_size,
+                parallelism,
+            };
+            pipeline::run_file(&config, &options).map(|summary| {
                 sluice::logging::last_words(&summary.to_string(), false);
                 // A file or stdin run stopped by a signal did not read its
                 // input to the end: its output is not complete, which a

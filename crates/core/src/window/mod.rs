@@ -17,7 +17,7 @@ mod store;
 mod trigger;
 mod tumbling;
 
-pub use operator::{EventOutcome, WindowOperator};
+pub use operator::{EventOutcome, FiringTag, WindowOperator};
 pub use store::{PluginHealth, Swap};
 pub use trigger::{Interest, TRIGGER_ERROR, TriggerRecord, Triggers, now_ms};
 

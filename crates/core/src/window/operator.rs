@@ -404,6 +404,29 @@ impl WindowOperator {
         watermark: i64,
         out: &mut Vec<WindowResult>,
     ) -> Result<(), PluginError> {
+        self.fire_due(watermark, out, None)
+    }
+
+    /// [`WindowOperator::on_watermark`], also saying which timer each run
+    /// of results came from: `(tag, results)` pairs appended to `tags`, in
+    /// the order of `out`. Operators that each hold some of the keys (see
+    /// [`FiringTag`]) fire in an order that merging by tag makes the same
+    /// as one operator holding them all.
+    pub fn on_watermark_tagged(
+        &mut self,
+        watermark: i64,
+        out: &mut Vec<WindowResult>,
+        tags: &mut Vec<(FiringTag, u32)>,
+    ) -> Result<(), PluginError> {
+        self.fire_due(watermark, out, Some(tags))
+    }
+
+    fn fire_due(
+        &mut self,
+        watermark: i64,
+        out: &mut Vec<WindowResult>,
+        mut tags: Option<&mut Vec<(FiringTag, u32)>>,
+    ) -> Result<(), PluginError> {
         if !self.store.has_due(watermark) {
             return Ok(());
         }
@@ -419,7 +442,14 @@ impl WindowOperator {
         // called for every millisecond the watermark passed.
         let mut timer_calls: HashMap<(KeyId, i64), u32> = HashMap::new();
         let sessions = matches!(self.spec, WindowSpec::Session { .. });
+        // The results since `mark` came from the timer tagged `tag`.
+        let mut mark = out.len();
+        let mut tag = FiringTag::default();
         while let Some(timer) = self.store.pop_due(watermark) {
+            if let Some(tags) = tags.as_deref_mut() {
+                record_run(tags, tag, &mut mark, out.len());
+                tag = FiringTag::of(&timer);
+            }
             let key = timer.key;
             if sessions
                 && timer.kind != TimerKind::Trigger
@@ -513,6 +543,9 @@ impl WindowOperator {
                 self.arm_asked();
             }
         }
+        if let Some(tags) = tags {
+            record_run(tags, tag, &mut mark, out.len());
+        }
         self.store.drop_prefetched();
         Ok(())
     }
@@ -520,17 +553,96 @@ impl WindowOperator {
     /// Runs the processing-time timers due by the wall clock `now` (ms since
     /// the epoch), under `watermark`.
     pub fn on_processing_time(&mut self, now: i64, watermark: i64, out: &mut Vec<WindowResult>) {
+        self.processing_due(now, watermark, out, None);
+    }
+
+    /// [`WindowOperator::on_processing_time`] with the tags of
+    /// [`WindowOperator::on_watermark_tagged`].
+    pub fn on_processing_time_tagged(
+        &mut self,
+        now: i64,
+        watermark: i64,
+        out: &mut Vec<WindowResult>,
+        tags: &mut Vec<(FiringTag, u32)>,
+    ) {
+        self.processing_due(now, watermark, out, Some(tags));
+    }
+
+    fn processing_due(
+        &mut self,
+        now: i64,
+        watermark: i64,
+        out: &mut Vec<WindowResult>,
+        mut tags: Option<&mut Vec<(FiringTag, u32)>>,
+    ) {
         for (due, key, start) in self.triggers.due_processing(now) {
-            let Some(window) = self.window_of(key, start) else {
-                continue;
-            };
-            self.tell_pending(key, window, emit_kind(watermark, window), out);
-            let firing =
-                self.triggers
-                    .on_processing_time(key, window, due, watermark, &mut self.asked);
-            self.apply(key, window, emit_kind(watermark, window), firing, out);
-            self.arm_asked();
+            let mark = out.len();
+            self.processing_timer(due, key, start, watermark, out);
+            if let Some(tags) = tags.as_deref_mut() {
+                let tag = FiringTag {
+                    time: due,
+                    kind: 0,
+                    key,
+                    start,
+                };
+                let mut mark = mark;
+                record_run(tags, tag, &mut mark, out.len());
+            }
         }
+    }
+
+    fn processing_timer(
+        &mut self,
+        due: i64,
+        key: KeyId,
+        start: i64,
+        watermark: i64,
+        out: &mut Vec<WindowResult>,
+    ) {
+        let Some(window) = self.window_of(key, start) else {
+            return;
+        };
+        self.tell_pending(key, window, emit_kind(watermark, window), out);
+        let firing = self
+            .triggers
+            .on_processing_time(key, window, due, watermark, &mut self.asked);
+        self.apply(key, window, emit_kind(watermark, window), firing, out);
+        self.arm_asked();
+    }
+}
+
+/// Where a run of results stands in the order one operator holding every
+/// key would have fired them: the timer that fired them, as `(time, kind,
+/// key, start)`. Key ids are the pipeline's, so two operators holding
+/// disjoint keys never give one tag twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FiringTag {
+    /// The timer's time.
+    pub time: i64,
+    /// Its kind's rank (fire, trigger, cleanup).
+    pub kind: u8,
+    /// The key whose window it is.
+    pub key: KeyId,
+    /// The window's start.
+    pub start: i64,
+}
+
+impl FiringTag {
+    fn of(timer: &Timer) -> Self {
+        Self {
+            time: timer.time,
+            kind: timer.kind as u8,
+            key: timer.key,
+            start: timer.start,
+        }
+    }
+}
+
+/// Records that the results `*mark..len` came from `tag`, if there are any.
+fn record_run(tags: &mut Vec<(FiringTag, u32)>, tag: FiringTag, mark: &mut usize, len: usize) {
+    if len > *mark {
+        tags.push((tag, (len - *mark) as u32));
+        *mark = len;
     }
 }
 

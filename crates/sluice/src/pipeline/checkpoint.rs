@@ -137,13 +137,49 @@ impl Flow {
                     retiring.version
                 ),
             }
-            self.operator
-                .restore_retiring(a, instance, Arc::from(retiring.component.as_slice()));
+            let component: Arc<[u8]> = Arc::from(retiring.component.as_slice());
+            if let Some(shards) = &self.shards {
+                for mut op in shards.others() {
+                    op.restore_retiring(
+                        a,
+                        open_retiring(engine, agg, retiring),
+                        Arc::clone(&component),
+                    );
+                }
+            }
+            self.operator.restore_retiring(a, instance, component);
         }
         self.watermarks.restore(&meta.watermarks);
         let watermark = self.watermarks.current();
-        self.operator
-            .restore(&meta.health, &restored.slots, &meta.triggers, watermark);
+        match &self.shards {
+            None => self
+                .operator
+                .restore(&meta.health, &restored.slots, &meta.triggers, watermark),
+            Some(shards) => {
+                // Each shard takes its keys' windows and triggers.
+                let part = |shard: usize| {
+                    let slots: Vec<_> = restored
+                        .slots
+                        .iter()
+                        .filter(|(s, _)| shards.shard_of(s.key) == shard)
+                        .cloned()
+                        .collect();
+                    let triggers: Vec<_> = meta
+                        .triggers
+                        .iter()
+                        .filter(|t| shards.shard_of(t.key) == shard)
+                        .cloned()
+                        .collect();
+                    (Flow::shard_health(&meta.health, shard), slots, triggers)
+                };
+                let (health, slots, triggers) = part(0);
+                self.operator.restore(&health, &slots, &triggers, watermark);
+                for (i, mut op) in shards.others().enumerate() {
+                    let (health, slots, triggers) = part(i + 1);
+                    op.restore(&health, &slots, &triggers, watermark);
+                }
+            }
+        }
         if let (Some(dedup), Some(state)) = (&mut self.dedup, &meta.dedup)
             && let Err(why) = dedup.restore(state.clone())
         {
@@ -187,7 +223,9 @@ impl Flow {
     /// Drops every window, the dedup and fill state, and the watermarks:
     /// the state is rebuilt by replay from committed offsets.
     pub(super) fn clear_state(&mut self, partitions: usize) -> Result<(), Error> {
-        self.operator.clear()?;
+        for cleared in self.each_operator(|_, op| op.clear())? {
+            cleared?;
+        }
         if let Some(fill) = &mut self.fill {
             fill.clear();
         }
@@ -217,6 +255,7 @@ impl Flow {
             return Ok(());
         }
         let started = Instant::now();
+        self.settle()?;
         self.results.sync()?;
         self.late_out.sync()?;
         self.dead_out.sync()?;
@@ -224,7 +263,30 @@ impl Flow {
             out.sync()?;
         }
         let mut delta = CheckpointDelta::default();
-        let (slots, slot_crc_sum) = self.operator.checkpoint_into(&mut delta.windows)?;
+        let mut slots = 0;
+        let mut slot_crc_sum = 0u32;
+        for taken in self.each_operator(|_, op| op.checkpoint_into(&mut delta.windows))? {
+            let (count, crc) = taken?;
+            slots += count;
+            slot_crc_sum = slot_crc_sum.wrapping_add(crc);
+        }
+        if self.sharded() {
+            // Every shard holds the same retiring versions: one record each,
+            // gone only once no shard finishes windows on it.
+            delta.windows.retiring_put.sort_by_key(|(a, _)| *a);
+            delta.windows.retiring_put.dedup_by_key(|(a, _)| *a);
+            let still = self.read_operators(|op| {
+                (0..self.agg_names.len())
+                    .filter(|&a| op.retiring(a).is_some())
+                    .collect::<Vec<_>>()
+            });
+            delta.windows.retiring_delete.sort_unstable();
+            delta.windows.retiring_delete.dedup();
+            delta
+                .windows
+                .retiring_delete
+                .retain(|a| !still.iter().any(|s| s.contains(&(*a as usize))));
+        }
         let names = self
             .checkpoints
             .as_ref()
@@ -242,7 +304,7 @@ impl Flow {
                 state_version,
             })
             .collect();
-        let health = self.operator.health_state();
+        let health = self.health_state();
         let summary = self.summary;
         let sinks = SinkLengths {
             results: self.results.position(),
@@ -252,7 +314,11 @@ impl Flow {
         };
         let dedup = self.dedup.as_ref().map(|d| d.snapshot().clone());
         let fill = self.fill.as_ref().map(GapFiller::snapshot);
-        let triggers = self.operator.trigger_records();
+        let triggers = self
+            .each_operator(|_, op| op.trigger_records())?
+            .into_iter()
+            .flatten()
+            .collect();
         let watermarks = self.watermarks.state();
         let Some(checkpoints) = self.checkpoints.as_mut() else {
             return Ok(());

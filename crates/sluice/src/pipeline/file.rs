@@ -16,6 +16,7 @@ pub(super) fn run_file_source(
     engine: &Arc<PluginEngine>,
     path: &Path,
     batch_size: usize,
+    parallelism: usize,
     stop: &stop::Stop,
 ) -> Result<RunSummary, Error> {
     let path = loaded.resolve(path);
@@ -25,7 +26,7 @@ pub(super) fn run_file_source(
     // An address it cannot listen on is reported before any output is touched.
     let mut metrics = FileMetrics::start(loaded)?;
     // Plugins and outputs next: a bad plugin is reported before the input is read.
-    let mut flow = Flow::open(loaded, engine, batch_size, 1, None)?;
+    let mut flow = Flow::open(loaded, engine, (batch_size, parallelism), 1, None)?;
     flow.metrics = metrics.as_ref().map(|m| Arc::clone(&m.metrics));
     if let Some(m) = &metrics {
         flow.attach_status(Arc::clone(&m.status));
@@ -152,13 +153,13 @@ fn live_stream(
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let (batch, at) = batch;
-        flow.apply_reloads();
+        flow.apply_reloads()?;
         for (line_no, raw) in batch.iter() {
             flow.on_record(Origin::Line(line_no), 0, raw, None, false)?;
         }
         flow.on_processing_time()?;
         flow.flush()?;
-        flow.batch_done();
+        flow.batch_done()?;
         position = file_position(at);
         progress.update(at.0, flow.summary.events_read, flow.watermarks.known());
         publish_flow(metrics.as_ref(), &mut flow);
@@ -200,13 +201,13 @@ fn replay_file(
         let Some(batch) = ahead.next_batch()? else {
             break;
         };
-        flow.apply_reloads();
+        flow.apply_reloads()?;
         for (i, (line_no, raw)) in batch.lines().enumerate() {
             let decoded = batch.load(i, &mut flow.event);
             flow.on_decoded(Origin::Line(line_no), 0, raw, None, false, decoded)?;
         }
         flow.on_processing_time()?;
-        flow.batch_done();
+        flow.batch_done()?;
         position = file_position(batch.position);
         progress.update(
             batch.position.0,

@@ -7,27 +7,66 @@ impl Flow {
     /// Swaps in the plugin versions the reloader has checked since the last
     /// call. Called between batches only, so that a batch is processed by
     /// one version throughout.
-    pub(super) fn apply_reloads(&mut self) {
-        let Some(reloader) = &self.reloader else {
-            return;
+    pub(super) fn apply_reloads(&mut self) -> Result<(), Error> {
+        let staged = match &self.reloader {
+            Some(reloader) => reloader.take_staged(),
+            None => return Ok(()),
         };
-        for staged in reloader.take_staged() {
+        if !staged.is_empty() {
+            // Every event before the swap is processed by the old version.
+            self.settle()?;
+        }
+        let shards = self.shard_count();
+        let Some(reloader) = &self.reloader else {
+            return Ok(());
+        };
+        'staged: for staged in staged {
             let a = staged.aggregation;
             let name = reloader.aggregation_name(a).to_string();
-            let instance = match reloader.open(&staged) {
-                Ok(instance) => instance,
-                Err(why) => {
-                    tracing::warn!(aggregation = %name, "reload of `{name}` failed: {why}; the running version keeps serving");
-                    reloader.swapped(&staged, None);
-                    continue;
+            // One instance per shard, all opened before any goes live.
+            let mut instances = Vec::with_capacity(shards);
+            for _ in 0..shards {
+                match reloader.open(&staged) {
+                    Ok(instance) => instances.push(instance),
+                    Err(why) => {
+                        tracing::warn!(aggregation = %name, "reload of `{name}` failed: {why}; the running version keeps serving");
+                        reloader.swapped(&staged, None);
+                        continue 'staged;
+                    }
                 }
+            }
+            let mut instances = instances.into_iter();
+            let Some(instance) = instances.next() else {
+                continue;
             };
             let label = instance.label().to_string();
             let old_label = self.operator.plugin_live(a).label().to_string();
             let old_outputs = self.operator.plugin_outputs(a).to_vec();
             let started = Instant::now();
             let component = reloader.running_component(a);
-            match self.operator.replace_plugin(a, instance, component) {
+            let swapped = self
+                .operator
+                .replace_plugin(a, instance, component.clone())
+                .map(|first| {
+                    // The other shards swap too: the check that could refuse
+                    // passed on the first, with the same columns.
+                    let mut swap = first;
+                    for (mut op, instance) in
+                        self.shards.iter().flat_map(|s| s.others()).zip(instances)
+                    {
+                        if let Ok(more) = op.replace_plugin(a, instance, component.clone()) {
+                            swap = match (swap, more) {
+                                (Swap::Moved(x), Swap::Moved(y)) => Swap::Moved(x + y),
+                                (Swap::SideBySide(x), Swap::SideBySide(y)) => {
+                                    Swap::SideBySide(x + y)
+                                }
+                                (first, _) => first,
+                            };
+                        }
+                    }
+                    swap
+                });
+            match swapped {
                 Ok(swap) => {
                     let outputs = self.operator.plugin_outputs(a);
                     let same = outputs.len() == old_outputs.len()
@@ -84,13 +123,21 @@ impl Flow {
         // checkpoint) or goes, so it refuses a third state format meanwhile.
         // Called between every two Kafka messages: the label is copied
         // only when the state changes.
-        for (a, told) in self.retiring_told.iter_mut().enumerate() {
-            let now = self.operator.retiring(a);
-            if now.is_some() != *told {
-                *told = now.is_some();
-                reloader.set_retiring(a, now.map(|(label, _)| label.to_string()));
+        for a in 0..self.retiring_told.len() {
+            let retiring = self
+                .read_operators(|op| op.retiring(a).is_some())
+                .contains(&true);
+            if retiring != self.retiring_told[a] {
+                self.retiring_told[a] = retiring;
+                let label = self
+                    .read_operators(|op| op.retiring(a).map(|(label, _)| label.to_string()))
+                    .into_iter()
+                    .flatten()
+                    .next();
+                reloader.set_retiring(a, label);
             }
         }
+        Ok(())
     }
 
     /// Processes one raw event from `partition`. Returns its event time, or
@@ -155,6 +202,17 @@ impl Flow {
         }
         let key = self.keys.intern(&self.event.key);
         let time = self.event.time;
+        if let Some(shards) = &mut self.shards {
+            // The event's windows are its shard's: what they emit is
+            // written when the round is replayed (see `shards`).
+            shards.push_event(key, &self.event, watermark, &origin, raw, replayed);
+            let advanced = self.watermarks.observe(partition, time);
+            shards.push_advance(advanced);
+            if shards.full() {
+                self.settle()?;
+            }
+            return Ok(time);
+        }
         let outcome =
             self.operator
                 .on_event(key, time, self.event.row(), watermark, &mut self.emitted)?;
@@ -227,9 +285,19 @@ impl Flow {
 
     /// Fires what a new watermark (if any) completes and writes what was emitted.
     pub(super) fn advance(&mut self, watermark: Option<i64>) -> Result<(), Error> {
+        if let Some(shards) = &mut self.shards {
+            shards.push_advance(watermark);
+            return self.settle();
+        }
         if let Some(w) = watermark {
             self.operator.on_watermark(w, &mut self.emitted)?;
         }
+        self.emit(watermark)
+    }
+
+    /// Writes what was emitted, gap filling first (`watermark` is the step
+    /// just taken, if any).
+    pub(super) fn emit(&mut self, watermark: Option<i64>) -> Result<(), Error> {
         match &mut self.fill {
             Some(fill) => fill.apply(watermark, &mut self.emitted, &mut self.emissions),
             None => self
@@ -253,6 +321,10 @@ impl Flow {
     /// reached, and writes what they emit.
     pub(super) fn on_processing_time(&mut self) -> Result<(), Error> {
         let watermark = self.watermarks.current();
+        if let Some(shards) = &mut self.shards {
+            shards.push_processing(watermark);
+            return self.settle();
+        }
         self.operator
             .on_processing_time(now_ms(), watermark, &mut self.emitted);
         if self.emitted.is_empty() {
@@ -270,10 +342,10 @@ impl Flow {
 
     /// The summary so far, with the plugins' failure counts.
     pub(super) fn summary(&self) -> RunSummary {
-        let health = self.operator.plugin_health();
+        let health = self.plugin_health();
         RunSummary {
             plugin_failures: health.iter().map(|h| h.failures).sum::<u64>()
-                + self.operator.trigger_failures(),
+                + self.trigger_failures(),
             quarantined: health.iter().filter(|h| h.quarantined.is_some()).count() as u64,
             ..self.summary
         }
@@ -282,6 +354,7 @@ impl Flow {
     /// Moves on what Kafka outputs kept while their queues were full;
     /// returns whether any output is still backlogged.
     pub(super) fn drain_outputs(&mut self) -> Result<bool, Error> {
+        self.settle()?;
         let mut backlogged = self.results.drain()?;
         backlogged |= self.late_out.drain()?;
         backlogged |= self.dead_out.drain()?;
@@ -314,23 +387,26 @@ impl Flow {
         self.checkpoint(position)?;
         let mut summary = self.summary();
         summary.stopped_by = Some(signal.unwrap_or(signal_hook::consts::SIGTERM));
-        summary.left_open = self.operator.open_windows() as u64;
+        summary.left_open = self.open_windows() as u64;
         summary.stop_checkpointed = checkpointed;
         Ok(summary)
     }
 
     /// Ends a batch of events: when the run serves metrics and the batch
     /// wrote results, records how long after its first event was taken.
-    pub(super) fn batch_done(&mut self) {
+    pub(super) fn batch_done(&mut self) -> Result<(), Error> {
+        self.settle()?;
         if let (Some((started, results)), Some(metrics)) = (self.batch.take(), &self.metrics)
             && self.summary.windows_emitted > results
         {
             metrics.record_latency(started.elapsed());
         }
+        Ok(())
     }
 
     /// Makes every record written so far durable.
     pub(super) fn flush(&mut self) -> Result<(), Error> {
+        self.settle()?;
         self.results.flush()?;
         self.late_out.flush()?;
         if let Some(out) = &mut self.dedup_out {

@@ -35,6 +35,7 @@ pub(super) fn run(
     engine: &Arc<PluginEngine>,
     config: &KafkaSourceConfig,
     batch_size: usize,
+    parallelism: usize,
     stop: &Stop,
 ) -> Result<RunSummary, Error> {
     // Declared first so that it is dropped last, after every client of it.
@@ -53,7 +54,7 @@ pub(super) fn run(
     }
     // Plugins and outputs before the source: a bad plugin is reported before
     // the consumer joins its group.
-    let mut flow = Flow::open(loaded, engine, batch_size, 1, Some(&brokers))?;
+    let mut flow = Flow::open(loaded, engine, (batch_size, parallelism), 1, Some(&brokers))?;
     let mut source = KafkaSource::open(config, &brokers)?;
     flow.watermarks = Watermarks::new(flow.watermark_delay, source.partition_count());
     let token = flow.checkpoint_token();
@@ -121,7 +122,7 @@ pub(super) fn run(
     let mut ahead = DecodeAhead::start(&flow.decoder)?;
     loop {
         // Between messages: a new plugin version goes live here.
-        flow.apply_reloads();
+        flow.apply_reloads()?;
         if stop.requested() {
             tracing::info!("stop requested: flushing, checkpointing, committing");
             ahead.drain(&mut flow, &mut source)?;
@@ -197,7 +198,7 @@ pub(super) fn run(
         } else {
             ahead.step(&mut flow, &mut source)?;
         }
-        flow.batch_done();
+        flow.batch_done()?;
         if source.rebalanced() {
             // Dropping window state for a revocation, or seeding watermarks,
             // must come after every message polled before it.
@@ -207,7 +208,7 @@ pub(super) fn run(
         let reassignment = source.take_reassignment()?;
         if reassignment.revoked {
             tracing::info!(
-                open_windows = flow.operator.open_windows(),
+                open_windows = flow.open_windows(),
                 "partitions revoked: dropping window state for replay by the next owner"
             );
             // The partitions' next owners (perhaps us again) rebuild these
@@ -392,11 +393,7 @@ fn checkpoint(flow: &mut Flow, source: &KafkaSource) -> Result<(), Error> {
 /// Commits what the flushed outputs cover (and the checkpoint named by
 /// `token`, when the run keeps them).
 fn commit(source: &mut KafkaSource, flow: &Flow, token: Option<u64>) -> Result<(), Error> {
-    let offsets = source.plan_commit(
-        flow.operator.oldest_open_start(),
-        flow.watermarks.current(),
-        token,
-    );
+    let offsets = source.plan_commit(flow.oldest_open_start(), flow.watermarks.current(), token);
     source.commit(&offsets)?;
     tracing::debug!(partitions = offsets.count(), "committed offsets");
     Ok(())

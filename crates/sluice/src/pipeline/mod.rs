@@ -54,6 +54,7 @@ mod guard;
 mod kafka;
 mod open;
 mod output;
+mod shards;
 mod status_feed;
 mod stop;
 
@@ -70,12 +71,19 @@ pub struct RunOptions {
     /// Overrides `batch_size` from the config (tests use it to show that batch
     /// sizes change nothing in the output).
     pub batch_size: Option<usize>,
+    /// Overrides `parallelism` from the config (the same tests show that
+    /// the number of window workers changes nothing either).
+    pub parallelism: Option<usize>,
 }
 
 /// The processing half of a run, whatever the source: decode, watermark,
 /// windows, plugins, outputs.
 struct Flow {
+    /// The window state, or shard 0 of it when `parallelism` is above 1.
     operator: WindowOperator,
+    /// Shards 1 and up, and the round being gathered for them, when
+    /// `parallelism` is above 1 (see [`shards`]).
+    shards: Option<shards::Shards>,
     watermarks: Watermarks,
     decoder: EventDecoder,
     keys: KeyTable,
@@ -153,6 +161,10 @@ struct Checkpointer {
 pub fn run(loaded: &LoadedConfig, options: &RunOptions) -> Result<RunSummary, Error> {
     let config = &loaded.pipeline;
     let batch_size = options.batch_size.unwrap_or(config.batch_size).max(1);
+    let parallelism = options
+        .parallelism
+        .unwrap_or(config.parallelism)
+        .clamp(1, sluice_config::MAX_PARALLELISM);
     crate::logging::init(&config.log);
     // First of all: a signal from here on asks for a clean stop.
     let stop = stop::Stop::install()?;
@@ -162,19 +174,23 @@ pub fn run(loaded: &LoadedConfig, options: &RunOptions) -> Result<RunSummary, Er
     };
     let engine = Arc::new(PluginEngine::with_cache(config.plugins.clone(), &cache)?);
     match &config.source {
-        SourceConfig::File(path) => run_file_source(loaded, &engine, path, batch_size, &stop),
-        SourceConfig::Kafka(kafka) => kafka::run(loaded, &engine, kafka, batch_size, &stop),
+        SourceConfig::File(path) => {
+            run_file_source(loaded, &engine, path, batch_size, parallelism, &stop)
+        }
+        SourceConfig::Kafka(kafka) => {
+            kafka::run(loaded, &engine, kafka, batch_size, parallelism, &stop)
+        }
     }
 }
 
 /// Publishes the run's counters, its watermark and each aggregation's
 /// plugin health.
 fn publish_counters(metrics: &Metrics, flow: &Flow) {
-    metrics.record_summary(&flow.summary(), flow.operator.open_windows());
+    metrics.record_summary(&flow.summary(), flow.open_windows());
     if let Some(watermark) = flow.watermarks.known() {
         metrics.record_watermark(watermark);
     }
-    for (name, health) in flow.agg_names.iter().zip(flow.operator.plugin_health()) {
+    for (name, health) in flow.agg_names.iter().zip(flow.plugin_health()) {
         metrics.record_plugin(name, &health);
     }
 }

@@ -287,11 +287,13 @@ fn open_output(
 }
 
 impl Flow {
-    /// Opens the plugins and outputs of `loaded`, for a source of `partitions`.
+    /// Opens the plugins and outputs of `loaded`, for a source of
+    /// `partitions`, buffering `batch_size` values per plugin call, with
+    /// `parallelism` window shards.
     pub(super) fn open(
         loaded: &LoadedConfig,
         engine: &Arc<PluginEngine>,
-        batch_size: usize,
+        (batch_size, parallelism): (usize, usize),
         partitions: usize,
         source_brokers: Option<&str>,
     ) -> Result<Self, Error> {
@@ -301,6 +303,13 @@ impl Flow {
         let decoder = opened.decoder(config);
         let aggs = opened.aggs;
         let triggers = open_trigger(engine, &loaded.base_dir, config, &aggs)?;
+        // Shards 1 and up: instances of their own, opened as the first's.
+        let mut more = Vec::with_capacity(parallelism.saturating_sub(1));
+        for _ in 1..parallelism {
+            let aggs = open_aggregations(engine, &mut registry, config)?.aggs;
+            let triggers = open_trigger(engine, &loaded.base_dir, config, &aggs)?;
+            more.push((aggs, triggers));
+        }
         let reloader = match &config.reload {
             Some(reload) => {
                 let spec = WindowSpec::from(&config.window);
@@ -461,15 +470,30 @@ impl Flow {
             .map(|a| a.outputs().iter().map(|o| o.kind).collect())
             .collect();
         let fill = GapFiller::new(config.fill.as_ref(), &config.window, kinds);
-        let mut flow = Self {
-            operator: WindowOperator::new(
+        let agg_names: Vec<String> = config.aggregations.iter().map(|a| a.name.clone()).collect();
+        let operator = |aggs, triggers| {
+            let mut op = WindowOperator::new(
                 spec,
                 lateness,
                 aggs,
                 triggers,
                 batch_size,
                 config.plugins.quarantine_after,
-            ),
+            );
+            op.set_aggregation_names(agg_names.clone());
+            op
+        };
+        let shards = match more.is_empty() {
+            true => None,
+            false => Some(shards::Shards::start(
+                more.into_iter()
+                    .map(|(aggs, triggers)| operator(aggs, triggers))
+                    .collect(),
+            )?),
+        };
+        let mut flow = Self {
+            operator: operator(aggs, triggers),
+            shards,
             watermarks: Watermarks::new(millis(config.watermark.max_out_of_orderness), partitions),
             decoder,
             keys: KeyTable::default(),
@@ -501,8 +525,6 @@ impl Flow {
             batch: None,
             status: None,
         };
-        flow.operator
-            .set_aggregation_names(config.aggregations.iter().map(|a| a.name.clone()).collect());
         if let Some(restored) = restored {
             flow.restore(config, engine, restored)?;
             tracing::debug!(

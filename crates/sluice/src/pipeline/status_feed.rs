@@ -61,7 +61,7 @@ impl Flow {
             return;
         };
         if feed.tap.due() {
-            let health = self.operator.plugin_health();
+            let health = self.plugin_health();
             let s = &self.summary;
             let reading = Reading {
                 totals: Totals {
@@ -73,7 +73,7 @@ impl Flow {
                     filled: s.filled,
                     replayed_skipped: s.replayed_skipped,
                 },
-                windows_open: self.operator.open_windows() as u64,
+                windows_open: self.open_windows() as u64,
                 watermark_ms: self.watermarks.known(),
                 plugins: &health,
                 partitions: partitions(),
