@@ -424,6 +424,30 @@ fn embedded_broker_with_a_feed_matches_the_file_run() {
     assert_eq!(sorted_lines(&got), sorted_lines(&want));
 }
 
+/// The same with window shards (`parallelism: 2`): the results do not
+/// depend on how the keys' windows are spread over workers.
+#[test]
+fn embedded_broker_with_window_shards_matches_the_file_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = file_run(dir.path(), &events());
+    let embedded_config = dir.path().join("embedded.yaml");
+    std::fs::write(
+        &embedded_config,
+        format!(
+            "source: {{ kafka: {{ brokers: embedded, topics: [events], feed: events.jsonl }} }}\n\
+             {PIPELINE}sink: {{ file: results.jsonl }}\nparallelism: 2\n\
+             late_output: {{ file: late.jsonl }}\ndead_letter: {{ file: dead.jsonl }}\n"
+        ),
+    )
+    .unwrap();
+    let out = sluice(&embedded_config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("3002 events read"), "{stderr}");
+    let got = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
+    assert_eq!(sorted_lines(&got), sorted_lines(&want));
+}
+
 /// The whole response of the operations endpoint at `port` (status line,
 /// headers, body).
 fn metrics_get(port: u16, path: &str) -> String {
@@ -914,7 +938,9 @@ struct MockBroker {
 /// written after a checkpoint are read back rather than produced again.
 ///
 /// On a mock cluster run by the test: it keeps commit metadata, which the
-/// checkpoint's ownership check reads (Tansu drops it).
+/// checkpoint's ownership check reads (Tansu drops it). Every other run has
+/// two window shards (`parallelism: 2`), so checkpoints are also restored
+/// into another number of shards than took them.
 #[test]
 fn kill_nine_with_checkpoints_writes_every_result_once() {
     let kills: usize = std::env::var("SLUICE_KAFKA_KILLS")
@@ -930,8 +956,10 @@ fn kill_nine_with_checkpoints_writes_every_result_once() {
     let dir = tempfile::tempdir().unwrap();
     let file_results = file_run(dir.path(), &events);
 
-    let config = |stop_at_end: bool| {
-        let path = dir.path().join(format!("kafka-{stop_at_end}.yaml"));
+    let config = |stop_at_end: bool, parallelism: usize| {
+        let path = dir
+            .path()
+            .join(format!("kafka-{stop_at_end}-{parallelism}.yaml"));
         std::fs::write(
             &path,
             format!(
@@ -941,7 +969,7 @@ fn kill_nine_with_checkpoints_writes_every_result_once() {
                  {PIPELINE}state: {{ backend: rocksdb, path: state, checkpoint_interval: 2s }}\n\
                  sink: {{ kafka: {{ topic: results }} }}\n\
                  late_output: {{ file: late.jsonl }}\ndead_letter: {{ kafka: {{ topic: dead }} }}\n\
-                 log: {{ level: info }}\n"
+                 log: {{ level: info }}\nparallelism: {parallelism}\n"
             ),
         )
         .unwrap();
@@ -971,7 +999,7 @@ fn kill_nine_with_checkpoints_writes_every_result_once() {
         let mut run = KillOnDrop(Some(
             Command::new(env!("CARGO_BIN_EXE_sluice"))
                 .args(["run", "--config"])
-                .arg(config(false))
+                .arg(config(false, 1 + kill % 2))
                 .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()
                 .unwrap(),
@@ -999,7 +1027,7 @@ fn kill_nine_with_checkpoints_writes_every_result_once() {
         logs.push_str(&format!("--- run {kill}\n{text}"));
     }
     feed.join().unwrap();
-    let out = sluice_within(&config(true), Duration::from_secs(120));
+    let out = sluice_within(&config(true, 2), Duration::from_secs(120));
     let last = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{logs}--- last run\n{last}");
     resumed += usize::from(last.contains("resuming from the checkpoint's offsets"));

@@ -295,6 +295,13 @@ fn hot_reload_on_stdin_swaps_a_version_and_refuses_a_broken_one() {
     reload_under_a_stream(r#"source: { file: "-" }"#, &["a", "b"]);
 }
 
+/// The same with window shards (`parallelism: 2`): keys `a` and `b` live
+/// in different shards, and each shard's instance is swapped.
+#[test]
+fn hot_reload_swaps_the_version_of_every_window_shard() {
+    reload_under_a_stream("source: { file: \"-\" }\nparallelism: 2", &["a", "b"]);
+}
+
 /// The same over Kafka: the embedded broker, fed from stdin while consumed.
 /// One key, so one partition: with two, one partition's backlog can be read
 /// ahead of the other's, and per-partition watermarks then make the other's

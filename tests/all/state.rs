@@ -513,6 +513,58 @@ fn trigger_state_survives_repeated_kill_nine() {
     );
 }
 
+/// Window shards (`parallelism`) checkpoint and restore their keys'
+/// windows and trigger state: runs killed again and again at 2 workers
+/// give the bytes of one uninterrupted run at 1.
+#[test]
+fn sharded_windows_survive_repeated_kill_nine() {
+    let input = generate_keys(40_000, 11);
+    let (out, _) = restart_test(&RestartCase {
+        input: &input,
+        window: "{ session: { gap: 1s } }",
+        lateness: "3s",
+        reference: "trigger: { plugin: builtin/early, config: { every_events: 3 } }\n",
+        interrupted: "trigger: { plugin: builtin/early, config: { every_events: 3 } }\n\
+                      parallelism: 2\n",
+        aggregations: "",
+        how: Interrupt::Kill,
+        stops: kills(),
+    });
+    assert!(
+        out.results.matches(r#""emit":"early""#).count() >= 100,
+        "too few early firings to test anything"
+    );
+}
+
+/// [`sharded_windows_survive_repeated_kill_nine`] for tumbling windows with
+/// dedup and gap filling, at 3 workers.
+#[test]
+fn sharded_dedup_and_fill_survive_repeated_kill_nine() {
+    let mut input = String::new();
+    for (i, line) in generate_keys(30_000, 11).lines().enumerate() {
+        input.push_str(line);
+        input.push('\n');
+        if i % 20 == 0 {
+            input.push_str(line);
+            input.push('\n');
+        }
+    }
+    let extra = "dedup: { key: [ts, latency_ms], ttl: 1m }\n\
+                 dedup_output: { file: dups.jsonl }\n\
+                 fill: { strategy: forward, max_gap: 20s }\n";
+    let (out, _) = restart_test(&RestartCase {
+        input: &input,
+        window: "{ tumbling: { size: 2s } }",
+        lateness: "2s",
+        reference: extra,
+        interrupted: &format!("{extra}parallelism: 3\n"),
+        aggregations: "",
+        how: Interrupt::Kill,
+        stops: kills(),
+    });
+    assert!(out.dups.lines().count() >= 1_000, "too few duplicates");
+}
+
 #[test]
 fn tumbling_windows_survive_repeated_kill_nine() {
     crash_test("{ tumbling: { size: 10s } }", "5s");

@@ -233,11 +233,11 @@ fn default_batch_size() -> usize {
     8192
 }
 
-/// One window worker: on a small machine the other cores decode, and a
-/// second worker pays only for windowing-heavy pipelines
-/// (docs/performance.md, "Parallelism").
+/// Half the machine's cores, at least one: the other half decodes. On 2
+/// cores that is one worker, as a second pays only for windowing-heavy
+/// pipelines there (docs/performance.md, "Parallelism").
 fn default_parallelism() -> usize {
-    1
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).clamp(1, MAX_PARALLELISM))
 }
 
 /// The most window workers `parallelism` may ask for.

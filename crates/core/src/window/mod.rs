@@ -150,6 +150,16 @@ impl WindowSpec {
     pub fn needs_merge(&self) -> bool {
         !matches!(self, WindowSpec::Tumbling { .. })
     }
+
+    /// The longest an event's window reaches past the event: the size, or
+    /// a session's gap (the session of the event alone). Every window
+    /// holding an event at `t` ends by `t + span`.
+    pub fn span(&self) -> i64 {
+        match *self {
+            WindowSpec::Tumbling { size, .. } | WindowSpec::Sliding { size, .. } => size,
+            WindowSpec::Session { gap } => gap,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -489,6 +489,7 @@ impl Flow {
                 more.into_iter()
                     .map(|(aggs, triggers)| operator(aggs, triggers))
                     .collect(),
+                spec.span().saturating_add(lateness),
             )?),
         };
         let mut flow = Self {

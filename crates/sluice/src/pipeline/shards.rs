@@ -182,8 +182,8 @@ pub(super) enum Entry {
         time: i64,
         watermark: i64,
         place: Place,
-        /// Its raw line in `raws`.
-        raw: (usize, usize),
+        /// Its raw line in `raws`, kept when it could be late.
+        raw: Option<(usize, usize)>,
         replayed: bool,
     },
     /// What `Flow::advance` does after an event, or alone; `Some` is a
@@ -214,12 +214,18 @@ pub(super) struct Shards {
     /// Kafka topic names the journal's places point to.
     pub(super) topics: Vec<String>,
     events: usize,
+    /// The latest an event's windows end after it, plus the allowed
+    /// lateness: an event earlier than the watermark less this cannot be
+    /// late, and its raw line is not kept.
+    reach: i64,
 }
 
 impl Shards {
     /// Shards for `ops` (shards 1 and up; shard 0 stays with the caller),
     /// each started on a thread of its own.
-    pub(super) fn start(ops: Vec<WindowOperator>) -> Result<Self, Error> {
+    /// `reach` is the window size (a session's gap) plus the allowed
+    /// lateness.
+    pub(super) fn start(ops: Vec<WindowOperator>, reach: i64) -> Result<Self, Error> {
         let mut workers = Vec::with_capacity(ops.len());
         for (i, op) in ops.into_iter().enumerate() {
             let op = Arc::new(Mutex::new(op));
@@ -253,6 +259,7 @@ impl Shards {
             raws: Vec::new(),
             topics: Vec::new(),
             events: 0,
+            reach,
         })
     }
 
@@ -316,15 +323,20 @@ impl Shards {
                 }
             }
         };
-        let start = self.raws.len();
-        self.raws.extend_from_slice(raw);
+        // Late means every window of the event ended `lateness` before the
+        // watermark; none ends later than `time + size`.
+        let raw = (event.time.saturating_add(self.reach) <= watermark).then(|| {
+            let start = self.raws.len();
+            self.raws.extend_from_slice(raw);
+            (start, raw.len())
+        });
         self.journal.push(Entry::Event {
             shard: shard as u32,
             key,
             time: event.time,
             watermark,
             place,
-            raw: (start, raw.len()),
+            raw,
             replayed,
         });
         self.events += 1;
@@ -356,8 +368,8 @@ impl Shards {
     pub(super) fn run_round(&mut self, own: &mut WindowOperator) -> Result<Replies, Error> {
         for (i, worker) in self.workers.iter().enumerate() {
             let batch = std::mem::take(&mut self.batches[i + 1]);
-            let sent = worker.to.as_ref().map(|to| to.send(batch));
-            if !matches!(sent, Some(Ok(()))) {
+            let sent = worker.to.as_ref().is_some_and(|to| to.send(batch).is_ok());
+            if !sent {
                 return Err(Error::Worker(format!("window shard {} has stopped", i + 1)));
             }
         }
@@ -550,7 +562,7 @@ impl super::Flow {
                         window,
                         watermark,
                         self.lateness,
-                        &raws[raw.0..raw.0 + raw.1],
+                        raw.map_or(&[][..], |(at, len)| &raws[at..at + len]),
                     );
                     let reason = sink::late_reason(window, watermark, self.lateness);
                     self.late_out
