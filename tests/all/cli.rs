@@ -270,6 +270,11 @@ fn bad_configs_fail_before_reading_events_and_name_the_problem() {
             "fill: { strategy: cubic, max_gap: 1m }\n",
             "cubic",
         ),
+        (
+            "{ tumbling: { size: 10s } }",
+            "parallelism: 0\n",
+            "key `parallelism`: must be 1 to 256, not 0",
+        ),
     ];
     for (window, extra, want) in cases {
         let config = pipeline(dir.path(), window, extra);

@@ -483,6 +483,12 @@ impl Flow {
             op.set_aggregation_names(agg_names.clone());
             op
         };
+        if parallelism > 1 {
+            tracing::info!(
+                workers = parallelism,
+                "{parallelism} window workers share the keys"
+            );
+        }
         let shards = match more.is_empty() {
             true => None,
             false => Some(shards::Shards::start(
