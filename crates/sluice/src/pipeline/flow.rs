@@ -209,7 +209,7 @@ impl Flow {
             let advanced = self.watermarks.observe(partition, time);
             shards.push_advance(advanced);
             if shards.full() {
-                self.settle()?;
+                self.turn()?;
             }
             return Ok(time);
         }
@@ -322,8 +322,10 @@ impl Flow {
     pub(super) fn on_processing_time(&mut self) -> Result<(), Error> {
         let watermark = self.watermarks.current();
         if let Some(shards) = &mut self.shards {
+            // Called after every batch: the round turns, and what it
+            // emitted is written one batch later (or at the next settle).
             shards.push_processing(watermark);
-            return self.settle();
+            return self.turn();
         }
         self.operator
             .on_processing_time(now_ms(), watermark, &mut self.emitted);
@@ -354,7 +356,6 @@ impl Flow {
     /// Moves on what Kafka outputs kept while their queues were full;
     /// returns whether any output is still backlogged.
     pub(super) fn drain_outputs(&mut self) -> Result<bool, Error> {
-        self.settle()?;
         let mut backlogged = self.results.drain()?;
         backlogged |= self.late_out.drain()?;
         backlogged |= self.dead_out.drain()?;
@@ -395,7 +396,11 @@ impl Flow {
     /// Ends a batch of events: when the run serves metrics and the batch
     /// wrote results, records how long after its first event was taken.
     pub(super) fn batch_done(&mut self) -> Result<(), Error> {
-        self.settle()?;
+        // Window shards take what the batch gathered, unless processing
+        // time already sent it on (file runs): one turn a batch.
+        if self.shards.as_ref().is_some_and(Shards::pending) {
+            self.turn()?;
+        }
         if let (Some((started, results)), Some(metrics)) = (self.batch.take(), &self.metrics)
             && self.summary.windows_emitted > results
         {

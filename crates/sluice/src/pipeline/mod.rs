@@ -64,6 +64,7 @@ pub use open::{
     validate_file,
 };
 pub use output::Output;
+use shards::Shards;
 
 /// Run-time choices that are not part of the pipeline's meaning.
 #[derive(Debug, Clone, Default)]

@@ -207,6 +207,9 @@ pub(super) struct Shards {
     batches: Vec<Batch>,
     /// Shards 1.. (shard 0 is the flow's own operator).
     workers: Vec<Worker>,
+    /// Per shard 1.., the batch its last reply handed back, empty, to
+    /// gather the round after next in.
+    returned: Vec<Batch>,
     /// The pipeline thread's steps since the last round.
     pub(super) journal: Vec<Entry>,
     /// The raw lines of the journal's events.
@@ -214,6 +217,10 @@ pub(super) struct Shards {
     /// Kafka topic names the journal's places point to.
     pub(super) topics: Vec<String>,
     events: usize,
+    /// The round sent and not replayed yet.
+    in_flight: Option<Round>,
+    /// A replayed round's journal and raw-line buffers, for the next.
+    spare: (Vec<Entry>, Vec<u8>),
     /// The latest an event's windows end after it, plus the allowed
     /// lateness: an event earlier than the watermark less this cannot be
     /// late, and its raw line is not kept.
@@ -254,11 +261,14 @@ impl Shards {
         }
         Ok(Self {
             batches: (0..=workers.len()).map(|_| Batch::default()).collect(),
+            returned: (0..workers.len()).map(|_| Batch::default()).collect(),
             workers,
             journal: Vec::new(),
             raws: Vec::new(),
             topics: Vec::new(),
             events: 0,
+            in_flight: None,
+            spare: (Vec::new(), Vec::new()),
             reach,
         })
     }
@@ -362,12 +372,19 @@ impl Shards {
         self.journal.push(Entry::Processing);
     }
 
-    /// Runs the gathered round: shards 1.. on their threads, shard 0 on
-    /// `own` meanwhile. Returns each shard's reply, to replay the journal
-    /// with; a plugin error of any shard fails the round.
-    pub(super) fn run_round(&mut self, own: &mut WindowOperator) -> Result<Replies, Error> {
+    /// Whether a round was sent and is not collected yet.
+    pub(super) fn in_flight(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Sends the gathered round to shards 1.. and runs shard 0's part on
+    /// `own` meanwhile; the round is in flight until [`Shards::collect`].
+    pub(super) fn dispatch(&mut self, own: &mut WindowOperator) -> Result<(), Error> {
         for (i, worker) in self.workers.iter().enumerate() {
-            let batch = std::mem::take(&mut self.batches[i + 1]);
+            let batch = std::mem::replace(
+                &mut self.batches[i + 1],
+                std::mem::take(&mut self.returned[i]),
+            );
             let sent = worker.to.as_ref().is_some_and(|to| to.send(batch).is_ok());
             if !sent {
                 return Err(Error::Worker(format!("window shard {} has stopped", i + 1)));
@@ -376,26 +393,60 @@ impl Shards {
         let mut first = Reply::default();
         self.batches[0].run(own, &mut first);
         self.batches[0].clear();
+        self.events = 0;
+        self.in_flight = Some(Round {
+            journal: std::mem::replace(&mut self.journal, std::mem::take(&mut self.spare.0)),
+            raws: std::mem::replace(&mut self.raws, std::mem::take(&mut self.spare.1)),
+            topics: std::mem::take(&mut self.topics),
+            first,
+        });
+        Ok(())
+    }
+
+    /// Waits for the round in flight, if any: its journal and every
+    /// shard's reply, to replay; a plugin error of any shard fails it.
+    pub(super) fn collect(&mut self) -> Result<Option<(Round, Replies)>, Error> {
+        let Some(mut round) = self.in_flight.take() else {
+            return Ok(None);
+        };
         let mut replies = Vec::with_capacity(self.batches.len());
-        replies.push(first);
+        replies.push(std::mem::take(&mut round.first));
         for (i, worker) in self.workers.iter().enumerate() {
             let mut reply = worker
                 .from
                 .recv()
                 .map_err(|_| Error::Worker(format!("window shard {} has stopped", i + 1)))?;
+            // The batch comes back for the round after the one gathered
+            // meanwhile.
             let mut batch = std::mem::take(&mut reply.batch);
             batch.clear();
-            self.batches[i + 1] = batch;
+            self.returned[i] = batch;
             replies.push(reply);
         }
-        self.events = 0;
         for reply in &mut replies {
             if let Some(e) = reply.error.take() {
                 return Err(Error::Plugin(e));
             }
         }
-        Ok(Replies::new(replies))
+        Ok(Some((round, Replies::new(replies))))
     }
+
+    /// Takes back a replayed round's buffers for the next one.
+    pub(super) fn recycle(&mut self, mut round: Round) {
+        round.journal.clear();
+        round.raws.clear();
+        self.spare = (round.journal, round.raws);
+    }
+}
+
+/// A round sent to the shards: what the pipeline thread replays once the
+/// replies are in.
+pub(super) struct Round {
+    pub(super) journal: Vec<Entry>,
+    pub(super) raws: Vec<u8>,
+    pub(super) topics: Vec<String>,
+    /// Shard 0's reply, run on the pipeline thread at dispatch.
+    first: Reply,
 }
 
 impl Drop for Shards {
@@ -490,26 +541,36 @@ impl Replies {
 }
 
 impl super::Flow {
-    /// Runs the round gathered so far, if any, and writes what it emitted
-    /// in input order (see the module doc). Every use of window state
-    /// outside the event path comes after this.
+    /// Runs every round gathered so far and writes what they emitted in
+    /// input order (see the module doc). Every use of window state outside
+    /// the event path, and every flush, comes after this.
     pub(super) fn settle(&mut self) -> Result<(), Error> {
+        // The first turn sends what was gathered, the second writes it.
+        self.turn()?;
+        self.turn()
+    }
+
+    /// One turn of the pipelined rounds, at the end of a batch: collects
+    /// the round in flight, sends the one gathered since (shard 0's part
+    /// runs here meanwhile), then writes the collected round while the
+    /// other shards work on the new one. Output lags by at most one round.
+    pub(super) fn turn(&mut self) -> Result<(), Error> {
         let Some(shards) = self.shards.as_mut() else {
             return Ok(());
         };
-        if !shards.pending() {
+        if !shards.in_flight() && !shards.pending() {
             return Ok(());
         }
-        let replies = shards.run_round(&mut self.operator);
-        let mut journal = std::mem::take(&mut shards.journal);
-        let mut raws = std::mem::take(&mut shards.raws);
-        let topics = std::mem::take(&mut shards.topics);
-        let replayed = replies.and_then(|mut r| self.replay(&journal, &raws, &topics, &mut r));
+        let previous = shards.collect()?;
+        if shards.pending() {
+            shards.dispatch(&mut self.operator)?;
+        }
+        let Some((round, mut replies)) = previous else {
+            return Ok(());
+        };
+        let replayed = self.replay(&round.journal, &round.raws, &round.topics, &mut replies);
         if let Some(shards) = self.shards.as_mut() {
-            journal.clear();
-            raws.clear();
-            shards.journal = journal;
-            shards.raws = raws;
+            shards.recycle(round);
         }
         replayed
     }
