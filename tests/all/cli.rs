@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 
 use crate::common::{
     free_port, generate, generate_keys, http_response, metric_value, next_step, run_config,
-    run_fed, sluice, stderr, xorshift,
+    run_fed, sluice, stderr, with_copies, xorshift,
 };
 
 /// The example plugin `examples/plugins/slo-breach`, as a component.
@@ -118,15 +118,7 @@ fn output_is_identical_whatever_the_batch_size() {
 #[test]
 fn output_is_identical_whatever_the_parallelism() {
     // 23 keys over the shards, and some lines sent twice for dedup.
-    let mut input = String::new();
-    for (i, line) in generate_keys(8_000, 23).lines().enumerate() {
-        input.push_str(line);
-        input.push('\n');
-        if i % 97 == 0 {
-            input.push_str(line);
-            input.push('\n');
-        }
-    }
+    let input = with_copies(&generate_keys(8_000, 23), 97);
     for (window, extra) in [
         (
             "{ tumbling: { size: 10s } }",

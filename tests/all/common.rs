@@ -42,6 +42,21 @@ pub fn generate_keys(n: usize, services: u64) -> String {
     generate_with(n, services, 200)
 }
 
+/// `input` with every `every`th line (the first included) sent a second
+/// time right after itself: an at-least-once redelivery, for dedup.
+pub fn with_copies(input: &str, every: usize) -> String {
+    let mut out = String::with_capacity(input.len() + input.len() / every + 1);
+    for (i, line) in input.lines().enumerate() {
+        out.push_str(line);
+        out.push('\n');
+        if i % every == 0 {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// [`generate_keys`] with `max_step` ms at most between two events (they
 /// come every `(max_step - 1) / 2` ms on average).
 pub fn generate_with(n: usize, services: u64, max_step: u64) -> String {

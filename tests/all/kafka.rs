@@ -403,6 +403,19 @@ fn kafka_run_matches_the_file_run() {
 /// with the same results as the file run.
 #[test]
 fn embedded_broker_with_a_feed_matches_the_file_run() {
+    embedded_feed_matches_the_file_run("");
+}
+
+/// The same with window shards (`parallelism: 2`): the results do not
+/// depend on how the keys' windows are spread over workers.
+#[test]
+fn embedded_broker_with_window_shards_matches_the_file_run() {
+    embedded_feed_matches_the_file_run("parallelism: 2\n");
+}
+
+/// Runs [`PIPELINE`] with `extra` on the embedded broker fed from the file,
+/// and compares its results with the file run's.
+fn embedded_feed_matches_the_file_run(extra: &str) {
     let dir = tempfile::tempdir().unwrap();
     // Keyed by service, each key keeps its order within one partition.
     let want = file_run(dir.path(), &events());
@@ -411,31 +424,7 @@ fn embedded_broker_with_a_feed_matches_the_file_run() {
         &embedded_config,
         format!(
             "source: {{ kafka: {{ brokers: embedded, topics: [events], feed: events.jsonl }} }}\n\
-             {PIPELINE}sink: {{ file: results.jsonl }}\n\
-             late_output: {{ file: late.jsonl }}\ndead_letter: {{ file: dead.jsonl }}\n"
-        ),
-    )
-    .unwrap();
-    let out = sluice(&embedded_config);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("3002 events read"), "{stderr}");
-    let got = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
-    assert_eq!(sorted_lines(&got), sorted_lines(&want));
-}
-
-/// The same with window shards (`parallelism: 2`): the results do not
-/// depend on how the keys' windows are spread over workers.
-#[test]
-fn embedded_broker_with_window_shards_matches_the_file_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let want = file_run(dir.path(), &events());
-    let embedded_config = dir.path().join("embedded.yaml");
-    std::fs::write(
-        &embedded_config,
-        format!(
-            "source: {{ kafka: {{ brokers: embedded, topics: [events], feed: events.jsonl }} }}\n\
-             {PIPELINE}sink: {{ file: results.jsonl }}\nparallelism: 2\n\
+             {PIPELINE}sink: {{ file: results.jsonl }}\n{extra}\
              late_output: {{ file: late.jsonl }}\ndead_letter: {{ file: dead.jsonl }}\n"
         ),
     )

@@ -9,7 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    generate, generate_keys, generate_with, run_config as run, sluice, stderr, xorshift,
+    generate, generate_keys, generate_with, run_config as run, sluice, stderr, with_copies,
+    xorshift,
 };
 
 /// The outputs a run writes, read back.
@@ -350,15 +351,7 @@ fn session_windows_survive_repeated_kill_nine() {
 fn dedup_and_gap_filling_state_survives_repeated_kill_nine() {
     // Every 20th event delivered twice; the dedup key tells copies apart
     // from other events, and quiet keys get forward-filled windows.
-    let mut input = String::new();
-    for (i, line) in generate(30_000).lines().enumerate() {
-        input.push_str(line);
-        input.push('\n');
-        if i % 20 == 0 {
-            input.push_str(line);
-            input.push('\n');
-        }
-    }
+    let input = with_copies(&generate(30_000), 20);
     let out = crash_test_with(
         &input,
         "{ tumbling: { size: 2s } }",
@@ -540,15 +533,7 @@ fn sharded_windows_survive_repeated_kill_nine() {
 /// dedup and gap filling, at 3 workers.
 #[test]
 fn sharded_dedup_and_fill_survive_repeated_kill_nine() {
-    let mut input = String::new();
-    for (i, line) in generate_keys(30_000, 11).lines().enumerate() {
-        input.push_str(line);
-        input.push('\n');
-        if i % 20 == 0 {
-            input.push_str(line);
-            input.push('\n');
-        }
-    }
+    let input = with_copies(&generate_keys(30_000, 11), 20);
     let extra = "dedup: { key: [ts, latency_ms], ttl: 1m }\n\
                  dedup_output: { file: dups.jsonl }\n\
                  fill: { strategy: forward, max_gap: 20s }\n";

@@ -170,7 +170,7 @@ impl Flow {
                         .filter(|t| shards.shard_of(t.key) == shard)
                         .cloned()
                         .collect();
-                    (Flow::shard_health(&meta.health, shard), slots, triggers)
+                    (shards::shard_health(&meta.health, shard), slots, triggers)
                 };
                 let (health, slots, triggers) = part(0);
                 self.operator.restore(&health, &slots, &triggers, watermark);

@@ -124,9 +124,7 @@ impl Flow {
         // Called between every two Kafka messages: the label is copied
         // only when the state changes.
         for a in 0..self.retiring_told.len() {
-            let retiring = self
-                .read_operators(|op| op.retiring(a).is_some())
-                .contains(&true);
+            let retiring = self.retiring_anywhere(a);
             if retiring != self.retiring_told[a] {
                 self.retiring_told[a] = retiring;
                 let label = self

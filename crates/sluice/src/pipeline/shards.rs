@@ -10,8 +10,9 @@
 //! decoding, dedup, the watermark, dead letters and all writing. For each
 //! event it appends a command to its shard's batch and an entry to the
 //! *journal*; each watermark step goes to every shard. A *round* hands the
-//! batches to the shards, which run them in parallel, and then replays the
-//! journal: each event's late record and early firings come from its
+//! batches to the shards, which run them in parallel; its journal is
+//! replayed when the shards are done, while they run the next round (see
+//! `Flow::turn`): each event's late record and early firings come from its
 //! shard's reply, and each watermark step's results are merged from all
 //! shards by [`FiringTag`], the timer that fired them. One operator holding
 //! every key would have fired them in that very order, so the outputs are
@@ -698,53 +699,35 @@ impl super::Flow {
     /// Each aggregation's plugin health over all shards: calls, failures
     /// and time added up; quarantined when any shard's instance is.
     pub(super) fn plugin_health(&self) -> Vec<PluginHealth> {
-        let mut all = self
-            .read_operators(WindowOperator::plugin_health)
-            .into_iter();
-        let mut health = all.next().unwrap_or_default();
-        for shard in all {
-            for (h, s) in health.iter_mut().zip(shard) {
+        fold_shards(
+            self.read_operators(WindowOperator::plugin_health),
+            |h, s| {
                 h.failures += s.failures;
                 h.calls += s.calls;
                 h.call_time += s.call_time;
-                if h.quarantined.is_none() {
-                    h.quarantined = s.quarantined;
-                }
-            }
-        }
-        health
+                h.quarantined = h.quarantined.take().or(s.quarantined);
+            },
+        )
     }
 
     /// Each aggregation's failure record for a checkpoint, over all shards
-    /// (see [`Flow::restore_health`]).
+    /// (split again on restore by [`shard_health`]).
     pub(super) fn health_state(&self) -> Vec<HealthState> {
-        let mut all = self
-            .read_operators(WindowOperator::health_state)
-            .into_iter();
-        let mut health = all.next().unwrap_or_default();
-        for shard in all {
-            for (h, s) in health.iter_mut().zip(shard) {
-                h.failures += s.failures;
-                h.consecutive_failures = h.consecutive_failures.max(s.consecutive_failures);
-                if h.quarantined.is_none() {
-                    h.quarantined = s.quarantined;
-                }
-            }
-        }
-        health
+        fold_shards(self.read_operators(WindowOperator::health_state), |h, s| {
+            h.failures += s.failures;
+            h.consecutive_failures = h.consecutive_failures.max(s.consecutive_failures);
+            h.quarantined = h.quarantined.take().or(s.quarantined);
+        })
     }
 
-    /// A shard's part of a checkpoint's failure records: all of the
-    /// failure count goes to shard 0 (so that totals stay totals), the
-    /// quarantines and runs of failures to every shard.
-    pub(super) fn shard_health(health: &[HealthState], shard: usize) -> Vec<HealthState> {
-        health
-            .iter()
-            .map(|h| HealthState {
-                failures: if shard == 0 { h.failures } else { 0 },
-                ..h.clone()
-            })
-            .collect()
+    /// Whether any shard still finishes windows of aggregation `a` on a
+    /// retiring plugin version.
+    pub(super) fn retiring_anywhere(&self, a: usize) -> bool {
+        self.operator.retiring(a).is_some()
+            || self
+                .shards
+                .as_ref()
+                .is_some_and(|s| s.others().any(|op| op.retiring(a).is_some()))
     }
 
     /// Whether the pipeline runs more than one shard.
@@ -756,4 +739,30 @@ impl super::Flow {
     pub(super) fn shard_count(&self) -> usize {
         self.shards.as_ref().map_or(1, Shards::count)
     }
+}
+
+/// One record per aggregation from every shard's (the first shard's
+/// first), folded by `add`.
+fn fold_shards<T>(per_shard: Vec<Vec<T>>, mut add: impl FnMut(&mut T, T)) -> Vec<T> {
+    let mut shards = per_shard.into_iter();
+    let mut folded = shards.next().unwrap_or_default();
+    for shard in shards {
+        for (f, s) in folded.iter_mut().zip(shard) {
+            add(f, s);
+        }
+    }
+    folded
+}
+
+/// A shard's part of a checkpoint's failure records: all of the failure
+/// count goes to shard 0 (so that totals stay totals), the quarantines and
+/// runs of failures to every shard.
+pub(super) fn shard_health(health: &[HealthState], shard: usize) -> Vec<HealthState> {
+    health
+        .iter()
+        .map(|h| HealthState {
+            failures: if shard == 0 { h.failures } else { 0 },
+            ..h.clone()
+        })
+        .collect()
 }
