@@ -151,6 +151,10 @@ impl DecodedBatch {
 pub struct ReadAhead {
     path: PathBuf,
     decoded: Vec<Receiver<Result<DecodedBatch, IoError>>>,
+    /// Batches the pipeline is done with, back to the reader to be filled
+    /// again: their buffers keep their capacity, so a steady replay reads
+    /// and decodes without allocating or touching fresh pages.
+    recycled: SyncSender<DecodedBatch>,
     turn: usize,
     threads: Vec<JoinHandle<()>>,
 }
@@ -170,6 +174,9 @@ impl ReadAhead {
         let mut to_decoders: Vec<SyncSender<Result<DecodedBatch, IoError>>> = Vec::new();
         let mut decoded = Vec::new();
         let mut threads = Vec::new();
+        // At most as many batches as can be in flight at once come back;
+        // any more are dropped (see `recycle`).
+        let (recycled, spare) = sync_channel::<DecodedBatch>(decoders * (2 * QUEUED + 1) + 1);
         for i in 0..decoders {
             let (to_decoder, lines) = sync_channel::<Result<DecodedBatch, IoError>>(QUEUED);
             let (to_pipeline, out) = sync_channel(QUEUED);
@@ -192,7 +199,8 @@ impl ReadAhead {
         threads.push(spawn(&path, "sluice-read".into(), move || {
             let mut turn = 0;
             loop {
-                let mut batch = DecodedBatch::default();
+                let mut batch = spare.try_recv().unwrap_or_default();
+                batch.clear();
                 let read = source.next_batch(&mut batch.lines, batch_size);
                 batch.position = source.position();
                 let (more, message) = match read {
@@ -209,6 +217,7 @@ impl ReadAhead {
         Ok(Self {
             path,
             decoded,
+            recycled,
             turn: 0,
             threads,
         })
@@ -222,6 +231,14 @@ impl ReadAhead {
         };
         self.turn = (self.turn + 1) % self.decoded.len();
         Ok(Some(batch?))
+    }
+
+    /// Hands back a batch the pipeline is done with, for the reader to
+    /// fill again. Dropped instead if the reader has enough spares or has
+    /// stopped.
+    pub fn recycle(&self, batch: DecodedBatch) {
+        // Either way the batch is not needed here any more.
+        let _ = self.recycled.try_send(batch);
     }
 
     fn join(&mut self) -> Result<(), IoError> {
@@ -279,7 +296,8 @@ mod tests {
 
     /// Whatever the batch size and the number of decoders, the batches come
     /// back in file order with each line's event or error exactly as one
-    /// decoder on one thread gives them, and with the source's position.
+    /// decoder on one thread gives them, and with the source's position,
+    /// also when each batch is handed back to be filled again.
     #[test]
     fn decoded_batches_match_decoding_in_order() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -323,6 +341,9 @@ mod tests {
                     got.push((number, outcome.map(|()| event)));
                 }
                 position = batch.position;
+                // Filled again by the reader: a recycled batch must hold
+                // nothing of its last lines.
+                ahead.recycle(batch);
             }
             assert_eq!(
                 got, expected,

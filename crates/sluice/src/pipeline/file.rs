@@ -217,6 +217,7 @@ fn replay_file(
         publish_flow(metrics.as_ref(), &mut flow);
         flow.judge_dead_letters(false)?;
         flow.maybe_checkpoint(|| position.clone())?;
+        ahead.recycle(batch);
     }
     progress.finish();
     // As in `live_stream`: the last checkpoint precedes the end of input.
