@@ -5,7 +5,7 @@
 //! what their world needs (resources, declared inputs and outputs).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::Store;
 
@@ -76,14 +76,11 @@ impl<B> Sandboxed<B> {
     }
 
     /// Runs one guest call under the limits (see [`guarded_call`]), timed.
-    /// Calls carry whole batches: two clock reads are small next to a
-    /// component call.
     pub(crate) fn call<R>(
         &mut self,
         f: impl FnOnce(&B, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
-        let started = Instant::now();
-        let result = guarded_call(
+        let (result, took) = guarded_call(
             (&mut self.store, &self.bindings),
             &self.limits,
             &mut self.poisoned,
@@ -92,7 +89,7 @@ impl<B> Sandboxed<B> {
             f,
         );
         self.calls += 1;
-        self.call_time += started.elapsed();
+        self.call_time += took;
         result
     }
 
