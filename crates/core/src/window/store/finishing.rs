@@ -63,9 +63,14 @@ impl WindowStore {
     }
 
     /// Forgets the outputs evaluated ahead for slot `id`, which changed.
+    /// One removal per aggregation: a step that fires and closes many
+    /// windows would otherwise scan every prefetched output once per
+    /// window closed.
     pub(super) fn forget_prefetched(&mut self, id: usize) {
         if !self.prefetched.is_empty() {
-            self.prefetched.retain(|&(slot, _), _| slot != id);
+            for a in 0..self.plugins.len() {
+                self.prefetched.remove(&(id, a));
+            }
         }
     }
 
