@@ -219,12 +219,26 @@ impl Partials {
             };
             let before = block.len();
             // Suffixes starting after the pane and prefixes ending at or
-            // before it do not cover it.
-            let kept = block.suffixes.split_off(&(pane + 1));
-            let dropped = std::mem::replace(&mut block.suffixes, kept);
-            stale.extend(dropped.into_values().map(|acc| (i, acc)));
-            let dropped = block.prefixes.split_off(&(pane + 1));
-            stale.extend(dropped.into_values().map(|acc| (i, acc)));
+            // before it do not cover it. Most calls drop nothing (a pane's
+            // first value since a flush, ahead of its block's partials),
+            // and a split allocates: split only when something goes.
+            if block
+                .suffixes
+                .first_key_value()
+                .is_some_and(|(&s, _)| s <= pane)
+            {
+                let kept = block.suffixes.split_off(&(pane + 1));
+                let dropped = std::mem::replace(&mut block.suffixes, kept);
+                stale.extend(dropped.into_values().map(|acc| (i, acc)));
+            }
+            if block
+                .prefixes
+                .last_key_value()
+                .is_some_and(|(&e, _)| e > pane)
+            {
+                let dropped = block.prefixes.split_off(&(pane + 1));
+                stale.extend(dropped.into_values().map(|acc| (i, acc)));
+            }
             self.held[i] -= before - block.len();
             if block.is_empty() {
                 keyed.remove(&start);
@@ -252,9 +266,12 @@ impl Partials {
             };
             let old = if everything {
                 std::mem::take(keyed)
-            } else {
+            } else if keyed.first_key_value().is_some_and(|(&s, _)| s < start) {
                 let kept = keyed.split_off(&start);
                 std::mem::replace(keyed, kept)
+            } else {
+                // No block before: nothing to split off (a split allocates).
+                BTreeMap::new()
             };
             for block in old.into_values() {
                 self.held[a] -= block.len();
