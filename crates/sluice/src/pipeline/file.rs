@@ -115,11 +115,14 @@ fn live_stream(
     let mut position = file_position(source.position());
     let (to_loop, batches) =
         std::sync::mpsc::sync_channel::<Result<(LineBatch, (u64, u64)), crate::error::IoError>>(1);
+    // Batches done with go back to be filled again, as in `read_ahead`:
+    // the channel above holds one, the reader fills one, this loop holds one.
+    let (recycle, spare) = std::sync::mpsc::sync_channel::<LineBatch>(3);
     std::thread::Builder::new()
         .name("sluice-read".into())
         .spawn(move || {
             loop {
-                let mut batch = LineBatch::default();
+                let mut batch = spare.try_recv().unwrap_or_default();
                 let read = match source.next_batch(&mut batch, batch_size) {
                     Ok(true) => Ok((batch, source.position())),
                     Ok(false) => return,
@@ -165,6 +168,8 @@ fn live_stream(
         publish_flow(metrics.as_ref(), &mut flow);
         flow.judge_dead_letters(false)?;
         flow.maybe_checkpoint(|| position.clone())?;
+        // Dropped instead if the reader has spares enough or has stopped.
+        let _ = recycle.try_send(batch);
     }
     // The end of a file is where a later run over a longer file would carry
     // on, so the last checkpoint is taken before the end-of-input watermark:
