@@ -73,6 +73,9 @@ fn output_is_identical_with_plugins_inlined() {
     );
 }
 
+/// The same bytes out whatever the batch size, read from the file (ahead,
+/// on other threads, batches handed back to be filled again) and from stdin
+/// (the live-stream path, which reuses its batches too).
 #[test]
 fn output_is_identical_whatever_the_batch_size() {
     let input = generate(6_000);
@@ -85,12 +88,31 @@ fn output_is_identical_whatever_the_batch_size() {
         std::fs::write(dir.path().join("input.jsonl"), &input).unwrap();
         let config = pipeline(dir.path(), window, "");
         let mut reference: Option<[String; 3]> = None;
-        for batch in [1, 7, 256, 100_000] {
-            let out = sluice()
-                .args(["run", "--batch-size", &batch.to_string(), "--config"])
-                .arg(&config)
-                .output()
-                .unwrap();
+        for (batch, from_stdin) in [1, 7, 256, 100_000]
+            .into_iter()
+            .flat_map(|batch| [(batch, false), (batch, true)])
+        {
+            let mut run = sluice();
+            run.args(["run", "--batch-size", &batch.to_string(), "--config"])
+                .arg(&config);
+            let out = if from_stdin {
+                let mut child = run
+                    .env("SLUICE_SOURCE__FILE", "-")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(input.as_bytes())
+                    .unwrap();
+                child.wait_with_output().unwrap()
+            } else {
+                run.output().unwrap()
+            };
             assert!(out.status.success(), "{window}: {}", stderr(&out));
             let got = outputs(dir.path());
             match &reference {
@@ -105,7 +127,10 @@ fn output_is_identical_whatever_the_batch_size() {
                     );
                     reference = Some(got);
                 }
-                Some(r) => assert!(r == &got, "{window}: batch size {batch} changed the output"),
+                Some(r) => assert!(
+                    r == &got,
+                    "{window}: batch size {batch} (stdin: {from_stdin}) changed the output"
+                ),
             }
         }
     }
