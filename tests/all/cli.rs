@@ -3,11 +3,11 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use crate::common::{
-    free_port, generate, generate_keys, http_response, metric_value, next_step, run_config,
-    run_fed, sluice, stderr, with_copies, xorshift,
+    free_port, generate, generate_keys, http_response, metric_value, next_step, output_with_stdin,
+    run_config, run_fed, sluice, stderr, with_copies, xorshift,
 };
 
 /// The example plugin `examples/plugins/slo-breach`, as a component.
@@ -96,20 +96,7 @@ fn output_is_identical_whatever_the_batch_size() {
             run.args(["run", "--batch-size", &batch.to_string(), "--config"])
                 .arg(&config);
             let out = if from_stdin {
-                let mut child = run
-                    .env("SLUICE_SOURCE__FILE", "-")
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(input.as_bytes())
-                    .unwrap();
-                child.wait_with_output().unwrap()
+                output_with_stdin(run.env("SLUICE_SOURCE__FILE", "-"), input.as_bytes())
             } else {
                 run.output().unwrap()
             };
@@ -419,21 +406,10 @@ fn custom_plugin_by_path_over_stdin_and_stdout() {
         ),
     )
     .unwrap();
-    let mut child = sluice()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"{\"ts\":60,\"latency_ms\":50}\n{\"ts\":61,\"latency_ms\":150}\n{\"ts\":62,\"latency_ms\":101}\n{\"ts\":62.5,\"latency_ms\":100}\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = output_with_stdin(
+        sluice().args(["run", "--config"]).arg(&config),
+        b"{\"ts\":60,\"latency_ms\":50}\n{\"ts\":61,\"latency_ms\":150}\n{\"ts\":62,\"latency_ms\":101}\n{\"ts\":62.5,\"latency_ms\":100}\n",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
@@ -1385,22 +1361,13 @@ fn every_example_runs_on_its_own_events() {
         ("llm-kafka.yaml", "kafka-results.jsonl", Some(&events)),
     ];
     for (config, results, stdin) in runs {
-        let mut child = sluice()
-            .args(["run", "--config"])
-            .arg(examples.join(config))
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(bytes) = stdin {
-            child.stdin.take().unwrap().write_all(bytes).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
+        let mut run = sluice();
+        run.args(["run", "--config"]).arg(examples.join(config));
+        let out = match stdin {
+            Some(bytes) => output_with_stdin(&mut run, bytes),
+            // `output` gives the child an empty stdin.
+            None => run.output().unwrap(),
+        };
         assert!(out.status.success(), "{config}: {}", stderr(&out));
         let written = std::fs::read_to_string(dir.path().join("out").join(results)).unwrap();
         assert!(written.lines().count() >= 10, "{config}: {written}");

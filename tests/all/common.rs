@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end test modules.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
@@ -24,6 +25,19 @@ pub fn run_config(config: &Path) -> Output {
         .arg(config)
         .output()
         .unwrap()
+}
+
+/// Runs `cmd` to the end with `input` on its stdin (closed once written),
+/// capturing stdout and stderr.
+pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// A finished command's stderr, as text.
