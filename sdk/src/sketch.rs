@@ -126,6 +126,28 @@ impl QuantileSketch {
         }
     }
 
+    /// Adds every value of `values`, in order: the same sketch as calling
+    /// [`Self::add`] on each, with one loop over the buckets instead of a
+    /// call and a branch per value.
+    pub fn add_all(&mut self, values: &[f64]) {
+        let mut rest = values;
+        while self.sketch.is_none() {
+            let Some((&x, tail)) = rest.split_first() else {
+                return;
+            };
+            self.add(x);
+            rest = tail;
+        }
+        if let Some(sketch) = &mut self.sketch {
+            for &x in rest {
+                // What `DDSketch::add` calls: compiled to wasm, `add` is a
+                // function of its own that only makes this call, and each
+                // call is also a check of the sandbox's deadline.
+                sketch.add_with_count(x, 1);
+            }
+        }
+    }
+
     /// Folds in another sketch of the same accuracy.
     pub fn merge(&mut self, other: &QuantileSketch) -> Result<(), String> {
         match &other.sketch {
@@ -277,6 +299,28 @@ mod tests {
                 prop_assert_eq!(back.quantile(q), want);
             }
             prop_assert_eq!(left.count(), values.len() as u64);
+        }
+
+        /// Adding a batch at once gives the bytes of adding each value,
+        /// whether the batch starts, crosses or follows the switch from kept
+        /// values to buckets.
+        #[test]
+        fn adding_a_batch_is_adding_each_value(
+            values in prop::collection::vec(prop_oneof![-1e6..-1e-3f64, Just(0.0), 1e-3..1e6f64], 0..200),
+            cuts in prop::collection::vec(0usize..200, 0..4),
+        ) {
+            let mut one_by_one = QuantileSketch::new(0.01).unwrap();
+            values.iter().for_each(|&v| one_by_one.add(v));
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(values.len())).collect();
+            cuts.sort_unstable();
+            let mut batched = QuantileSketch::new(0.01).unwrap();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([values.len()]) {
+                batched.add_all(&values[from..cut]);
+                from = cut;
+            }
+            prop_assert_eq!(postcard::to_allocvec(&batched).unwrap(), postcard::to_allocvec(&one_by_one).unwrap());
+            prop_assert_eq!(batched.count(), values.len() as u64);
         }
 
         #[test]

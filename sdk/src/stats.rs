@@ -38,6 +38,33 @@ impl CompensatedSum {
     }
 }
 
+/// The smaller of `a` and `b` as C's `fmin` gives it: a NaN loses to a
+/// number, and -0 is below +0.
+///
+/// Compiled to wasm, `f64::min` is a call to the C library's `fmin` (wasm's
+/// own `f64.min` returns NaN for a NaN operand), and in a plugin every call
+/// is also a check of the sandbox's deadline; this compiles to a compare.
+/// The sign rule keeps the results those `fmin` gave.
+#[inline(always)]
+pub fn min_of(a: f64, b: f64) -> f64 {
+    if b < a || a.is_nan() || (b == a && b.is_sign_negative()) {
+        b
+    } else {
+        a
+    }
+}
+
+/// The larger of `a` and `b` as C's `fmax` gives it: a NaN loses to a
+/// number, and +0 is above -0 (see [`min_of`] for why it is not `f64::max`).
+#[inline(always)]
+pub fn max_of(a: f64, b: f64) -> f64 {
+    if b > a || a.is_nan() || (b == a && b.is_sign_positive()) {
+        b
+    } else {
+        a
+    }
+}
+
 /// Count, sum, mean, minimum, maximum and variance of a stream of values.
 ///
 /// Values are added one at a time (Welford's update), so results do not
@@ -75,8 +102,8 @@ impl Moments {
         let delta = x - self.mean;
         self.mean += delta / self.count as f64;
         self.m2 += delta * (x - self.mean);
-        self.min = self.min.min(x);
-        self.max = self.max.max(x);
+        self.min = min_of(self.min, x);
+        self.max = max_of(self.max, x);
     }
 
     /// Adds values in order.
@@ -102,8 +129,8 @@ impl Moments {
         self.m2 += other.m2 + delta * delta * na * nb / n;
         self.count += other.count;
         self.sum.merge(&other.sum);
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
+        self.min = min_of(self.min, other.min);
+        self.max = max_of(self.max, other.max);
     }
 
     /// Number of values.
@@ -189,6 +216,30 @@ mod tests {
         m.add_all(&[1e9 + 4.0, 1e9 + 7.0, 1e9 + 13.0, 1e9 + 16.0]);
         assert_eq!(m.var_pop(), Some(22.5));
         assert_eq!(m.var_samp(), Some(30.0));
+    }
+
+    /// `min_of` and `max_of` give what C's `fmin` and `fmax` give, which
+    /// `f64::min` and `f64::max` compiled to wasm call.
+    #[test]
+    fn min_and_max_are_those_of_fmin_and_fmax() {
+        let bits = |x: f64| x.to_bits();
+        let cases = [
+            (1.0, 2.0, 1.0, 2.0),
+            (2.0, 1.0, 1.0, 2.0),
+            (-3.5, 3.5, -3.5, 3.5),
+            (0.0, -0.0, -0.0, 0.0),
+            (-0.0, 0.0, -0.0, 0.0),
+            (f64::NAN, 5.0, 5.0, 5.0),
+            (5.0, f64::NAN, 5.0, 5.0),
+            (f64::INFINITY, 7.0, 7.0, f64::INFINITY),
+            (f64::NEG_INFINITY, 7.0, f64::NEG_INFINITY, 7.0),
+        ];
+        for (a, b, min, max) in cases {
+            assert_eq!(bits(min_of(a, b)), bits(min), "min_of({a}, {b})");
+            assert_eq!(bits(max_of(a, b)), bits(max), "max_of({a}, {b})");
+        }
+        assert!(min_of(f64::NAN, f64::NAN).is_nan());
+        assert!(max_of(f64::NAN, f64::NAN).is_nan());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `builtin/max`: the largest value of a field over a window.
 
+use sluice_sdk::stats::max_of;
 use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator};
 
 /// Keeps the largest value.
@@ -28,7 +29,7 @@ impl Aggregator for Max {
 
     fn add(&self, max: &mut Option<f64>, values: &[f64], _times: &[i64]) {
         for &x in values {
-            *max = Some(max.map_or(x, |m| m.max(x)));
+            *max = Some(max.map_or(x, |m| max_of(m, x)));
         }
     }
 

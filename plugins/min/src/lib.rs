@@ -1,5 +1,6 @@
 //! `builtin/min`: the smallest value of a field over a window.
 
+use sluice_sdk::stats::min_of;
 use sluice_sdk::{Aggregator, Info, NoConfig, Output, export_aggregator};
 
 /// Keeps the smallest value.
@@ -28,7 +29,7 @@ impl Aggregator for Min {
 
     fn add(&self, min: &mut Option<f64>, values: &[f64], _times: &[i64]) {
         for &x in values {
-            *min = Some(min.map_or(x, |m| m.min(x)));
+            *min = Some(min.map_or(x, |m| min_of(m, x)));
         }
     }
 

@@ -69,7 +69,7 @@ impl Aggregator for Percentiles {
     }
 
     fn add(&self, sketch: &mut QuantileSketch, values: &[f64], _times: &[i64]) {
-        values.iter().for_each(|&x| sketch.add(x));
+        sketch.add_all(values);
     }
 
     fn merge(&self, sketch: &mut QuantileSketch, other: &QuantileSketch) -> Result<(), String> {
