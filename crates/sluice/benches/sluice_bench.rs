@@ -14,6 +14,10 @@
 //!
 //! plus a micro-benchmark of JSON decoders on the same event lines.
 //!
+//! `--baseline-plugins DIR` adds to benchmark 1 another build of `stats` and
+//! `percentiles` (`DIR/sluice_plugin_NAME.wasm`), timed in the same rounds:
+//! the way to compare two builds of a plugin on a machine whose speed drifts.
+//!
 //! Everything uses the real built-in plugins and the host's library API; the
 //! events come from the project's generator `sluice-gen`.
 
@@ -56,7 +60,7 @@ const PCT_CONFIG: &str = r#"{"quantiles":[0.5,0.95,0.99]}"#;
 const STATS_MOMENTS: &str = r#"{"quantiles":[]}"#;
 
 /// How big a run is.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Scale {
     full: bool,
     /// Events in the end-to-end file (benchmarks 2 and 5).
@@ -68,6 +72,11 @@ struct Scale {
     /// Keys with an open window (benchmark 4) and events per key.
     keys: usize,
     events_per_key: usize,
+    /// Another build of the built-ins (`sluice_plugin_NAME.wasm` files, as
+    /// `cargo build --target wasm32-wasip2 --profile plugin` writes them),
+    /// measured in the same rounds as benchmark 1's, so that two builds of a
+    /// plugin compare on the same machine at the same moment.
+    baseline_plugins: Option<PathBuf>,
 }
 
 /// One line of the final table.
@@ -123,6 +132,7 @@ fn main() -> Result<()> {
     let mut full = false;
     let mut only: Option<Vec<String>> = None;
     let mut events: Option<u64> = None;
+    let mut baseline_plugins: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -134,8 +144,13 @@ fn main() -> Result<()> {
                 only = Some(list.split(',').map(str::to_string).collect());
             }
             "--events" => events = Some(it.next().context("--events needs a number")?.parse()?),
+            "--baseline-plugins" => {
+                let dir = it.next().context("--baseline-plugins needs a directory")?;
+                baseline_plugins = Some(PathBuf::from(dir));
+            }
             other => bail!(
-                "unknown argument {other:?} (use --full, --events N, --only 1,2,3,4,5,decode)"
+                "unknown argument {other:?} (use --full, --events N, --only 1,2,3,4,5,decode, \
+                 --baseline-plugins DIR)"
             ),
         }
     }
@@ -146,6 +161,7 @@ fn main() -> Result<()> {
         call_values: if full { 4 << 20 } else { 1 << 20 },
         keys: 100_000,
         events_per_key: 10,
+        baseline_plugins,
     };
     let wants = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
     let work = work_dir()?;
@@ -419,6 +435,20 @@ fn call_path(scale: &Scale, table: &mut Table) -> Result<()> {
         let in_fueled = fueled.compile_any(&source, bytes)?;
         let in_inlined = inlined.compile_any(&source, bytes)?;
         let component = w(Component::new(&bare.engine, bytes))?;
+        let baseline = match &scale.baseline_plugins {
+            Some(dir) => {
+                let file = dir.join(format!("sluice_plugin_{name}.wasm"));
+                let bytes = std::fs::read(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let source = file.display().to_string();
+                Some((
+                    source.clone(),
+                    limited.compile_any(&source, &bytes)?,
+                    w(Component::new(&bare.engine, &bytes))?,
+                ))
+            }
+            None => None,
+        };
         // Warm caches and the allocator before the first timed case.
         native(
             config,
@@ -451,6 +481,20 @@ fn call_path(scale: &Scale, table: &mut Table) -> Result<()> {
                     f / n
                 ),
             );
+            if let Some((source, in_limited, component)) = &baseline {
+                let b = bare.ns(component, config, &values, &times, batch)?;
+                let h = host_ns(&limited, in_limited, config, &values, &times, batch)?;
+                table.add(
+                    "1 call path",
+                    format!("{label}, batch {batch}, baseline {source}"),
+                    format!("wasm bare {b:.1} / sandboxed {h:.1} ns/value"),
+                    format!(
+                        "bare {:.2}x, sandboxed {:.2}x native (the native figure of the row above)",
+                        b / n,
+                        h / n
+                    ),
+                );
+            }
         }
     }
     Ok(())
