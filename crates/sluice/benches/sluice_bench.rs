@@ -441,11 +441,8 @@ fn call_path(scale: &Scale, table: &mut Table) -> Result<()> {
                 let bytes = std::fs::read(&file)
                     .with_context(|| format!("cannot read {}", file.display()))?;
                 let source = file.display().to_string();
-                Some((
-                    source.clone(),
-                    limited.compile_any(&source, &bytes)?,
-                    w(Component::new(&bare.engine, &bytes))?,
-                ))
+                let compiled = limited.compile_any(&source, &bytes)?;
+                Some((source, compiled, w(Component::new(&bare.engine, &bytes))?))
             }
             None => None,
         };
