@@ -38,7 +38,7 @@ impl Aggregator for Mean {
 
     fn add(&self, state: &mut MeanState, values: &[f64], _times: &[i64]) {
         state.count += values.len() as u64;
-        values.iter().for_each(|&x| state.sum.add(x));
+        state.sum.add_all(values);
     }
 
     fn merge(&self, state: &mut MeanState, other: &MeanState) -> Result<(), String> {

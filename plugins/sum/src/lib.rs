@@ -30,7 +30,7 @@ impl Aggregator for Sum {
     }
 
     fn add(&self, sum: &mut CompensatedSum, values: &[f64], _times: &[i64]) {
-        values.iter().for_each(|&x| sum.add(x));
+        sum.add_all(values);
     }
 
     fn merge(&self, sum: &mut CompensatedSum, other: &CompensatedSum) -> Result<(), String> {
