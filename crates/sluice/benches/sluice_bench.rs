@@ -17,6 +17,7 @@
 //! `--baseline-plugins DIR` adds to benchmark 1 another build of `stats` and
 //! `percentiles` (`DIR/sluice_plugin_NAME.wasm`), timed in the same rounds:
 //! the way to compare two builds of a plugin on a machine whose speed drifts.
+//! `--rounds N` repeats benchmark 1 N times and reports medians.
 //!
 //! Everything uses the real built-in plugins and the host's library API; the
 //! events come from the project's generator `sluice-gen`.
@@ -77,6 +78,9 @@ struct Scale {
     /// measured in the same rounds as benchmark 1's, so that two builds of a
     /// plugin compare on the same machine at the same moment.
     baseline_plugins: Option<PathBuf>,
+    /// Rounds of benchmark 1 (`--rounds N`): each round times every case,
+    /// and the table gives the medians.
+    call_rounds: usize,
 }
 
 /// One line of the final table.
@@ -133,6 +137,7 @@ fn main() -> Result<()> {
     let mut only: Option<Vec<String>> = None;
     let mut events: Option<u64> = None;
     let mut baseline_plugins: Option<PathBuf> = None;
+    let mut call_rounds = 1;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -148,9 +153,15 @@ fn main() -> Result<()> {
                 let dir = it.next().context("--baseline-plugins needs a directory")?;
                 baseline_plugins = Some(PathBuf::from(dir));
             }
+            "--rounds" => {
+                call_rounds = it.next().context("--rounds needs a number")?.parse()?;
+                if call_rounds == 0 {
+                    bail!("--rounds needs at least 1");
+                }
+            }
             other => bail!(
                 "unknown argument {other:?} (use --full, --events N, --only 1,2,3,4,5,decode, \
-                 --baseline-plugins DIR)"
+                 --baseline-plugins DIR, --rounds N)"
             ),
         }
     }
@@ -162,6 +173,7 @@ fn main() -> Result<()> {
         keys: 100_000,
         events_per_key: 10,
         baseline_plugins,
+        call_rounds,
     };
     let wants = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
     let work = work_dir()?;
@@ -410,6 +422,44 @@ impl BareEngine {
     }
 }
 
+/// One plugin of benchmark 1, compiled for every engine it is timed in.
+struct CallCase {
+    label: &'static str,
+    config: &'static str,
+    native: fn(&str, &[f64], &[i64], usize) -> Result<f64>,
+    limited: AnyAggregator,
+    fueled: AnyAggregator,
+    inlined: AnyAggregator,
+    bare: Component,
+    /// The other build of `--baseline-plugins`: its file, compiled for the
+    /// host's engine and for the bare one.
+    baseline: Option<(String, AnyAggregator, Component)>,
+}
+
+/// ns per value of one case at one batch size in one round.
+struct CallTimes {
+    native: f64,
+    bare: f64,
+    sandboxed: f64,
+    inlined: f64,
+    fueled: f64,
+    /// The baseline build's bare and sandboxed figures.
+    baseline: Option<(f64, f64)>,
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median_of(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
 fn call_path(scale: &Scale, table: &mut Table) -> Result<()> {
     eprintln!("1. plugin call path");
     let (values, times) = sample_values(scale.call_values);
@@ -427,7 +477,7 @@ fn call_path(scale: &Scale, table: &mut Table) -> Result<()> {
     // The moments-only case is the same plugin without its sketch: a
     // per-value loop that calls no function, beside the sketch's two calls
     // (DDSketch's `add_with_count` and the C library's `log`) per value.
-    let cases: [(&str, &str, &str, NativeFn); 3] = [
+    let plugins: [(&str, &str, &str, NativeFn); 3] = [
         (
             "stats",
             "stats (default: moments + 4 quantiles)",
@@ -437,7 +487,7 @@ fn call_path(scale: &Scale, table: &mut Table) -> Result<()> {
         (
             "stats",
             "stats, moments only (quantiles: [])",
-            r#"{"quantiles": []}"#,
+            STATS_MOMENTS,
             native_ns::<Stats>,
         ),
         (
@@ -447,13 +497,10 @@ fn call_path(scale: &Scale, table: &mut Table) -> Result<()> {
             native_ns::<Percentiles>,
         ),
     ];
-    for (name, label, config, native) in cases {
+    let mut cases = Vec::new();
+    for (name, label, config, native) in plugins {
         let bytes = builtin_bytes(name).with_context(|| format!("no builtin/{name}"))?;
         let source = format!("builtin/{name}");
-        let in_limited = limited.compile_any(&source, bytes)?;
-        let in_fueled = fueled.compile_any(&source, bytes)?;
-        let in_inlined = inlined.compile_any(&source, bytes)?;
-        let component = w(Component::new(&bare.engine, bytes))?;
         let baseline = match &scale.baseline_plugins {
             Some(dir) => {
                 let file = dir.join(format!("sluice_plugin_{name}.wasm"));
@@ -465,44 +512,106 @@ fn call_path(scale: &Scale, table: &mut Table) -> Result<()> {
             }
             None => None,
         };
-        // Warm caches and the allocator before the first timed case.
-        native(
+        cases.push(CallCase {
+            label,
             config,
-            &values[..values.len() / 8],
-            &times[..values.len() / 8],
-            256,
-        )?;
-        for batch in BATCHES {
-            let n = native(config, &values, &times, batch)?;
-            let b = bare.ns(&component, config, &values, &times, batch)?;
-            let h = host_ns(&limited, &in_limited, config, &values, &times, batch)?;
-            let f = host_ns(&fueled, &in_fueled, config, &values, &times, batch)?;
-            let i = host_ns(&inlined, &in_inlined, config, &values, &times, batch)?;
+            native,
+            limited: limited.compile_any(&source, bytes)?,
+            fueled: fueled.compile_any(&source, bytes)?,
+            inlined: inlined.compile_any(&source, bytes)?,
+            bare: w(Component::new(&bare.engine, bytes))?,
+            baseline,
+        });
+    }
+    // [case][batch][round]: every round times every case at every batch
+    // size, so that a drift of the machine's speed shows in all of them.
+    let mut measured: Vec<Vec<Vec<CallTimes>>> = cases
+        .iter()
+        .map(|_| BATCHES.iter().map(|_| Vec::new()).collect())
+        .collect();
+    for round in 1..=scale.call_rounds {
+        for (case, per_batch) in cases.iter().zip(&mut measured) {
+            let (config, native) = (case.config, case.native);
+            // Warm caches and the allocator before the first timed case.
+            let warm = values.len() / 8;
+            native(config, &values[..warm], &times[..warm], 256)?;
+            for (&batch, rounds) in BATCHES.iter().zip(per_batch.iter_mut()) {
+                let t = CallTimes {
+                    native: native(config, &values, &times, batch)?,
+                    bare: bare.ns(&case.bare, config, &values, &times, batch)?,
+                    sandboxed: host_ns(&limited, &case.limited, config, &values, &times, batch)?,
+                    fueled: host_ns(&fueled, &case.fueled, config, &values, &times, batch)?,
+                    inlined: host_ns(&inlined, &case.inlined, config, &values, &times, batch)?,
+                    baseline: match &case.baseline {
+                        Some((_, compiled, component)) => Some((
+                            bare.ns(component, config, &values, &times, batch)?,
+                            host_ns(&limited, compiled, config, &values, &times, batch)?,
+                        )),
+                        None => None,
+                    },
+                };
+                eprintln!(
+                    "  round {round}: {}, batch {batch}: native {:.1} / bare {:.1} / sandboxed {:.1} / inlined {:.1} / +fuel {:.1}{} ns/value",
+                    case.label,
+                    t.native,
+                    t.bare,
+                    t.sandboxed,
+                    t.inlined,
+                    t.fueled,
+                    t.baseline
+                        .map(|(b, h)| format!(
+                            " / baseline bare {b:.1} / baseline sandboxed {h:.1}"
+                        ))
+                        .unwrap_or_default(),
+                );
+                rounds.push(t);
+            }
+        }
+    }
+    // Each figure is the median of its rounds, each ratio the median of the
+    // rounds' ratios: a ratio is steadier than either of its two times.
+    let rounds_note = match scale.call_rounds {
+        1 => String::new(),
+        n => format!(" (medians of {n} rounds)"),
+    };
+    for (case, per_batch) in cases.iter().zip(&measured) {
+        for (&batch, rounds) in BATCHES.iter().zip(per_batch) {
+            let mid = |f: &dyn Fn(&CallTimes) -> f64| median_of(rounds.iter().map(f).collect());
+            let vs_native = |f: &dyn Fn(&CallTimes) -> f64| mid(&|t| f(t) / t.native);
             table.add(
                 "1 call path",
-                format!("{label}, batch {batch}"),
+                format!("{}, batch {batch}", case.label),
                 format!(
-                    "native {n:.1} / wasm bare {b:.1} / sandboxed {h:.1} / inlined {i:.1} / +fuel {f:.1} ns/value"
+                    "native {:.1} / wasm bare {:.1} / sandboxed {:.1} / inlined {:.1} / +fuel {:.1} ns/value{rounds_note}",
+                    mid(&|t| t.native),
+                    mid(&|t| t.bare),
+                    mid(&|t| t.sandboxed),
+                    mid(&|t| t.inlined),
+                    mid(&|t| t.fueled),
                 ),
                 format!(
                     "bare {:.2}x, sandboxed {:.2}x, inlined {:.2}x, +fuel {:.2}x native (target sandboxed <= 1.3x)",
-                    b / n,
-                    h / n,
-                    i / n,
-                    f / n
+                    vs_native(&|t| t.bare),
+                    vs_native(&|t| t.sandboxed),
+                    vs_native(&|t| t.inlined),
+                    vs_native(&|t| t.fueled),
                 ),
             );
-            if let Some((source, in_limited, component)) = &baseline {
-                let b = bare.ns(component, config, &values, &times, batch)?;
-                let h = host_ns(&limited, in_limited, config, &values, &times, batch)?;
+            if let Some((source, _, _)) = &case.baseline {
+                let base = |t: &CallTimes| t.baseline.unwrap_or((f64::NAN, f64::NAN));
                 table.add(
                     "1 call path",
-                    format!("{label}, batch {batch}, baseline {source}"),
-                    format!("wasm bare {b:.1} / sandboxed {h:.1} ns/value"),
+                    format!("{}, batch {batch}, baseline {source}", case.label),
                     format!(
-                        "bare {:.2}x, sandboxed {:.2}x native (the native figure of the row above)",
-                        b / n,
-                        h / n
+                        "wasm bare {:.1} / sandboxed {:.1} ns/value{rounds_note}",
+                        mid(&|t| base(t).0),
+                        mid(&|t| base(t).1),
+                    ),
+                    format!(
+                        "bare {:.2}x, sandboxed {:.2}x native; this build's sandboxed time {:.2}x the baseline's",
+                        vs_native(&|t| base(t).0),
+                        vs_native(&|t| base(t).1),
+                        mid(&|t| t.sandboxed / base(t).1),
                     ),
                 );
             }
