@@ -422,11 +422,14 @@ impl BareEngine {
     }
 }
 
+/// Native ns/value of one aggregator with a config: [`native_ns`] of a type.
+type NativeFn = fn(&str, &[f64], &[i64], usize) -> Result<f64>;
+
 /// One plugin of benchmark 1, compiled for every engine it is timed in.
 struct CallCase {
     label: &'static str,
     config: &'static str,
-    native: fn(&str, &[f64], &[i64], usize) -> Result<f64>,
+    native: NativeFn,
     limited: AnyAggregator,
     fueled: AnyAggregator,
     inlined: AnyAggregator,
@@ -473,7 +476,6 @@ fn call_path(scale: &Scale, table: &mut Table) -> Result<()> {
         ..PluginLimits::default()
     })?;
     let bare = BareEngine::new()?;
-    type NativeFn = fn(&str, &[f64], &[i64], usize) -> Result<f64>;
     // The moments-only case is the same plugin without its sketch: a
     // per-value loop that calls no function, beside the sketch's two calls
     // (DDSketch's `add_with_count` and the C library's `log`) per value.
@@ -1143,6 +1145,9 @@ fn child_keys(keys: usize, per_key: usize, cache: &Path) -> Result<()> {
 
 /// Rounds of bench 4.
 const ROUNDS: usize = 5;
+// An odd count, so that the median ratio is one round's, whose rates and
+// memory the table then reports.
+const _: () = assert!(ROUNDS % 2 == 1);
 
 fn many_keys(scale: &Scale, table: &mut Table) -> Result<()> {
     eprintln!("4. {} keys with open windows", scale.keys);
@@ -1182,12 +1187,8 @@ fn many_keys(scale: &Scale, table: &mut Table) -> Result<()> {
         ratios.push(rate / few_rate);
         runs.push((rate, few_rate, per_window, after, before, fire_secs, open));
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let ratio = median(ratios.clone());
-    let per_window = median(runs.iter().map(|r| r.2).collect());
+    let ratio = median_of(ratios.clone());
+    let per_window = median_of(runs.iter().map(|r| r.2).collect());
     // The round whose ratio is the median, for its rates and memory.
     let (rate, few_rate, _, after, before, fire_secs, open) =
         runs[ratios.iter().position(|&r| r == ratio).unwrap_or(0)];

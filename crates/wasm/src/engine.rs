@@ -67,7 +67,7 @@ pub struct PluginEngine {
 }
 
 /// The largest component `plugins.inline` compiles with inlining. Inlining
-/// made the Rust built-ins run up to 1.4x faster per value, and costs compile
+/// made the Rust built-ins run 1.05-1.4x faster per value, and costs compile
 /// time and memory that grow with the module: a run compiling the
 /// `percentiles` built-in took 1.1 s and peaked at 313 MiB instead of
 /// 0.3 s and 40 MiB, and an 18 MB Python plugin (an interpreter, which
