@@ -11,13 +11,14 @@
 //! event it appends a command to its shard's batch and an entry to the
 //! *journal*; each watermark step goes to every shard. A *round* hands the
 //! batches to the shards, which run them in parallel; its journal is
-//! replayed when the shards are done, while they run the next round (see
-//! `Flow::turn`): each event's late record and early firings come from its
-//! shard's reply, and each watermark step's results are merged from all
-//! shards by [`FiringTag`], the timer that fired them. One operator holding
+//! replayed when the shards are done, while they run the next (see
+//! `Flow::turn`): each event's late record and early firings come from
+//! its shard's reply, and each watermark step's results are merged from
+//! all shards by [`FiringTag`], the timer that fired them. One operator holding
 //! every key would have fired them in that very order, so the outputs are
 //! byte-identical for every N.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -35,6 +36,12 @@ use crate::error::Error;
 /// The events a round takes at most before it runs, whatever the source's
 /// batches: bounds the journal and the copies of raw lines it holds.
 const ROUND_EVENTS: usize = 16_384;
+
+/// The rounds sent and not yet replayed, at most: with two, a shard
+/// thread has the next round queued while it runs one, so neither it nor
+/// the pipeline thread waits for the other when a round's work is uneven
+/// between them; the pipeline thread still writes in round order.
+const IN_FLIGHT: usize = 2;
 
 /// What a shard does, in order.
 #[derive(Debug, Clone, Copy)]
@@ -208,9 +215,9 @@ pub(super) struct Shards {
     batches: Vec<Batch>,
     /// Shards 1.. (shard 0 is the flow's own operator).
     workers: Vec<Worker>,
-    /// Per shard 1.., the batch its last reply handed back, empty, to
-    /// gather the round after next in.
-    returned: Vec<Batch>,
+    /// Per shard 1.., the batches its replies handed back, empty, to
+    /// gather later rounds in.
+    returned: Vec<Vec<Batch>>,
     /// The pipeline thread's steps since the last round.
     pub(super) journal: Vec<Entry>,
     /// The raw lines of the journal's events.
@@ -218,8 +225,8 @@ pub(super) struct Shards {
     /// Kafka topic names the journal's places point to.
     pub(super) topics: Vec<String>,
     events: usize,
-    /// The round sent and not replayed yet.
-    in_flight: Option<Round>,
+    /// The rounds sent and not replayed yet, oldest first.
+    in_flight: VecDeque<Round>,
     /// A replayed round's journal and raw-line buffers, for the next.
     spare: (Vec<Entry>, Vec<u8>),
     /// The latest an event's windows end after it, plus the allowed
@@ -237,8 +244,8 @@ impl Shards {
         let mut workers = Vec::with_capacity(ops.len());
         for (i, op) in ops.into_iter().enumerate() {
             let op = Arc::new(Mutex::new(op));
-            let (to, batches) = sync_channel::<Batch>(1);
-            let (reply_to, from) = sync_channel::<Reply>(1);
+            let (to, batches) = sync_channel::<Batch>(IN_FLIGHT);
+            let (reply_to, from) = sync_channel::<Reply>(IN_FLIGHT);
             let mine = Arc::clone(&op);
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-shard-{}", i + 1))
@@ -262,13 +269,13 @@ impl Shards {
         }
         Ok(Self {
             batches: (0..=workers.len()).map(|_| Batch::default()).collect(),
-            returned: (0..workers.len()).map(|_| Batch::default()).collect(),
+            returned: (0..workers.len()).map(|_| Vec::new()).collect(),
             workers,
             journal: Vec::new(),
             raws: Vec::new(),
             topics: Vec::new(),
             events: 0,
-            in_flight: None,
+            in_flight: VecDeque::with_capacity(IN_FLIGHT),
             spare: (Vec::new(), Vec::new()),
             reach,
         })
@@ -373,19 +380,17 @@ impl Shards {
         self.journal.push(Entry::Processing);
     }
 
-    /// Whether a round was sent and is not collected yet.
-    pub(super) fn in_flight(&self) -> bool {
-        self.in_flight.is_some()
+    /// How many rounds were sent and are not collected yet.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.len()
     }
 
     /// Sends the gathered round to shards 1.. and runs shard 0's part on
     /// `own` meanwhile; the round is in flight until [`Shards::collect`].
     pub(super) fn dispatch(&mut self, own: &mut WindowOperator) -> Result<(), Error> {
         for (i, worker) in self.workers.iter().enumerate() {
-            let batch = std::mem::replace(
-                &mut self.batches[i + 1],
-                std::mem::take(&mut self.returned[i]),
-            );
+            let next = self.returned[i].pop().unwrap_or_default();
+            let batch = std::mem::replace(&mut self.batches[i + 1], next);
             let sent = worker.to.as_ref().is_some_and(|to| to.send(batch).is_ok());
             if !sent {
                 return Err(Error::Worker(format!("window shard {} has stopped", i + 1)));
@@ -395,7 +400,7 @@ impl Shards {
         self.batches[0].run(own, &mut first);
         self.batches[0].clear();
         self.events = 0;
-        self.in_flight = Some(Round {
+        self.in_flight.push_back(Round {
             journal: std::mem::replace(&mut self.journal, std::mem::take(&mut self.spare.0)),
             raws: std::mem::replace(&mut self.raws, std::mem::take(&mut self.spare.1)),
             topics: std::mem::take(&mut self.topics),
@@ -404,10 +409,10 @@ impl Shards {
         Ok(())
     }
 
-    /// Waits for the round in flight, if any: its journal and every
+    /// Waits for the oldest round in flight, if any: its journal and every
     /// shard's reply, to replay; a plugin error of any shard fails it.
     pub(super) fn collect(&mut self) -> Result<Option<(Round, Replies)>, Error> {
-        let Some(mut round) = self.in_flight.take() else {
+        let Some(mut round) = self.in_flight.pop_front() else {
             return Ok(None);
         };
         let mut replies = Vec::with_capacity(self.batches.len());
@@ -417,11 +422,10 @@ impl Shards {
                 .from
                 .recv()
                 .map_err(|_| Error::Worker(format!("window shard {} has stopped", i + 1)))?;
-            // The batch comes back for the round after the one gathered
-            // meanwhile.
+            // The batch comes back for a later round.
             let mut batch = std::mem::take(&mut reply.batch);
             batch.clear();
-            self.returned[i] = batch;
+            self.returned[i].push(batch);
             replies.push(reply);
         }
         for reply in &mut replies {
@@ -546,27 +550,35 @@ impl super::Flow {
     /// input order (see the module doc). Every use of window state outside
     /// the event path, and every flush, comes after this.
     pub(super) fn settle(&mut self) -> Result<(), Error> {
-        // The first turn sends what was gathered, the second writes it.
-        self.turn()?;
-        self.turn()
+        // The first turn sends what was gathered; each turn writes one
+        // round, the oldest.
+        while self
+            .shards
+            .as_ref()
+            .is_some_and(|s| s.pending() || s.in_flight() > 0)
+        {
+            self.turn()?;
+        }
+        Ok(())
     }
 
-    /// One turn of the pipelined rounds, at the end of a batch: collects
-    /// the round in flight, sends the one gathered since (shard 0's part
-    /// runs here meanwhile), then writes the collected round while the
-    /// other shards work on the new one. Output lags by at most one round.
+    /// One turn of the pipelined rounds, at the end of a batch: sends the
+    /// round gathered since the last turn (shard 0's part runs here
+    /// meanwhile), then, once [`IN_FLIGHT`] rounds are out or nothing new
+    /// was sent, collects the oldest and writes it while the other shards
+    /// work on the newer ones. Output lags by at most `IN_FLIGHT` rounds.
     pub(super) fn turn(&mut self) -> Result<(), Error> {
         let Some(shards) = self.shards.as_mut() else {
             return Ok(());
         };
-        if !shards.in_flight() && !shards.pending() {
-            return Ok(());
-        }
-        let previous = shards.collect()?;
-        if shards.pending() {
+        let sent = shards.pending();
+        if sent {
             shards.dispatch(&mut self.operator)?;
         }
-        let Some((round, mut replies)) = previous else {
+        if sent && shards.in_flight() < IN_FLIGHT {
+            return Ok(());
+        }
+        let Some((round, mut replies)) = shards.collect()? else {
             return Ok(());
         };
         let replayed = self.replay(&round.journal, &round.raws, &round.topics, &mut replies);
