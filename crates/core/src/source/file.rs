@@ -195,6 +195,15 @@ impl LineSource {
     pub fn next_batch(&mut self, batch: &mut LineBatch, max: usize) -> Result<bool, IoError> {
         batch.clear();
         while batch.lines.len() < max {
+            // The whole lines already buffered go in one copy; a line that
+            // runs past the buffer (or the input's first, which may start
+            // with a byte order mark) takes the line-by-line path below.
+            if !self.at_start && self.take_buffered(batch, max) {
+                if self.live && !batch.lines.is_empty() && !self.reader.buffer().contains(&b'\n') {
+                    return Ok(true);
+                }
+                continue;
+            }
             let start = batch.data.len();
             let n = self
                 .reader
@@ -230,6 +239,39 @@ impl LineSource {
         }
         Ok(true)
     }
+
+    /// Moves the whole lines in the reader's buffer, up to `max` lines in
+    /// `batch`, into `batch` with one copy; false when the buffer holds no
+    /// whole line. Lines are kept exactly as `next_batch`'s line-by-line
+    /// path keeps them (the end of line trimmed, blank lines skipped, their
+    /// bytes counted).
+    fn take_buffered(&mut self, batch: &mut LineBatch, max: usize) -> bool {
+        let buffered = self.reader.buffer();
+        let base = batch.data.len();
+        let mut used = 0;
+        for newline in memchr::memchr_iter(b'\n', buffered) {
+            if batch.lines.len() >= max {
+                break;
+            }
+            self.line_no += 1;
+            let mut end = newline;
+            while end > used && buffered[end - 1] == b'\r' {
+                end -= 1;
+            }
+            let line = &buffered[used..end];
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                batch.lines.push((self.line_no, base + used..base + end));
+            }
+            used = newline + 1;
+        }
+        if used == 0 {
+            return false;
+        }
+        batch.data.extend_from_slice(&buffered[..used]);
+        self.offset += used as u64;
+        self.reader.consume(used);
+        true
+    }
 }
 
 /// A buffered reader of `path`, or of stdin for `-`.
@@ -245,4 +287,89 @@ pub fn open_reader(path: &Path) -> Result<Box<dyn BufRead + Send>, IoError> {
             }
         })?))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One line of a generated input: its text and how it ends.
+    fn line() -> impl Strategy<Value = (String, &'static str)> {
+        let text = prop_oneof![
+            4 => "[a-z{}\":,0-9 ]{1,40}",
+            1 => "[ \t]{0,3}",
+            // Longer than the reader's buffer, so lines cross refills.
+            1 => "[a-z]{1,3}".prop_map(|s| s.repeat(30_000)),
+        ];
+        (text, prop_oneof![Just("\n"), Just("\r\n"), Just("\r\r\n")])
+    }
+
+    /// What reading `input` must give, worked out separately: per line that
+    /// is not blank, its number, its text without the end of line (and the
+    /// first without a byte-order mark), and the bytes up to its end.
+    fn expected(input: &[u8]) -> Vec<(u64, Vec<u8>, u64)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for (i, piece) in input.split_inclusive(|&b| b == b'\n').enumerate() {
+            at += piece.len() as u64;
+            let mut text = piece;
+            if i == 0 {
+                text = text.strip_prefix(BOM).unwrap_or(text);
+            }
+            while let [rest @ .., b'\n' | b'\r'] = text {
+                text = rest;
+            }
+            if !text.iter().all(u8::is_ascii_whitespace) {
+                out.push((i as u64 + 1, text.to_vec(), at));
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whole buffered lines are taken in one copy and any other line
+        /// one by one; either way each batch holds the lines, numbers and
+        /// resume positions that reading the input line by line gives.
+        #[test]
+        fn batches_hold_every_line_and_position(
+            lines in prop::collection::vec(line(), 0..60),
+            bom in any::<bool>(),
+            last_newline in any::<bool>(),
+            max in 1usize..40,
+        ) {
+            let mut input = if bom { BOM.to_vec() } else { Vec::new() };
+            for (text, end) in &lines {
+                input.extend_from_slice(text.as_bytes());
+                input.extend_from_slice(end.as_bytes());
+            }
+            if !last_newline && input.ends_with(b"\n") {
+                input.pop();
+            }
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("in.jsonl");
+            std::fs::write(&path, &input).expect("writes");
+            let want = expected(&input);
+
+            let mut source = LineSource::open(&path).expect("opens");
+            let mut batch = LineBatch::default();
+            let mut got = Vec::new();
+            while source.next_batch(&mut batch, max).expect("reads") {
+                prop_assert!(batch.len() <= max);
+                for (number, text) in batch.iter() {
+                    got.push((number, text.to_vec()));
+                }
+                // A full batch stops right after its last line; the last
+                // batch at the end of the input.
+                let (offset, _) = source.position();
+                let until = if batch.len() == max { want[got.len() - 1].2 } else { input.len() as u64 };
+                prop_assert_eq!(offset, until);
+            }
+            prop_assert_eq!(source.position().0, input.len() as u64);
+            let want: Vec<(u64, Vec<u8>)> = want.into_iter().map(|(n, t, _)| (n, t)).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
 }
