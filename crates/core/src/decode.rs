@@ -239,7 +239,20 @@ pub struct EventDecoder {
     typed_fields: Vec<(String, InputKind)>,
     /// Per aggregation: its name, what it reads, and its policy.
     aggs: Vec<(String, Reads, MissingPolicy)>,
+    /// Every field the decoder reads, once, with what it is read for: a
+    /// line's field names are looked up here in one pass.
+    roles: Vec<(String, Role)>,
     scratch: Scratch,
+}
+
+/// What one field of a line is read for; a field may serve as key, time
+/// and value at once.
+#[derive(Debug, Clone, Copy, Default)]
+struct Role {
+    key: Option<usize>,
+    time: bool,
+    value: Option<usize>,
+    typed: bool,
 }
 
 /// What the visitor found in one line.
@@ -284,15 +297,41 @@ impl EventDecoder {
                 prefix
             })
             .collect();
-        Self {
+        let mut decoder = Self {
             key_fields: key_fields.to_vec(),
             key_prefixes,
             time: time.clone(),
             value_fields,
             typed_fields: Vec::new(),
             aggs,
+            roles: Vec::new(),
             scratch: Scratch::default(),
+        };
+        decoder.find_roles();
+        decoder
+    }
+
+    /// Works out `roles` from the fields read as keys, time, values and
+    /// typed inputs.
+    fn find_roles(&mut self) {
+        let mut names: Vec<&String> = self.key_fields.iter().collect();
+        names.push(&self.time.field);
+        names.extend(&self.value_fields);
+        names.extend(self.typed_fields.iter().map(|(f, _)| f));
+        let mut roles: Vec<(String, Role)> = Vec::new();
+        for name in names {
+            if roles.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            let role = Role {
+                key: self.key_fields.iter().position(|f| f == name),
+                time: self.time.field == *name,
+                value: self.value_fields.iter().position(|f| f == name),
+                typed: self.typed_fields.iter().any(|(f, _)| f == name),
+            };
+            roles.push((name.clone(), role));
         }
+        self.roles = roles;
     }
 
     /// Makes aggregation `a` read typed inputs (interface 0.2): one cell per
@@ -339,6 +378,7 @@ impl EventDecoder {
                 one_number: takes_one_number(&specs),
             };
         }
+        self.find_roles();
     }
 
     /// How many values an event carries: one per aggregation.
@@ -373,9 +413,8 @@ impl EventDecoder {
         s.text.clear();
 
         let seed = LineSeed {
-            key_fields: &self.key_fields,
+            roles: &self.roles,
             time: &self.time,
-            value_fields: &self.value_fields,
             typed_fields: &self.typed_fields,
             scratch: s,
         };
@@ -554,9 +593,8 @@ fn parse<'de, R: serde_json::de::Read<'de>>(
 }
 
 struct LineSeed<'a> {
-    key_fields: &'a [String],
+    roles: &'a [(String, Role)],
     time: &'a TimeConfig,
-    value_fields: &'a [String],
     typed_fields: &'a [(String, InputKind)],
     scratch: &'a mut Scratch,
 }
@@ -578,15 +616,16 @@ impl<'de> Visitor<'de> for LineSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(FieldName(name)) = map.next_key::<FieldName<'de>>()? {
             let name = name.as_ref();
-            // A field may serve as key, time and value at once, so check each role.
-            let key_slot = self.key_fields.iter().position(|f| f == name);
-            let is_time = self.time.field == name;
-            let value_slot = self.value_fields.iter().position(|f| f == name);
-            let typed = self.typed_fields.iter().any(|(f, _)| f == name);
-            if key_slot.is_none() && !is_time && value_slot.is_none() && !typed {
+            let Some(&(_, role)) = self.roles.iter().find(|(f, _)| f == name) else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
-            }
+            };
+            let Role {
+                key: key_slot,
+                time: is_time,
+                value: value_slot,
+                typed,
+            } = role;
             let scalar: Scalar = map.next_value()?;
             if let (Some(_), Scalar::Other(what)) = (key_slot, &scalar) {
                 self.scratch.key_error = Some(format!(
