@@ -197,39 +197,10 @@ impl LineSource {
         while batch.lines.len() < max {
             // The whole lines already buffered go in one copy; a line that
             // runs past the buffer (or the input's first, which may start
-            // with a byte order mark) takes the line-by-line path below.
-            if !self.at_start && self.take_buffered(batch, max) {
-                if self.live && !batch.lines.is_empty() && !self.reader.buffer().contains(&b'\n') {
-                    return Ok(true);
-                }
-                continue;
-            }
-            let start = batch.data.len();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut batch.data)
-                .map_err(|source| IoError {
-                    action: "reading",
-                    path: self.path.clone(),
-                    source,
-                })?;
-            if n == 0 {
+            // with a byte order mark) is read on its own.
+            let took = !self.at_start && self.take_buffered(batch, max);
+            if !took && !self.read_line(batch)? {
                 return Ok(!batch.lines.is_empty());
-            }
-            self.offset += n as u64;
-            self.line_no += 1;
-            if std::mem::take(&mut self.at_start) && batch.data[start..].starts_with(BOM) {
-                // Counted in the offset, kept out of the event.
-                batch.data.drain(start..start + BOM.len());
-            }
-            let mut end = batch.data.len();
-            while end > start && matches!(batch.data[end - 1], b'\n' | b'\r') {
-                end -= 1;
-            }
-            if batch.data[start..end].iter().all(u8::is_ascii_whitespace) {
-                batch.data.truncate(start);
-            } else {
-                batch.lines.push((self.line_no, start..end));
             }
             // On a live stream, the next line may be a long time coming:
             // what has arrived goes now (whole lines only).
@@ -240,11 +211,38 @@ impl LineSource {
         Ok(true)
     }
 
+    /// Reads one line into `batch`, however far it runs past the reader's
+    /// buffer; false at the end of the input.
+    fn read_line(&mut self, batch: &mut LineBatch) -> Result<bool, IoError> {
+        let start = batch.data.len();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut batch.data)
+            .map_err(|source| IoError {
+                action: "reading",
+                path: self.path.clone(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.offset += n as u64;
+        self.line_no += 1;
+        if std::mem::take(&mut self.at_start) && batch.data[start..].starts_with(BOM) {
+            // Counted in the offset, kept out of the event.
+            batch.data.drain(start..start + BOM.len());
+        }
+        match content_len(&batch.data[start..]) {
+            Some(len) => batch.lines.push((self.line_no, start..start + len)),
+            None => batch.data.truncate(start),
+        }
+        Ok(true)
+    }
+
     /// Moves the whole lines in the reader's buffer, up to `max` lines in
     /// `batch`, into `batch` with one copy; false when the buffer holds no
-    /// whole line. Lines are kept exactly as `next_batch`'s line-by-line
-    /// path keeps them (the end of line trimmed, blank lines skipped, their
-    /// bytes counted).
+    /// whole line. Each line is kept as [`LineSource::read_line`] keeps it
+    /// (by [`content_len`]), and every line's bytes are counted.
     fn take_buffered(&mut self, batch: &mut LineBatch, max: usize) -> bool {
         let buffered = self.reader.buffer();
         let base = batch.data.len();
@@ -254,13 +252,10 @@ impl LineSource {
                 break;
             }
             self.line_no += 1;
-            let mut end = newline;
-            while end > used && buffered[end - 1] == b'\r' {
-                end -= 1;
-            }
-            let line = &buffered[used..end];
-            if !line.iter().all(u8::is_ascii_whitespace) {
-                batch.lines.push((self.line_no, base + used..base + end));
+            if let Some(len) = content_len(&buffered[used..newline]) {
+                batch
+                    .lines
+                    .push((self.line_no, base + used..base + used + len));
             }
             used = newline + 1;
         }
@@ -272,6 +267,16 @@ impl LineSource {
         self.reader.consume(used);
         true
     }
+}
+
+/// How much of `line` is the line itself, its end-of-line bytes (`\n`,
+/// `\r`) trimmed; `None` for a blank line, which is skipped.
+fn content_len(line: &[u8]) -> Option<usize> {
+    let mut end = line.len();
+    while end > 0 && matches!(line[end - 1], b'\n' | b'\r') {
+        end -= 1;
+    }
+    (!line[..end].iter().all(u8::is_ascii_whitespace)).then_some(end)
 }
 
 /// A buffered reader of `path`, or of stdin for `-`.

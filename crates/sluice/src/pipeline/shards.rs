@@ -14,9 +14,9 @@
 //! replayed when the shards are done, while they run the next (see
 //! `Flow::turn`): each event's late record and early firings come from
 //! its shard's reply, and each watermark step's results are merged from
-//! all shards by [`FiringTag`], the timer that fired them. One operator holding
-//! every key would have fired them in that very order, so the outputs are
-//! byte-identical for every N.
+//! all shards by [`FiringTag`], the timer that fired them. One operator
+//! holding every key would have fired them in that very order, so the
+//! outputs are byte-identical for every N.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
