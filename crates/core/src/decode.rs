@@ -5,7 +5,6 @@
 //! skipped without being built. A line that cannot be decoded yields a reason
 //! for the dead-letter output, never an error that stops the run.
 
-use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::hash::BuildHasher as _;
 
@@ -402,14 +401,11 @@ impl EventDecoder {
     ) -> Result<(), String> {
         let s = &mut self.scratch;
         s.keys.resize(self.key_fields.len(), String::new());
-        s.key_seen.clear();
-        s.key_seen.resize(self.key_fields.len(), false);
+        reset(&mut s.key_seen, self.key_fields.len(), false);
         s.key_error = None;
         s.time = None;
-        s.values.clear();
-        s.values.resize(self.value_fields.len(), None);
-        s.typed.clear();
-        s.typed.resize(self.typed_fields.len(), None);
+        reset(&mut s.values, self.value_fields.len(), None);
+        reset(&mut s.typed, self.typed_fields.len(), None);
         s.text.clear();
 
         let seed = LineSeed {
@@ -544,6 +540,20 @@ impl EventDecoder {
     }
 }
 
+/// Makes `v` hold `n` copies of `value`; the lengths are the same from
+/// line to line, so this is a fill, without `resize`'s call.
+#[inline]
+fn reset<T: Clone>(v: &mut Vec<T>, n: usize, value: T) {
+    if v.len() == n {
+        for x in v.iter_mut() {
+            *x = value.clone();
+        }
+    } else {
+        v.clear();
+        v.resize(n, value);
+    }
+}
+
 /// A type's name with its article, for reasons: `a float`, `an integer`.
 fn kind_name(kind: InputKind) -> &'static str {
     match kind {
@@ -614,127 +624,159 @@ impl<'de> Visitor<'de> for LineSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(FieldName(name)) = map.next_key::<FieldName<'de>>()? {
-            let name = name.as_ref();
-            let Some(&(_, role)) = self.roles.iter().find(|(f, _)| f == name) else {
+        let LineSeed {
+            roles,
+            time,
+            typed_fields,
+            scratch,
+        } = self;
+        while let Some(found) = map.next_key_seed(FieldSeed(roles))? {
+            let Some((name, role)) = found else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
-            let Role {
-                key: key_slot,
-                time: is_time,
-                value: value_slot,
-                typed,
-            } = role;
-            let scalar: Scalar = map.next_value()?;
-            if let (Some(_), Scalar::Other(what)) = (key_slot, &scalar) {
-                self.scratch.key_error = Some(format!(
-                    "key field `{name}` is {what}, not a string, number or boolean"
-                ));
-            } else if let (Some(_), Scalar::Null) = (key_slot, &scalar) {
-                // As a missing key field is: a null one is no key either, and
-                // grouping such events under `null` would hide them.
-                self.scratch.key_error = Some(format!("key field `{name}` is null"));
-            } else if let Some(i) = key_slot {
-                let out = &mut self.scratch.keys[i];
-                out.clear();
-                scalar.write_key_json(out);
-                self.scratch.key_seen[i] = true;
-            }
-            if is_time {
-                self.scratch.time = Some(scalar.time(name, self.time.format));
-            }
-            if let Some(i) = value_slot {
-                self.scratch.values[i] = Some(scalar.value(name));
-            }
-            if typed {
-                for (i, (field, kind)) in self.typed_fields.iter().enumerate() {
-                    if field == name {
-                        self.scratch.typed[i] = scalar.cell(*kind, &mut self.scratch.text);
-                    }
-                }
-            }
+            map.next_value_seed(ValueSeed {
+                name,
+                role: *role,
+                time,
+                typed_fields,
+                scratch: &mut *scratch,
+            })?;
         }
         Ok(())
     }
 }
 
-/// A field name, borrowed from the line unless it holds escapes.
-///
-/// serde's own `Deserialize` for `Cow<str>` always builds a `String`: that
-/// was a malloc and a free for every field of every line (issue 8's profile).
-struct FieldName<'de>(Cow<'de, str>);
+/// Reads a field name and looks it up among the fields read, in the
+/// parser's own callback: the name, borrowed from the line or unescaped
+/// by the parser, is never returned or copied.
+struct FieldSeed<'a>(&'a [(String, Role)]);
 
-impl<'de> de::Deserialize<'de> for FieldName<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = FieldName<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<FieldName<'de>, E> {
-                Ok(FieldName(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<FieldName<'de>, E> {
-                Ok(FieldName(Cow::Owned(v.to_string())))
+impl<'de, 'a> DeserializeSeed<'de> for FieldSeed<'a> {
+    type Value = Option<&'a (String, Role)>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, 'a> Visitor<'de> for FieldSeed<'a> {
+    type Value = Option<&'a (String, Role)>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().find(|(f, _)| f == v))
+    }
+}
+
+/// Reads the value of a field that is read for something, and puts it
+/// where its role says, in the parser's callback for its type.
+struct ValueSeed<'a> {
+    name: &'a str,
+    role: Role,
+    time: &'a TimeConfig,
+    typed_fields: &'a [(String, InputKind)],
+    scratch: &'a mut Scratch,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl ValueSeed<'_> {
+    /// Puts `scalar` where the field's role says.
+    #[inline]
+    fn take(self, scalar: Scalar<'_>) {
+        let ValueSeed {
+            name,
+            role,
+            time,
+            typed_fields,
+            scratch,
+        } = self;
+        if let (Some(_), Scalar::Other(what)) = (role.key, &scalar) {
+            scratch.key_error = Some(format!(
+                "key field `{name}` is {what}, not a string, number or boolean"
+            ));
+        } else if let (Some(_), Scalar::Null) = (role.key, &scalar) {
+            // As a missing key field is: a null one is no key either, and
+            // grouping such events under `null` would hide them.
+            scratch.key_error = Some(format!("key field `{name}` is null"));
+        } else if let Some(i) = role.key {
+            let out = &mut scratch.keys[i];
+            out.clear();
+            scalar.write_key_json(out);
+            scratch.key_seen[i] = true;
+        }
+        if role.time {
+            scratch.time = Some(scalar.time(name, time.format));
+        }
+        if let Some(i) = role.value {
+            scratch.values[i] = Some(scalar.value(name));
+        }
+        if role.typed {
+            for (i, (field, kind)) in typed_fields.iter().enumerate() {
+                if field == name {
+                    scratch.typed[i] = scalar.cell(*kind, &mut scratch.text);
+                }
             }
         }
-        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.take(Scalar::Null);
+        Ok(())
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.take(Scalar::Bool(v));
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.take(Scalar::Int(v));
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.take(i64::try_from(v).map_or(Scalar::Float(v as f64), Scalar::Int));
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.take(Scalar::Float(v));
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.take(Scalar::Str(v));
+        Ok(())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.take(Scalar::Other("an array"));
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        self.take(Scalar::Other("an object"));
+        Ok(())
     }
 }
 
 /// A field value as far as sluice cares: the JSON scalars, or something else.
 #[derive(Debug)]
-enum Scalar<'de> {
+enum Scalar<'a> {
     Null,
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(Cow<'de, str>),
+    Str(&'a str),
     Other(&'static str),
-}
-
-impl<'de> de::Deserialize<'de> for Scalar<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Scalar<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_unit<E>(self) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Null)
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Bool(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Int(v))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Scalar<'de>, E> {
-                Ok(i64::try_from(v).map_or(Scalar::Float(v as f64), Scalar::Int))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Float(v))
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Scalar<'de>, E> {
-                Ok(Scalar::Str(Cow::Owned(v.to_string())))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Other("an array"))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Other("an object"))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 impl Scalar<'_> {
