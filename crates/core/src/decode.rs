@@ -414,11 +414,12 @@ impl EventDecoder {
             typed_fields: &self.typed_fields,
             scratch: s,
         };
-        // A line checked as UTF-8 once, in one pass, is parsed without
+        // A line checked as UTF-8 once, in one pass (simdutf8 picks the
+        // CPU's vector code at run time), is parsed without
         // checking each string again. Any other line is parsed from bytes as
         // before, so what is accepted does not change: serde_json checks the
         // strings it reads and not those it skips.
-        match std::str::from_utf8(line) {
+        match simdutf8::basic::from_utf8(line) {
             Ok(text) => parse(&mut serde_json::Deserializer::from_str(text), seed),
             Err(_) => parse(&mut serde_json::Deserializer::from_slice(line), seed),
         }
@@ -997,6 +998,25 @@ mod tests {
         let line =
             r#"{"ts":1700000000250999,"service":"a","model":"b","latency_ms":1,"error":false}"#;
         assert_eq!(decode(&mut d, line).unwrap().time, 1_700_000_000_250);
+    }
+
+    /// A line that is not UTF-8 is parsed from bytes, as serde_json takes
+    /// it: a bad byte in a string the decoder skips is no reason to drop
+    /// the event; one in a string it reads is, with the byte's column.
+    #[test]
+    fn lines_that_are_not_utf8() {
+        let mut d = decoder(TimeFormat::EpochMillis, MissingPolicy::DeadLetter);
+        let mut event = Event::default();
+        let skipped =
+            b"{\"ts\":5,\"service\":\"a\",\"model\":\"m\",\"note\":\"b\xff\",\"latency_ms\":2,\"error\":false}";
+        d.decode(skipped, &mut event).expect("decoded");
+        assert_eq!(event.key, r#"{"service":"a","model":"m"}"#);
+        let read =
+            b"{\"ts\":5,\"service\":\"a\xff\",\"model\":\"m\",\"latency_ms\":2,\"error\":false}";
+        assert_eq!(
+            d.decode(read, &mut event).unwrap_err(),
+            "malformed JSON: invalid unicode code point at line 1 column 21"
+        );
     }
 
     #[test]
