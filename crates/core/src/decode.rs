@@ -257,8 +257,9 @@ struct Role {
 /// What the visitor found in one line.
 #[derive(Debug, Default, Clone)]
 struct Scratch {
-    /// Rendered JSON of each key field, and whether the line had it; the
-    /// strings keep their capacity from line to line.
+    /// Each key field's part of the key (its prefix and its value as
+    /// JSON), and whether the line had it; the strings keep their capacity
+    /// from line to line.
     keys: Vec<String>,
     key_seen: Vec<bool>,
     key_error: Option<String>,
@@ -410,6 +411,7 @@ impl EventDecoder {
 
         let seed = LineSeed {
             roles: &self.roles,
+            key_prefixes: &self.key_prefixes,
             time: &self.time,
             typed_fields: &self.typed_fields,
             scratch: s,
@@ -437,18 +439,24 @@ impl EventDecoder {
         if let Some(reason) = s.key_error.take() {
             return Err(reason);
         }
-        event.key.clear();
-        for (i, (prefix, value)) in self.key_prefixes.iter().zip(&s.keys).enumerate() {
-            if !s.key_seen[i] {
-                return Err(format!("missing key field `{}`", self.key_fields[i]));
+        if let Some(i) = s.key_seen.iter().position(|seen| !seen) {
+            return Err(format!("missing key field `{}`", self.key_fields[i]));
+        }
+        if let [only] = s.keys.as_mut_slice() {
+            // The usual single key field: its rendering becomes the key,
+            // and the key's old buffer is the next line's to render into.
+            only.push('}');
+            std::mem::swap(&mut event.key, only);
+        } else {
+            event.key.clear();
+            for part in &s.keys {
+                event.key.push_str(part);
             }
-            event.key.push_str(prefix);
-            event.key.push_str(value);
+            if s.keys.is_empty() {
+                event.key.push('{');
+            }
+            event.key.push('}');
         }
-        if self.key_prefixes.is_empty() {
-            event.key.push('{');
-        }
-        event.key.push('}');
 
         event.values.clear();
         event.cells.clear();
@@ -605,6 +613,7 @@ fn parse<'de, R: serde_json::de::Read<'de>>(
 
 struct LineSeed<'a> {
     roles: &'a [(String, Role)],
+    key_prefixes: &'a [String],
     time: &'a TimeConfig,
     typed_fields: &'a [(String, InputKind)],
     scratch: &'a mut Scratch,
@@ -627,6 +636,7 @@ impl<'de> Visitor<'de> for LineSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let LineSeed {
             roles,
+            key_prefixes,
             time,
             typed_fields,
             scratch,
@@ -639,6 +649,7 @@ impl<'de> Visitor<'de> for LineSeed<'_> {
             map.next_value_seed(ValueSeed {
                 name,
                 role: *role,
+                key_prefixes,
                 time,
                 typed_fields,
                 scratch: &mut *scratch,
@@ -675,6 +686,7 @@ impl<'de, 'a> Visitor<'de> for FieldSeed<'a> {
 struct ValueSeed<'a> {
     name: &'a str,
     role: Role,
+    key_prefixes: &'a [String],
     time: &'a TimeConfig,
     typed_fields: &'a [(String, InputKind)],
     scratch: &'a mut Scratch,
@@ -694,6 +706,7 @@ impl ValueSeed<'_> {
         let ValueSeed {
             name,
             role,
+            key_prefixes,
             time,
             typed_fields,
             scratch,
@@ -709,6 +722,7 @@ impl ValueSeed<'_> {
         } else if let Some(i) = role.key {
             let out = &mut scratch.keys[i];
             out.clear();
+            out.push_str(&key_prefixes[i]);
             scalar.write_key_json(out);
             scratch.key_seen[i] = true;
         }
@@ -998,6 +1012,33 @@ mod tests {
         let line =
             r#"{"ts":1700000000250999,"service":"a","model":"b","latency_ms":1,"error":false}"#;
         assert_eq!(decode(&mut d, line).unwrap().time, 1_700_000_000_250);
+    }
+
+    /// With one key field the key is built in place line after line: each
+    /// line's key is its own, also after a line without the key field.
+    #[test]
+    fn one_key_field_gives_each_line_its_key() {
+        let mut d = EventDecoder::new(
+            &["service".into()],
+            &TimeConfig {
+                field: "ts".into(),
+                format: TimeFormat::EpochMillis,
+            },
+            &[],
+        );
+        let mut event = Event::default();
+        for (line, key) in [
+            (r#"{"ts":1,"service":"chat"}"#, Ok(r#"{"service":"chat"}"#)),
+            (r#"{"ts":2,"service":"a\"b"}"#, Ok(r#"{"service":"a\"b"}"#)),
+            (r#"{"ts":3}"#, Err("missing key field `service`")),
+            (r#"{"ts":4,"service":7}"#, Ok(r#"{"service":7}"#)),
+            (r#"{"service":"x","ts":5}"#, Ok(r#"{"service":"x"}"#)),
+        ] {
+            let got = d
+                .decode(line.as_bytes(), &mut event)
+                .map(|()| event.key.as_str());
+            assert_eq!(got, key.map_err(String::from), "{line}");
+        }
     }
 
     /// A line that is not UTF-8 is parsed from bytes, as serde_json takes
