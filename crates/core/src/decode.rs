@@ -411,10 +411,12 @@ impl EventDecoder {
 
         let seed = LineSeed {
             roles: &self.roles,
-            key_prefixes: &self.key_prefixes,
-            time: &self.time,
-            typed_fields: &self.typed_fields,
-            scratch: s,
+            fill: Fill {
+                key_prefixes: &self.key_prefixes,
+                time: &self.time,
+                typed_fields: &self.typed_fields,
+                scratch: s,
+            },
         };
         // A line checked as UTF-8 once, in one pass (simdutf8 picks the
         // CPU's vector code at run time), is parsed without
@@ -613,6 +615,12 @@ fn parse<'de, R: serde_json::de::Read<'de>>(
 
 struct LineSeed<'a> {
     roles: &'a [(String, Role)],
+    fill: Fill<'a>,
+}
+
+/// Where the values of a line's read fields go, and what decides how they
+/// are put there; the line's visitor lends it to each value's seed.
+struct Fill<'a> {
     key_prefixes: &'a [String],
     time: &'a TimeConfig,
     typed_fields: &'a [(String, InputKind)],
@@ -634,13 +642,7 @@ impl<'de> Visitor<'de> for LineSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let LineSeed {
-            roles,
-            key_prefixes,
-            time,
-            typed_fields,
-            scratch,
-        } = self;
+        let LineSeed { roles, mut fill } = self;
         while let Some(found) = map.next_key_seed(FieldSeed(roles))? {
             let Some((name, role)) = found else {
                 map.next_value::<IgnoredAny>()?;
@@ -649,10 +651,7 @@ impl<'de> Visitor<'de> for LineSeed<'_> {
             map.next_value_seed(ValueSeed {
                 name,
                 role: *role,
-                key_prefixes,
-                time,
-                typed_fields,
-                scratch: &mut *scratch,
+                fill: &mut fill,
             })?;
         }
         Ok(())
@@ -683,34 +682,25 @@ impl<'de, 'a> Visitor<'de> for FieldSeed<'a> {
 
 /// Reads the value of a field that is read for something, and puts it
 /// where its role says, in the parser's callback for its type.
-struct ValueSeed<'a> {
+struct ValueSeed<'a, 'b> {
     name: &'a str,
     role: Role,
-    key_prefixes: &'a [String],
-    time: &'a TimeConfig,
-    typed_fields: &'a [(String, InputKind)],
-    scratch: &'a mut Scratch,
+    fill: &'b mut Fill<'a>,
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl ValueSeed<'_> {
+impl ValueSeed<'_, '_> {
     /// Puts `scalar` where the field's role says.
     #[inline]
     fn take(self, scalar: Scalar<'_>) {
-        let ValueSeed {
-            name,
-            role,
-            key_prefixes,
-            time,
-            typed_fields,
-            scratch,
-        } = self;
+        let ValueSeed { name, role, fill } = self;
+        let scratch = &mut *fill.scratch;
         if let (Some(_), Scalar::Other(what)) = (role.key, &scalar) {
             scratch.key_error = Some(format!(
                 "key field `{name}` is {what}, not a string, number or boolean"
@@ -722,18 +712,18 @@ impl ValueSeed<'_> {
         } else if let Some(i) = role.key {
             let out = &mut scratch.keys[i];
             out.clear();
-            out.push_str(&key_prefixes[i]);
+            out.push_str(&fill.key_prefixes[i]);
             scalar.write_key_json(out);
             scratch.key_seen[i] = true;
         }
         if role.time {
-            scratch.time = Some(scalar.time(name, time.format));
+            scratch.time = Some(scalar.time(name, fill.time.format));
         }
         if let Some(i) = role.value {
             scratch.values[i] = Some(scalar.value(name));
         }
         if role.typed {
-            for (i, (field, kind)) in typed_fields.iter().enumerate() {
+            for (i, (field, kind)) in fill.typed_fields.iter().enumerate() {
                 if field == name {
                     scratch.typed[i] = scalar.cell(*kind, &mut scratch.text);
                 }
@@ -742,7 +732,7 @@ impl ValueSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for ValueSeed<'_> {
+impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
